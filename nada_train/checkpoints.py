@@ -1,0 +1,163 @@
+"""Generator checkpoints in, generator checkpoints out.
+
+Read: rosinality torch files ({"g_ema": state_dict, "latent_avg": w}), nada's own safetensors, and
+run directories written by nada-train. Pickles are never executed by default: torch files are read
+with weights_only=True, NVIDIA's .pkl (which carries its own code) is refused.
+Write: safetensors (nada's format; the config travels in the metadata) and rosinality's format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from nada_train.errors import NadaError
+from nada_train.fileio import atomic_path, sha256_file
+from nada_train.generator import Generator, GeneratorConfig
+
+RUN_GENERATOR = "generator.safetensors"
+RUN_MANIFEST = "manifest.json"
+LATENT_AVG_KEY = "latent_avg"
+
+
+@dataclass
+class LoadedGenerator:
+    generator: Generator
+    source: str          # what the user named
+    kind: str            # "rosinality", "safetensors", "run", "random"
+    sha256: str | None   # of the weights file, for the manifest
+    base: dict | None = None  # for run directories: the base checkpoint the run started from
+
+
+def random_generator(size: int, seed: int = 0, channel_multiplier: int = 2, style_dim: int = 512, n_mlp: int = 8) -> Generator:
+    """A config-f-shaped generator with random weights: for benchmarks and smoke runs only."""
+    torch.manual_seed(seed)
+    g = Generator(GeneratorConfig.rosinality(size, style_dim, n_mlp, channel_multiplier))
+    g.set_w_avg(None)
+    return g
+
+
+def _parse_random_spec(spec: str) -> Generator:
+    try:
+        size = int(spec.split(":", 1)[1])
+        return random_generator(size)
+    except (ValueError, IndexError):
+        raise NadaError(f"generator '{spec}': write random:SIZE with SIZE a power of two >= 8, e.g. random:256") from None
+
+
+def load_generator(spec: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False) -> LoadedGenerator:
+    """Load a generator from a checkpoint file, a run directory, or `random:SIZE`."""
+    spec_s = str(spec)
+    if spec_s.startswith("random:"):
+        warnings.warn(f"{spec_s}: generator with RANDOM weights (benchmarks/smoke tests only)", stacklevel=2)
+        return LoadedGenerator(_parse_random_spec(spec_s).to(device).eval(), spec_s, "random", None)
+    path = Path(spec_s)
+    if not path.exists():
+        raise NadaError(f"generator '{spec_s}': no such file or directory; pass a rosinality .pt checkpoint, a .safetensors file or a nada-train run directory")
+    if path.is_dir():
+        loaded = _load_run_dir(path)
+    elif path.suffix == ".safetensors":
+        loaded = _load_safetensors(path)
+    elif path.suffix == ".pkl" and not allow_pickle:
+        raise NadaError(
+            f"generator '{path}': NVIDIA .pkl files are pickles that run code from the file, refused; "
+            "convert it to rosinality's .pt format (its convert_weight.py) or pass --allow-pickle if you trust the file"
+        )
+    else:
+        loaded = _load_torch_file(path, allow_pickle)
+    loaded.generator.to(device).eval()
+    return loaded
+
+
+def _load_torch_file(path: Path, allow_pickle: bool) -> LoadedGenerator:
+    try:
+        if allow_pickle:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            # rosinality's train.py stores its argparse Namespace beside the weights: harmless, allowed.
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise NadaError(
+                f"generator '{path}': the file holds Python objects beyond tensors and would run code when loaded; "
+                "refused. Pass --allow-pickle only if you trust the file"
+            ) from None
+        raise NadaError(f"generator '{path}': not a readable torch checkpoint ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NadaError(f"generator '{path}': not a readable torch checkpoint ({first[:200]})") from None
+    if not isinstance(ckpt, dict):
+        raise NadaError(f"generator '{path}': expected a dict with 'g_ema', got {type(ckpt).__name__}")
+    if "g_ema" in ckpt:
+        state, latent_avg = ckpt["g_ema"], ckpt.get(LATENT_AVG_KEY)
+    elif "style.1.weight" in ckpt:
+        state, latent_avg = ckpt, ckpt.get(LATENT_AVG_KEY)
+    else:
+        keys = ", ".join(list(ckpt)[:6])
+        raise NadaError(f"generator '{path}': no 'g_ema' generator in the checkpoint (keys: {keys}); is it a rosinality-format StyleGAN2 checkpoint?")
+    generator = _build(state, latent_avg, str(path))
+    return LoadedGenerator(generator, str(path), "rosinality", sha256_file(path))
+
+
+def _build(state: dict, latent_avg: torch.Tensor | None, source: str, config: GeneratorConfig | None = None) -> Generator:
+    state = {k: v for k, v in state.items() if k != LATENT_AVG_KEY}
+    config = config or GeneratorConfig.infer(state, source)
+    generator = Generator(config)
+    try:
+        generator.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise NadaError(f"generator '{source}': tensors do not fit a StyleGAN2 generator of size {config.size} ({detail})") from None
+    generator.set_w_avg(latent_avg)
+    return generator
+
+
+def _load_safetensors(path: Path) -> LoadedGenerator:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types
+        raise NadaError(f"generator '{path}': not a readable safetensors file ({exc})") from None
+    config = GeneratorConfig.from_dict(json.loads(meta["nada_config"])) if "nada_config" in meta else None
+    generator = _build(state, state.get(LATENT_AVG_KEY), str(path), config)
+    return LoadedGenerator(generator, str(path), "safetensors", sha256_file(path))
+
+
+def _load_run_dir(path: Path) -> LoadedGenerator:
+    weights, manifest_path = path / RUN_GENERATOR, path / RUN_MANIFEST
+    if not weights.exists() or not manifest_path.exists():
+        raise NadaError(f"run directory '{path}': needs {RUN_GENERATOR} and {RUN_MANIFEST}; is it a finished or saved nada-train run?")
+    loaded = _load_safetensors(weights)
+    manifest = json.loads(manifest_path.read_text())
+    return LoadedGenerator(loaded.generator, str(path), "run", loaded.sha256, base=manifest.get("base"))
+
+
+def save_safetensors(generator: Generator, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
+    """nada's own format: every tensor plus latent_avg; the config in the metadata."""
+    state = {k: v.detach().contiguous().cpu() for k, v in generator.state_dict().items()}
+    if generator.w_avg_known:
+        state[LATENT_AVG_KEY] = generator.w_avg.detach().cpu().clone()
+    meta = {"nada_config": json.dumps(generator.config.to_dict()), "format": "nada-stylegan2"}
+    meta.update(extra_metadata or {})
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+
+
+def save_rosinality(generator: Generator, path: str | Path) -> None:
+    """rosinality's format, readable by its generate.py and by the StyleGAN-NADA reference."""
+    ckpt = {"g_ema": {k: v.detach().cpu() for k, v in generator.state_dict().items()}}
+    if generator.w_avg_known:
+        ckpt[LATENT_AVG_KEY] = generator.w_avg.detach().cpu().clone()
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)

@@ -1,0 +1,59 @@
+"""nada-generate: render images from a generator checkpoint or a nada-train run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import typer
+
+from nada_train.checkpoints import load_generator
+from nada_train.cli.common import run_app, typer_app
+from nada_train.errors import NadaError
+from nada_train.images import grid, parse_seeds, save_png, seed_filename, to_uint8, z_batch
+from nada_train.trainer import resolve_device
+
+app = typer_app(
+    "Render images from a StyleGAN2 checkpoint or a nada-train run directory.\n\n"
+    "Seeds follow NVlabs generate.py: z = numpy.random.RandomState(seed).randn(1, z_dim); files seed0000.png, ..."
+)
+
+
+def render(generator, seeds: list[int], truncation: float, noise: str = "const", batch: int = 8) -> np.ndarray:
+    """uint8 images [N, H, W, 3] for these seeds."""
+    device = next(generator.parameters()).device
+    z_all = torch.from_numpy(z_batch(seeds, generator.config.style_dim))
+    out = []
+    with torch.no_grad():
+        for z in z_all.split(batch):
+            out.append(to_uint8(generator(z.to(device), truncation=truncation, noise_mode=noise)).cpu())
+    return torch.cat(out).numpy()
+
+
+@app.command()
+def main(
+    checkpoint: str = typer.Argument(..., help="rosinality .pt, nada .safetensors, a run directory, or random:SIZE."),
+    seeds: str = typer.Option("0-7", help="Seeds, e.g. 0-3,7."),
+    truncation: float = typer.Option(1.0, help="Truncation psi (1 = none; 0.7 is common)."),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output directory."),
+    grid_png: bool = typer.Option(False, "--grid", help="Also write grid.png with all images."),
+    noise: str = typer.Option("const", help="Noise inputs: const (the checkpoint's stored noise), random, none."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a checkpoint holding arbitrary Python objects (runs code from the file)."),
+) -> None:
+    if noise not in ("const", "random", "none"):
+        raise NadaError(f"--noise {noise}: choose const, random or none")
+    seed_list = parse_seeds(seeds)
+    loaded = load_generator(checkpoint, resolve_device(device), allow_pickle=allow_pickle)
+    images = render(loaded.generator, seed_list, truncation, noise)
+    out.mkdir(parents=True, exist_ok=True)
+    for seed, img in zip(seed_list, images):
+        save_png(img, out / seed_filename(seed))
+    if grid_png:
+        save_png(grid(images, rows=max(1, int(len(images) ** 0.5))), out / "grid.png")
+    print(f"wrote {len(images)} images to {out}")
+
+
+def main_entry() -> None:
+    run_app(app, "nada-generate")

@@ -1,0 +1,140 @@
+"""The StyleGAN2 generator: mapping network (z -> w) and synthesis network (W+ -> image).
+
+Module names are rosinality's (style, input, conv1, to_rgb1, convs, to_rgbs, noises) so its
+checkpoints load with strict=True and adapted generators can be written back in its format.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+import torch
+from torch import nn
+
+from nada_train.generator.config import GeneratorConfig
+from nada_train.generator.layers import ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB
+
+NoiseMode = Literal["const", "random", "none"]
+
+
+class Generator(nn.Module):
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = config
+        c, taps = config, tuple(config.blur_kernel)
+        self.style = nn.Sequential(
+            PixelNorm(),
+            *[EqualLinear(c.style_dim, c.style_dim, lr_mul=c.lr_mlp, activate=True) for _ in range(c.n_mlp)],
+        )
+        self.input = ConstantInput(c.channel(4))
+        self.conv1 = StyledConv(c.channel(4), c.channel(4), c.style_dim, blur_taps=taps)
+        self.to_rgb1 = ToRGB(c.channel(4), c.style_dim, upsample=False, blur_taps=taps)
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        in_channel = c.channel(4)
+        for log_res in range(3, c.log_size + 1):
+            out_channel = c.channel(2**log_res)
+            self.convs.append(StyledConv(in_channel, out_channel, c.style_dim, upsample=True, blur_taps=taps))
+            self.convs.append(StyledConv(out_channel, out_channel, c.style_dim, blur_taps=taps))
+            self.to_rgbs.append(ToRGB(out_channel, c.style_dim, blur_taps=taps))
+            in_channel = out_channel
+        self.noises = nn.Module()
+        for i in range(c.num_noise_layers):
+            res = 2 ** ((i + 5) // 2)
+            self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, res, res))
+        # Mean w for truncation: the checkpoint's "latent_avg" when it has one, else computed once.
+        self.register_buffer("w_avg", torch.zeros(c.style_dim), persistent=False)
+        self.w_avg_known = False
+
+    @property
+    def n_latent(self) -> int:
+        return self.config.n_latent
+
+    # ---- mapping -----------------------------------------------------------------------------
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        assert z.ndim == 2 and z.shape[1] == self.config.style_dim, tuple(z.shape)
+        return self.style(z)
+
+    def set_w_avg(self, w_avg: torch.Tensor | None, n_samples: int = 4096, seed: int = 0) -> None:
+        """Use the checkpoint's latent_avg, or the mean of n_samples mapped z (rosinality's mean_latent)."""
+        if w_avg is None:
+            gen = torch.Generator().manual_seed(seed)
+            z = torch.randn(n_samples, self.config.style_dim, generator=gen).to(self.w_avg.device)
+            with torch.no_grad():
+                w_avg = self.mapping(z).mean(0)
+        self.w_avg.copy_(w_avg.reshape(-1).to(self.w_avg))
+        self.w_avg_known = True
+
+    def truncate(self, w: torch.Tensor, truncation: float | torch.Tensor) -> torch.Tensor:
+        if not self.w_avg_known:
+            self.set_w_avg(None)
+        if isinstance(truncation, torch.Tensor):
+            truncation = truncation.reshape(-1, *([1] * (w.ndim - 1)))
+        return self.w_avg + truncation * (w - self.w_avg)
+
+    def broadcast(self, w: torch.Tensor) -> torch.Tensor:
+        """w [batch, style_dim] -> W+ [batch, n_latent, style_dim]."""
+        return w[:, None, :].expand(-1, self.n_latent, -1)
+
+    def mix(self, w1: torch.Tensor, w2: torch.Tensor, inject_index: int | None = None) -> torch.Tensor:
+        """Style mixing: codes before inject_index from w1, the rest from w2 (random index if None)."""
+        if inject_index is None:
+            inject_index = random.randint(1, self.n_latent - 1)
+        ws = self.broadcast(w1).clone()
+        ws[:, inject_index:] = w2[:, None, :]
+        return ws
+
+    # ---- synthesis ---------------------------------------------------------------------------
+    def _noise(self, mode: NoiseMode, like: torch.Tensor) -> list[torch.Tensor | None]:
+        stored = [getattr(self.noises, f"noise_{i}") for i in range(self.config.num_noise_layers)]
+        if mode == "const":
+            return stored
+        if mode == "random":
+            return [torch.randn(like.shape[0], 1, n.shape[2], n.shape[3], device=like.device, dtype=like.dtype) for n in stored]
+        if mode == "none":
+            return [None] * len(stored)
+        raise ValueError(f"noise mode must be const, random or none, got {mode!r}")
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: NoiseMode = "const") -> torch.Tensor:
+        """W+ codes [batch, n_latent, style_dim] -> image [batch, 3, size, size] in about [-1, 1]."""
+        assert ws.ndim == 3 and ws.shape[1:] == (self.n_latent, self.config.style_dim), tuple(ws.shape)
+        noise = self._noise(noise_mode, ws)
+        x = self.input(ws)
+        x = self.conv1(x, ws[:, 0], noise[0])
+        rgb = self.to_rgb1(x, ws[:, 1])
+        code = 1
+        for j, to_rgb in enumerate(self.to_rgbs):
+            x = self.convs[2 * j](x, ws[:, code], noise[1 + 2 * j])
+            x = self.convs[2 * j + 1](x, ws[:, code + 1], noise[2 + 2 * j])
+            rgb = to_rgb(x, ws[:, code + 2], rgb)
+            code += 2
+        return rgb
+
+    def forward(self, z: torch.Tensor, truncation: float = 1.0, noise_mode: NoiseMode = "const") -> torch.Tensor:
+        w = self.mapping(z)
+        if truncation != 1.0:
+            w = self.truncate(w, truncation)
+        return self.synthesis(self.broadcast(w), noise_mode)
+
+    # ---- which layers a W+ code drives -------------------------------------------------------
+    def layers_of_code(self, code: int, include_torgb: bool = False) -> list[str]:
+        """Module names modulated by W+ code `code` (0-based). Code 0: conv1; code 1: convs.0 and
+        to_rgb1; code c>=2: convs.{c-1}, plus to_rgbs.{(c-3)/2} when c is odd."""
+        if not 0 <= code < self.n_latent:
+            raise IndexError(f"W+ code {code} out of range 0..{self.n_latent - 1}")
+        names = ["conv1"] if code == 0 else []
+        if 1 <= code <= len(self.convs):
+            names.append(f"convs.{code - 1}")
+        if include_torgb:
+            if code == 1:
+                names.append("to_rgb1")
+            elif code >= 3 and code % 2 == 1:
+                names.append(f"to_rgbs.{(code - 3) // 2}")
+        return names
+
+    def set_fused(self, fused: bool) -> None:
+        """Switch every modulated conv between the exportable and the grouped (fused) form."""
+        for m in self.modules():
+            if hasattr(m, "fused") and hasattr(m, "demodulate"):
+                m.fused = fused

@@ -1,0 +1,83 @@
+"""Which layers of G_train learn: fixed sets, or StyleGAN-NADA's adaptive selection of W+ codes.
+
+The mapping network and the ToRGB layers stay frozen unless asked (the reference's default).
+Adaptive selection maps each W+ code to exactly the layers that code modulates
+(Generator.layers_of_code), fixing the reference's table in which index 1 picked to_rgb1 and
+no other ToRGB could ever be chosen.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nada_train.generator import Generator
+
+MANUAL_SETS = ("all", "texture", "shape")
+LAYER_CHOICES = ("auto",) + MANUAL_SETS
+
+
+def manual_layers(generator: Generator, name: str) -> list[str]:
+    """Module names of a fixed set: all = constant input, conv1 and every conv (the reference's
+    default); texture = input, conv1, convs 2..9; shape = input, conv1, convs 0..1."""
+    n = len(generator.convs)
+    picks = {"all": range(n), "texture": range(2, min(10, n)), "shape": range(0, min(2, n))}
+    if name not in picks:
+        raise ValueError(f"unknown layer set {name!r}; choose from {', '.join(LAYER_CHOICES)}")
+    return ["input", "conv1"] + [f"convs.{i}" for i in picks[name]]
+
+
+def default_auto_k(n_latent: int) -> int:
+    """The reference notebook's "improve shape" preset: int(2 * n_latent / 3)."""
+    return max(1, int(2 * n_latent / 3))
+
+
+def set_trainable(generator: Generator, module_names: list[str]) -> list[torch.nn.Parameter]:
+    """Freeze everything, then unfreeze the named modules. Returns the trainable parameters."""
+    generator.requires_grad_(False)
+    modules = dict(generator.named_modules())
+    params = []
+    for name in module_names:
+        if name not in modules:
+            raise KeyError(f"generator has no module {name!r}")
+        for p in modules[name].parameters():
+            p.requires_grad_(True)
+            params.append(p)
+    return params
+
+
+def select_codes(
+    g_train: Generator,
+    w: torch.Tensor,
+    global_loss_fn,
+    k: int,
+    iters: int = 1,
+    lr: float = 0.01,
+) -> list[int]:
+    """Optimise W+ copies of `w` for `iters` SGD steps on the global CLIP loss through G_train and
+    return the k codes that moved most (mean |change|), most-moved first."""
+    ws_start = g_train.broadcast(w.detach()).clone()
+    ws = ws_start.clone().requires_grad_(True)
+    opt = torch.optim.SGD([ws], lr=lr)
+    was = [p.requires_grad for p in g_train.parameters()]
+    g_train.requires_grad_(False)  # only the codes move here
+    try:
+        for _ in range(iters):
+            loss = global_loss_fn(g_train.synthesis(ws))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        for p, r in zip(g_train.parameters(), was):
+            p.requires_grad_(r)
+    change = (ws.detach() - ws_start).abs().mean(dim=(0, 2))  # [n_latent]
+    k = max(1, min(k, g_train.n_latent))
+    return torch.topk(change, k).indices.tolist()
+
+
+def layers_for_codes(generator: Generator, codes: list[int], include_torgb: bool = False) -> list[str]:
+    names: list[str] = []
+    for c in codes:
+        for n in generator.layers_of_code(c, include_torgb):
+            if n not in names:
+                names.append(n)
+    return names

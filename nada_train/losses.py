@@ -1,0 +1,114 @@
+"""CLIP guidance: the directional loss that moves G_train away from G_frozen along a text (or image)
+direction in CLIP space, and the global loss that the layer selection uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from nada_train.clip import ClipModel
+from nada_train.clip.templates import compose, imagenet_templates
+from nada_train.errors import NadaError
+
+# Step 0: G_train == G_frozen, the image step is zero. Normalising with this floor keeps it finite
+# (the gradient then points the step along the text direction), as the reference's 1e-6 nudge does.
+DIRECTION_EPS = 1e-8
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def text_embedding(clip: ClipModel, text: str, templates: list[str]) -> torch.Tensor:
+    """Per-template normalised embeddings of `text`, [n_templates, dim]."""
+    return clip.encode_texts(compose(text, templates))
+
+
+def text_direction(clip: ClipModel, source: str, target: str, templates: list[str] | None = None) -> torch.Tensor:
+    """normalise(mean_i(target_i - source_i)) over the 79 templates, each embedding normalised."""
+    templates = templates or imagenet_templates()
+    delta = text_embedding(clip, target, templates) - text_embedding(clip, source, templates)
+    return F.normalize(delta.mean(0), dim=-1)
+
+
+def image_direction(source_embeddings: torch.Tensor, target_embeddings: torch.Tensor) -> torch.Tensor:
+    """Image-guided target: normalise(mean target embedding - mean source embedding)."""
+    return F.normalize(target_embeddings.mean(0) - source_embeddings.mean(0), dim=-1)
+
+
+def directional_loss(frozen_emb: torch.Tensor, train_emb: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """mean over the batch of 1 - cos(normalise(train - frozen), direction); embeddings normalised."""
+    step = train_emb - frozen_emb
+    step = step / step.norm(dim=-1, keepdim=True).clamp_min(DIRECTION_EPS)
+    return (1 - step @ direction).mean()
+
+
+def global_loss(emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+    """mean of 1 - cos(image embedding, text embedding)."""
+    return (1 - emb @ F.normalize(text_emb, dim=-1)).mean()
+
+
+def load_style_images(folder: str | Path) -> torch.Tensor:
+    """Images of the target style as a list-batch in [-1, 1]; every image is resized to 256 px
+    square first (CLIP's preprocessing then resizes to its own input)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NadaError(f"--target-images '{folder}': not a directory; pass a folder of .png/.jpg images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise NadaError(f"--target-images '{folder}': no .png, .jpg or .jpeg files in it")
+    arrays = []
+    for p in files:
+        try:
+            img = Image.open(p).convert("RGB").resize((256, 256), Image.BICUBIC)
+        except OSError as exc:
+            raise NadaError(f"--target-images: cannot read '{p}' ({exc}); remove it or replace it") from None
+        arrays.append(np.asarray(img, dtype=np.float32) / 127.5 - 1)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+class ClipGuide:
+    """Several CLIP models with weights; their target directions computed once and cached."""
+
+    def __init__(self, models: list[ClipModel]):
+        if not models:
+            raise NadaError("no CLIP model given; pass --clip ViT-B-32 (repeatable)")
+        self.models = models
+        self.directions: list[torch.Tensor] = []
+        self.target_texts: list[torch.Tensor] = []
+
+    def set_text_target(self, source: str, target: str) -> None:
+        templates = imagenet_templates()
+        self.directions = [text_direction(m, source, target, templates) for m in self.models]
+        self.target_texts = [F.normalize(text_embedding(m, target, templates).mean(0), dim=-1) for m in self.models]
+
+    @torch.no_grad()
+    def set_image_target(self, source_images: torch.Tensor, style_images: torch.Tensor) -> None:
+        self.directions, self.target_texts = [], []
+        for m in self.models:
+            src = torch.cat([m.encode_images(x[None].to(m.mean.device)) for x in source_images])
+            tgt = torch.cat([m.encode_images(x[None].to(m.mean.device)) for x in style_images])
+            self.directions.append(image_direction(src, tgt))
+            self.target_texts.append(F.normalize(tgt.mean(0), dim=-1))
+
+    def directional(self, frozen_images: torch.Tensor, train_images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        total, parts = 0.0, {}
+        for m, direction in zip(self.models, self.directions):
+            with torch.no_grad():
+                frozen_emb = m.encode_images(frozen_images)
+            loss = directional_loss(frozen_emb, m.encode_images(train_images), direction)
+            parts[str(m.spec)] = float(loss.detach())
+            total = total + m.spec.weight * loss
+        return total, parts
+
+    def global_(self, images: torch.Tensor) -> torch.Tensor:
+        return sum(m.spec.weight * global_loss(m.encode_images(images), t) for m, t in zip(self.models, self.target_texts))
+
+    @torch.no_grad()
+    def direction_similarity(self, frozen_images: torch.Tensor, train_images: torch.Tensor) -> float:
+        """Mean cos(image step, target direction) over models: 1 - directional loss, for reports."""
+        sims = []
+        for m, direction in zip(self.models, self.directions):
+            sims.append(1 - float(directional_loss(m.encode_images(frozen_images), m.encode_images(train_images), direction)))
+        return float(np.mean(sims))

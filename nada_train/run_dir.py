@@ -1,0 +1,74 @@
+"""A training run's directory: what nada-train writes and what --resume, nada-generate and
+nada-export read back.
+
+  generator.safetensors  the adapted generator (with manifest.json, all that is needed downstream)
+  manifest.json          base checkpoint + sha256, texts, CLIP models, layers, arguments, progress
+  samples/step-NNNNNN.png  frozen row above adapted row, same latents every time
+  log.jsonl              one line per step
+  state/resume.pt        optimizer and RNG state for --resume (tensors only, loaded weights_only)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from nada_train import __version__
+from nada_train.checkpoints import RUN_GENERATOR, RUN_MANIFEST, save_safetensors
+from nada_train.errors import NadaError
+from nada_train.fileio import append_jsonl, atomic_path, write_json
+from nada_train.generator import Generator
+
+MANIFEST_FORMAT = "nada-run/1"
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    generator_path = property(lambda self: self.path / RUN_GENERATOR)
+    manifest_path = property(lambda self: self.path / RUN_MANIFEST)
+    state_path = property(lambda self: self.path / "state" / "resume.pt")
+    log_path = property(lambda self: self.path / "log.jsonl")
+    samples_dir = property(lambda self: self.path / "samples")
+    metrics_path = property(lambda self: self.path / "metrics.json")
+
+    def create(self) -> None:
+        if self.path.exists() and any(self.path.iterdir()):
+            if self.manifest_path.exists():
+                raise NadaError(f"--out '{self.path}' already holds a run; continue it with --resume {self.path} or choose a new --out")
+            raise NadaError(f"--out '{self.path}' exists and is not empty; choose a new or empty directory")
+        self.samples_dir.mkdir(parents=True, exist_ok=True)
+
+    def read_manifest(self) -> dict:
+        if not self.manifest_path.exists():
+            raise NadaError(f"--resume '{self.path}': no {RUN_MANIFEST} there; is it a nada-train run directory?")
+        manifest = json.loads(self.manifest_path.read_text())
+        if manifest.get("format") != MANIFEST_FORMAT:
+            raise NadaError(f"--resume '{self.path}': manifest format {manifest.get('format')!r} is not {MANIFEST_FORMAT}")
+        return manifest
+
+    def save(self, generator: Generator, state: dict, manifest: dict) -> None:
+        """Weights, then resume state, then manifest: the manifest only ever names saved files."""
+        save_safetensors(generator, self.generator_path, {"iterations_done": str(manifest["iterations_done"])})
+        self.state_path.parent.mkdir(exist_ok=True)
+        with atomic_path(self.state_path) as tmp:
+            torch.save(state, tmp)
+        manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        manifest["nada_version"] = __version__
+        manifest["format"] = MANIFEST_FORMAT
+        write_json(self.manifest_path, manifest)
+
+    def load_state(self) -> dict:
+        if not self.state_path.exists():
+            raise NadaError(f"--resume '{self.path}': {self.state_path} is missing; the run cannot be continued exactly")
+        return torch.load(self.state_path, map_location="cpu", weights_only=True)
+
+    def log(self, record: dict) -> None:
+        append_jsonl(self.log_path, record)
+
+    def sample_path(self, step: int) -> Path:
+        return self.samples_dir / f"step-{step:06d}.png"

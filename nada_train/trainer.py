@@ -1,0 +1,288 @@
+"""The StyleGAN-NADA training loop: G_frozen and G_train see the same latents; the directional CLIP
+loss pulls G_train's images along the source->target direction; optionally only the layers whose
+W+ codes a global CLIP loss moves most are trained at each step."""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nada_train.checkpoints import LoadedGenerator, load_generator
+from nada_train.clip import ClipSpec, load_clip
+from nada_train.errors import NadaError
+from nada_train.generator import Generator
+from nada_train.images import grid, save_png, to_uint8, z_batch
+from nada_train.layer_selection import LAYER_CHOICES, default_auto_k, layers_for_codes, manual_layers, select_codes, set_trainable
+from nada_train.losses import ClipGuide, load_style_images
+from nada_train.run_dir import RunDir
+
+# Adam as in the StyleGAN2 trainer the reference inherits: lazy-regularisation ratio 4/5.
+REG_RATIO = 4 / 5
+
+
+@dataclass
+class TrainOptions:
+    generator: str
+    out: str
+    source: str = "photo"
+    target: str | None = None
+    target_images: str | None = None
+    clip: list[ClipSpec] = field(default_factory=lambda: [ClipSpec("ViT-B-32")])
+    iterations: int = 300
+    batch: int = 2
+    lr: float = 0.002
+    layers: str = "auto"
+    auto_layer_k: int | None = None
+    auto_layer_iters: int = 1
+    auto_layer_batch: int = 8
+    train_torgb: bool = False
+    mixing: float = 0.0
+    seed: int = 2
+    device: str = "auto"
+    precision: str = "fp32"
+    tf32: bool = True
+    fused: bool = False
+    n_sample: int = 8
+    sample_truncation: float = 0.7
+    sample_every: int = 50
+    save_every: int = 100
+    allow_pickle: bool = False
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["clip"] = [asdict(c) for c in self.clip]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainOptions":
+        d = dict(d)
+        d["clip"] = [ClipSpec(**c) for c in d["clip"]]
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def validate(self) -> None:
+        if self.target_images is None:
+            if self.target is None or not self.target.strip():
+                raise NadaError("--target is empty; name the new domain, e.g. --target 'pencil sketch' (or pass --target-images DIR)")
+            if not self.source.strip():
+                raise NadaError("--source is empty; name the generator's domain, e.g. --source photo")
+            if self.source.strip().lower() == self.target.strip().lower():
+                raise NadaError(f"--source and --target are both '{self.source}'; the direction between them is zero, name a different target")
+        if self.layers not in LAYER_CHOICES:
+            raise NadaError(f"--layers '{self.layers}': choose one of {', '.join(LAYER_CHOICES)}")
+        for name, value, low in (("--iterations", self.iterations, 1), ("--batch", self.batch, 1), ("--n-sample", self.n_sample, 1), ("--auto-layer-batch", self.auto_layer_batch, 1), ("--auto-layer-iters", self.auto_layer_iters, 1)):
+            if value < low:
+                raise NadaError(f"{name} {value}: must be at least {low}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise NadaError(f"--lr {self.lr}: must be a positive number")
+        if not 0 <= self.mixing <= 1:
+            raise NadaError(f"--mixing {self.mixing}: a probability, between 0 and 1")
+        if self.precision not in ("fp32", "bf16"):
+            raise NadaError(f"--precision {self.precision}: choose fp32 or bf16")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise NadaError(f"--device '{name}': not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NadaError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+class Trainer:
+    def __init__(self, opts: TrainOptions, run: RunDir, base: LoadedGenerator, g_train: Generator, guide: ClipGuide, device: torch.device):
+        self.opts, self.run, self.base, self.device, self.guide = opts, run, base, device, guide
+        self.g_frozen = base.generator.requires_grad_(False).eval()
+        self.g_train = g_train.train()
+        self.g_train.requires_grad_(False)
+        self.g_frozen.set_fused(opts.fused)
+        self.g_train.set_fused(opts.fused)
+        # Adam over every synthesis parameter; those frozen in a step get no gradient and stay put.
+        params = [p for n, p in g_train.named_parameters() if not n.startswith("style.")]
+        self.optimizer = torch.optim.Adam(params, lr=opts.lr * REG_RATIO, betas=(0.0, 0.99**REG_RATIO))
+        self.auto_k = opts.auto_layer_k or default_auto_k(g_train.n_latent)
+        self.fixed_layers = None if opts.layers == "auto" else manual_layers(g_train, opts.layers)
+        if self.fixed_layers and opts.train_torgb:
+            self.fixed_layers += ["to_rgb1"] + [f"to_rgbs.{i}" for i in range(len(g_train.to_rgbs))]
+        self.rng = torch.Generator().manual_seed(opts.seed)  # all of the run's randomness, saved for resume
+        self.iteration = 0
+        z_dim = g_train.config.style_dim
+        self.sample_z = torch.from_numpy(z_batch(list(range(opts.n_sample)), z_dim)).to(device)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if opts.precision == "bf16" else nullcontext()
+
+    # ---- state -------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self.rng.get_state(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.iteration = int(state["iteration"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.set_state(state["rng"])
+
+    # ---- one step ----------------------------------------------------------------------------
+    def _latents(self, n: int) -> torch.Tensor:
+        """W+ codes for n samples from the frozen mapping (never trained), with style mixing."""
+        z_dim = self.g_train.config.style_dim
+        z = torch.randn(n, z_dim, generator=self.rng).to(self.device)
+        with torch.no_grad():
+            w = self.g_frozen.mapping(z)
+            if float(torch.rand(1, generator=self.rng)) < self.opts.mixing:
+                z2 = torch.randn(n, z_dim, generator=self.rng).to(self.device)
+                index = int(torch.randint(1, self.g_train.n_latent, (1,), generator=self.rng))
+                return self.g_frozen.mix(w, self.g_frozen.mapping(z2), index)
+            return self.g_frozen.broadcast(w)
+
+    def choose_layers(self) -> tuple[list[str], list[int] | None]:
+        if self.fixed_layers is not None:
+            return self.fixed_layers, None
+        z = torch.randn(self.opts.auto_layer_batch, self.g_train.config.style_dim, generator=self.rng).to(self.device)
+        with torch.no_grad():
+            w = self.g_frozen.mapping(z)
+        with self.autocast:
+            codes = select_codes(self.g_train, w, self.guide.global_, self.auto_k, self.opts.auto_layer_iters)
+        return layers_for_codes(self.g_train, codes, self.opts.train_torgb), codes
+
+    def step(self) -> dict:
+        t0 = time.perf_counter()
+        layers, codes = self.choose_layers()
+        set_trainable(self.g_train, layers)
+        t_select = time.perf_counter()
+        ws = self._latents(self.opts.batch)
+        with self.autocast:
+            with torch.no_grad():
+                frozen = self.g_frozen.synthesis(ws)
+            trained = self.g_train.synthesis(ws)
+            loss, parts = self.guide.directional(frozen, trained)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {float(loss)} at iteration {self.iteration + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if not all(torch.isfinite(p.grad).all() for p in self.g_train.parameters() if p.grad is not None):
+            raise FloatingPointError(f"gradient is not finite at iteration {self.iteration + 1}")
+        self.optimizer.step()
+        self.iteration += 1
+        now = time.perf_counter()
+        record = {"step": self.iteration, "loss": float(loss.detach()), "clip_losses": parts, "layers": layers,
+                  "seconds": now - t0, "select_seconds": t_select - t0}
+        if codes is not None:
+            record["codes"] = codes
+        return record
+
+    # ---- samples -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def write_samples(self) -> Path:
+        rows = []
+        for g in (self.g_frozen, self.g_train):
+            imgs = []
+            for z in self.sample_z.split(8):
+                w = g.truncate(self.g_frozen.mapping(z), self.opts.sample_truncation)
+                imgs.append(to_uint8(g.synthesis(g.broadcast(w)).float()))
+            rows.append(torch.cat(imgs))
+        path = self.run.sample_path(self.iteration)
+        save_png(grid(torch.cat(rows), rows=2), path)
+        return path
+
+
+def build(opts: TrainOptions, run: RunDir, resume: bool) -> Trainer:
+    opts.validate()
+    device = resolve_device(opts.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = opts.tf32
+        torch.backends.cudnn.allow_tf32 = opts.tf32
+    base = load_generator(opts.generator, device, allow_pickle=opts.allow_pickle)
+    if base.kind == "run":
+        raise NadaError(f"--generator '{opts.generator}' is a run directory; adapt its base, or export/generate from it")
+    if resume:
+        manifest = run.read_manifest()
+        recorded = manifest["base"].get("sha256")
+        if recorded and base.sha256 != recorded:
+            raise NadaError(f"--resume: base checkpoint '{opts.generator}' changed since the run started (sha256 differs); restore it to resume")
+        g_train = load_generator(run.path, device).generator
+        if g_train.config != base.generator.config:
+            raise NadaError(f"--resume: size mismatch between {run.generator_path} and the base checkpoint")
+    else:
+        g_train = load_generator(opts.generator, device, allow_pickle=opts.allow_pickle).generator
+    guide = ClipGuide([load_clip(spec, device) for spec in opts.clip])
+    if opts.target_images:
+        style = load_style_images(opts.target_images)
+        z = torch.randn(16, base.generator.config.style_dim, generator=torch.Generator().manual_seed(opts.seed)).to(device)
+        with torch.no_grad():
+            source = base.generator(z)
+        guide.set_image_target(source, style.to(device))
+    else:
+        guide.set_text_target(opts.source, opts.target)
+    trainer = Trainer(opts, run, base, g_train, guide, device)
+    if resume:
+        trainer.load_state(run.load_state())
+    return trainer
+
+
+def manifest_for(trainer: Trainer, status: str) -> dict:
+    o, base = trainer.opts, trainer.base
+    return {
+        "format": "nada-run/1",
+        "status": status,
+        "iterations_done": trainer.iteration,
+        "base": {"path": str(Path(base.source).resolve()) if base.kind != "random" else base.source,
+                 "sha256": base.sha256, "kind": base.kind},
+        "generator_config": base.generator.config.to_dict(),
+        "source": o.source, "target": o.target, "target_images": o.target_images,
+        "clip": [{"name": c.name, "pretrained": c.pretrained, "weight": c.weight} for c in o.clip],
+        "layers": o.layers if o.layers != "auto" else {"auto": {"k": trainer.auto_k, "iters": o.auto_layer_iters, "batch": o.auto_layer_batch}},
+        "arguments": o.to_json(),
+    }
+
+
+def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or continue) a training run; returns the run directory. Ctrl-C saves a resumable state."""
+    run = RunDir(opts.out)
+    if not resume:
+        opts.validate()
+        run.create()
+    trainer = build(opts, run, resume)
+
+    def save(status: str) -> None:
+        run.save(trainer.g_train, trainer.state(), manifest_for(trainer, status))
+
+    if not resume:
+        trainer.write_samples()
+        save("running")
+    bar = tqdm(total=opts.iterations, initial=trainer.iteration, disable=not progress, unit="it", dynamic_ncols=True,
+               desc=f"{opts.source} -> {opts.target or Path(opts.target_images).name}")
+    try:
+        while trainer.iteration < opts.iterations:
+            record = trainer.step()
+            run.log(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", s_it=f"{record['seconds']:.2f}")
+            done = trainer.iteration == opts.iterations
+            if done or trainer.iteration % opts.sample_every == 0:
+                trainer.write_samples()
+            if done:
+                save("finished")
+            elif trainer.iteration % opts.save_every == 0:
+                save("running")
+    except KeyboardInterrupt:
+        bar.close()
+        save("interrupted")
+        raise NadaError(f"interrupted at iteration {trainer.iteration}; state saved, continue with: nada-train --resume {run.path}") from None
+    except FloatingPointError as exc:
+        bar.close()
+        save("failed-nan")
+        raise NadaError(f"{exc}; the last good state (iteration {trainer.iteration}) is saved in {run.path}; lower --lr or use --precision fp32") from None
+    bar.close()
+    return run.path
