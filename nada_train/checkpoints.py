@@ -93,7 +93,7 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> LoadedGenerator:
                 "refused. Pass --allow-pickle only if you trust the file"
             ) from None
         raise NadaError(f"generator '{path}': not a readable torch checkpoint ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # a corrupt file can fail anywhere in the unpickler
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NadaError(f"generator '{path}': not a readable torch checkpoint ({first[:200]})") from None
     if not isinstance(ckpt, dict):

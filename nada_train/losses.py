@@ -14,9 +14,11 @@ from nada_train.clip import ClipModel
 from nada_train.clip.templates import compose, imagenet_templates
 from nada_train.errors import NadaError
 
-# Step 0: G_train == G_frozen, the image step is zero. Normalising with this floor keeps it finite
-# (the gradient then points the step along the text direction), as the reference's 1e-6 nudge does.
-DIRECTION_EPS = 1e-8
+# Step 0: G_train == G_frozen and the image step is zero up to float noise (~1e-7: CLIP's grad and
+# no-grad kernels differ). Steps shorter than this floor are divided by the floor, not normalised,
+# so step 0 gets a clean gradient along the target direction instead of a normalised noise vector;
+# real steps (1e-2 and up) are normalised as usual. The reference nudges the image by 1e-6 instead.
+DIRECTION_EPS = 1e-5
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 

@@ -36,11 +36,14 @@ class RunDir:
     samples_dir = property(lambda self: self.path / "samples")
     metrics_path = property(lambda self: self.path / "metrics.json")
 
-    def create(self) -> None:
+    def check_new(self) -> None:
         if self.path.exists() and any(self.path.iterdir()):
             if self.manifest_path.exists():
                 raise NadaError(f"--out '{self.path}' already holds a run; continue it with --resume {self.path} or choose a new --out")
             raise NadaError(f"--out '{self.path}' exists and is not empty; choose a new or empty directory")
+
+    def create(self) -> None:
+        self.check_new()
         self.samples_dir.mkdir(parents=True, exist_ok=True)
 
     def read_manifest(self) -> dict:

@@ -252,8 +252,10 @@ def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> Pa
     run = RunDir(opts.out)
     if not resume:
         opts.validate()
+        run.check_new()
+    trainer = build(opts, run, resume)  # every input is loaded before anything is written
+    if not resume:
         run.create()
-    trainer = build(opts, run, resume)
 
     def save(status: str) -> None:
         run.save(trainer.g_train, trainer.state(), manifest_for(trainer, status))

@@ -126,8 +126,13 @@ class ClipModel(nn.Module):
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
 
+CONFIG_DIR_ENV = "NADA_CLIP_CONFIG_DIR"
+
+
 def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
     open_clip = import_open_clip()
+    for folder in filter(None, os.environ.get(CONFIG_DIR_ENV, "").split(os.pathsep)):
+        register_model_configs(folder)  # extra model configs (JSON), e.g. small CLIPs for tests
     known = open_clip.list_models()
     if spec.name not in known and not spec.name.startswith("hf-hub:"):
         close = [m for m in known if spec.name.lower().replace("/", "-") in m.lower()][:5]
@@ -138,7 +143,9 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
             f"CLIP {spec.name} has RANDOM weights: its guidance is meaningless (smoke tests and speed benchmarks only)",
             stacklevel=2,
         )
-        model = open_clip.create_model(spec.name, pretrained=None, device=device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the same "random" CLIP every time, so runs reproduce and resume
+            model = open_clip.create_model(spec.name, pretrained=None, device=device)
     else:
         pretrained = spec.pretrained or None
         if pretrained and not Path(pretrained).is_file():

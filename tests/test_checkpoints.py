@@ -1,0 +1,93 @@
+import pickle
+
+import pytest
+import torch
+
+from nada_train.checkpoints import load_generator, save_rosinality, save_safetensors
+from nada_train.errors import NadaError
+from tests.conftest import tiny_generator
+
+
+def images(g, seed=0):
+    z = torch.randn(3, g.config.style_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return g(z, truncation=0.7)
+
+
+def test_rosinality_roundtrip_keeps_images_and_latent_avg(rosinality_ckpt):
+    loaded = load_generator(rosinality_ckpt)
+    raw = torch.load(rosinality_ckpt, weights_only=True)
+    assert torch.equal(loaded.generator.w_avg, raw["latent_avg"])
+    assert loaded.kind == "rosinality" and len(loaded.sha256) == 64
+    ref = tiny_generator()
+    ref.set_w_avg(raw["latent_avg"])
+    assert torch.equal(images(loaded.generator), images(ref))
+
+
+def test_safetensors_roundtrip(tmp_path):
+    g = tiny_generator(3)
+    g.set_w_avg(torch.randn(32))
+    save_safetensors(g, tmp_path / "g.safetensors")
+    back = load_generator(tmp_path / "g.safetensors").generator
+    assert back.config == g.config
+    assert torch.equal(images(back), images(g))
+    save_rosinality(back, tmp_path / "again.pt")
+    assert torch.equal(images(load_generator(tmp_path / "again.pt").generator), images(g))
+
+
+def test_plain_state_dict_without_latent_avg_uses_mean_of_mapped_z(tmp_path):
+    g = tiny_generator()
+    torch.save(g.state_dict(), tmp_path / "sd.pt")
+    loaded = load_generator(tmp_path / "sd.pt").generator
+    z = torch.randn(4096, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(loaded.w_avg, g.mapping(z).mean(0).detach(), atol=1e-5)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"g_ema": tiny_generator().state_dict(), "extra": Payload()}, path)
+    with pytest.raises(NadaError, match="refused"):
+        load_generator(path)
+
+
+def test_nvidia_pkl_refused(tmp_path):
+    path = tmp_path / "network.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": 1}))
+    with pytest.raises(NadaError, match="pickles that run code"):
+        load_generator(path)
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"hello, not a checkpoint", "not a readable torch checkpoint"),
+    (None, "no such file"),
+])
+def test_unreadable_inputs(tmp_path, content, match):
+    path = tmp_path / "x.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(NadaError, match=match):
+        load_generator(path)
+
+
+def test_checkpoint_without_generator(tmp_path):
+    torch.save({"d": {"w": torch.zeros(1)}}, tmp_path / "d.pt")
+    with pytest.raises(NadaError, match="no 'g_ema'"):
+        load_generator(tmp_path / "d.pt")
+
+
+def test_inconsistent_tensor_shapes(tmp_path):
+    sd = tiny_generator().state_dict()
+    sd["convs.1.conv.modulation.weight"] = torch.zeros(7, 32)
+    torch.save({"g_ema": sd}, tmp_path / "bad.pt")
+    with pytest.raises(NadaError, match="do not fit"):
+        load_generator(tmp_path / "bad.pt")
+
+
+def test_run_directory_needs_its_files(tmp_path):
+    with pytest.raises(NadaError, match="needs generator.safetensors"):
+        load_generator(tmp_path)

@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from nada_train.clip import load_clip, parse_clip_spec
+from nada_train.layer_selection import layers_for_codes, manual_layers, select_codes, set_trainable
+from nada_train.losses import ClipGuide
+from tests.conftest import tiny_generator
+
+
+@pytest.fixture()
+def guide(tiny_clip_spec):
+    g = ClipGuide([load_clip(parse_clip_spec(tiny_clip_spec))])
+    g.set_text_target("photo", "sketch")
+    return g
+
+
+def test_gradients_reach_exactly_the_selected_layers(guide):
+    frozen, train = tiny_generator(), tiny_generator()
+    chosen = layers_for_codes(train, [2, 5])
+    assert chosen == ["convs.1", "convs.4"]
+    set_trainable(train, chosen)
+    frozen.requires_grad_(False)
+    ws = frozen.broadcast(frozen.mapping(torch.randn(2, 32))).detach()
+    with torch.no_grad():
+        f = frozen.synthesis(ws)
+    loss, _ = guide.directional(f, train.synthesis(ws))
+    loss.backward()
+    with_grad = {n for n, p in train.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    allowed = {n for n, _ in train.named_parameters() if n.startswith(("convs.1.", "convs.4."))}
+    assert with_grad and with_grad <= allowed
+    assert {n.rsplit(".", 1)[0] for n in with_grad} >= {"convs.1.conv", "convs.4.conv"}
+    assert all(p.grad is None for p in frozen.parameters())
+    assert all(p.grad is None for m in guide.models for p in m.parameters())
+
+
+def test_manual_sets():
+    g = tiny_generator(size=64)  # 8 convs
+    assert manual_layers(g, "all") == ["input", "conv1"] + [f"convs.{i}" for i in range(8)]
+    assert manual_layers(g, "shape") == ["input", "conv1", "convs.0", "convs.1"]
+    assert manual_layers(g, "texture") == ["input", "conv1"] + [f"convs.{i}" for i in range(2, 8)]
+    params = set_trainable(g, manual_layers(g, "shape"))
+    assert sum(p.numel() for p in params) == sum(p.numel() for n, p in g.named_parameters() if p.requires_grad)
+    assert not any(p.requires_grad for n, p in g.named_parameters() if n.startswith(("style.", "to_rgb", "convs.2")))
+
+
+def test_select_codes_picks_the_codes_the_loss_moves():
+    g = tiny_generator()
+    target = torch.zeros(g.n_latent)
+    target[[1, 4]] = 1.0  # a loss that depends only on codes 1 and 4
+
+    class Probe:
+        def __call__(self, img):
+            return (self.ws * target[None, :, None]).sum()
+
+    probe = Probe()
+    orig = g.synthesis
+
+    def synth(ws, noise_mode="const"):
+        probe.ws = ws
+        return orig(ws)
+
+    g.synthesis = synth
+    codes = select_codes(g, torch.randn(3, 32), probe, k=2)
+    assert sorted(codes) == [1, 4]
+    assert all(p.grad is None for p in g.parameters())

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import torch
+
+from nada_train.clip import load_clip, parse_clip_spec
+from nada_train.clip.templates import imagenet_templates
+from nada_train.errors import NadaError
+from nada_train.losses import directional_loss, global_loss, image_direction, text_direction
+
+
+def unit(v):
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_directional_loss_matches_hand_computation():
+    rng = np.random.default_rng(0)
+    frozen, train = unit(rng.normal(size=(4, 8))), unit(rng.normal(size=(4, 8)))
+    direction = unit(rng.normal(size=8))
+    want = np.mean([1 - unit(t - f) @ direction for f, t in zip(frozen, train)])
+    got = directional_loss(torch.tensor(frozen), torch.tensor(train), torch.tensor(direction))
+    assert float(got) == pytest.approx(want, rel=1e-6)
+
+
+def test_directional_loss_finite_with_gradient_at_step_zero():
+    e = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
+    train = e.clone().requires_grad_(True)
+    direction = torch.nn.functional.normalize(torch.randn(8), dim=0)
+    loss = directional_loss(e, train, direction)
+    loss.backward()
+    assert float(loss) == pytest.approx(1.0)
+    assert torch.isfinite(train.grad).all()
+    # the gradient pushes the step along the direction
+    assert float((-train.grad[0]) @ direction) > 0
+
+
+def test_global_loss():
+    e = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    t = torch.randn(8)
+    want = np.mean(1 - e.numpy() @ (t.numpy() / np.linalg.norm(t.numpy())))
+    assert float(global_loss(e, t)) == pytest.approx(want, rel=1e-5)
+
+
+def test_templates_are_the_reference_79():
+    t = imagenet_templates()
+    assert len(t) == 79 and len(set(t)) == 79
+    assert "a photo of many {}." not in t and t[0] == "a bad photo of a {}."
+    assert all("{}" in x for x in t)
+
+
+def test_text_direction_matches_hand_computation(tiny_clip_spec):
+    clip = load_clip(parse_clip_spec(tiny_clip_spec))
+    templates = ["a {}.", "a photo of the {}.", "art of a {}."]
+    src = clip.encode_texts([t.format("photo") for t in templates]).numpy()
+    tgt = clip.encode_texts([t.format("sketch") for t in templates]).numpy()
+    want = unit((unit(tgt) - unit(src)).mean(0))
+    got = text_direction(clip, "photo", "sketch", templates).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_image_direction():
+    a, b = torch.randn(5, 8), torch.randn(3, 8)
+    want = unit(b.numpy().mean(0) - a.numpy().mean(0))
+    np.testing.assert_allclose(image_direction(a, b).numpy(), want, atol=1e-6)
+
+
+def test_clip_preprocess_is_differentiable_and_sized(tiny_clip_spec):
+    clip = load_clip(parse_clip_spec(tiny_clip_spec))
+    x = torch.zeros(2, 3, 64, 48, requires_grad=True)
+    y = clip.preprocess(x)
+    assert y.shape == (2, 3, 32, 32)
+    # [-1,1] zero -> 0.5, then normalised by CLIP's mean/std
+    assert torch.allclose(y[0, :, 5, 5], (0.5 - clip.mean.flatten()) / clip.std.flatten(), atol=1e-5)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("ViT-B/32", "unknown CLIP model"),
+    ("ViT-B-32:not-a-tag", "unknown pretrained tag"),
+    ("ViT-B-32:/nope/weights.pt", "does not exist"),
+])
+def test_bad_clip_specs(spec, match):
+    with pytest.raises(NadaError, match=match):
+        load_clip(parse_clip_spec(spec))
