@@ -156,28 +156,39 @@ class Trainer:
             codes = select_codes(self.g_train, w, self.guide.global_, self.auto_k, self.opts.auto_layer_iters)
         return layers_for_codes(self.g_train, codes, self.opts.train_torgb), codes
 
+    def _clock(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     def step(self) -> dict:
-        t0 = time.perf_counter()
+        """One iteration; the record says where its time went (seconds per phase)."""
+        t0 = self._clock()
         layers, codes = self.choose_layers()
         set_trainable(self.g_train, layers)
-        t_select = time.perf_counter()
+        t_select = self._clock()
         ws = self._latents(self.opts.batch)
         with self.autocast:
             with torch.no_grad():
                 frozen = self.g_frozen.synthesis(ws)
             trained = self.g_train.synthesis(ws)
+            t_gen = self._clock()
             loss, parts = self.guide.directional(frozen, trained)
+        t_clip = self._clock()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {float(loss)} at iteration {self.iteration + 1}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        t_backward = self._clock()
         if not all(torch.isfinite(p.grad).all() for p in self.g_train.parameters() if p.grad is not None):
             raise FloatingPointError(f"gradient is not finite at iteration {self.iteration + 1}")
         self.optimizer.step()
         self.iteration += 1
-        now = time.perf_counter()
+        t_end = self._clock()
         record = {"step": self.iteration, "loss": float(loss.detach()), "clip_losses": parts, "layers": layers,
-                  "seconds": now - t0, "select_seconds": t_select - t0}
+                  "seconds": t_end - t0,
+                  "phases": {"layer_selection": t_select - t0, "generator_forward": t_gen - t_select,
+                             "clip_forward": t_clip - t_gen, "backward": t_backward - t_clip, "optimizer": t_end - t_backward}}
         if codes is not None:
             record["codes"] = codes
         return record

@@ -56,3 +56,34 @@ def rosinality_ckpt(tmp_path) -> Path:
     path = tmp_path / "base.pt"
     save_rosinality(g, path)
     return path
+
+
+def adapted_copy(g: Generator, seed: int) -> Generator:
+    """What nada-train changes: synthesis weights; mapping and latent_avg stay the base's."""
+    from nada_train.generator import Generator as G
+
+    out = G(g.config)
+    out.load_state_dict(g.state_dict())
+    out.set_w_avg(g.w_avg.clone())
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in out.named_parameters():
+            if name.startswith("convs."):
+                p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    return out.eval()
+
+
+@pytest.fixture(scope="session")
+def three_generators(tmp_path_factory) -> list[Path]:
+    """A base (rosinality .pt) and two adapted generators (nada .safetensors) sharing its mapping."""
+    from nada_train.checkpoints import save_safetensors
+
+    folder = tmp_path_factory.mktemp("generators")
+    base = tiny_generator()
+    base.set_w_avg(torch.randn(32, generator=torch.Generator().manual_seed(5)) * 0.1)
+    save_rosinality(base, folder / "base.pt")
+    paths = [folder / "base.pt"]
+    for i, name in enumerate(("sketch", "neon")):
+        save_safetensors(adapted_copy(base, i + 1), folder / f"{name}.safetensors")
+        paths.append(folder / f"{name}.safetensors")
+    return paths

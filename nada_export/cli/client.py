@@ -1,0 +1,42 @@
+"""nada-client: ask a served generator for images by seed, write seed0000.png, ..."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from nada_export.client import generate_seeds_async
+from nada_train.cli.common import run_app, typer_app
+from nada_train.images import grid, parse_seeds, save_png, seed_filename
+
+app = typer_app(
+    "Request images from a generator served by Triton over gRPC.\n\n"
+    "Same seed convention as nada-generate (z = numpy RandomState(seed).randn(1, z_dim)), so the two give the same images."
+)
+
+
+@app.command()
+def main(
+    url: str = typer.Option("127.0.0.1:8001", help="Triton gRPC endpoint HOST:PORT."),
+    model: str = typer.Option(..., "--model", "-m", help="Served generator name (see the repository README)."),
+    seeds: str = typer.Option("0-7", help="Seeds, e.g. 0-3,7."),
+    truncation: float = typer.Option(1.0, help="Truncation psi."),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output directory."),
+    batch: int = typer.Option(0, help="Seeds per request (0 = the model's max batch)."),
+    concurrency: int = typer.Option(4, help="Requests in flight."),
+    grid_png: bool = typer.Option(False, "--grid", help="Also write grid.png."),
+) -> None:
+    seed_list = parse_seeds(seeds)
+    images = asyncio.run(generate_seeds_async(url, model, seed_list, truncation, batch or None, concurrency))
+    out.mkdir(parents=True, exist_ok=True)
+    for seed, img in zip(seed_list, images):
+        save_png(img, out / seed_filename(seed))
+    if grid_png:
+        save_png(grid(images, rows=max(1, int(len(images) ** 0.5))), out / "grid.png")
+    print(f"wrote {len(images)} images to {out}")
+
+
+def main_entry() -> None:
+    run_app(app, "nada-client")

@@ -1,0 +1,46 @@
+"""nada-export: generators (checkpoints or run directories) -> a verified Triton model repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nada_export.pipeline import export
+from nada_export.triton_repo import ServeOptions
+from nada_train.cli.common import run_app, typer_app
+
+app = typer_app(
+    "Export generators to ONNX (and TensorRT) and write a Triton model repository serving all of them.\n\n"
+    "Example: nada-export runs/sketch base.pt --engine onnx --triton-backend python --repository triton_models\n\n"
+    "Every exported graph is checked against PyTorch at batch 1, 3 and --max-batch; a model that differs "
+    "is refused and the repository is left as it was."
+)
+
+
+@app.command()
+def main(
+    checkpoints: list[str] = typer.Argument(..., help="Checkpoints (.pt, .safetensors) or nada-train run directories."),
+    repository: Path = typer.Option(Path("triton_models"), "--repository", "-r", help="Triton model repository to write (models already there are kept)."),
+    engine: str = typer.Option("onnx", help="onnx, or trt to build TensorRT engines (needs TensorRT and a GPU)."),
+    name: list[str] = typer.Option([], "--name", help="Served model name per checkpoint, in order (default: file or run folder name)."),
+    max_batch: int = typer.Option(8, help="Largest batch a model accepts (Triton max_batch_size; TensorRT profile max)."),
+    precision: str = typer.Option("fp32", help="fp32, or fp16 (TensorRT; modulation/demodulation stay fp32)."),
+    triton_backend: str = typer.Option("python", help="python (runs on the tritonserver bundled in nvidia-pytriton) or native (Triton's onnxruntime/tensorrt backends)."),
+    instances: int = typer.Option(1, help="Model instances per model (instance_group count)."),
+    instance_kind: str = typer.Option("auto", help="auto, cpu or gpu (auto: gpu for native/TensorRT, cpu for python+onnx)."),
+    queue_delay_us: int = typer.Option(2000, help="Dynamic batching: how long Triton waits to fill a batch (microseconds)."),
+    threads: int = typer.Option(0, help="onnxruntime intra-op threads in python-backend models (0 = all cores)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load checkpoints holding arbitrary Python objects (runs code from the file)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    serve = ServeOptions(triton_backend, instances, instance_kind, queue_delay_us, threads)
+    report = export(checkpoints, repository, engine, name or None, max_batch, precision, serve, allow_pickle, not quiet)
+    for f in report.files:
+        print(f"  {f.model:32s} {f.path:40s} {f.bytes / 2**20:8.1f} MiB  {f.export_seconds:6.1f} s  {f.parity.describe()}")
+    print(f"wrote {report.repository} ({', '.join(report.models)}) in {report.seconds:.1f} s; serve it with: nada-serve {report.repository}")
+
+
+def main_entry() -> None:
+    run_app(app, "nada-export")

@@ -1,0 +1,65 @@
+"""The two graphs that are exported and served.
+
+mapping:   z [B, z_dim], truncation [B, 1] -> ws [B, n_latent, w_dim]  (shared by every generator
+           adapted from one base: the trainer never changes the mapping network or latent_avg)
+synthesis: ws [B, n_latent, w_dim] -> image [B, H, W, 3] uint8 (RGB, ready to encode)
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import nn
+
+from nada_train.generator import Generator
+from nada_train.images import to_uint8
+
+
+class MappingGraph(nn.Module):
+    def __init__(self, generator: Generator):
+        super().__init__()
+        self.g = generator
+        if not generator.w_avg_known:
+            generator.set_w_avg(None)
+
+    def forward(self, z: torch.Tensor, truncation: torch.Tensor) -> torch.Tensor:
+        w = self.g.mapping(z)
+        w = self.g.w_avg + truncation * (w - self.g.w_avg)
+        return w[:, None, :].expand(-1, self.g.n_latent, -1)
+
+
+class SynthesisGraph(nn.Module):
+    def __init__(self, generator: Generator):
+        super().__init__()
+        self.g = generator
+
+    def forward(self, ws: torch.Tensor) -> torch.Tensor:
+        return to_uint8(self.g.synthesis(ws, noise_mode="const"))
+
+
+def mapping_fingerprint(generator: Generator) -> str:
+    """Identifies a mapping network + latent_avg: generators that share it share one served model."""
+    h = hashlib.sha256()
+    state = generator.state_dict()
+    for key in sorted(k for k in state if k.startswith("style.")):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    if not generator.w_avg_known:
+        generator.set_w_avg(None)
+    h.update(generator.w_avg.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def example_inputs(generator: Generator, kind: str, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Fresh random inputs for export and parity checks."""
+    gen = torch.Generator().manual_seed(seed)
+    c = generator.config
+    if kind == "mapping":
+        return {"z": torch.randn(batch, c.style_dim, generator=gen),
+                "truncation": torch.rand(batch, 1, generator=gen) * 0.5 + 0.5}
+    with torch.no_grad():
+        w = generator.mapping(torch.randn(batch, c.style_dim, generator=gen))
+        ws = generator.broadcast(generator.truncate(w, 0.7)).clone()
+        ws += 0.05 * torch.randn(ws.shape, generator=gen)  # distinct codes per layer, as inverted images have
+    return {"ws": ws}

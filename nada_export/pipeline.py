@@ -1,0 +1,159 @@
+"""nada-export's work: generators -> verified ONNX (-> TensorRT engines) -> Triton repository."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from nada_export.graphs import mapping_fingerprint
+from nada_export.onnx_export import Parity, check_parity, export_verified, parity_batches
+from nada_export.triton_repo import BACKENDS, ModelSpec, ServeOptions, TensorSpec, write_repository
+from nada_train.checkpoints import LoadedGenerator, load_generator
+from nada_train.errors import NadaError
+
+ENGINES = ("onnx", "trt")
+PRECISIONS = ("fp32", "fp16")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+
+
+@dataclass
+class ExportedFile:
+    model: str
+    path: str
+    bytes: int
+    export_seconds: float
+    parity: Parity
+
+
+@dataclass
+class ExportReport:
+    repository: Path
+    models: list[str]
+    files: list[ExportedFile] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def default_name(loaded: LoadedGenerator) -> str:
+    path = Path(loaded.source)
+    stem = path.name if loaded.kind == "run" else path.stem
+    if loaded.kind == "random":
+        stem = loaded.source.replace(":", "")
+    name = re.sub(r"[^a-z0-9_\-]+", "_", stem.lower()).strip("_-")
+    return name or "generator"
+
+
+def export(checkpoints: list[str], repository: Path, engine: str = "onnx", names: list[str] | None = None,
+           max_batch: int = 8, precision: str = "fp32", serve: ServeOptions | None = None,
+           allow_pickle: bool = False, progress: bool = True) -> ExportReport:
+    serve = serve or ServeOptions()
+    _validate(checkpoints, engine, names, max_batch, precision, serve)
+    if engine == "trt":
+        from nada_export.tensorrt_engine import import_tensorrt, tensorrt_missing_reason
+
+        import_tensorrt()
+        reason = tensorrt_missing_reason()
+        if reason:
+            raise NadaError(f"--engine trt: {reason}")
+    t_start = time.perf_counter()
+    loaded = [load_generator(c, "cpu", allow_pickle=allow_pickle) for c in checkpoints]
+    names = names or [default_name(g) for g in loaded]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise NadaError(f"two generators would both be served as '{sorted(dupes)[0]}'; give each a --name")
+    for n in names:
+        if not NAME_RE.match(n) or n.startswith("mapping_"):
+            raise NadaError(f"--name '{n}': use lowercase letters, digits, _ and - (not starting with mapping_)")
+
+    report = ExportReport(Path(repository), [])
+    specs: list[ModelSpec] = []
+    manifest_models: dict[str, dict] = {}
+    mappings: dict[str, str] = {}
+    bar = tqdm(total=2 * len(loaded), disable=not progress, desc="export", unit="graph")
+    with tempfile.TemporaryDirectory(prefix="nada-export-") as tmp:
+        work = Path(tmp)
+        for name, item in zip(names, loaded):
+            g, c = item.generator, item.generator.config
+            ws_spec = TensorSpec("ws", "FP32", (c.n_latent, c.style_dim))
+            image_spec = TensorSpec("image", "UINT8", (c.size, c.size, 3))
+            fingerprint = mapping_fingerprint(g)
+            mapping_name = f"mapping_{fingerprint}"
+            if fingerprint not in mappings:
+                bar.set_postfix_str(f"{mapping_name}")
+                file, exported = _export_one(g, "mapping", work / f"{mapping_name}.onnx", engine, max_batch, precision, mapping_name)
+                report.files.append(exported)
+                specs.append(ModelSpec(mapping_name, [TensorSpec("z", "FP32", (c.style_dim,)), TensorSpec("truncation", "FP32", (1,))],
+                                       [ws_spec], max_batch, file, _runtime(engine),
+                                       description="mapping network + truncation (shared by every generator of this base)"))
+                mappings[fingerprint] = mapping_name
+            bar.update(1)
+            synthesis_name = f"{name}_synthesis"
+            bar.set_postfix_str(synthesis_name)
+            file, exported = _export_one(g, "synthesis", work / f"{synthesis_name}.onnx", engine, max_batch, precision, synthesis_name)
+            report.files.append(exported)
+            bar.update(1)
+            specs.append(ModelSpec(synthesis_name, [ws_spec], [image_spec], max_batch, file, _runtime(engine),
+                                   description=f"{name}: W+ codes -> image (inverted real images, edits)"))
+            specs.append(ModelSpec(name, [TensorSpec("z", "FP32", (c.style_dim,)), TensorSpec("truncation", "FP32", (1,))],
+                                   [image_spec], max_batch, steps=[
+                                       {"model": mapping_name, "inputs": {"z": "z", "truncation": "truncation"}, "outputs": {"ws": "ws"}},
+                                       {"model": synthesis_name, "inputs": {"ws": "ws"}, "outputs": {"image": "image"}}],
+                                   description=f"{name}: z, truncation -> image ({mapping_name} then {synthesis_name})"))
+            manifest_models[name] = {
+                "source": item.source, "kind": item.kind, "sha256": item.sha256, "base": item.base,
+                "size": c.size, "z_dim": c.style_dim, "n_latent": c.n_latent, "mapping": mapping_name,
+                "synthesis": synthesis_name, "engine": engine, "precision": precision,
+            }
+            report.models.append(name)
+        bar.close()
+        manifest = {"format": "nada-triton-repo/1", "backend": serve.backend, "max_batch": max_batch, "models": manifest_models,
+                    "parity": {f.model: f.parity.describe() for f in report.files}}
+        write_repository(Path(repository), specs, serve, manifest)
+    report.seconds = time.perf_counter() - t_start
+    return report
+
+
+def _runtime(engine: str) -> str:
+    return "tensorrt" if engine == "trt" else "onnxruntime"
+
+
+def _export_one(g, kind: str, onnx_path: Path, engine: str, max_batch: int, precision: str, model: str) -> tuple[Path, ExportedFile]:
+    t0 = time.perf_counter()
+    parity = export_verified(g, kind, onnx_path, max_batch)
+    path = onnx_path
+    if engine == "trt":
+        from nada_export.tensorrt_engine import EngineRunner, build_engine, engine_filename
+
+        c = g.config
+        shapes = {"mapping": {"z": (c.style_dim,), "truncation": (1,)}, "synthesis": {"ws": (c.n_latent, c.style_dim)}}[kind]
+        path = onnx_path.with_name(engine_filename(onnx_path.stem, precision if kind == "synthesis" else "fp32"))
+        build_engine(onnx_path, path, shapes, max_batch, precision if kind == "synthesis" else "fp32")
+        parity = check_parity(g, kind, EngineRunner(path), parity_batches(max_batch))
+        if not parity.passed:
+            raise NadaError(f"TensorRT {kind} engine does not match PyTorch ({parity.describe()}); nothing written")
+    return path, ExportedFile(model, path.name, path.stat().st_size, time.perf_counter() - t0, parity)
+
+
+def _validate(checkpoints, engine, names, max_batch, precision, serve: ServeOptions) -> None:
+    if not checkpoints:
+        raise NadaError("name at least one checkpoint or run directory to export")
+    if engine not in ENGINES:
+        raise NadaError(f"--engine {engine}: choose onnx or trt")
+    if precision not in PRECISIONS:
+        raise NadaError(f"--precision {precision}: choose fp32 or fp16")
+    if precision == "fp16" and engine == "onnx":
+        raise NadaError("--precision fp16 is built by TensorRT: use --engine trt, or fp32 with --engine onnx")
+    if not 1 <= max_batch <= 1024:
+        raise NadaError(f"--max-batch {max_batch}: between 1 and 1024")
+    if serve.backend not in BACKENDS:
+        raise NadaError(f"--triton-backend {serve.backend}: choose native or python")
+    if serve.instance_kind not in ("auto", "cpu", "gpu"):
+        raise NadaError(f"--instance-kind {serve.instance_kind}: choose auto, cpu or gpu")
+    if serve.instance_count < 1:
+        raise NadaError(f"--instances {serve.instance_count}: at least 1")
+    if names and len(names) != len(checkpoints):
+        raise NadaError(f"--name given {len(names)} times for {len(checkpoints)} checkpoints; give one name per checkpoint, in order")

@@ -1,0 +1,167 @@
+"""Start and stop the tritonserver that nvidia-pytriton bundles (python backend only), on 127.0.0.1.
+
+The bundled binary needs three things a plain launch lacks (see environment notes):
+1. the python-backend stub for the running Python beside libtriton_python.so: we assemble a private
+   backend folder instead of writing into site-packages;
+2. this interpreter's bin folder first on PATH (the stub finds site-packages through it);
+3. LD_LIBRARY_PATH with this interpreter's libpython folder, so no other libpython is mixed in,
+   and with nvidia_pytriton.libs, which the stub's relative rpath finds only from its own folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Thread
+
+from nada_train.errors import NadaError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pytriton_root() -> Path:
+    try:
+        import pytriton  # noqa: PLC0415
+    except ImportError:
+        raise NadaError("nvidia-pytriton is not installed (it bundles tritonserver): pip install 'nada[serve]'") from None
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    if not (root / "bin" / "tritonserver").exists():
+        raise NadaError(f"no tritonserver binary under {root}; reinstall nvidia-pytriton")
+    return root
+
+
+def backend_directory(cache: Path | None = None) -> Path:
+    """A backends/python folder with the stub for this Python (built once, reused)."""
+    root = pytriton_root()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise NadaError(f"nvidia-pytriton has no python-backend stub for Python {version}")
+    cache = cache or Path(os.environ.get("NADA_CACHE", Path.home() / ".cache" / "nada")) / f"triton-backends-py{version}"
+    python_dir = cache / "python"
+    if not (python_dir / "triton_python_backend_stub").exists():
+        python_dir.mkdir(parents=True, exist_ok=True)
+        for f in ("libtriton_python.so", "triton_python_backend_utils.py"):
+            shutil.copy2(root / "backends" / "python" / f, python_dir / f)
+        tmp = python_dir / ".stub.tmp"
+        shutil.copy2(stub, tmp)
+        os.replace(tmp, python_dir / "triton_python_backend_stub")
+    return cache
+
+
+def server_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    bundled = pytriton_root().parent.parent / "nvidia_pytriton.libs"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [libdir, str(bundled), env.get("LD_LIBRARY_PATH", "")]))
+    return env
+
+
+@dataclass
+class Endpoints:
+    grpc: str
+    http: str
+    metrics: str
+
+
+class TritonServer:
+    """A tritonserver process serving one model repository on 127.0.0.1."""
+
+    def __init__(self, repository: str | Path, grpc_port: int = 0, http_port: int = 0, metrics_port: int = 0,
+                 log_verbose: int = 0):
+        self.repository = Path(repository)
+        if not self.repository.is_dir():
+            raise NadaError(f"model repository '{repository}' is not a directory; write one with nada-export")
+        self.ports = (grpc_port or free_port(), http_port or free_port(), metrics_port or free_port())
+        self.log_verbose = log_verbose
+        self.process: subprocess.Popen | None = None
+        self.log_lines: deque[str] = deque(maxlen=400)
+
+    @property
+    def endpoints(self) -> Endpoints:
+        g, h, m = self.ports
+        return Endpoints(f"127.0.0.1:{g}", f"127.0.0.1:{h}", f"127.0.0.1:{m}")
+
+    def command(self) -> list[str]:
+        g, h, m = self.ports
+        return [str(pytriton_root() / "bin" / "tritonserver"), f"--model-repository={self.repository.resolve()}",
+                f"--backend-directory={backend_directory()}", "--grpc-address=127.0.0.1", f"--grpc-port={g}",
+                "--http-address=127.0.0.1", f"--http-port={h}", "--metrics-address=127.0.0.1", f"--metrics-port={m}",
+                "--exit-on-error=true", "--strict-readiness=true", f"--log-verbose={self.log_verbose}",
+                "--exit-timeout-secs=10"]
+
+    def start(self, timeout: float = 120.0, echo: bool = False) -> "TritonServer":
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        env=server_environment(), cwd=tempfile.gettempdir(), start_new_session=True)
+        Thread(target=self._pump, args=(echo,), daemon=True).start()
+        self.wait_ready(timeout)
+        return self
+
+    def _pump(self, echo: bool) -> None:
+        assert self.process and self.process.stdout
+        for line in self.process.stdout:
+            self.log_lines.append(line.rstrip())
+            if echo:
+                print(line, end="", flush=True)
+
+    def errors(self) -> str:
+        """The server's own error lines (model load failures and the like)."""
+        lines = [line for line in self.log_lines if line[:1] == "E" or "error" in line.lower() or "UNAVAILABLE" in line]
+        return "\n".join(lines[-12:]) or "\n".join(list(self.log_lines)[-12:])
+
+    def wait_ready(self, timeout: float) -> None:
+        import tritonclient.grpc as grpcclient
+
+        deadline = time.monotonic() + timeout
+        client = grpcclient.InferenceServerClient(self.endpoints.grpc)
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                time.sleep(0.2)  # let the pump read the last lines
+                raise NadaError(f"tritonserver exited with status {self.process.returncode} while loading "
+                                f"{self.repository}:\n{self.errors()}")
+            try:
+                if client.is_server_ready():
+                    index = client.get_model_repository_index(as_json=True).get("models", [])
+                    if index and all(m.get("state") == "READY" for m in index):
+                        return
+            except Exception:  # not listening yet
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise NadaError(f"tritonserver was not ready after {timeout:.0f} s:\n{self.errors()}")
+
+    def models(self) -> list[dict]:
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(self.endpoints.grpc).get_model_repository_index(as_json=True).get("models", [])
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

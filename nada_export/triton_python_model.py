@@ -1,0 +1,72 @@
+"""Triton python-backend model: runs one exported graph (ONNX through onnxruntime, or a TensorRT
+engine) for every request in a dynamic batch at once. Copied into each model version folder as
+model.py; needs only numpy, onnxruntime (and tensorrt/torch for engines) where the server runs.
+
+Parameters (config.pbtxt): runtime = onnxruntime | tensorrt, model_file, check_finite = 1|0,
+threads (onnxruntime intra-op threads, 0 = default).
+"""
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class _OnnxRuntime:
+    def __init__(self, path, threads, want_gpu):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        if want_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(path, opts, providers=providers)
+
+    def __call__(self, feed):
+        return self.session.run(None, feed)[0]
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        path = os.path.join(folder, params["model_file"])
+        want_gpu = args.get("model_instance_kind") == "GPU"
+        if params.get("runtime") == "tensorrt":
+            from nada_export.tensorrt_engine import EngineRunner
+
+            self.run = EngineRunner(path)
+        else:
+            self.run = _OnnxRuntime(path, int(params.get("threads", "0")), want_gpu)
+        self.input_names = [i["name"] for i in config["input"]]
+        self.output_name = config["output"][0]["name"]
+        self.check_finite = params.get("check_finite", "1") == "1"
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        feeds, sizes, live = {n: [] for n in self.input_names}, [], []
+        for i, request in enumerate(requests):
+            arrays = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
+            bad = [n for n, a in arrays.items() if self.check_finite and not np.isfinite(a).all()]
+            if bad:
+                responses[i] = pb_utils.InferenceResponse(
+                    output_tensors=[], error=pb_utils.TritonError(f"input '{bad[0]}' contains NaN or infinity"))
+                continue
+            for n, a in arrays.items():
+                feeds[n].append(a)
+            sizes.append(len(arrays[self.input_names[0]]))
+            live.append(i)
+        if live:
+            try:
+                out = self.run({n: np.concatenate(v) for n, v in feeds.items()})
+            except Exception as exc:  # report to every caller of this batch, keep serving
+                for i in live:
+                    responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc)))
+                return responses
+            for i, chunk in zip(live, np.split(out, np.cumsum(sizes)[:-1])):
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output_name, chunk)])
+        return responses

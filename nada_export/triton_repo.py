@@ -1,0 +1,172 @@
+"""The Triton model repository: one folder per model with config.pbtxt and a version folder.
+
+For each generator NAME:
+  NAME            z [z_dim] FP32, truncation [1] FP32 -> image [H, W, 3] UINT8   (ensemble)
+  NAME_synthesis  ws [n_latent, w_dim] FP32 -> image [H, W, 3] UINT8
+and one mapping_<fingerprint> per base: z, truncation -> ws, shared by every generator of that base.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nada_train.errors import NadaError
+
+PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
+BACKENDS = ("python", "native")
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str  # Triton's TYPE_* without the prefix
+    dims: tuple[int, ...]
+
+    def pbtxt(self) -> str:
+        return f'  {{ name: "{self.name}" data_type: TYPE_{self.dtype} dims: [ {", ".join(map(str, self.dims))} ] }}'
+
+
+@dataclass
+class ModelSpec:
+    """One served model. file: the ONNX or engine file to place in version 1 (None for ensembles)."""
+
+    name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    max_batch: int
+    file: Path | None = None
+    runtime: str = "onnxruntime"        # onnxruntime | tensorrt
+    steps: list[dict] = field(default_factory=list)  # ensemble steps
+    description: str = ""
+
+
+@dataclass
+class ServeOptions:
+    backend: str = "python"             # python | native
+    instance_count: int = 1
+    instance_kind: str = "auto"         # auto | cpu | gpu
+    queue_delay_us: int = 2000
+    threads: int = 0
+
+
+def _instance_kind(spec: ModelSpec, opts: ServeOptions) -> str:
+    if opts.instance_kind != "auto":
+        return f"KIND_{opts.instance_kind.upper()}"
+    return "KIND_GPU" if spec.runtime == "tensorrt" or opts.backend == "native" else "KIND_CPU"
+
+
+def model_filename(spec: ModelSpec, opts: ServeOptions) -> str:
+    if opts.backend == "native":
+        return "model.plan" if spec.runtime == "tensorrt" else "model.onnx"
+    return spec.file.name if spec.file else ""
+
+
+def config_pbtxt(spec: ModelSpec, opts: ServeOptions) -> str:
+    lines = [f'name: "{spec.name}"']
+    if spec.steps:
+        lines.append('platform: "ensemble"')
+    elif opts.backend == "native":
+        lines.append('platform: "tensorrt_plan"' if spec.runtime == "tensorrt" else 'platform: "onnxruntime_onnx"')
+    else:
+        lines.append('backend: "python"')
+    lines.append(f"max_batch_size: {spec.max_batch}")
+    lines.append("input [\n" + ",\n".join(t.pbtxt() for t in spec.inputs) + "\n]")
+    lines.append("output [\n" + ",\n".join(t.pbtxt() for t in spec.outputs) + "\n]")
+    if spec.steps:
+        steps = []
+        for s in spec.steps:
+            maps = "".join(f' input_map {{ key: "{k}" value: "{v}" }}' for k, v in s["inputs"].items())
+            maps += "".join(f' output_map {{ key: "{k}" value: "{v}" }}' for k, v in s["outputs"].items())
+            steps.append(f'    {{ model_name: "{s["model"]}" model_version: -1{maps} }}')
+        lines.append("ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}")
+        return "\n".join(lines) + "\n"
+    lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {opts.queue_delay_us} }}")
+    lines.append(f"instance_group [ {{ count: {opts.instance_count} kind: {_instance_kind(spec, opts)} }} ]")
+    if opts.backend == "python":
+        params = {"runtime": spec.runtime, "model_file": model_filename(spec, opts), "check_finite": "1",
+                  "threads": str(opts.threads)}
+        for k, v in params.items():
+            lines.append(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}')
+    else:
+        lines.append(f'default_model_filename: "{model_filename(spec, opts)}"')
+    return "\n".join(lines) + "\n"
+
+
+def write_model(spec: ModelSpec, root: Path, opts: ServeOptions) -> None:
+    folder = root / spec.name
+    version = folder / "1"
+    version.mkdir(parents=True, exist_ok=True)
+    (folder / "config.pbtxt").write_text(config_pbtxt(spec, opts))
+    if spec.file is not None:
+        shutil.copy2(spec.file, version / model_filename(spec, opts))
+        if opts.backend == "python":
+            shutil.copy2(PYTHON_MODEL_SOURCE, version / "model.py")
+
+
+def readme(models: list[ModelSpec], opts: ServeOptions) -> str:
+    rows = []
+    for m in models:
+        ins = ", ".join(f"`{t.name}` {t.dtype} {list(t.dims)}" for t in m.inputs)
+        outs = ", ".join(f"`{t.name}` {t.dtype} {list(t.dims)}" for t in m.outputs)
+        rows.append(f"| `{m.name}` | {ins} | {outs} | {m.description} |")
+    backend = ("python backend (onnxruntime or TensorRT inside; runs on the tritonserver bundled in nvidia-pytriton)"
+               if opts.backend == "python" else "Triton's own onnxruntime/tensorrt backends (NGC tritonserver container)")
+    return "\n".join([
+        "# nada Triton model repository", "",
+        f"Written by `nada-export`; models use the {backend}. Every model is batched: dims below exclude "
+        "the batch axis (max_batch_size in each config.pbtxt). Start it with `nada-serve <this folder>`.", "",
+        "Images are RGB, UINT8, height x width x 3, ready to encode. Seeds: z = numpy.random.RandomState(seed).randn(1, z_dim).", "",
+        "| model | inputs | outputs | what it is |", "|---|---|---|---|", *rows, "",
+        "`manifest.json` lists the same, with where each generator came from.", "",
+    ])
+
+
+def write_repository(repo: Path, models: list[ModelSpec], opts: ServeOptions, manifest: dict) -> None:
+    """Write every model; models already in `repo` that are not rewritten are kept. The new
+    repository is staged beside the old one and swapped in by rename: a failure leaves `repo` as it was."""
+    repo = Path(repo)
+    if repo.exists() and not repo.is_dir():
+        raise NadaError(f"--repository '{repo}' is a file; name a directory")
+    repo.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.staging-", dir=repo.parent))
+    try:
+        names = {m.name for m in models}
+        old_manifest = {}
+        if repo.exists():
+            for child in repo.iterdir():
+                if child.is_dir() and child.name not in names:
+                    shutil.copytree(child, staging / child.name)
+            if (repo / "manifest.json").exists():
+                old_manifest = json.loads((repo / "manifest.json").read_text())
+        for m in models:
+            write_model(m, staging, opts)
+        merged = {**old_manifest.get("models", {}), **manifest["models"]}
+        kept = [m for m in old_manifest.get("model_specs", []) if m["name"] not in names]
+        specs = kept + [_spec_json(m) for m in models]
+        (staging / "manifest.json").write_text(json.dumps({**manifest, "models": merged, "model_specs": specs}, indent=2) + "\n")
+        (staging / "README.md").write_text(readme([_spec_from_json(s) for s in specs], opts))
+        old = None
+        if repo.exists():
+            old = repo.with_name(f".{repo.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+            repo.rename(old)
+        staging.rename(repo)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _spec_json(m: ModelSpec) -> dict:
+    return {"name": m.name, "max_batch": m.max_batch, "description": m.description,
+            "inputs": [[t.name, t.dtype, list(t.dims)] for t in m.inputs],
+            "outputs": [[t.name, t.dtype, list(t.dims)] for t in m.outputs]}
+
+
+def _spec_from_json(d: dict) -> ModelSpec:
+    return ModelSpec(d["name"], [TensorSpec(n, t, tuple(s)) for n, t, s in d["inputs"]],
+                     [TensorSpec(n, t, tuple(s)) for n, t, s in d["outputs"]], d["max_batch"], description=d["description"])

@@ -1,0 +1,182 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from nada_export import onnx_export
+from nada_export.onnx_export import export_graph, export_verified, onnx_session
+from nada_export.pipeline import export
+from nada_export.tensorrt_engine import tensorrt_missing_reason
+from nada_export.triton_repo import ServeOptions
+from nada_train.checkpoints import load_generator
+from nada_train.errors import NadaError
+from nada_train.images import to_uint8
+from tests.conftest import tiny_generator
+
+
+def parse_config(path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    g = tiny_generator()
+    g.set_w_avg(torch.randn(32) * 0.1)
+    folder = tmp_path_factory.mktemp("onnx")
+    parities = {k: export_verified(g, k, folder / f"{k}.onnx", max_batch=5) for k in ("mapping", "synthesis")}
+    return g, folder, parities
+
+
+@pytest.mark.parametrize("batch", [1, 3, 5])
+def test_onnx_synthesis_matches_torch_at_batch(exported, batch):
+    g, folder, _ = exported
+    session = onnx_session(folder / "synthesis.onnx")
+    ws = g.broadcast(g.mapping(torch.randn(batch, 32))).detach() + 0.1 * torch.randn(batch, g.n_latent, 32)
+    got = session.run(None, {"ws": ws.numpy()})[0]
+    with torch.no_grad():
+        want = to_uint8(g.synthesis(ws)).numpy()
+    assert got.shape == (batch, 32, 32, 3) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_onnx_mapping_applies_truncation(exported):
+    g, folder, parities = exported
+    session = onnx_session(folder / "mapping.onnx")
+    z = torch.randn(3, 32)
+    t = torch.tensor([[1.0], [0.5], [0.0]])
+    ws = session.run(None, {"z": z.numpy(), "truncation": t.numpy()})[0]
+    assert ws.shape == (3, g.n_latent, 32)
+    want = g.truncate(g.mapping(z), t).detach().numpy()
+    np.testing.assert_allclose(ws[:, 0], want, atol=1e-5)
+    np.testing.assert_allclose(ws[2, 5], g.w_avg.numpy(), atol=1e-5)  # psi 0 -> the average
+    assert all(p.passed and p.batches == [1, 3, 5] for p in parities.values())
+
+
+def test_onnx_graph_has_no_random_ops_and_opset(exported):
+    import onnx
+
+    _, folder, _ = exported
+    model = onnx.load(str(folder / "synthesis.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert not ops & {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike"}
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
+
+
+def test_parity_failure_refuses_the_model(tmp_path, monkeypatch):
+    g = tiny_generator()
+
+    real = onnx_export.onnx_session
+
+    def shifted(path, threads=0):  # an exported model whose pixels are 3 levels off
+        s = real(path, threads)
+
+        class S:
+            def run(self, names, feed):
+                out = s.run(names, feed)[0]
+                return [np.clip(out.astype(int) + 3, 0, 255).astype(np.uint8)] if out.dtype == np.uint8 else [out]
+        return S()
+
+    monkeypatch.setattr(onnx_export, "onnx_session", shifted)
+    with pytest.raises(NadaError, match=r"does not match PyTorch \(synthesis: batches \[1, 2\], max abs error 3"):
+        export_verified(g, "synthesis", tmp_path / "s.onnx", max_batch=2)
+    assert not (tmp_path / "s.onnx").exists()
+
+
+def test_repository_with_base_and_two_adapted_shares_one_mapping(tmp_path, three_generators):
+    repo = tmp_path / "repo"
+    report = export([str(p) for p in three_generators], repo, max_batch=4, progress=False)
+    assert report.models == ["base", "sketch", "neon"]
+    folders = sorted(p.name for p in repo.iterdir() if p.is_dir())
+    mappings = [f for f in folders if f.startswith("mapping_")]
+    assert len(mappings) == 1
+    assert set(folders) == set(mappings) | {"base", "base_synthesis", "sketch", "sketch_synthesis", "neon", "neon_synthesis"}
+    mapping = parse_config(repo / mappings[0] / "config.pbtxt")
+    assert mapping.backend == "python" and mapping.max_batch_size == 4
+    assert [(i.name, list(i.dims), i.data_type) for i in mapping.input] == [
+        ("z", [32], model_config_pb2.TYPE_FP32), ("truncation", [1], model_config_pb2.TYPE_FP32)]
+    synth = parse_config(repo / "sketch_synthesis" / "config.pbtxt")
+    assert [(i.name, list(i.dims)) for i in synth.input] == [("ws", [8, 32])]
+    assert (synth.output[0].name, list(synth.output[0].dims), synth.output[0].data_type) == ("image", [32, 32, 3], model_config_pb2.TYPE_UINT8)
+    assert synth.HasField("dynamic_batching") and synth.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert synth.parameters["runtime"].string_value == "onnxruntime"
+    assert (repo / "sketch_synthesis" / "1" / "model.py").exists()
+    assert (repo / "sketch_synthesis" / "1" / synth.parameters["model_file"].string_value).exists()
+    ens = parse_config(repo / "neon" / "config.pbtxt")
+    assert ens.platform == "ensemble"
+    steps = [s.model_name for s in ens.ensemble_scheduling.step]
+    assert steps == [mappings[0], "neon_synthesis"]
+    manifest = json.loads((repo / "manifest.json").read_text())
+    assert manifest["models"]["sketch"]["mapping"] == mappings[0]
+    assert "sketch" in (repo / "README.md").read_text()
+
+
+def test_native_backend_configs(tmp_path, three_generators):
+    repo = tmp_path / "repo"
+    export([str(three_generators[0])], repo, max_batch=2, serve=ServeOptions(backend="native", instance_count=2), progress=False)
+    cfg = parse_config(repo / "base_synthesis" / "config.pbtxt")
+    assert cfg.platform == "onnxruntime_onnx" and cfg.default_model_filename == "model.onnx"
+    assert cfg.instance_group[0].count == 2 and cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert (repo / "base_synthesis" / "1" / "model.onnx").exists()
+    assert not (repo / "base_synthesis" / "1" / "model.py").exists()
+
+
+def test_failed_export_leaves_repository_as_it_was(tmp_path, three_generators, monkeypatch):
+    repo = tmp_path / "repo"
+    export([str(three_generators[0])], repo, max_batch=2, progress=False)
+    before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+
+    def boom(*a, **k):
+        raise NadaError("parity failed (simulated)")
+
+    monkeypatch.setattr("nada_export.pipeline.export_verified", boom)
+    with pytest.raises(NadaError, match="simulated"):
+        export([str(three_generators[1])], repo, max_batch=2, progress=False)
+    after = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no staging left behind
+
+
+def test_second_export_adds_to_repository(tmp_path, three_generators):
+    repo = tmp_path / "repo"
+    export([str(three_generators[0])], repo, max_batch=2, progress=False)
+    export([str(three_generators[1])], repo, max_batch=2, progress=False)
+    assert {"base", "sketch"} <= {p.name for p in repo.iterdir()}
+    assert set(json.loads((repo / "manifest.json").read_text())["models"]) == {"base", "sketch"}
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(engine="tensorrt"), "--engine tensorrt"),
+    (dict(precision="fp16"), "built by TensorRT"),
+    (dict(max_batch=0), "--max-batch 0"),
+    (dict(names=["a", "b"]), "one name per checkpoint"),
+    (dict(names=["Bad Name"]), "--name 'Bad Name'"),
+])
+def test_bad_export_options(tmp_path, three_generators, kw, match):
+    with pytest.raises(NadaError, match=match):
+        export([str(three_generators[0])], tmp_path / "repo", progress=False, **kw)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_duplicate_names_refused(tmp_path, three_generators):
+    with pytest.raises(NadaError, match="give each a --name"):
+        export([str(three_generators[0])] * 2, tmp_path / "repo", progress=False)
+
+
+TRT_REASON = tensorrt_missing_reason()
+
+
+@pytest.mark.skipif(TRT_REASON is None, reason="TensorRT is present: the missing-TensorRT message is not reachable")
+def test_trt_engine_without_tensorrt_fails_clearly(tmp_path, three_generators):
+    with pytest.raises(NadaError, match="TensorRT|GPU"):
+        export([str(three_generators[0])], tmp_path / "repo", engine="trt", progress=False)
+    assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.skipif(TRT_REASON is not None, reason=f"TensorRT engine build needs TensorRT and a GPU: {TRT_REASON}")
+def test_trt_engine_build_and_parity(tmp_path, three_generators):
+    report = export([str(three_generators[0])], tmp_path / "repo", engine="trt", precision="fp16", max_batch=4, progress=False)
+    assert all(f.parity.passed and f.path.endswith(".plan") for f in report.files)

@@ -1,0 +1,148 @@
+"""A real tritonserver (bundled in nvidia-pytriton) on free 127.0.0.1 ports, serving a base and two
+adapted generators; gRPC answers compared with nada-generate."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from PIL import Image
+
+from nada_export.client import GeneratorClient
+from nada_export.pipeline import export
+from nada_export.server import TritonServer
+from nada_train.checkpoints import load_generator
+from nada_train.cli.generate import render
+from nada_train.errors import NadaError
+from nada_train.images import z_batch
+
+MAX_BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, three_generators):
+    path = tmp_path_factory.mktemp("serve") / "repo"
+    export([str(p) for p in three_generators], path, max_batch=MAX_BATCH, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    with TritonServer(repo) as s:
+        yield s
+
+
+def test_all_models_ready_and_one_shared_mapping(server):
+    names = sorted(m["name"] for m in server.models())
+    assert len([n for n in names if n.startswith("mapping_")]) == 1
+    assert {"base", "sketch", "neon", "base_synthesis", "sketch_synthesis", "neon_synthesis"} <= set(names)
+
+
+def test_grpc_images_equal_local_rendering(server, three_generators):
+    seeds = [0, 1, 2, 3, 4, 9]  # more than max_batch: split into requests
+    for path, name in zip(three_generators, ("base", "sketch", "neon")):
+        got = GeneratorClient(server.endpoints.grpc, name).generate_seeds(seeds, 0.7)
+        want = render(load_generator(path).generator, seeds, 0.7)
+        assert got.shape == want.shape == (6, 32, 32, 3)
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, name
+    a = GeneratorClient(server.endpoints.grpc, "base").generate_seeds([0], 0.7)
+    b = GeneratorClient(server.endpoints.grpc, "sketch").generate_seeds([0], 0.7)
+    assert np.abs(a.astype(int) - b.astype(int)).max() > 10  # domains really differ
+
+
+def test_synthesis_model_takes_ws(server, three_generators):
+    g = load_generator(three_generators[1]).generator
+    import torch
+
+    ws = g.broadcast(g.mapping(torch.from_numpy(z_batch([3, 4], 32)))).detach().numpy()
+    got = GeneratorClient(server.endpoints.grpc, "sketch_synthesis").synthesize(ws)
+    from nada_train.images import to_uint8
+
+    want = to_uint8(g.synthesis(torch.from_numpy(ws))).numpy()
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def infer(server, model, arrays: dict):
+    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
+    inputs = []
+    for name, a in arrays.items():
+        x = grpcclient.InferInput(name, list(a.shape), {np.float32: "FP32", np.float64: "FP64"}[a.dtype.type])
+        x.set_data_from_numpy(a)
+        inputs.append(x)
+    return client.infer(model, inputs)
+
+
+GOOD = {"z": z_batch([1], 32), "truncation": np.ones((1, 1), np.float32)}
+
+
+@pytest.mark.parametrize("model,arrays,needle", [
+    ("base", {"z": z_batch([1], 32).astype(np.float64), "truncation": np.ones((1, 1), np.float32)}, "data-type"),
+    ("base", {"z": np.zeros((1, 31), np.float32), "truncation": np.ones((1, 1), np.float32)}, "shape"),
+    ("base", {"z": z_batch(list(range(MAX_BATCH + 1)), 32), "truncation": np.ones((MAX_BATCH + 1, 1), np.float32)}, "batch"),
+    ("no_such_model", GOOD, "unknown model"),
+    ("base", {"z": np.full((1, 32), np.nan, np.float32), "truncation": np.ones((1, 1), np.float32)}, "NaN"),
+])
+def test_bad_requests_get_errors_and_server_keeps_serving(server, model, arrays, needle):
+    with pytest.raises(Exception) as info:
+        infer(server, model, arrays)
+    assert needle.lower() in str(info.value).lower()
+    assert infer(server, "base", GOOD).as_numpy("image").shape == (1, 32, 32, 3)
+
+
+def test_client_errors_are_one_line(server):
+    with pytest.raises(NadaError, match="no_such"):
+        GeneratorClient(server.endpoints.grpc, "no_such")
+
+
+def cli(module, *args, **kw):
+    code = f"import sys; from {module} import main_entry; sys.argv[0]='x'; main_entry()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_nada_client_pngs_equal_nada_generate_pngs(server, three_generators, tmp_path):
+    r = cli("nada_export.cli.client", "--url", server.endpoints.grpc, "--model", "sketch", "--seeds", "0-2,7",
+            "--truncation", "0.7", "--out", str(tmp_path / "served"), "--concurrency", "2", "--batch", "2")
+    assert r.returncode == 0, r.stderr
+    r = cli("nada_train.cli.generate", str(three_generators[1]), "--seeds", "0-2,7", "--truncation", "0.7", "--out", str(tmp_path / "local"))
+    assert r.returncode == 0, r.stderr
+    for name in ("seed0000.png", "seed0001.png", "seed0002.png", "seed0007.png"):
+        a = np.asarray(Image.open(tmp_path / "served" / name)).astype(int)
+        b = np.asarray(Image.open(tmp_path / "local" / name)).astype(int)
+        assert np.abs(a - b).max() <= 1, name
+
+
+def test_nada_serve_cli_ready_then_sigterm(repo):
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from nada_export.cli.serve import main_entry; sys.argv[0]='nada-serve'; main_entry()",
+                             str(repo), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = proc.stdout.readline()
+        assert ready.startswith("ready: grpc 127.0.0.1:"), ready + proc.stderr.read()
+        models = proc.stdout.readline()
+        assert "sketch" in models and "mapping_" in models
+        url = ready.split()[2]
+        assert GeneratorClient(url, "neon").generate_seeds([5], 1.0).shape == (1, 32, 32, 3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert "stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_nada_serve_reports_model_load_failure(tmp_path, repo):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(repo, broken)
+    for f in (broken / "base_synthesis" / "1").glob("*.onnx"):
+        f.write_bytes(b"not an onnx model")
+    t0 = time.time()
+    r = cli("nada_export.cli.serve", str(broken), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0", "--timeout", "120")
+    assert r.returncode == 2, r.stdout
+    assert "base_synthesis" in r.stderr and "nada-serve: error:" in r.stderr
+    assert time.time() - t0 < 110
