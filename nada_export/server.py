@@ -119,10 +119,16 @@ class TritonServer:
             if echo:
                 print(line, end="", flush=True)
 
+    # Lines every CPU-only start prints; not the reason anything failed.
+    BENIGN = ("CudaDriverHelper", "NVML", "DCGM", "pinned memory", "CUDA memory pool")
+
     def errors(self) -> str:
-        """The server's own error lines (model load failures and the like)."""
-        lines = [line for line in self.log_lines if line[:1] == "E" or "error" in line.lower() or "UNAVAILABLE" in line]
-        return "\n".join(lines[-12:]) or "\n".join(list(self.log_lines)[-12:])
+        """The server's own words on what failed: the 'failed to load' lines and its final error."""
+        lines = [line for line in self.log_lines if not any(b in line for b in self.BENIGN)]
+        picked = [line for line in lines if "failed to load" in line or line.startswith("error:")]
+        if not picked:
+            picked = [line for line in lines if line[:1] == "E" or "error" in line.lower()][-8:] or lines[-8:]
+        return "\n".join(line if len(line) < 400 else line[:400] + " ..." for line in picked)
 
     def wait_ready(self, timeout: float) -> None:
         import tritonclient.grpc as grpcclient

@@ -1,0 +1,49 @@
+"""The benchmark harnesses run and report what they promise, on tiny models (no timing asserted)."""
+
+import json
+
+import pytest
+
+from benchmarks import inference
+from benchmarks.common import markdown_table
+
+
+def test_inference_harness_on_tiny_generator(tmp_path, three_generators, capsys):
+    out = tmp_path / "inf.json"
+    rows = inference.main(["--generator", str(three_generators[0]), "--backends", "eager", "onnxruntime", "triton",
+                           "--batches", "1", "2", "--concurrency", "1", "2", "--requests", "2", "--min-seconds", "0",
+                           "--warmup", "1", "--json", str(out), "--plot", str(tmp_path / "inf.png")])
+    data = json.loads(out.read_text())
+    assert data["gmac_per_image"] > 0 and data["floor_ms_per_image"] > 0
+    got = {(r["backend"], r["batch"], r["concurrency"]) for r in data["records"]}
+    assert got == {("eager", 1, 1), ("eager", 2, 1), ("onnxruntime", 1, 1), ("onnxruntime", 2, 1),
+                   ("triton", 1, 1), ("triton", 1, 2), ("triton", 2, 1), ("triton", 2, 2)}
+    for r in data["records"]:
+        assert r["p50_ms"] <= r["p90_ms"] <= r["p95_ms"] <= r["p99_ms"]
+        assert r["images_per_s"] > 0 and r["errors"] == 0
+        assert {"resolution", "batch", "concurrency", "images_per_s", "floor_share", "speedup_vs_eager"} <= set(r)
+    eager1 = next(r for r in rows if r["backend"] == "eager" and r["batch"] == 1)
+    assert eager1["speedup_vs_eager"] == pytest.approx(1.0)
+    triton = next(r for r in data["records"] if r["backend"] == "triton" and r["batch"] == 2)
+    assert triton["response_bytes"] == 2 * 32 * 32 * 3 and triton["request_bytes"] == 2 * 33 * 4
+    assert (tmp_path / "inf.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "| backend | batch | conc |" in printed.splitlines()[-len(rows) - 2]
+
+
+def test_macs_counted_like_hand_computation():
+    from nada_train.checkpoints import random_generator
+
+    g = random_generator(8, style_dim=8, n_mlp=1, channel_multiplier=1)
+    c = [512, 512]
+    # conv1 3x3 at 4x4; to_rgb1 1x1; up-conv (transposed 3x3 over 4x4 input); conv 3x3 at 8x8; to_rgb 1x1 at 8x8;
+    # blur after the up-conv (4x4 depthwise at 8x8); upsample of the RGB skip (4x4 depthwise on 16x16 zero-stuffed, 3 ch)
+    want = (c[0] * c[0] * 9 * 16 + c[0] * 3 * 16 + c[0] * c[1] * 9 * 16 + c[1] * c[1] * 9 * 64 + c[1] * 3 * 64
+            + c[1] * 16 * 64 + 3 * 16 * 64)
+    got = inference.macs_per_image(g)
+    assert got == pytest.approx(want, rel=0.01)
+
+
+def test_markdown_table():
+    t = markdown_table([{"a": 1, "b": 2.5}, {"a": 10, "b": 1234.5}], [("a", "A"), ("b", "B")])
+    assert t.splitlines() == ["| A | B |", "|---|---|", "| 1 | 2.500 |", "| 10 | 1,234.5 |"]
