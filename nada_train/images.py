@@ -72,3 +72,12 @@ def z_batch(seeds: list[int], z_dim: int) -> np.ndarray:
 
 def seed_filename(seed: int) -> str:
     return f"seed{seed:04d}.png"
+
+
+def write_seed_images(images: np.ndarray, seeds: list[int], out: Path, with_grid: bool = False) -> None:
+    """seed0000.png, ... (and grid.png): what nada-generate and nada-client both write."""
+    out.mkdir(parents=True, exist_ok=True)
+    for seed, img in zip(seeds, images):
+        save_png(img, out / seed_filename(seed))
+    if with_grid:
+        save_png(grid(images, rows=max(1, int(len(images) ** 0.5))), out / "grid.png")

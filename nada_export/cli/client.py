@@ -9,7 +9,7 @@ import typer
 
 from nada_export.client import generate_seeds_async
 from nada_train.cli.common import run_app, typer_app
-from nada_train.images import grid, parse_seeds, save_png, seed_filename
+from nada_train.images import parse_seeds, write_seed_images
 
 app = typer_app(
     "Request images from a generator served by Triton over gRPC.\n\n"
@@ -30,11 +30,7 @@ def main(
 ) -> None:
     seed_list = parse_seeds(seeds)
     images = asyncio.run(generate_seeds_async(url, model, seed_list, truncation, batch or None, concurrency))
-    out.mkdir(parents=True, exist_ok=True)
-    for seed, img in zip(seed_list, images):
-        save_png(img, out / seed_filename(seed))
-    if grid_png:
-        save_png(grid(images, rows=max(1, int(len(images) ** 0.5))), out / "grid.png")
+    write_seed_images(images, seed_list, out, grid_png)
     print(f"wrote {len(images)} images to {out}")
 
 

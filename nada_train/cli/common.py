@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
-from typing import Callable
 
 import typer
 
@@ -41,9 +39,3 @@ def typer_app(help_text: str) -> typer.Typer:
     return typer.Typer(help=help_text, add_completion=False, no_args_is_help=False,
                        context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False)
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false")
-
-
-__all__ = ["run_app", "typer_app", "env_flag", "Callable"]

@@ -11,7 +11,7 @@ import typer
 from nada_train.checkpoints import load_generator
 from nada_train.cli.common import run_app, typer_app
 from nada_train.errors import NadaError
-from nada_train.images import grid, parse_seeds, save_png, seed_filename, to_uint8, z_batch
+from nada_train.images import parse_seeds, to_uint8, write_seed_images, z_batch
 from nada_train.trainer import resolve_device
 
 app = typer_app(
@@ -47,11 +47,7 @@ def main(
     seed_list = parse_seeds(seeds)
     loaded = load_generator(checkpoint, resolve_device(device), allow_pickle=allow_pickle)
     images = render(loaded.generator, seed_list, truncation, noise)
-    out.mkdir(parents=True, exist_ok=True)
-    for seed, img in zip(seed_list, images):
-        save_png(img, out / seed_filename(seed))
-    if grid_png:
-        save_png(grid(images, rows=max(1, int(len(images) ** 0.5))), out / "grid.png")
+    write_seed_images(images, seed_list, out, grid_png)
     print(f"wrote {len(images)} images to {out}")
 
 

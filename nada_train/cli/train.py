@@ -65,9 +65,11 @@ def main(
         if clip_weight and len(clip_weight) != len(clip):
             raise NadaError(f"--clip-weight given {len(clip_weight)} times for {len(clip)} --clip models; give one weight per model")
         weights = clip_weight or [1.0] * len(clip)
+        # absolute paths: --resume may run from another directory
+        generator = str(Path(generator).resolve()) if Path(generator).exists() else generator
         opts = TrainOptions(
-            generator=generator, out=str(out), source=source, target=target,
-            target_images=str(target_images) if target_images else None,
+            generator=generator, out=str(out.resolve()), source=source, target=target,
+            target_images=str(target_images.resolve()) if target_images else None,
             clip=[parse_clip_spec(c, w) for c, w in zip(clip, weights)], iterations=iterations, batch=batch, lr=lr,
             layers=layers, auto_layer_k=auto_layer_k, auto_layer_iters=auto_layer_iters, auto_layer_batch=auto_layer_batch,
             train_torgb=train_torgb, mixing=mixing, seed=seed, device=device, precision=precision, tf32=tf32, fused=fused,
