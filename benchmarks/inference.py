@@ -196,8 +196,8 @@ def measure_triton(g_path: Path, folder: Path, batches, concurrencies, warmup, r
         z_dim = g_path and load_generator(g_path).generator.config.style_dim
         for b in batches:
             for c in concurrencies:
-                if b * c > 4 * max_batch and c > 1 and b > 1:
-                    continue  # batches already full: nothing more to learn
+                if b > 1 and c > 1 and b * c > max_batch:
+                    continue  # more than one full batch in flight: nothing more to learn
                 clients = [grpcclient.InferenceServerClient(url) for _ in range(c)]
 
                 def request(client):
@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     info = machine()
-    max_batch = max(args.batches)
+    # Triton's max_batch_size must let the dynamic batcher merge `concurrency` single-image requests
+    max_batch = max(args.batches + args.concurrency)
 
     with tempfile.TemporaryDirectory(prefix="nada-bench-") as tmp:
         folder = Path(tmp)

@@ -81,9 +81,11 @@ class ClipGuide:
         self.target_texts: list[torch.Tensor] = []
 
     def set_text_target(self, source: str, target: str) -> None:
-        templates = imagenet_templates()
-        self.directions = [text_direction(m, source, target, templates) for m in self.models]
-        self.target_texts = [F.normalize(text_embedding(m, target, templates).mean(0), dim=-1) for m in self.models]
+        self.directions, self.target_texts = [], []
+        for m in self.models:
+            templates = m.templates or imagenet_templates()
+            self.directions.append(text_direction(m, source, target, templates))
+            self.target_texts.append(F.normalize(text_embedding(m, target, templates).mean(0), dim=-1))
 
     @torch.no_grad()
     def set_image_target(self, source_images: torch.Tensor, style_images: torch.Tensor) -> None:

@@ -298,4 +298,8 @@ def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> Pa
         save("failed-nan")
         raise NadaError(f"{exc}; the last good state (iteration {trainer.iteration}) is saved in {run.path}; lower --lr or use --precision fp32") from None
     bar.close()
+    from nada_train.world.run import evaluate_run, is_world_generator
+
+    if is_world_generator(opts.generator) and opts.target is not None:
+        evaluate_run(run.path, device=str(trainer.device))
     return run.path

@@ -23,6 +23,7 @@ from nada_train.errors import NadaError
 
 RANDOM_TAG = "random"
 DEFAULT_TAG = "openai"
+WORLD_CLIP_ALIAS = "world"  # --clip world: the built-in world's CLIP, shipped with the package
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,11 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 class ClipModel(nn.Module):
     """Frozen CLIP in eval mode; encode_* return L2-normalised float32 embeddings."""
 
-    def __init__(self, spec: ClipSpec, model: nn.Module, tokenizer, image_size: int, mean, std):
+    def __init__(self, spec: ClipSpec, model: nn.Module, tokenizer, image_size: int, mean, std,
+                 templates: list[str] | None = None):
         super().__init__()
         self.spec = spec
+        self.templates = templates  # prompt templates for text directions; None: the 79 ImageNet ones
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.image_size = image_size
@@ -131,6 +134,14 @@ CONFIG_DIR_ENV = "NADA_CLIP_CONFIG_DIR"
 
 def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
     open_clip = import_open_clip()
+    templates = None
+    if spec.name == WORLD_CLIP_ALIAS or spec.name == "nada-world-clip":
+        from nada_train.world.models import ASSETS, CLIP_NAME, CLIP_WEIGHTS, direction_templates
+
+        register_model_configs(ASSETS)
+        pretrained = spec.pretrained if spec.pretrained not in ("", DEFAULT_TAG, WORLD_CLIP_ALIAS) else str(CLIP_WEIGHTS)
+        spec = ClipSpec(CLIP_NAME, pretrained, spec.weight)
+        templates = direction_templates()  # it was trained on its own captions, not ImageNet prompts
     for folder in filter(None, os.environ.get(CONFIG_DIR_ENV, "").split(os.pathsep)):
         register_model_configs(folder)  # extra model configs (JSON), e.g. small CLIPs for tests
     known = open_clip.list_models()
@@ -168,4 +179,4 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
     mean = cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)
     std = cfg.get("std", open_clip.OPENAI_DATASET_STD)
     tokenizer = open_clip.get_tokenizer(spec.name)
-    return ClipModel(spec, model, tokenizer, size, mean, std).to(device)
+    return ClipModel(spec, model, tokenizer, size, mean, std, templates).to(device)

@@ -1,0 +1,62 @@
+"""Batches of rendered scenes with their labels and captions, for the world's training scripts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nada_train.world.models import CAPTION_TEMPLATES, caption
+from nada_train.world.render import COLOURS, SHAPES, STYLES, Scene, random_scene, render_batch
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor          # [N, 3, 64, 64] in [-1, 1]
+    style: torch.Tensor           # [N] int64
+    shape: torch.Tensor
+    colour: torch.Tensor
+    captions: list[str]
+    scenes: list[Scene]
+
+    @property
+    def combo(self) -> torch.Tensor:
+        """One id per (style, shape, colour): equal ids are positives for each other in CLIP training."""
+        return (self.style * len(SHAPES) + self.shape) * len(COLOURS) + self.colour
+
+
+def sample(n: int, rng: np.random.Generator, style: int | None = None) -> Batch:
+    scenes = [random_scene(rng, style=style) for _ in range(n)]
+    return from_scenes(scenes, rng)
+
+
+def from_scenes(scenes: list[Scene], rng: np.random.Generator | None = None) -> Batch:
+    rng = rng or np.random.default_rng(0)
+    images = torch.from_numpy(render_batch(scenes))
+    caps = [caption(STYLES[s.style], COLOURS[s.colour], SHAPES[s.shape], int(rng.integers(len(CAPTION_TEMPLATES)))) for s in scenes]
+    t = lambda key: torch.tensor([getattr(s, key) for s in scenes])  # noqa: E731
+    return Batch(images, t("style"), t("shape"), t("colour"), caps, scenes)
+
+
+class Pool:
+    """A pool of renders that is partly refreshed each draw: rendering is the slow part on a CPU."""
+
+    def __init__(self, size: int, seed: int, refresh: float = 0.1, style: int | None = None):
+        self.rng = np.random.default_rng(seed)
+        self.style = style
+        self.data = sample(size, self.rng, style)
+        self.refresh = refresh
+
+    def draw(self, n: int) -> Batch:
+        size = len(self.data.scenes)
+        k = max(1, int(self.refresh * n))
+        fresh = sample(k, self.rng, self.style)
+        slots = self.rng.choice(size, k, replace=False)
+        d = self.data
+        for j, slot in enumerate(slots):
+            d.images[slot] = fresh.images[j]
+            d.style[slot], d.shape[slot], d.colour[slot] = fresh.style[j], fresh.shape[j], fresh.colour[j]
+            d.captions[slot], d.scenes[slot] = fresh.captions[j], fresh.scenes[j]
+        idx = self.rng.choice(size, n, replace=False)
+        return Batch(d.images[idx], d.style[idx], d.shape[idx], d.colour[idx], [d.captions[i] for i in idx], [d.scenes[i] for i in idx])

@@ -1,0 +1,54 @@
+"""How well the world's models do: CLIP zero-shot accuracy, judge accuracy, and the adaptation
+metrics written to metrics.json."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from nada_train.world.models import CAPTION_TEMPLATES, Judge, caption
+from nada_train.world.render import COLOURS, SHAPES, STYLES
+
+
+@torch.no_grad()
+def combo_text_embeddings(encode_texts) -> torch.Tensor:
+    """[n_styles * n_shapes * n_colours, dim]: each combo's caption embedding, mean over templates."""
+    rows = []
+    for st in STYLES:
+        for sh in SHAPES:
+            for co in COLOURS:
+                e = encode_texts([caption(st, co, sh, t) for t in range(len(CAPTION_TEMPLATES))]).mean(0)
+                rows.append(torch.nn.functional.normalize(e, dim=0))
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def zero_shot_accuracy(encode_images, encode_texts, images: torch.Tensor, style, shape, colour) -> dict[str, float]:
+    """Predict the (style, shape, colour) caption with the highest similarity; accuracy per factor."""
+    text = combo_text_embeddings(encode_texts)
+    pred = torch.cat([encode_images(x) @ text.T for x in images.split(256)]).argmax(1)
+    p_style, rest = pred // (len(SHAPES) * len(COLOURS)), pred % (len(SHAPES) * len(COLOURS))
+    p_shape, p_colour = rest // len(COLOURS), rest % len(COLOURS)
+    return {"style": float((p_style == style).float().mean()), "shape": float((p_shape == shape).float().mean()),
+            "colour": float((p_colour == colour).float().mean())}
+
+
+def judge_accuracy(judge: Judge, images: torch.Tensor, style, shape, colour) -> dict[str, float]:
+    pred = judge.predict(images)
+    return {k: float((pred[k] == v.numpy()).mean()) for k, v in (("style", style), ("shape", shape), ("colour", colour))}
+
+
+def adaptation_metrics(judge: Judge, frozen: torch.Tensor, adapted: torch.Tensor, target_style: int) -> dict[str, float]:
+    """target_style_rate: share of adapted images judged in the target style; content_kept_rate:
+    share whose judged shape and colour equal those judged on the frozen image of the same latent;
+    the same two rates for the frozen images (content compared with itself is 1 by definition)."""
+    f, a = judge.predict(frozen), judge.predict(adapted)
+    same_content = (a["shape"] == f["shape"]) & (a["colour"] == f["colour"])
+    return {
+        "target_style_rate": float(np.mean(a["style"] == target_style)),
+        "content_kept_rate": float(np.mean(same_content)),
+        "frozen_target_style_rate": float(np.mean(f["style"] == target_style)),
+        "frozen_content_kept_rate": 1.0,
+        "adapted_style_counts": {STYLES[i]: int(np.sum(a["style"] == i)) for i in range(len(STYLES))},
+        "n_images": int(len(f["style"])),
+    }

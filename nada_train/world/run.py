@@ -1,0 +1,72 @@
+"""nada-train's default: adapt the built-in world generator with the built-in CLIP, then let the
+judge say whether the adapted images are in the target style and kept their content."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from nada_train.checkpoints import load_generator
+from nada_train.clip import ClipSpec, load_clip
+from nada_train.errors import NadaError
+from nada_train.fileio import write_json
+from nada_train.images import z_batch
+from nada_train.losses import ClipGuide
+from nada_train.world.evaluate import adaptation_metrics
+from nada_train.world.models import GENERATOR_WEIGHTS, JUDGE_WEIGHTS, load_judge
+from nada_train.world.render import STYLES
+
+# Settings of the default run (chosen by the experiments in the project's notes; under 3 minutes
+# on a 2-core CPU).
+DEFAULTS = dict(source="photo", target="sketch", iterations=200, batch=4, lr=0.002, layers="auto",
+                auto_layer_k=None, sample_truncation=1.0, n_sample=8, sample_every=50, save_every=100)
+EVAL_SEEDS = 256
+
+
+def world_available() -> bool:
+    return GENERATOR_WEIGHTS.exists() and JUDGE_WEIGHTS.exists()
+
+
+def is_world_generator(path: str | None) -> bool:
+    return path is not None and Path(path).resolve() == GENERATOR_WEIGHTS.resolve()
+
+
+def check_style(name: str, what: str) -> int:
+    key = name.strip().lower()
+    if key not in STYLES:
+        raise NadaError(f"{what} '{name}': the built-in world knows the styles {', '.join(STYLES)}; name one of them")
+    return STYLES.index(key)
+
+
+def world_clip() -> list[ClipSpec]:
+    return [ClipSpec("world", "world", 1.0)]
+
+
+@torch.no_grad()
+def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") -> dict:
+    """metrics.json for a run on the world generator: the judge on frozen and adapted images of
+    seeds 0..n-1 (truncation 1), and the directional CLIP similarity of the image steps."""
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise NadaError(f"--eval-only '{run_dir}': no manifest.json; is it a nada-train run directory?")
+    manifest = json.loads(manifest_path.read_text())
+    if not is_world_generator(manifest["arguments"]["generator"]):
+        raise NadaError(f"--eval-only '{run_dir}': metrics need the built-in world generator as base; this run adapted {manifest['arguments']['generator']}")
+    if manifest.get("target") is None:
+        raise NadaError(f"--eval-only '{run_dir}': image-guided runs have no target style to judge")
+    target = check_style(manifest["target"], "--target")
+    frozen_g = load_generator(GENERATOR_WEIGHTS, device).generator
+    adapted_g = load_generator(run_dir, device).generator
+    z = torch.from_numpy(z_batch(list(range(n)), frozen_g.config.style_dim)).to(device)
+    frozen = torch.cat([frozen_g(x) for x in z.split(64)])
+    adapted = torch.cat([adapted_g(x) for x in z.split(64)])
+    metrics = adaptation_metrics(load_judge().to(device), frozen, adapted, target)
+    guide = ClipGuide([load_clip(s, device) for s in world_clip()])
+    guide.set_text_target(manifest["source"], manifest["target"])
+    metrics["directional_clip_similarity"] = guide.direction_similarity(frozen, adapted)
+    metrics.update(target=manifest["target"], source=manifest["source"], iterations=manifest["iterations_done"], seeds=f"0-{n - 1}")
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,178 @@
+"""The built-in world: renderer, metrics on hand-made cases, and (when its weights are installed)
+the shipped CLIP, judge and generator, and the default nada-train run."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nada_train.world.evaluate import adaptation_metrics, zero_shot_accuracy
+from nada_train.world.models import (CLIP_WEIGHTS, GENERATOR_WEIGHTS, JUDGE_WEIGHTS, direction_templates, load_judge,
+                                     scene_of_z)
+from nada_train.world.render import COLOURS, SHAPES, STYLES, Scene, random_scene, render, render_batch
+
+WEIGHTS = CLIP_WEIGHTS.exists() and JUDGE_WEIGHTS.exists() and GENERATOR_WEIGHTS.exists()
+needs_weights = pytest.mark.skipif(not WEIGHTS, reason="the world's trained weights are not in nada_train/world/assets")
+
+
+def test_renderer_is_deterministic_and_in_range():
+    s = random_scene(np.random.default_rng(0))
+    a, b = render(s), render(s)
+    assert a.shape == (64, 64, 3) and a.dtype == np.float32
+    assert np.array_equal(a, b) and 0 <= a.min() and a.max() <= 1
+
+
+def test_every_factor_changes_the_image():
+    base = Scene(shape=0, colour=0, style=0, cx=0.5, cy=0.5, radius=0.22, angle=0.0, nuisance=(0.5,) * 6)
+    ref = render(base)
+    for field, values in (("shape", range(len(SHAPES))), ("colour", range(len(COLOURS))), ("style", range(len(STYLES))),
+                          ("cx", (0.35, 0.65)), ("radius", (0.17, 0.27))):
+        images = [render(Scene(**{**base.to_dict(), field: v})) for v in values]
+        for v, img in zip(values, images):
+            if v != getattr(base, field):
+                assert np.abs(img - ref).mean() > 0.01, (field, v)
+
+
+def test_shape_masks_differ_and_cover_the_shape():
+    from nada_train.world.render import signed_distance
+
+    areas = []
+    for k in range(len(SHAPES)):
+        sd = signed_distance(Scene(k, 0, 0, 0.5, 0.5, 0.25, 0.0, (0.5,) * 6))
+        inside = sd < 0
+        assert inside[32, 32]  # centre inside
+        assert not inside[0, 0]
+        areas.append(inside.mean())
+    assert len({round(a, 3) for a in areas}) == len(SHAPES)
+
+
+def test_random_scenes_cover_all_factors():
+    rng = np.random.default_rng(1)
+    scenes = [random_scene(rng) for _ in range(400)]
+    assert {s.shape for s in scenes} == set(range(len(SHAPES)))
+    assert {s.colour for s in scenes} == set(range(len(COLOURS)))
+    assert {s.style for s in scenes} == set(range(len(STYLES)))
+
+
+def test_brightness_does_not_give_the_style_away():
+    """Inside every style the mean brightness varies, and the ranges of different styles overlap."""
+    rng = np.random.default_rng(2)
+    means = {st: [render(random_scene(rng, style=i)).mean() for _ in range(40)] for i, st in enumerate(STYLES)}
+    photo, sketch = means["photo"], means["sketch"]
+    assert max(photo) > min(sketch)  # photo and sketch overlap in brightness
+    assert all(np.std(v) > 0.02 for v in means.values())
+
+
+def test_scene_of_z_uses_argmax_and_cdf():
+    z = torch.zeros(2, 64)
+    z[0, 2] = 3.0  # triangle
+    z[0, 4 + 3] = 2.0  # yellow
+    z[1, 9] = 10.0  # far right
+    s = scene_of_z(z)
+    assert (s[0].shape, s[0].colour, s[0].style) == (2, 3, 0)
+    assert s[0].cx == pytest.approx(0.5) and s[1].cx == pytest.approx(0.7)
+
+
+def test_direction_templates_average_out_content():
+    t = direction_templates()
+    assert len(t) == 4 * len(COLOURS) * len(SHAPES) and all("{}" in x for x in t)
+
+
+class FakeJudge:
+    def __init__(self, answers):
+        self.answers = iter(answers)
+
+    def predict(self, images):
+        return next(self.answers)
+
+
+def test_adaptation_metrics_on_hand_made_cases():
+    frozen = {"style": np.array([0, 0, 0, 0]), "shape": np.array([1, 2, 3, 0]), "colour": np.array([0, 1, 2, 3])}
+    adapted = {"style": np.array([1, 1, 0, 1]), "shape": np.array([1, 2, 0, 0]), "colour": np.array([0, 4, 2, 3])}
+    m = adaptation_metrics(FakeJudge([frozen, adapted]), None, None, target_style=1)
+    assert m["target_style_rate"] == 0.75
+    assert m["content_kept_rate"] == 0.5  # index 1 changed colour, index 2 changed shape
+    assert m["frozen_target_style_rate"] == 0.0
+    assert m["adapted_style_counts"] == {"photo": 1, "sketch": 3, "neon": 0, "pixel": 0}
+
+
+def test_zero_shot_accuracy_on_a_perfect_encoder():
+    """An 'encoder' that puts each image exactly on its combo's text embedding scores 1.0."""
+    combos = [(st, sh, co) for st in range(4) for sh in range(4) for co in range(5)]
+    rng = np.random.default_rng(0)
+    table = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(80, 16)).astype(np.float32)), dim=1)
+    texts = {}
+    from nada_train.world.models import caption
+
+    for i, (st, sh, co) in enumerate(combos):
+        for t in range(4):
+            texts[caption(STYLES[st], COLOURS[co], SHAPES[sh], t)] = table[i]
+    enc_t = lambda caps: torch.stack([texts[c] for c in caps])  # noqa: E731
+    pick = [3, 17, 42, 79, 0]
+    images = torch.tensor(pick)
+    enc_i = lambda idx: table[idx]  # noqa: E731
+    style = torch.tensor([combos[i][0] for i in pick])
+    shape = torch.tensor([combos[i][1] for i in pick])
+    colour = torch.tensor([combos[i][2] for i in pick])
+    acc = zero_shot_accuracy(enc_i, enc_t, images, style, shape, colour)
+    assert acc == {"style": 1.0, "shape": 1.0, "colour": 1.0}
+
+
+@needs_weights
+def test_shipped_clip_and_judge_reach_their_accuracy():
+    from nada_train.clip import ClipSpec, load_clip
+    from nada_train.world.data import sample
+    from nada_train.world.evaluate import judge_accuracy
+
+    test = sample(200, np.random.default_rng(777))
+    judge_acc = judge_accuracy(load_judge(), test.images, test.style, test.shape, test.colour)
+    assert min(judge_acc.values()) >= 0.95, judge_acc
+    clip = load_clip(ClipSpec("world", "world"))
+    clip_acc = zero_shot_accuracy(clip.encode_images, clip.encode_texts, test.images, test.style, test.shape, test.colour)
+    assert min(clip_acc.values()) >= 0.9, clip_acc
+
+
+@needs_weights
+def test_shipped_generator_draws_the_intended_photo_scenes():
+    from nada_train.checkpoints import load_generator
+    from nada_train.world.data import from_scenes
+
+    g = load_generator(GENERATOR_WEIGHTS).generator
+    z = torch.randn(64, 64, generator=torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        images = g(z)
+    pred = load_judge().predict(images)
+    truth = from_scenes(scene_of_z(z))
+    assert np.mean(pred["style"] == 0) >= 0.9
+    assert np.mean((pred["shape"] == truth.shape.numpy()) & (pred["colour"] == truth.colour.numpy())) >= 0.7
+
+
+@needs_weights
+def test_default_run_end_to_end(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    code = "import sys; from nada_train.cli.train import main_entry; sys.argv[0]='nada-train'; main_entry()"
+    r = subprocess.run([sys.executable, "-c", code, "--out", str(out), "--iterations", "3", "--quiet"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["target"] == "sketch" and metrics["iterations"] == 3 and metrics["n_images"] == 256
+    assert 0 <= metrics["target_style_rate"] <= 1 and -1 <= metrics["directional_clip_similarity"] <= 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["clip"][0]["name"] == "nada-world-clip"
+    r = subprocess.run([sys.executable, "-c", code, "--eval-only", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and json.loads((out / "metrics.json").read_text()) == metrics
+
+
+@needs_weights
+def test_unknown_world_style_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    code = "import sys; from nada_train.cli.train import main_entry; sys.argv[0]='nada-train'; main_entry()"
+    r = subprocess.run([sys.executable, "-c", code, "--out", str(tmp_path / "r"), "--target", "watercolour"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "knows the styles photo, sketch, neon, pixel" in r.stderr
