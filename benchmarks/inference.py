@@ -289,7 +289,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for backend in dict.fromkeys(r["backend"] for r in rows):
-        pts = sorted((r["images_per_s"], r["p50_ms"], r) for r in rows if r["backend"] == backend)
+        mine = sorted((r for r in rows if r["backend"] == backend), key=lambda r: (r["batch"], r["concurrency"]))
+        pts = [(r["images_per_s"], r["p50_ms"], r) for r in mine]  # joined in order of load
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=backend)
         for x, y, r in pts:
             ax.annotate(f"b{r['batch']}" + (f"c{r['concurrency']}" if r["concurrency"] > 1 else ""), (x, y), fontsize=7,
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     write_json(args.json, {"machine": info, "gmac_per_image": macs / 1e9, "matmul_gflops": rate, "floor_ms_per_image": floor_ms,
                            "records": rows})
     title = f"nada inference, {g.config.size} px, {machine_line(info)}"
-    plot(rows, Path(args.plot), title)
+    plot(rows, Path(args.plot), title.replace(", ", "\n", 1))
     cols = [("backend", "backend"), ("batch", "batch"), ("concurrency", "conc"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
             ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"), ("images_per_s", "img/s"), ("ms_per_image", "ms/img"),
             ("speedup_vs_eager", "x eager"), ("floor_share", "share of floor"), ("errors", "errors")]

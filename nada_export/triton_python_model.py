@@ -20,6 +20,9 @@ class _OnnxRuntime:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # Idle worker threads would spin for a while after each run, taking the cores from the next
+        # model of the ensemble (another process). Servers share cores: let them sleep.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if want_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

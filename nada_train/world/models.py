@@ -44,8 +44,9 @@ class Judge(nn.Module):
     def __init__(self, width: int = 32):
         super().__init__()
         w = width
-        layers, c_in = [], 3
-        for c_out in (w, 2 * w, 4 * w, 4 * w):
+        # a strided first layer: 64 -> 32 px at once keeps it cheap enough to train on one CPU core
+        layers, c_in = [nn.Conv2d(3, w, 3, stride=2, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True)], w
+        for c_out in (w, 2 * w, 4 * w):
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
                        nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             c_in = c_out
