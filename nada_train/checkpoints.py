@@ -156,6 +156,9 @@ def save_safetensors(generator: Generator, path: str | Path, extra_metadata: dic
 
 def save_rosinality(generator: Generator, path: str | Path) -> None:
     """rosinality's format, readable by its generate.py and by the StyleGAN-NADA reference."""
+    if generator.config.lr_mlp != 0.01 or tuple(generator.config.blur_kernel) != (1, 3, 3, 1):
+        raise NadaError(f"{path}: rosinality's format cannot record lr_mlp={generator.config.lr_mlp} or a custom blur "
+                        "kernel (its loader assumes 0.01 and [1,3,3,1]); save as .safetensors instead")
     ckpt = {"g_ema": {k: v.detach().cpu() for k, v in generator.state_dict().items()}}
     if generator.w_avg_known:
         ckpt[LATENT_AVG_KEY] = generator.w_avg.detach().cpu().clone()

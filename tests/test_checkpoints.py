@@ -91,3 +91,12 @@ def test_inconsistent_tensor_shapes(tmp_path):
 def test_run_directory_needs_its_files(tmp_path):
     with pytest.raises(NadaError, match="needs generator.safetensors"):
         load_generator(tmp_path)
+
+
+def test_rosinality_format_refuses_what_it_cannot_record(tmp_path):
+    from nada_train.generator import Generator, GeneratorConfig
+
+    g = Generator(GeneratorConfig(size=8, style_dim=8, n_mlp=1, channels=(8, 8), lr_mlp=1.0))
+    with pytest.raises(NadaError, match="cannot record lr_mlp=1.0"):
+        save_rosinality(g, tmp_path / "g.pt")
+    assert not (tmp_path / "g.pt").exists()

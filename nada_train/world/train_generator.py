@@ -68,6 +68,32 @@ def stage2(g: Generator, enc: FactorEncoder, minutes: float, lr: float, seed: in
             print(f"stage2 step {step} {time.time() - t0:6.0f}s MSE {loss.item():.5f}", flush=True)
 
 
+def finetune(g: Generator, minutes: float, batch: int, lr: float, seed: int) -> None:
+    """Stage 3 (also: continue a saved generator): synthesis learns to draw scene_of_z(z) from the
+    trained mapping's own codes, so what it draws is what z stands for, boundaries included."""
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    g.style.requires_grad_(False)
+    params = [p for n, p in g.named_parameters() if not n.startswith("style.")]
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.0, 0.99))
+    t0, step = time.time(), 0
+    while time.time() - t0 < minutes * 60:
+        frac = (time.time() - t0) / (minutes * 60)
+        for grp in opt.param_groups:
+            grp["lr"] = lr * (1.0 if frac < 0.6 else 0.3 if frac < 0.85 else 0.1)
+        z = torch.randn(batch, Z_DIM, generator=gen)
+        target = from_scenes(scene_of_z(z), rng).images
+        with torch.no_grad():
+            ws = g.broadcast(g.mapping(z))
+        loss = F.l1_loss(g.synthesis(ws), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            print(f"finetune step {step} {time.time() - t0:6.0f}s L1 {loss.item():.4f}", flush=True)
+
+
 @torch.no_grad()
 def content_agreement(g: Generator, n: int = 512, seed: int = 123) -> dict[str, float]:
     """The judge on samples, compared with the scene each latent stands for."""
@@ -87,16 +113,25 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--finetune-minutes", type=float, default=0, help="stage 3: synthesis on the mapping's own codes")
+    ap.add_argument("--continue-from", type=Path, help="skip stages 1-2: fine-tune this saved generator (stage 3)")
     ap.add_argument("--out", type=Path, default=GENERATOR_WEIGHTS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    g = Generator(generator_config())
-    enc = FactorEncoder()
-    print(f"generator {sum(p.numel() for p in g.parameters()) / 1e6:.2f} M parameters", flush=True)
-    stage1(g, enc, args.minutes, args.batch, args.lr, args.seed)
-    stage2(g, enc, max(1.0, args.minutes / 10), 1e-3, args.seed)
+    if args.continue_from:
+        from nada_train.checkpoints import load_generator
+
+        g = load_generator(args.continue_from).generator.train()
+    else:
+        g = Generator(generator_config())
+        enc = FactorEncoder()
+        print(f"generator {sum(p.numel() for p in g.parameters()) / 1e6:.2f} M parameters", flush=True)
+        stage1(g, enc, args.minutes, args.batch, args.lr, args.seed)
+        stage2(g, enc, max(1.0, args.minutes / 10), 1e-3, args.seed)
+    if args.finetune_minutes or args.continue_from:
+        finetune(g, args.finetune_minutes or args.minutes, args.batch, args.lr, args.seed + 1)
     g.set_w_avg(None)
     g.eval()
     report = content_agreement(g) if JUDGE_WEIGHTS.exists() else {}
