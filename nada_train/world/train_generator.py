@@ -134,10 +134,11 @@ def main() -> None:
         finetune(g, args.finetune_minutes or args.minutes, args.batch, args.lr, args.seed + 1)
     g.set_w_avg(None)
     g.eval()
+    save_safetensors(g, args.out)  # first: nothing after this may lose the training
+    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)", flush=True)
     report = content_agreement(g) if JUDGE_WEIGHTS.exists() else {}
     print("judge on 512 samples vs the intended scene:", json.dumps(report), flush=True)
     save_safetensors(g, args.out, {"world_report": json.dumps(report)})
-    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)", flush=True)
 
 
 if __name__ == "__main__":
