@@ -17,7 +17,7 @@ def test_inference_harness_on_tiny_generator(tmp_path, three_generators, capsys)
     assert data["gmac_per_image"] > 0 and data["floor_ms_per_image"] > 0
     got = {(r["backend"], r["batch"], r["concurrency"]) for r in data["records"]}
     assert got == {("eager", 1, 1), ("eager", 2, 1), ("onnxruntime", 1, 1), ("onnxruntime", 2, 1),
-                   ("triton", 1, 1), ("triton", 1, 2), ("triton", 2, 1), ("triton", 2, 2)}
+                   ("triton", 1, 1), ("triton", 1, 2), ("triton", 2, 1)}  # b2 x c2 > max batch 2: skipped
     for r in data["records"]:
         assert r["p50_ms"] <= r["p90_ms"] <= r["p95_ms"] <= r["p99_ms"]
         assert r["images_per_s"] > 0 and r["errors"] == 0

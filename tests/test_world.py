@@ -176,7 +176,7 @@ def test_default_run_end_to_end(tmp_path):
     assert metrics["target"] == "sketch" and metrics["iterations"] == 3 and metrics["n_images"] == 256
     assert 0 <= metrics["target_style_rate"] <= 1 and -1 <= metrics["directional_clip_similarity"] <= 1
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["clip"][0]["name"] == "nada-world-clip"
+    assert manifest["clip"][0] == {"name": "world", "pretrained": "world", "weight": 1.0}
     r = subprocess.run([sys.executable, "-c", code, "--eval-only", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and json.loads((out / "metrics.json").read_text()) == metrics
 

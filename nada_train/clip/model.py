@@ -43,7 +43,8 @@ def parse_clip_spec(text: str, weight: float = 1.0) -> ClipSpec:
     if text.startswith("hf-hub:"):
         return ClipSpec(text, "", weight)
     name, _, pretrained = text.partition(":")
-    return ClipSpec(name, pretrained or DEFAULT_TAG, weight)
+    default = WORLD_CLIP_ALIAS if name == WORLD_CLIP_ALIAS else DEFAULT_TAG
+    return ClipSpec(name, pretrained or default, weight)
 
 
 def register_model_configs(folder: str | Path) -> None:
