@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import tempfile
 import threading
 import time
@@ -193,7 +192,8 @@ def measure_triton(g_path: Path, folder: Path, batches, concurrencies, warmup, r
     rows = []
     with TritonServer(repo) as server:
         url = server.endpoints.grpc
-        z_dim = g_path and load_generator(g_path).generator.config.style_dim
+        config = load_generator(g_path).generator.config
+        z_dim, size = config.style_dim, config.size
         for b in batches:
             for c in concurrencies:
                 if b > 1 and c > 1 and b * c > max_batch:
@@ -238,16 +238,12 @@ def measure_triton(g_path: Path, folder: Path, batches, concurrencies, warmup, r
                 wall = time.perf_counter() - t_start
                 row = summarise(latencies, b * len(latencies), wall)
                 row.update(backend="triton", batch=b, concurrency=c, errors=errors[0],
-                           request_bytes=b * (z_dim + 1) * 4, response_bytes=b * g_size(g_path) ** 2 * 3)
+                           request_bytes=b * (z_dim + 1) * 4, response_bytes=b * size**2 * 3)
                 rows.append(row)
                 print(f"  triton       batch {b:3d} conc {c:3d}: p50 {row['p50_ms']:9.1f} ms  {row['images_per_s']:8.2f} img/s", flush=True)
                 for cl in clients:
                     cl.close()
     return rows
-
-
-def g_size(path: Path) -> int:
-    return load_generator(path).generator.config.size
 
 
 def measure_tensorrt(g, folder, paths, batches, warmup, requests, min_seconds, max_batch, precision) -> list[dict]:

@@ -7,11 +7,10 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from nada_export import onnx_export
-from nada_export.onnx_export import export_graph, export_verified, onnx_session
+from nada_export.onnx_export import export_verified, onnx_session
 from nada_export.pipeline import export
 from nada_export.tensorrt_engine import tensorrt_missing_reason
 from nada_export.triton_repo import ServeOptions
-from nada_train.checkpoints import load_generator
 from nada_train.errors import NadaError
 from nada_train.images import to_uint8
 from tests.conftest import tiny_generator

@@ -1,7 +1,6 @@
 """A real tritonserver (bundled in nvidia-pytriton) on free 127.0.0.1 ports, serving a base and two
 adapted generators; gRPC answers compared with nada-generate."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -10,7 +10,7 @@ import torch
 from nada_train.world.evaluate import adaptation_metrics, zero_shot_accuracy
 from nada_train.world.models import (CLIP_WEIGHTS, GENERATOR_WEIGHTS, JUDGE_WEIGHTS, direction_templates, load_judge,
                                      scene_of_z)
-from nada_train.world.render import COLOURS, SHAPES, STYLES, Scene, random_scene, render, render_batch
+from nada_train.world.render import COLOURS, SHAPES, STYLES, Scene, random_scene, render
 
 WEIGHTS = CLIP_WEIGHTS.exists() and JUDGE_WEIGHTS.exists() and GENERATOR_WEIGHTS.exists()
 needs_weights = pytest.mark.skipif(not WEIGHTS, reason="the world's trained weights are not in nada_train/world/assets")

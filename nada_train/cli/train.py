@@ -80,8 +80,6 @@ def main(
                 target = target or DEFAULTS["target"]
                 check_style(target, "--target")
                 check_style(source, "--source")
-            if layers == "auto" and auto_layer_k is None:
-                auto_layer_k = DEFAULTS["auto_layer_k"]
         clip = clip or ["ViT-B-32"]
         iterations = iterations if iterations is not None else defaults["iterations"]
         batch = batch if batch is not None else defaults["batch"]
