@@ -96,12 +96,18 @@ class ClipGuide:
             self.directions.append(image_direction(src, tgt))
             self.target_texts.append(F.normalize(tgt.mean(0), dim=-1))
 
-    def directional(self, frozen_images: torch.Tensor, train_images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def directional(self, frozen_images: torch.Tensor, train_images: torch.Tensor,
+                    global_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """Directional loss per model, plus global_weight x the global loss on the same embeddings
+        (the reference's lambda_global; 0 in the paper's training)."""
         total, parts = 0.0, {}
-        for m, direction in zip(self.models, self.directions):
+        for m, direction, text in zip(self.models, self.directions, self.target_texts):
             with torch.no_grad():
                 frozen_emb = m.encode_images(frozen_images)
-            loss = directional_loss(frozen_emb, m.encode_images(train_images), direction)
+            train_emb = m.encode_images(train_images)
+            loss = directional_loss(frozen_emb, train_emb, direction)
+            if global_weight:
+                loss = loss + global_weight * global_loss(train_emb, text)
             parts[str(m.spec)] = float(loss.detach())
             total = total + m.spec.weight * loss
         return total, parts

@@ -43,6 +43,7 @@ class TrainOptions:
     auto_layer_batch: int = 8
     train_torgb: bool = False
     mixing: float = 0.0
+    global_weight: float = 0.0
     seed: int = 2
     device: str = "auto"
     precision: str = "fp32"
@@ -83,6 +84,8 @@ class TrainOptions:
             raise NadaError(f"--lr {self.lr}: must be a positive number")
         if not 0 <= self.mixing <= 1:
             raise NadaError(f"--mixing {self.mixing}: a probability, between 0 and 1")
+        if not (self.global_weight >= 0 and math.isfinite(self.global_weight)):
+            raise NadaError(f"--global-weight {self.global_weight}: must be 0 (off) or a positive number")
         if self.precision not in ("fp32", "bf16"):
             raise NadaError(f"--precision {self.precision}: choose fp32 or bf16")
 
@@ -173,7 +176,7 @@ class Trainer:
                 frozen = self.g_frozen.synthesis(ws)
             trained = self.g_train.synthesis(ws)
             t_gen = self._clock()
-            loss, parts = self.guide.directional(frozen, trained)
+            loss, parts = self.guide.directional(frozen, trained, self.opts.global_weight)
         t_clip = self._clock()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {float(loss)} at iteration {self.iteration + 1}")

@@ -40,6 +40,25 @@ def test_global_loss():
     assert float(global_loss(e, t)) == pytest.approx(want, rel=1e-5)
 
 
+def test_guide_adds_the_weighted_global_loss(tiny_clip_spec):
+    """ClipGuide.directional with global_weight w = directional + w * global, from the embeddings of
+    the same images and the cached target text."""
+    from nada_train.losses import ClipGuide
+
+    clip = load_clip(parse_clip_spec(tiny_clip_spec))
+    clip.templates = ["a {}.", "art of a {}."]
+    guide = ClipGuide([clip])
+    guide.set_text_target("photo", "sketch")
+    gen = torch.Generator().manual_seed(0)
+    frozen, train = torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1, torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1
+    f, t = clip.encode_images(frozen).detach(), clip.encode_images(train).detach()
+    target = torch.nn.functional.normalize(clip.encode_texts(["a sketch.", "art of a sketch."]), dim=-1).mean(0)
+    plain, _ = guide.directional(frozen, train)
+    both, _ = guide.directional(frozen, train, global_weight=0.5)
+    assert float(plain) == pytest.approx(float(directional_loss(f, t, guide.directions[0])), rel=1e-5)
+    assert float(both) == pytest.approx(float(plain) + 0.5 * float(global_loss(t, target)), rel=1e-5)
+
+
 def test_templates_are_the_reference_79():
     t = imagenet_templates()
     assert len(t) == 79 and len(set(t)) == 79

@@ -44,6 +44,7 @@ def main(
     auto_layer_batch: int = typer.Option(8, help="Latents used when choosing layers."),
     train_torgb: bool = typer.Option(False, "--train-torgb", help="Also train the ToRGB layers (frozen by default)."),
     mixing: float = typer.Option(0.0, help="Style-mixing probability (0.9 in the reference's 'improve shape' preset)."),
+    global_weight: float = typer.Option(0.0, help="Weight of the global CLIP loss (adapted image vs target text) added to the directional loss; the reference's lambda_global, 0 in the paper."),
     seed: int = typer.Option(2, help="Random seed of the run."),
     device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N."),
     precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast)."),
@@ -95,7 +96,7 @@ def main(
             target_images=str(target_images.resolve()) if target_images else None,
             clip=[parse_clip_spec(c, w) for c, w in zip(clip, weights)], iterations=iterations, batch=batch, lr=lr,
             layers=layers, auto_layer_k=auto_layer_k, auto_layer_iters=auto_layer_iters, auto_layer_batch=auto_layer_batch,
-            train_torgb=train_torgb, mixing=mixing, seed=seed, device=device, precision=precision, tf32=tf32, fused=fused,
+            train_torgb=train_torgb, mixing=mixing, global_weight=global_weight, seed=seed, device=device, precision=precision, tf32=tf32, fused=fused,
             n_sample=n_sample, sample_every=sample_every, save_every=save_every, allow_pickle=allow_pickle,
             sample_truncation=defaults["sample_truncation"],
         )
