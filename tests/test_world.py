@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from nada_train.world.evaluate import adaptation_metrics, zero_shot_accuracy
-from nada_train.world.models import (CLIP_WEIGHTS, GENERATOR_WEIGHTS, JUDGE_WEIGHTS, direction_templates, load_judge,
-                                     scene_of_z)
+from nada_train.world.models import (CLIP_WEIGHTS, GEN_CENTRE, GENERATOR_WEIGHTS, JUDGE_WEIGHTS, direction_templates,
+                                     load_judge, scene_of_z)
 from nada_train.world.render import COLOURS, SHAPES, STYLES, Scene, random_scene, render
 
 WEIGHTS = CLIP_WEIGHTS.exists() and JUDGE_WEIGHTS.exists() and GENERATOR_WEIGHTS.exists()
@@ -71,7 +71,7 @@ def test_scene_of_z_uses_argmax_and_cdf():
     z[1, 9] = 10.0  # far right
     s = scene_of_z(z)
     assert (s[0].shape, s[0].colour, s[0].style) == (2, 3, 0)
-    assert s[0].cx == pytest.approx(0.5) and s[1].cx == pytest.approx(0.7)
+    assert s[0].cx == pytest.approx(sum(GEN_CENTRE) / 2) and s[1].cx == pytest.approx(GEN_CENTRE[1])
 
 
 def test_direction_templates_average_out_content():
@@ -190,3 +190,34 @@ def test_unknown_world_style_is_refused(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, "--out", str(tmp_path / "r"), "--target", "watercolour"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "knows the styles photo, sketch, neon, pixel" in r.stderr
+
+
+def test_object_weighted_l1_counts_the_object_five_times():
+    """Errors only on the object (and its 3-px rim): weighted they make 5n / (5n + rest) of the mean,
+    where plain L1 would give n / all."""
+    from nada_train.world.render import signed_distance
+    from nada_train.world.train_generator import object_weighted_l1
+
+    scene = Scene(shape=3, colour=1, style=0, cx=0.5, cy=0.5, radius=0.22, angle=0.1, nuisance=(0.5,) * 6)
+    near = torch.from_numpy(signed_distance(scene) < 3).float()
+    n, total = float(near.sum()), near.numel()
+    target = near.expand(1, 3, 64, 64).clone()
+    loss = object_weighted_l1(torch.zeros(1, 3, 64, 64), target, [scene])
+    assert loss.item() == pytest.approx(5 * n / (5 * n + total - n), rel=1e-6)
+    assert loss.item() > 2 * n / total
+
+
+@needs_weights
+def test_before_after_figure_rows(tmp_path):
+    """Row 0 of the README figure is the built-in generator's own images of the seeds."""
+    from nada_train.checkpoints import load_generator
+    from nada_train.images import to_uint8, z_batch
+    from nada_train.world.figure import before_after
+
+    fig = before_after([GENERATOR_WEIGHTS], [0, 1, 2], scale=1)
+    assert fig.shape == (2 * 64 + 2, 3 * 64 + 2 * 2, 3)
+    g = load_generator(GENERATOR_WEIGHTS).generator
+    with torch.no_grad():
+        first = to_uint8(g(torch.from_numpy(z_batch([1], 64))))[0].numpy()
+    assert np.array_equal(fig[:64, 66:130], first)
+    assert np.array_equal(fig[:64], fig[66:])  # the same generator twice gives the same row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -42,16 +43,20 @@ def from_scenes(scenes: list[Scene], rng: np.random.Generator | None = None) -> 
 class Pool:
     """A pool of renders that is partly refreshed each draw: rendering is the slow part on a CPU."""
 
-    def __init__(self, size: int, seed: int, refresh: float = 0.1, style: int | None = None):
+    def __init__(self, size: int, seed: int, refresh: float = 0.1, style: int | None = None,
+                 scenes: Callable[[int, np.random.Generator], list[Scene]] | None = None):
         self.rng = np.random.default_rng(seed)
-        self.style = style
-        self.data = sample(size, self.rng, style)
+        self.new = (lambda n, rng: [random_scene(rng, style=style) for _ in range(n)]) if scenes is None else scenes
+        self.data = self._fresh(size)
         self.refresh = refresh
+
+    def _fresh(self, n: int) -> Batch:
+        return from_scenes(self.new(n, self.rng), self.rng)
 
     def draw(self, n: int) -> Batch:
         size = len(self.data.scenes)
         k = max(1, int(self.refresh * n))
-        fresh = sample(k, self.rng, self.style)
+        fresh = self._fresh(k)
         slots = self.rng.choice(size, k, replace=False)
         d = self.data
         for j, slot in enumerate(slots):

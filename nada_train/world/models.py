@@ -90,14 +90,31 @@ def _phi(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1 + torch.erf(x / 2**0.5))
 
 
+# The generator's own domain: photos with the object near the centre, at a moderate size and tilt.
+# Narrower than what the CLIP and the judge see, so that a small generator trained on a CPU draws
+# it sharply; (low, high) of each factor.
+GEN_CENTRE = (0.44, 0.56)
+GEN_RADIUS = (0.20, 0.26)
+GEN_ANGLE = (-0.15, 0.15)
+
+
+def _lerp(lo_hi: tuple[float, float], t: float) -> float:
+    return lo_hi[0] + (lo_hi[1] - lo_hi[0]) * t
+
+
+def _unlerp(lo_hi: tuple[float, float], x: float) -> float:
+    return (x - lo_hi[0]) / (lo_hi[1] - lo_hi[0])
+
+
 def scene_of_z(z: torch.Tensor) -> list[Scene]:
     """The scene a latent stands for: shape = argmax z[0:4], colour = argmax z[4:9], position, size,
     angle and photo nuisances from the normal CDF of z[9:16]. Photo style."""
     u = _phi(z[:, 9:16]).cpu().numpy()
     shapes = z[:, 0:4].argmax(1).tolist()
     colours = z[:, 4:9].argmax(1).tolist()
-    return [Scene(shape=s, colour=c, style=0, cx=0.3 + 0.4 * a[0], cy=0.3 + 0.4 * a[1], radius=0.16 + 0.12 * a[2],
-                  angle=-0.4 + 0.8 * a[3], nuisance=(float(a[4]), float(a[5]), float(a[6]), 0.5, 0.5, 0.5))
+    return [Scene(shape=s, colour=c, style=0, cx=_lerp(GEN_CENTRE, a[0]), cy=_lerp(GEN_CENTRE, a[1]),
+                  radius=_lerp(GEN_RADIUS, a[2]), angle=_lerp(GEN_ANGLE, a[3]),
+                  nuisance=(float(a[4]), float(a[5]), float(a[6]), 0.5, 0.5, 0.5))
             for s, c, a in zip(shapes, colours, u)]
 
 
@@ -109,8 +126,8 @@ def factor_features(scenes: list[Scene]) -> torch.Tensor:
         f = np.zeros(N_FACTOR_FEATURES, np.float32)
         f[s.shape] = 1
         f[len(SHAPES) + s.colour] = 1
-        f[len(SHAPES) + len(COLOURS):] = [(s.cx - 0.3) / 0.4, (s.cy - 0.3) / 0.4, (s.radius - 0.16) / 0.12,
-                                           (s.angle + 0.4) / 0.8, *s.nuisance[:3]]
+        f[len(SHAPES) + len(COLOURS):] = [_unlerp(GEN_CENTRE, s.cx), _unlerp(GEN_CENTRE, s.cy), _unlerp(GEN_RADIUS, s.radius),
+                                           _unlerp(GEN_ANGLE, s.angle), *s.nuisance[:3]]
         rows.append(f)
     return torch.from_numpy(np.stack(rows))
 

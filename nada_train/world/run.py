@@ -18,8 +18,9 @@ from nada_train.world.evaluate import adaptation_metrics
 from nada_train.world.models import GENERATOR_WEIGHTS, JUDGE_WEIGHTS, load_judge
 from nada_train.world.render import STYLES
 
-# Settings of the default run that differ from nada-train's general defaults; not tuned yet (the
-# world's generator must first draw sharp scenes). The run takes 93 s on a 2-core CPU.
+# Settings of the default run that differ from nada-train's general defaults. Higher learning rates,
+# more iterations and other layer sets were tried (README, issue 5) and none reached the target style;
+# these keep the content best. The run takes about 100 s on a 2-core CPU.
 DEFAULTS = dict(target="sketch", iterations=200, batch=4, sample_truncation=1.0)
 EVAL_SEEDS = 256
 

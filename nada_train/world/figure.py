@@ -1,0 +1,45 @@
+"""The README's before/after figure: the built-in generator's row, then one adapted row per run, on
+the same seeds.
+
+    python -m nada_train.world.figure runs/sketch runs/neon runs/pixel --out docs/world-default.png
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nada_train.checkpoints import load_generator
+from nada_train.images import grid, parse_seeds, save_png, to_uint8, z_batch
+from nada_train.world.models import GENERATOR_WEIGHTS
+
+
+@torch.no_grad()
+def before_after(runs: list[Path], seeds: list[int], scale: int = 2) -> np.ndarray:
+    """[H, W, 3] uint8: row 0 the frozen generator, row i the i-th run's adapted generator."""
+    sources = [GENERATOR_WEIGHTS, *runs]
+    rows = []
+    for source in sources:
+        g = load_generator(source).generator.eval()
+        z = torch.from_numpy(z_batch(seeds, g.config.style_dim))
+        rows.append(to_uint8(g(z)))
+    mosaic = grid(torch.cat(rows), rows=len(sources))
+    return mosaic.repeat(scale, 0).repeat(scale, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path, help="nada-train run directories on the built-in generator")
+    ap.add_argument("--seeds", default="0-11")
+    ap.add_argument("--scale", type=int, default=2, help="nearest-neighbour upscaling, so 64-px images are visible")
+    ap.add_argument("--out", type=Path, default=Path("docs/world-default.png"))
+    args = ap.parse_args()
+    save_png(before_after(args.runs, parse_seeds(args.seeds), args.scale), args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
