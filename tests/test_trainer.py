@@ -82,9 +82,9 @@ def test_nan_loss_stops_and_keeps_last_good_state(tmp_path, rosinality_ckpt, tin
     real = ClipGuide.directional
     calls = {"n": 0}
 
-    def nan_on_third(self, f, t):
+    def nan_on_third(self, f, t, *rest):
         calls["n"] += 1
-        loss, parts = real(self, f, t)
+        loss, parts = real(self, f, t, *rest)
         return (loss * float("nan"), parts) if calls["n"] == 3 else (loss, parts)
 
     monkeypatch.setattr(ClipGuide, "directional", nan_on_third)
