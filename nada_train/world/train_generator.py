@@ -10,7 +10,8 @@ regression in w space.
 Stage 3 (and --continue-from): mapping and synthesis learn together from z, with a linear read-out
 of the factors from w that keeps the codes separable by shape and colour.
 Every loss on images weights the object 5x (object_weighted_l1). Every other style stays out of the
-generator's domain. The shipped weights: the two commands above, then --continue-from for 14 more
+generator's domain. The shipped weights: the two commands above (the first ran with an earlier, wider
+slice of positions and sizes and a stage 3 without the read-out), then --continue-from for 14 more
 minutes (seed 5); the judge's agreement with the intended scene is recorded in the file.
 """
 
@@ -92,17 +93,15 @@ def finetune(g: Generator, minutes: float, batch: int, lr: float, seed: int) -> 
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     g.requires_grad_(True)
-    mapping = [p for n, p in g.named_parameters() if n.startswith("style.")]
-    synthesis = [p for n, p in g.named_parameters() if not n.startswith("style.")]
     # a linear read-out of the factors from w keeps the mapping's codes separable by shape and colour
     # (it must learn argmax), so synthesis is never asked to draw an average of shapes
     head = torch.nn.Linear(Z_DIM, N_FACTOR_FEATURES)
-    opt = torch.optim.Adam([{"params": synthesis + mapping + list(head.parameters()), "scale": 1.0}], lr=lr, betas=(0.0, 0.99))
+    opt = torch.optim.Adam([*g.parameters(), *head.parameters()], lr=lr, betas=(0.0, 0.99))
     t0, step = time.time(), 0
     while time.time() - t0 < minutes * 60:
         frac = (time.time() - t0) / (minutes * 60)
         for grp in opt.param_groups:
-            grp["lr"] = grp["scale"] * lr * (1.0 if frac < 0.6 else 0.3 if frac < 0.85 else 0.1)
+            grp["lr"] = lr * (1.0 if frac < 0.6 else 0.3 if frac < 0.85 else 0.1)
         z = torch.randn(batch, Z_DIM, generator=gen)
         scenes = scene_of_z(z)
         target = from_scenes(scenes, rng).images
