@@ -221,3 +221,17 @@ def test_before_after_figure_rows(tmp_path):
         first = to_uint8(g(torch.from_numpy(z_batch([1], 64))))[0].numpy()
     assert np.array_equal(fig[:64, 66:130], first)
     assert np.array_equal(fig[:64], fig[66:])  # the same generator twice gives the same row
+
+
+@needs_weights
+def test_clip_probe_starts_from_the_renders_and_moves_them():
+    """With no steps the probe's images are the photo renders (judged photo, content kept); a few
+    steps change them."""
+    from nada_train.world.probe_clip import probe
+
+    rates, renders, out = probe("sketch", lr=0.01, steps=0, n=16)
+    assert torch.equal(out, renders.clamp(-1, 1))
+    assert rates["mean_abs_change"] == 0 and rates["judge_target_rate"] == 0 and rates["judge_content_kept"] >= 0.9
+    assert rates["clip_target_rate"] <= 0.1
+    moved, _, _ = probe("sketch", lr=0.01, steps=3, n=16)
+    assert moved["mean_abs_change"] > 0.005

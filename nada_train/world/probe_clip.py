@@ -1,0 +1,74 @@
+"""Does a CLIP's directional gradient draw the target style, with no generator in the way?
+
+    python -m nada_train.world.probe_clip --target sketch --lr 0.003 0.01 0.03 [--clip FILE]
+
+Optimises the pixels of photo renders against the directional loss (photo -> target) and asks the
+world CLIP and the judge what the result is. A CLIP whose gradient the judge reads as the target style
+is worth adapting a generator with; one that only fools itself (CLIP says target, judge says photo)
+is not. This is the gate for any new world CLIP.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nada_train.clip import ClipSpec, load_clip
+from nada_train.losses import ClipGuide
+from nada_train.world.data import sample
+from nada_train.world.evaluate import combo_text_embeddings
+from nada_train.world.models import CLIP_WEIGHTS, load_judge
+from nada_train.world.render import COLOURS, SHAPES, STYLES
+
+
+def probe(target: str, lr: float, steps: int = 200, n: int = 32, clip_file: Path = CLIP_WEIGHTS,
+          seed: int = 4) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """(rates, renders, optimised images): the CLIP's and the judge's share of target-style calls, the
+    judge's content kept, the mean absolute change and the final directional similarity."""
+    clip = load_clip(ClipSpec("world", str(clip_file)))
+    guide = ClipGuide([clip])
+    guide.set_text_target("photo", target)
+    batch = sample(n, np.random.default_rng(seed), style=0)
+    renders = batch.images
+    x = renders.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    similarity = 1.0
+    for _ in range(steps):
+        loss, _ = guide.directional(renders, x.clamp(-1, 1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        similarity = 1 - float(loss.detach())
+    with torch.no_grad():
+        out = x.clamp(-1, 1)
+        combos = (clip.encode_images(out) @ combo_text_embeddings(clip.encode_texts).T).argmax(1)
+        clip_style = (combos // (len(SHAPES) * len(COLOURS))).numpy()
+    judged = load_judge().predict(out)
+    want = STYLES.index(target)
+    kept = (judged["shape"] == batch.shape.numpy()) & (judged["colour"] == batch.colour.numpy())
+    rates = {"lr": lr, "clip_target_rate": float(np.mean(clip_style == want)),
+             "judge_target_rate": float(np.mean(judged["style"] == want)), "judge_content_kept": float(np.mean(kept)),
+             "mean_abs_change": float((out - renders).abs().mean()), "directional_similarity": similarity}
+    return rates, renders, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", default="sketch", choices=[s for s in STYLES if s != "photo"])
+    ap.add_argument("--lr", type=float, nargs="+", default=[0.003, 0.01, 0.03])
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--clip", type=Path, default=CLIP_WEIGHTS, help="world CLIP weights (safetensors)")
+    args = ap.parse_args()
+    print("| lr | CLIP says target | judge says target | judge: content kept | mean abs change | directional similarity |")
+    print("|---|---|---|---|---|---|")
+    for lr in args.lr:
+        r, _, _ = probe(args.target, lr, args.steps, clip_file=args.clip)
+        print(f"| {lr:g} | {r['clip_target_rate']:.2f} | {r['judge_target_rate']:.2f} | {r['judge_content_kept']:.2f} "
+              f"| {r['mean_abs_change']:.3f} | {r['directional_similarity']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
