@@ -19,9 +19,9 @@ import torch
 from nada_train.clip import ClipSpec, load_clip
 from nada_train.losses import ClipGuide
 from nada_train.world.data import sample
-from nada_train.world.evaluate import combo_text_embeddings
+from nada_train.world.evaluate import zero_shot_accuracy
 from nada_train.world.models import CLIP_WEIGHTS, load_judge
-from nada_train.world.render import COLOURS, SHAPES, STYLES
+from nada_train.world.render import STYLES
 
 
 def probe(target: str, lr: float, steps: int = 200, n: int = 32, clip_file: Path = CLIP_WEIGHTS,
@@ -42,14 +42,14 @@ def probe(target: str, lr: float, steps: int = 200, n: int = 32, clip_file: Path
         loss.backward()
         opt.step()
         similarity = 1 - float(loss.detach())
-    with torch.no_grad():
-        out = x.clamp(-1, 1)
-        combos = (clip.encode_images(out) @ combo_text_embeddings(clip.encode_texts).T).argmax(1)
-        clip_style = (combos // (len(SHAPES) * len(COLOURS))).numpy()
-    judged = load_judge().predict(out)
+    out = x.detach().clamp(-1, 1)
     want = STYLES.index(target)
+    # the CLIP's zero-shot "accuracy" against the target style as label is its share of target calls
+    clip_calls = zero_shot_accuracy(clip.encode_images, clip.encode_texts, out, torch.full_like(batch.style, want),
+                                    batch.shape, batch.colour)
+    judged = load_judge().predict(out)
     kept = (judged["shape"] == batch.shape.numpy()) & (judged["colour"] == batch.colour.numpy())
-    rates = {"lr": lr, "clip_target_rate": float(np.mean(clip_style == want)),
+    rates = {"lr": lr, "clip_target_rate": clip_calls["style"],
              "judge_target_rate": float(np.mean(judged["style"] == want)), "judge_content_kept": float(np.mean(kept)),
              "mean_abs_change": float((out - renders).abs().mean()), "directional_similarity": similarity}
     return rates, renders, out

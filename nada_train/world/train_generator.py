@@ -103,15 +103,12 @@ def finetune(g: Generator, minutes: float, batch: int, lr: float, seed: int) -> 
         for grp in opt.param_groups:
             grp["lr"] = lr * (1.0 if frac < 0.6 else 0.3 if frac < 0.85 else 0.1)
         z = torch.randn(batch, Z_DIM, generator=gen)
-        scenes = scene_of_z(z)
-        target = from_scenes(scenes, rng).images
+        b = from_scenes(scene_of_z(z), rng)
         w = g.mapping(z)
-        feats, pred = factor_features(scenes), head(w)
-        n_cat = len(SHAPES) + len(COLOURS)
-        aux = (F.cross_entropy(pred[:, :len(SHAPES)], feats[:, :len(SHAPES)].argmax(1))
-               + F.cross_entropy(pred[:, len(SHAPES):n_cat], feats[:, len(SHAPES):n_cat].argmax(1))
-               + F.mse_loss(pred[:, n_cat:], feats[:, n_cat:]))
-        loss = object_weighted_l1(g.synthesis(g.broadcast(w)), target, scenes) + 0.1 * aux
+        pred, n_cat = head(w), len(SHAPES) + len(COLOURS)
+        aux = (F.cross_entropy(pred[:, :len(SHAPES)], b.shape) + F.cross_entropy(pred[:, len(SHAPES):n_cat], b.colour)
+               + F.mse_loss(pred[:, n_cat:], factor_features(b.scenes)[:, n_cat:]))
+        loss = object_weighted_l1(g.synthesis(g.broadcast(w)), b.images, b.scenes) + 0.1 * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
