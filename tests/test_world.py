@@ -177,8 +177,16 @@ def test_default_run_end_to_end(tmp_path):
     assert 0 <= metrics["target_style_rate"] <= 1 and -1 <= metrics["directional_clip_similarity"] <= 1
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["clip"][0] == {"name": "world", "pretrained": "world", "weight": 1.0}
+    args = manifest["arguments"]
+    assert (args["layers"], args["lr"], args["global_weight"], args["batch"]) == ("all", 0.01, 1.0, 4)  # the world's defaults
     r = subprocess.run([sys.executable, "-c", code, "--eval-only", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and json.loads((out / "metrics.json").read_text()) == metrics
+    # what the user names wins over the world's defaults
+    r = subprocess.run([sys.executable, "-c", code, "--out", str(tmp_path / "own"), "--iterations", "1", "--quiet",
+                        "--layers", "texture", "--lr", "0.005", "--global-weight", "0"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    args = json.loads((tmp_path / "own" / "manifest.json").read_text())["arguments"]
+    assert (args["layers"], args["lr"], args["global_weight"]) == ("texture", 0.005, 0.0)
 
 
 @needs_weights
@@ -196,13 +204,13 @@ def test_object_weighted_l1_counts_the_object_five_times():
     """Errors only on the object (and its 3-px rim): weighted they make 5n / (5n + rest) of the mean,
     where plain L1 would give n / all."""
     from nada_train.world.render import signed_distance
-    from nada_train.world.train_generator import object_weighted_l1
+    from nada_train.world.train_generator import object_weight, object_weighted_l1
 
     scene = Scene(shape=3, colour=1, style=0, cx=0.5, cy=0.5, radius=0.22, angle=0.1, nuisance=(0.5,) * 6)
     near = torch.from_numpy(signed_distance(scene) < 3).float()
     n, total = float(near.sum()), near.numel()
     target = near.expand(1, 3, 64, 64).clone()
-    loss = object_weighted_l1(torch.zeros(1, 3, 64, 64), target, [scene])
+    loss = object_weighted_l1(torch.zeros(1, 3, 64, 64), target, object_weight([scene]))
     assert loss.item() == pytest.approx(5 * n / (5 * n + total - n), rel=1e-6)
     assert loss.item() > 2 * n / total
 

@@ -37,14 +37,14 @@ def main(
     clip_weight: list[float] = typer.Option([], "--clip-weight", help="Weight of each --clip model in the loss (default 1.0 each)."),
     iterations: Optional[int] = typer.Option(None, help="Training iterations (default 300; reference examples: style 200-400, identity 150-200)."),
     batch: Optional[int] = typer.Option(None, help="Latents per iteration (default 2)."),
-    lr: float = typer.Option(0.002, help="Learning rate; Adam runs at lr*4/5 with betas (0, 0.99^0.8), as the reference."),
-    layers: str = typer.Option("auto", help="Which layers learn: auto (adaptive selection each step), all, texture or shape."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default 0.002; 0.01 in the built-in world); Adam runs at lr*4/5 with betas (0, 0.99^0.8), as the reference."),
+    layers: Optional[str] = typer.Option(None, help="Which layers learn: auto (adaptive selection each step; the default), all (the built-in world's default), texture or shape."),
     auto_layer_k: Optional[int] = typer.Option(None, help="W+ codes chosen per step with --layers auto (default 2/3 of them)."),
     auto_layer_iters: int = typer.Option(1, help="SGD steps on the W+ codes when choosing layers."),
     auto_layer_batch: int = typer.Option(8, help="Latents used when choosing layers."),
     train_torgb: bool = typer.Option(False, "--train-torgb", help="Also train the ToRGB layers (frozen by default)."),
     mixing: float = typer.Option(0.0, help="Style-mixing probability (0.9 in the reference's 'improve shape' preset)."),
-    global_weight: float = typer.Option(0.0, help="Weight of the global CLIP loss (adapted image vs target text) added to the directional loss; the reference's lambda_global, 0 in the paper."),
+    global_weight: Optional[float] = typer.Option(None, help="Weight of the global CLIP loss (adapted image vs target text) added to the directional loss; the reference's lambda_global, 0 in the paper (the default), 1 in the built-in world."),
     seed: int = typer.Option(2, help="Random seed of the run."),
     device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N."),
     precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast)."),
@@ -69,7 +69,7 @@ def main(
             opts.iterations = iterations
         path = train(opts, resume=True, progress=not quiet)
     else:
-        defaults = {"iterations": 300, "batch": 2, "sample_truncation": 0.7}
+        defaults = {"iterations": 300, "batch": 2, "sample_truncation": 0.7, "lr": 0.002, "layers": "auto", "global_weight": 0.0}
         if generator is None:
             if not world_available():
                 raise NadaError("--generator is required (the built-in world's weights are not in this installation)")
@@ -84,6 +84,9 @@ def main(
         clip = clip or ["ViT-B-32"]
         iterations = iterations if iterations is not None else defaults["iterations"]
         batch = batch if batch is not None else defaults["batch"]
+        lr = lr if lr is not None else defaults["lr"]
+        layers = layers if layers is not None else defaults["layers"]
+        global_weight = global_weight if global_weight is not None else defaults["global_weight"]
         if out is None:
             raise NadaError("--out is required: a new directory for the run")
         if clip_weight and len(clip_weight) != len(clip):

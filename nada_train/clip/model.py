@@ -137,11 +137,13 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
     open_clip = import_open_clip()
     templates = None
     if spec.name == WORLD_CLIP_ALIAS or spec.name == "nada-world-clip":
-        from nada_train.world.models import ASSETS, CLIP_NAME, CLIP_WEIGHTS, direction_templates
+        from nada_train.world.models import ASSETS, CLIP_WEIGHTS, clip_model_name, direction_templates
 
         register_model_configs(ASSETS)
         pretrained = spec.pretrained if spec.pretrained not in ("", DEFAULT_TAG, WORLD_CLIP_ALIAS) else str(CLIP_WEIGHTS)
-        spec = ClipSpec(CLIP_NAME, pretrained, spec.weight)
+        if not Path(pretrained).is_file():
+            raise NadaError(f"--clip {spec}: world CLIP weights '{pretrained}' do not exist; name a file written by python -m nada_train.world.train_clip")
+        spec = ClipSpec(clip_model_name(pretrained), pretrained, spec.weight)
         templates = direction_templates()  # it was trained on its own captions, not ImageNet prompts
     for folder in filter(None, os.environ.get(CONFIG_DIR_ENV, "").split(os.pathsep)):
         register_model_configs(folder)  # extra model configs (JSON), e.g. small CLIPs for tests

@@ -65,3 +65,29 @@ class Pool:
             d.captions[slot], d.scenes[slot] = fresh.captions[j], fresh.scenes[j]
         idx = self.rng.choice(size, n, replace=False)
         return Batch(d.images[idx], d.style[idx], d.shape[idx], d.colour[idx], [d.captions[i] for i in idx], [d.scenes[i] for i in idx])
+
+
+class RenderedBatches(torch.utils.data.IterableDataset):
+    """Endless fresh batches of `n` renders, for a DataLoader whose workers render on the CPU while
+    the accelerator trains (each worker its own random stream)."""
+
+    def __init__(self, n: int, seed: int, style: int | None = None):
+        self.n, self.seed, self.style = n, seed, style
+
+    def __iter__(self):
+        rng = worker_rng(self.seed)
+        while True:
+            yield from_scenes([random_scene(rng, style=self.style) for _ in range(self.n)], rng)
+
+
+def worker_rng(seed: int) -> np.random.Generator:
+    """A random stream of its own for each DataLoader worker process."""
+    info = torch.utils.data.get_worker_info()
+    return np.random.default_rng([seed, info.id if info else 0])
+
+
+def render_stream(dataset: torch.utils.data.IterableDataset, workers: int):
+    """An endless iterator over `dataset`'s items, made by `workers` processes (0: in this one)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=lambda b: b,
+                                         prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
+    return iter(loader)

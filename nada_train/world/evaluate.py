@@ -26,7 +26,7 @@ def combo_text_embeddings(encode_texts) -> torch.Tensor:
 def zero_shot_accuracy(encode_images, encode_texts, images: torch.Tensor, style, shape, colour) -> dict[str, float]:
     """Predict the (style, shape, colour) caption with the highest similarity; accuracy per factor."""
     text = combo_text_embeddings(encode_texts)
-    pred = torch.cat([encode_images(x) @ text.T for x in images.split(256)]).argmax(1)
+    pred = torch.cat([encode_images(x) @ text.T for x in images.split(256)]).argmax(1).cpu()
     p_style, rest = pred // (len(SHAPES) * len(COLOURS)), pred % (len(SHAPES) * len(COLOURS))
     p_shape, p_colour = rest // len(COLOURS), rest % len(COLOURS)
     return {"style": float((p_style == style).float().mean()), "shape": float((p_shape == shape).float().mean()),

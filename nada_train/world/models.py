@@ -27,6 +27,15 @@ CAPTION_TEMPLATES = (
 )
 
 
+def clip_model_name(weights: Path | str) -> str:
+    """The open_clip config a world CLIP file was trained with (recorded in its metadata; files
+    from before the record are the first config, CLIP_NAME)."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:
+        return (f.metadata() or {}).get("model", CLIP_NAME)
+
+
 def caption(style: str, colour: str, shape: str, template: int = 0) -> str:
     return CAPTION_TEMPLATES[template].format(style=style, colour=colour, shape=shape)
 
@@ -148,16 +157,16 @@ class FactorEncoder(nn.Module):
 def augment(images: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
     """Photometric and small geometric changes that keep style, shape and colour: brightness,
     contrast, noise, blur, shifts. For training the CLIP and the judge."""
-    n = images.shape[0]
-    r = lambda *s: torch.rand(*s, generator=gen)  # noqa: E731
+    n, dev = images.shape[0], images.device
+    r = lambda *s: torch.rand(*s, generator=gen, device=dev)  # noqa: E731
     x = (images + 1) / 2
     x = x * (0.75 + 0.5 * r(n, 1, 1, 1))                      # brightness
     mean = x.mean((1, 2, 3), keepdim=True)
     x = (x - mean) * (0.75 + 0.5 * r(n, 1, 1, 1)) + mean      # contrast
-    x = x + 0.03 * torch.randn(x.shape, generator=gen) * r(n, 1, 1, 1)
+    x = x + 0.03 * torch.randn(x.shape, generator=gen, device=dev) * r(n, 1, 1, 1)
     blur = r(n) < 0.3
     if blur.any():
-        k = torch.tensor([1.0, 2.0, 1.0])
+        k = torch.tensor([1.0, 2.0, 1.0], device=dev)
         k = (k[:, None] * k[None, :] / 16).expand(3, 1, 3, 3)
         x[blur] = F.conv2d(F.pad(x[blur], (1, 1, 1, 1), mode="replicate"), k, groups=3)
     shifts = (r(2) * 9 - 4).long().tolist()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from nada_train.clip import ClipSpec, load_clip
+from nada_train.fileio import write_json
 from nada_train.losses import ClipGuide
 from nada_train.world.data import sample
 from nada_train.world.evaluate import zero_shot_accuracy
@@ -25,14 +26,14 @@ from nada_train.world.render import STYLES
 
 
 def probe(target: str, lr: float, steps: int = 200, n: int = 32, clip_file: Path = CLIP_WEIGHTS,
-          seed: int = 4) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+          seed: int = 4, device: str = "cpu") -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """(rates, renders, optimised images): the CLIP's and the judge's share of target-style calls, the
     judge's content kept, the mean absolute change and the final directional similarity."""
-    clip = load_clip(ClipSpec("world", str(clip_file)))
+    clip = load_clip(ClipSpec("world", str(clip_file)), device)
     guide = ClipGuide([clip])
     guide.set_text_target("photo", target)
     batch = sample(n, np.random.default_rng(seed), style=0)
-    renders = batch.images
+    renders = batch.images.to(device)
     x = renders.clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
     similarity = 1.0
@@ -47,6 +48,7 @@ def probe(target: str, lr: float, steps: int = 200, n: int = 32, clip_file: Path
     # the CLIP's zero-shot "accuracy" against the target style as label is its share of target calls
     clip_calls = zero_shot_accuracy(clip.encode_images, clip.encode_texts, out, torch.full_like(batch.style, want),
                                     batch.shape, batch.colour)
+    out, renders = out.cpu(), renders.cpu()
     judged = load_judge().predict(out)
     kept = (judged["shape"] == batch.shape.numpy()) & (judged["colour"] == batch.colour.numpy())
     rates = {"lr": lr, "clip_target_rate": clip_calls["style"],
@@ -61,13 +63,19 @@ def main() -> None:
     ap.add_argument("--lr", type=float, nargs="+", default=[0.003, 0.01, 0.03])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--clip", type=Path, default=CLIP_WEIGHTS, help="world CLIP weights (safetensors)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
+    rows = []
     print("| lr | CLIP says target | judge says target | judge: content kept | mean abs change | directional similarity |")
     print("|---|---|---|---|---|---|")
     for lr in args.lr:
-        r, _, _ = probe(args.target, lr, args.steps, clip_file=args.clip)
+        r, _, _ = probe(args.target, lr, args.steps, clip_file=args.clip, device=args.device)
+        rows.append(r)
         print(f"| {lr:g} | {r['clip_target_rate']:.2f} | {r['judge_target_rate']:.2f} | {r['judge_content_kept']:.2f} "
               f"| {r['mean_abs_change']:.3f} | {r['directional_similarity']:.3f} |", flush=True)
+    if args.json:
+        write_json(args.json, {"clip": str(args.clip), "target": args.target, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,121 @@
+"""The world's training machinery: the adversarial images, the caption loss, the render streams and
+pool, and how a world CLIP file names its architecture."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nada_train.errors import NadaError
+from nada_train.world.data import RenderedBatches, from_scenes, render_stream
+from nada_train.world.models import CLIP_NAME, clip_model_name, scene_of_z
+from nada_train.world.train_clip import DevicePool, caption_loss, pgd_l2
+from nada_train.world.train_generator import LatentRenders, object_weight
+
+
+def test_pgd_on_a_linear_loss_lands_on_the_ball_along_the_gradient():
+    """loss = <w_i, x_i>: the best image within L2 distance eps of x is x + eps w/|w|, per image."""
+    w = torch.randn(3, 3, 8, 8)
+    x = torch.zeros(3, 3, 8, 8)
+    eps = 0.5  # per-pixel changes stay far inside [-1, 1]
+    adv = pgd_l2(lambda im: (im * w).sum(), x, eps, steps=3)
+    want = eps * w / w.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    assert torch.allclose(adv, want, atol=1e-6)
+    assert torch.allclose((adv - x).flatten(1).norm(dim=1), torch.full((3,), eps), atol=1e-6)
+
+
+def test_pgd_keeps_images_in_range():
+    x = torch.full((2, 3, 4, 4), 0.99)
+    adv = pgd_l2(lambda im: im.sum(), x, eps=3.0, steps=2)
+    assert adv.max() <= 1 and (adv - x).flatten(1).norm(dim=1).max() <= 3.0 + 1e-5
+
+
+class _Embedder(torch.nn.Module):
+    """Images are their own embeddings (flattened): lets the loss be computed by hand."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(scale)))
+
+    def encode_image(self, images):
+        return images.flatten(1)
+
+
+def test_caption_loss_against_hand_computation():
+    """Two images of one combo and one of another: each image's target spreads over the captions
+    of its combo; symmetric=False is the image-to-text half alone."""
+    model = _Embedder(10.0)
+    images = F.normalize(torch.randn(3, 4), dim=1).view(3, 1, 2, 2)
+    text = F.normalize(torch.randn(3, 4), dim=1)
+    combo = torch.tensor([5, 5, 7])
+    logits = 10.0 * images.flatten(1) @ text.T
+    targets = torch.tensor([[0.5, 0.5, 0], [0.5, 0.5, 0], [0, 0, 1.0]])
+    i2t = -(targets * logits.log_softmax(1)).sum(1).mean()
+    t2i = -(targets * logits.T.log_softmax(1)).sum(1).mean()
+    assert caption_loss(model, images, text, combo).item() == pytest.approx(((i2t + t2i) / 2).item(), rel=1e-5)
+    assert caption_loss(model, images, text, combo, symmetric=False).item() == pytest.approx(i2t.item(), rel=1e-5)
+    # the first two images alone (as an attack on half a batch sees them)
+    half = -(targets[:2] * logits[:2].log_softmax(1)).sum(1).mean()
+    assert caption_loss(model, images[:2], text, combo, symmetric=False).item() == pytest.approx(half.item(), rel=1e-5)
+
+
+def test_render_stream_is_seeded_and_renders_what_it_labels():
+    a = next(render_stream(RenderedBatches(6, seed=3), workers=0))
+    b = next(render_stream(RenderedBatches(6, seed=3), workers=0))
+    c = next(render_stream(RenderedBatches(6, seed=4), workers=0))
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert torch.equal(a.images, from_scenes(a.scenes).images)
+    assert a.style.tolist() == [s.style for s in a.scenes]
+    photo = next(render_stream(RenderedBatches(6, seed=3, style=0), workers=0))
+    assert photo.style.tolist() == [0] * 6
+
+
+def test_render_workers_draw_different_scenes():
+    stream = render_stream(RenderedBatches(4, seed=1), workers=2)
+    first, second = next(stream), next(stream)  # one from each worker
+    assert not torch.equal(first.images, second.images)
+
+
+def test_latent_renders_match_the_scene_of_their_latents():
+    item = next(render_stream(LatentRenders(5, seed=0), workers=0))
+    scenes = scene_of_z(item["z"])
+    assert torch.equal(item["images"], from_scenes(scenes).images)
+    assert torch.equal(item["weight"], object_weight(scenes))
+    assert item["shape"].tolist() == [s.shape for s in scenes] and item["colour"].tolist() == [s.colour for s in scenes]
+
+
+def test_device_pool_swaps_the_oldest_chunk_in_ring_order():
+    tokenize = lambda captions: torch.tensor([[len(c)] for c in captions])  # noqa: E731  (one id per caption)
+    stream = render_stream(RenderedBatches(4, seed=0), workers=0)
+    pool = DevicePool(stream, size=12, tokenize=tokenize, device=torch.device("cpu"))
+    assert pool.images.shape == (12, 3, 64, 64) and pool.chunk == 4
+    before = pool.images.clone()
+    pool.refresh()
+    assert not torch.equal(pool.images[:4], before[:4]) and torch.equal(pool.images[4:], before[4:])
+    pool.refresh()
+    pool.refresh()
+    pool.refresh()  # 12 slots, 3 chunks: the fourth refresh writes slot 0-3 again
+    assert pool.next == 4
+    images, combo, tokens = pool.draw(12, torch.Generator().manual_seed(0))
+    order = [next(i for i in range(12) if torch.equal(pool.images[i], im)) for im in images]
+    assert sorted(order) == list(range(12))
+    assert torch.equal(combo, pool.combo[order]) and torch.equal(tokens, pool.tokens[order])
+
+
+def test_world_clip_files_name_their_architecture(tmp_path):
+    from safetensors.torch import save_file
+
+    named, old = tmp_path / "named.safetensors", tmp_path / "old.safetensors"
+    save_file({"x": torch.zeros(1)}, str(named), metadata={"model": "nada-world-clip-rn"})
+    save_file({"x": torch.zeros(1)}, str(old))
+    assert clip_model_name(named) == "nada-world-clip-rn"
+    assert clip_model_name(old) == CLIP_NAME
+
+
+def test_missing_world_clip_file_is_a_clear_error(tmp_path):
+    from nada_train.clip import ClipSpec, load_clip
+
+    with pytest.raises(NadaError, match="world CLIP weights .* do not exist"):
+        load_clip(ClipSpec("world", str(tmp_path / "none.safetensors")))
