@@ -175,6 +175,8 @@ def test_default_run_end_to_end(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["target"] == "sketch" and metrics["iterations"] == 3 and metrics["n_images"] == 256
     assert 0 <= metrics["target_style_rate"] <= 1 and -1 <= metrics["directional_clip_similarity"] <= 1
+    assert 0 <= metrics["clip_target_rate"] <= 1
+    assert metrics["frozen_clip_target_rate"] <= 0.05  # the CLIP calls the generator's own images photos
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["clip"][0] == {"name": "world", "pretrained": "world", "weight": 1.0}
     args = manifest["arguments"]

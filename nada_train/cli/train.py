@@ -108,7 +108,8 @@ def main(
     if (path / "metrics.json").exists():
         m = json.loads((path / "metrics.json").read_text())
         print(f"judge: target_style_rate {m['target_style_rate']:.2f}, content_kept_rate {m['content_kept_rate']:.2f} "
-              f"(frozen: {m['frozen_target_style_rate']:.2f}); directional CLIP similarity {m['directional_clip_similarity']:.3f}")
+              f"(frozen: {m['frozen_target_style_rate']:.2f}); directional CLIP similarity {m['directional_clip_similarity']:.3f}; "
+              f"the CLIP itself calls {m['clip_target_rate']:.2f} of them {m['target']}")
 
 
 def main_entry() -> None:

@@ -23,12 +23,17 @@ def combo_text_embeddings(encode_texts) -> torch.Tensor:
 
 
 @torch.no_grad()
-def zero_shot_accuracy(encode_images, encode_texts, images: torch.Tensor, style, shape, colour) -> dict[str, float]:
-    """Predict the (style, shape, colour) caption with the highest similarity; accuracy per factor."""
+def zero_shot_predict(encode_images, encode_texts, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(style, shape, colour) of the caption with the highest similarity to each image."""
     text = combo_text_embeddings(encode_texts)
     pred = torch.cat([encode_images(x) @ text.T for x in images.split(256)]).argmax(1).cpu()
-    p_style, rest = pred // (len(SHAPES) * len(COLOURS)), pred % (len(SHAPES) * len(COLOURS))
-    p_shape, p_colour = rest // len(COLOURS), rest % len(COLOURS)
+    rest = pred % (len(SHAPES) * len(COLOURS))
+    return pred // (len(SHAPES) * len(COLOURS)), rest // len(COLOURS), rest % len(COLOURS)
+
+
+def zero_shot_accuracy(encode_images, encode_texts, images: torch.Tensor, style, shape, colour) -> dict[str, float]:
+    """Zero-shot accuracy per factor."""
+    p_style, p_shape, p_colour = zero_shot_predict(encode_images, encode_texts, images)
     return {"style": float((p_style == style).float().mean()), "shape": float((p_shape == shape).float().mean()),
             "colour": float((p_colour == colour).float().mean())}
 

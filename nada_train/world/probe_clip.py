@@ -20,7 +20,7 @@ from nada_train.clip import ClipSpec, load_clip
 from nada_train.fileio import write_json
 from nada_train.losses import ClipGuide
 from nada_train.world.data import sample
-from nada_train.world.evaluate import zero_shot_accuracy
+from nada_train.world.evaluate import zero_shot_predict
 from nada_train.world.models import CLIP_WEIGHTS, load_judge
 from nada_train.world.render import STYLES
 
@@ -45,13 +45,11 @@ def probe(target: str, lr: float, steps: int = 200, n: int = 32, clip_file: Path
         similarity = 1 - float(loss.detach())
     out = x.detach().clamp(-1, 1)
     want = STYLES.index(target)
-    # the CLIP's zero-shot "accuracy" against the target style as label is its share of target calls
-    clip_calls = zero_shot_accuracy(clip.encode_images, clip.encode_texts, out, torch.full_like(batch.style, want),
-                                    batch.shape, batch.colour)
+    clip_style = zero_shot_predict(clip.encode_images, clip.encode_texts, out)[0]
     out, renders = out.cpu(), renders.cpu()
     judged = load_judge().predict(out)
     kept = (judged["shape"] == batch.shape.numpy()) & (judged["colour"] == batch.colour.numpy())
-    rates = {"lr": lr, "clip_target_rate": clip_calls["style"],
+    rates = {"lr": lr, "clip_target_rate": float((clip_style == want).float().mean()),
              "judge_target_rate": float(np.mean(judged["style"] == want)), "judge_content_kept": float(np.mean(kept)),
              "mean_abs_change": float((out - renders).abs().mean()), "directional_similarity": similarity}
     return rates, renders, out

@@ -14,7 +14,7 @@ from nada_train.errors import NadaError
 from nada_train.fileio import write_json
 from nada_train.images import z_batch
 from nada_train.losses import ClipGuide
-from nada_train.world.evaluate import adaptation_metrics
+from nada_train.world.evaluate import adaptation_metrics, zero_shot_predict
 from nada_train.world.models import GENERATOR_WEIGHTS, JUDGE_WEIGHTS, load_judge
 from nada_train.world.render import STYLES
 
@@ -43,7 +43,8 @@ def check_style(name: str, what: str) -> int:
 @torch.no_grad()
 def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") -> dict:
     """metrics.json for a run on the world generator: the judge on frozen and adapted images of
-    seeds 0..n-1 (truncation 1), and the directional CLIP similarity of the image steps."""
+    seeds 0..n-1 (truncation 1), the directional CLIP similarity of the image steps, and the share of
+    images the guiding CLIP itself calls the target style."""
     run_dir = Path(run_dir)
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.exists():
@@ -66,6 +67,12 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
     guide = ClipGuide([load_clip(s, device) for s in TrainOptions.from_json(manifest["arguments"]).clip])
     guide.set_text_target(manifest["source"], manifest["target"])
     metrics["directional_clip_similarity"] = guide.direction_similarity(frozen, adapted)
+    # the guiding CLIP's own zero-shot call (the world's captions): where it says target and the judge
+    # does not, the generator found a shortcut in the CLIP
+    clip = guide.models[0]
+    for key, images in (("clip_target_rate", adapted), ("frozen_clip_target_rate", frozen)):
+        style = zero_shot_predict(clip.encode_images, clip.encode_texts, images)[0]
+        metrics[key] = float((style == target).float().mean())
     metrics.update(target=manifest["target"], source=manifest["source"], iterations=manifest["iterations_done"], seeds=f"0-{n - 1}")
     write_json(run_dir / "metrics.json", metrics)
     return metrics
