@@ -11,6 +11,7 @@ is not. This is the gate for any new world CLIP.
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +26,17 @@ from nada_train.world.models import CLIP_WEIGHTS, load_judge
 from nada_train.world.render import STYLES
 
 
+@functools.lru_cache(maxsize=4)
+def _models(clip_file: str, device: str):
+    """The CLIP and the judge, loaded once per file and device (main probes several learning rates)."""
+    return load_clip(ClipSpec("world", clip_file), device), load_judge()
+
+
 def probe(target: str, lr: float, steps: int = 200, n: int = 32, clip_file: Path = CLIP_WEIGHTS,
           seed: int = 4, device: str = "cpu") -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """(rates, renders, optimised images): the CLIP's and the judge's share of target-style calls, the
     judge's content kept, the mean absolute change and the final directional similarity."""
-    clip = load_clip(ClipSpec("world", str(clip_file)), device)
+    clip, judge = _models(str(clip_file), str(device))
     guide = ClipGuide([clip])
     guide.set_text_target("photo", target)
     batch = sample(n, np.random.default_rng(seed), style=0)
@@ -47,7 +54,7 @@ def probe(target: str, lr: float, steps: int = 200, n: int = 32, clip_file: Path
     want = STYLES.index(target)
     clip_style = zero_shot_predict(clip.encode_images, clip.encode_texts, out)[0]
     out, renders = out.cpu(), renders.cpu()
-    judged = load_judge().predict(out)
+    judged = judge.predict(out)
     kept = (judged["shape"] == batch.shape.numpy()) & (judged["colour"] == batch.colour.numpy())
     rates = {"lr": lr, "clip_target_rate": float((clip_style == want).float().mean()),
              "judge_target_rate": float(np.mean(judged["style"] == want)), "judge_content_kept": float(np.mean(kept)),
