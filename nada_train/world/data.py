@@ -77,7 +77,7 @@ class RenderedBatches(torch.utils.data.IterableDataset):
     def __iter__(self):
         rng = worker_rng(self.seed)
         while True:
-            yield from_scenes([random_scene(rng, style=self.style) for _ in range(self.n)], rng)
+            yield sample(self.n, rng, self.style)
 
 
 def worker_rng(seed: int) -> np.random.Generator:
