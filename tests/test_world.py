@@ -55,13 +55,39 @@ def test_random_scenes_cover_all_factors():
     assert {s.style for s in scenes} == set(range(len(STYLES)))
 
 
+def best_threshold_accuracy(a: list[float], b: list[float]) -> float:
+    """How well one threshold on a single number tells two groups apart (0.5: not at all, 1: fully)."""
+    values = np.array(a + b)
+    is_a = np.array([True] * len(a) + [False] * len(b))
+    best = max(np.mean((values <= t) == is_a) for t in values)
+    return max(best, max(np.mean((values > t) == is_a) for t in values))
+
+
 def test_brightness_does_not_give_the_style_away():
-    """Inside every style the mean brightness varies, and the ranges of different styles overlap."""
+    """No pair of styles can be told apart by mean brightness alone: the extreme backdrops put dark
+    and light renders in every style (before them, a dark image was always neon)."""
     rng = np.random.default_rng(2)
-    means = {st: [render(random_scene(rng, style=i)).mean() for _ in range(40)] for i, st in enumerate(STYLES)}
-    photo, sketch = means["photo"], means["sketch"]
-    assert max(photo) > min(sketch)  # photo and sketch overlap in brightness
-    assert all(np.std(v) > 0.02 for v in means.values())
+    means = {st: [float(render(random_scene(rng, style=i)).mean()) for _ in range(80)] for i, st in enumerate(STYLES)}
+    for i, a in enumerate(STYLES):
+        for b in STYLES[i + 1:]:
+            assert best_threshold_accuracy(means[a], means[b]) < 0.8, (a, b)
+
+
+def test_best_threshold_accuracy():
+    assert best_threshold_accuracy([0.1, 0.2], [0.8, 0.9]) == 1.0
+    assert best_threshold_accuracy([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert best_threshold_accuracy([0.1, 0.9], [0.5, 0.5]) == 0.75
+
+
+def test_extreme_backdrops_keep_the_usual_look_at_the_middle():
+    """nuisance[4] in [0.25, 0.75) draws the style's usual backdrop (the generator's photos use 0.5);
+    below it a near-black one, at or above 0.75 a near-white one, in every style."""
+    for style in range(len(STYLES)):
+        base = Scene(shape=1, colour=2, style=style, cx=0.5, cy=0.5, radius=0.22, angle=0.0, nuisance=(0.3, 0.5, 0.5, 0.5, 0.5, 0.5))
+        with_e = lambda e: render(Scene(**{**base.to_dict(), "nuisance": (0.3, 0.5, 0.5, 0.5, e, 0.5)}))  # noqa: E731
+        assert np.array_equal(with_e(0.3), with_e(0.7)), STYLES[style]
+        corner = lambda img: img[:6, :6].mean()  # noqa: E731  (backdrop only: the object is centred)
+        assert corner(with_e(0.1)) < 0.25 < 0.75 < corner(with_e(0.9)), STYLES[style]
 
 
 def test_scene_of_z_uses_argmax_and_cdf():
@@ -143,6 +169,31 @@ def test_shipped_clip_and_judge_reach_their_recorded_accuracy():
     for factor in ("style", "shape", "colour"):
         assert clip_acc[factor] >= want[factor] - 0.08, (factor, clip_acc, want)
     assert clip_acc["style"] >= 0.95  # the factor the directional loss relies on
+
+
+@needs_weights
+def test_shipped_clip_and_judge_do_not_read_the_style_off_the_backdrop():
+    """On dark and on light backdrops alone, both still name the style (the models before the extreme
+    backdrops called a photo on black neon)."""
+    from nada_train.clip import ClipSpec, load_clip
+    from nada_train.world.data import sample
+    from nada_train.world.evaluate import style_accuracy_by_backdrop, zero_shot_predict
+
+    test = sample(300, np.random.default_rng(778))
+    clip = load_clip(ClipSpec("world", "world"))
+    for who, style in (("judge", load_judge().predict(test.images)["style"]),
+                       ("clip", zero_shot_predict(clip.encode_images, clip.encode_texts, test.images)[0].numpy())):
+        by_backdrop = style_accuracy_by_backdrop(style, test.scenes)
+        assert set(by_backdrop) == {"dark", "usual", "light"}
+        assert min(by_backdrop.values()) >= 0.9, (who, by_backdrop)
+
+
+def test_style_accuracy_by_backdrop_on_a_hand_made_case():
+    from nada_train.world.evaluate import style_accuracy_by_backdrop
+
+    scenes = [Scene(0, 0, style, 0.5, 0.5, 0.2, 0.0, (0.5, 0.5, 0.5, 0.5, e, 0.5)) for style, e in ((0, 0.1), (2, 0.1), (1, 0.5), (3, 0.9))]
+    # the dark photo called neon, the rest right
+    assert style_accuracy_by_backdrop([2, 2, 1, 3], scenes) == {"dark": 0.5, "usual": 1.0, "light": 1.0}
 
 
 @needs_weights

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from nada_train.errors import NadaError
 from nada_train.world.data import RenderedBatches, from_scenes, render_stream
-from nada_train.world.models import CLIP_NAME, clip_model_name, scene_of_z
-from nada_train.world.train_clip import DevicePool, caption_loss, pgd_l2
+from nada_train.world.models import CLIP_NAME, caption, clip_model_name, scene_of_z
+from nada_train.world.render import COLOURS, SHAPES, STYLES
+from nada_train.world.train_clip import DevicePool, blend, blend_loss, caption_loss, combo_captions, pgd_l2, style_pairs
 from nada_train.world.train_generator import LatentRenders, object_weight
 
 
@@ -59,6 +60,31 @@ def test_caption_loss_against_hand_computation():
     # the first two images alone (as an attack on half a batch sees them)
     half = -(targets[:2] * logits[:2].log_softmax(1)).sum(1).mean()
     assert caption_loss(model, images[:2], text, combo, symmetric=False).item() == pytest.approx(half.item(), rel=1e-5)
+
+
+def test_blend_loss_against_hand_computation():
+    """A blend of combo 0 and combo 2 at alpha 0.25 wants 0.75 on caption 0 and 0.25 on caption 2;
+    alpha 0 is the plain cross-entropy on the first combo."""
+    model = _Embedder(10.0)
+    a, b = F.normalize(torch.randn(2, 4), dim=1).view(2, 1, 2, 2), F.normalize(torch.randn(2, 4), dim=1).view(2, 1, 2, 2)
+    prototypes = F.normalize(torch.randn(3, 4), dim=1)
+    alpha = torch.tensor([0.25, 0.0])
+    mixed = blend(a, b, alpha)
+    assert torch.allclose(mixed[0], 0.75 * a[0] + 0.25 * b[0]) and torch.equal(mixed[1], a[1])
+    logp = (10.0 * F.normalize(mixed.flatten(1), dim=1) @ prototypes.T).log_softmax(1)
+    want = -(0.75 * logp[0, 0] + 0.25 * logp[0, 2] + logp[1, 1]) / 2
+    got = blend_loss(model, mixed, torch.tensor([0, 1]), torch.tensor([2, 0]), alpha, prototypes)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_style_pairs_share_the_scene_in_two_styles_and_captions_follow_combo_order():
+    a, b = style_pairs(20, np.random.default_rng(0))
+    for s, t in zip(a.scenes, b.scenes):
+        assert s.style != t.style and s.to_dict() | {"style": 0} == t.to_dict() | {"style": 0}
+    captions = combo_captions(template=1)
+    assert len(captions) == len(STYLES) * len(SHAPES) * len(COLOURS) == len(set(captions))
+    for combo, scene in zip(a.combo.tolist() + b.combo.tolist(), a.scenes + b.scenes):
+        assert captions[combo] == caption(STYLES[scene.style], COLOURS[scene.colour], SHAPES[scene.shape], 1)
 
 
 def test_render_stream_is_seeded_and_renders_what_it_labels():

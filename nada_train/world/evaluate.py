@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from nada_train.world.models import CAPTION_TEMPLATES, Judge, caption
-from nada_train.world.render import COLOURS, SHAPES, STYLES
+from nada_train.world.render import COLOURS, SHAPES, STYLES, Scene, backdrop_kind
 
 
 @torch.no_grad()
@@ -36,6 +36,15 @@ def zero_shot_accuracy(encode_images, encode_texts, images: torch.Tensor, style,
     p_style, p_shape, p_colour = zero_shot_predict(encode_images, encode_texts, images)
     return {"style": float((p_style == style).float().mean()), "shape": float((p_shape == shape).float().mean()),
             "colour": float((p_colour == colour).float().mean())}
+
+
+def style_accuracy_by_backdrop(predicted_style, scenes: list[Scene]) -> dict[str, float]:
+    """Style accuracy on the dark, usual and light backdrops separately: a model that reads the style
+    off the backdrop (dark = neon) passes on the usual ones and fails on the extremes."""
+    predicted = np.asarray(predicted_style)
+    kinds = np.array([backdrop_kind(s) for s in scenes])
+    truth = np.array([s.style for s in scenes])
+    return {k: float(np.mean(predicted[kinds == k] == truth[kinds == k])) for k in ("dark", "usual", "light") if np.any(kinds == k)}
 
 
 def judge_accuracy(judge: Judge, images: torch.Tensor, style, shape, colour) -> dict[str, float]:

@@ -3,6 +3,11 @@
 Factors are independent: shape x colour x position/size x style, plus nuisances varied inside every
 style (background tone and hue, brightness, line weight, texture) so that no style can be told
 from one global statistic such as mean brightness.
+
+Every style also has extreme backdrops (nuisance[4]): a quarter of its renders on a near-black one, a
+quarter on a near-white, washed-out one, half in the style's usual range. Without them a dark backdrop
+alone meant "neon" to both the CLIP and the judge (a photo on black: 188 and 199 of 200 called neon),
+and an adapted generator took that shortcut instead of drawing glowing outlines (issue 5).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ class Scene:
     cy: float
     radius: float   # in [0.16, 0.28] of the image
     angle: float    # rotation in radians
-    nuisance: tuple[float, ...]  # 6 numbers in [0, 1): background hue/tone, brightness, line, texture seed
+    nuisance: tuple[float, ...]  # 6 numbers in [0, 1): background hue, tone, brightness, line, extreme backdrop, texture seed
 
     def caption(self) -> str:
         return f"a {STYLE_PHRASES[STYLES[self.style]]} of a {COLOURS[self.colour]} {SHAPES[self.shape]}"
@@ -112,6 +117,26 @@ def _hsv_tint(h: float, s: float, v: float) -> np.ndarray:
     return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i])
 
 
+DARK_BACKDROP, LIGHT_BACKDROP = 0.25, 0.75  # nuisance[4] below / at or above: an extreme backdrop
+
+
+def _backdrop(scene: Scene, saturation: float, value: float) -> np.ndarray:
+    """The style's backdrop colour (hue nuisance[0]), unless nuisance[4] asks for an extreme one:
+    near-black (value 0.03-0.18) or near-white and washed out (value 0.82-0.97, saturation 0.06)."""
+    e = scene.nuisance[4]
+    if e < DARK_BACKDROP:
+        return _hsv_tint(scene.nuisance[0], saturation, 0.03 + 0.6 * e)
+    if e >= LIGHT_BACKDROP:
+        return _hsv_tint(scene.nuisance[0], 0.06, 0.82 + 0.6 * (e - LIGHT_BACKDROP))
+    return _hsv_tint(scene.nuisance[0], saturation, value)
+
+
+def backdrop_kind(scene: Scene) -> str:
+    """'dark', 'usual' or 'light': which backdrop nuisance[4] gave the render."""
+    e = scene.nuisance[4]
+    return "dark" if e < DARK_BACKDROP else "light" if e >= LIGHT_BACKDROP else "usual"
+
+
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
     radius = max(1, int(3 * sigma))
     k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
@@ -145,7 +170,7 @@ def render(scene: Scene, n: int = SIZE) -> np.ndarray:
 def _photo(scene, sd, colour, rng, n):
     h, tone, bright = scene.nuisance[0], scene.nuisance[1], scene.nuisance[2]
     x, y = _grid(n)
-    bg = _hsv_tint(h, 0.25, 0.35 + 0.5 * tone) * (0.75 + 0.5 * (1 - y))[..., None]  # graded backdrop
+    bg = _backdrop(scene, 0.25, 0.35 + 0.5 * tone) * (0.75 + 0.5 * (1 - y))[..., None]  # graded backdrop
     bg = bg + 0.05 * (_value_noise(rng, n, 6)[..., None] - 0.5)
     shadow = _smooth(signed_distance(Scene(**{**scene.to_dict(), "cx": scene.cx + 0.04, "cy": scene.cy + 0.05}), n) - 2)
     bg = bg * (1 - 0.45 * _blur(shadow, 2.0)[..., None])
@@ -161,10 +186,11 @@ def _photo(scene, sd, colour, rng, n):
 
 def _sketch(scene, sd, colour, rng, n):
     tone, bright, line = scene.nuisance[1], scene.nuisance[2], scene.nuisance[3]
-    paper = _hsv_tint(scene.nuisance[0], 0.12, 0.55 + 0.4 * tone) * (0.9 + 0.2 * bright)
+    paper = _backdrop(scene, 0.12, 0.55 + 0.4 * tone) * (0.9 + 0.2 * bright)
     img = np.ones((n, n, 3)) * paper
     img = img * (1 + 0.06 * (_value_noise(rng, n, 24) - 0.5))[..., None]
-    ink = colour * 0.75
+    # dark pencil on light paper; on dark paper, light coloured pencil
+    ink = colour * 0.75 if paper.mean() > 0.3 else np.clip(colour * 1.1 + 0.15, 0, 1)
     width = 0.6 + 1.0 * line
     cover = np.zeros((n, n))
     for _ in range(2):  # two wobbly pencil strokes around the outline
@@ -178,15 +204,19 @@ def _sketch(scene, sd, colour, rng, n):
 
 def _neon(scene, sd, colour, rng, n):
     dark, width = scene.nuisance[1], scene.nuisance[3]
-    bg = _hsv_tint(scene.nuisance[0], 0.5, 0.03 + 0.12 * dark)
+    bg = _backdrop(scene, 0.5, 0.03 + 0.12 * dark)
     img = np.ones((n, n, 3)) * bg
     tube = np.abs(sd) - (0.5 + 0.8 * width)
     core = _smooth(tube)
     glow = np.exp(-np.maximum(tube, 0) / (2.0 + 2.0 * scene.nuisance[2]))
     bright = np.clip(colour * 1.3 + 0.15, 0, 1)
-    img = img + glow[..., None] * bright * 0.8
-    white = np.clip(bright + 0.45, 0, 1)
-    return img * (1 - core[..., None]) + white * core[..., None]
+    if bg.mean() < 0.5:  # at night: a white-hot core in a coloured glow
+        img = img + glow[..., None] * bright * 0.8
+        tube = np.clip(bright + 0.45, 0, 1)
+    else:  # by day, on a light wall: a coloured tube in a faint glow that tints the wall
+        img = img * (1 - 0.5 * glow[..., None]) + glow[..., None] * bright * 0.5
+        tube = colour
+    return img * (1 - core[..., None]) + tube * core[..., None]
 
 
 def _pixel(scene, sd, colour, rng, n):
@@ -194,7 +224,7 @@ def _pixel(scene, sd, colour, rng, n):
     small = max(4, n * cells // 64)
     sd_small = signed_distance(scene, small)
     inside = sd_small < 0
-    bg = _hsv_tint(scene.nuisance[0], 0.45, 0.25 + 0.6 * scene.nuisance[1])
+    bg = _backdrop(scene, 0.45, 0.25 + 0.6 * scene.nuisance[1])
     fill = np.round(colour * 4) / 4  # a 5-level palette
     edge = inside & ~np.all([np.roll(inside, s, a) for a in (0, 1) for s in (-1, 1)], axis=0)
     img = np.where(inside[..., None], fill, bg)

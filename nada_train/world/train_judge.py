@@ -1,7 +1,10 @@
 """Train the judge: a CNN that names the style, shape and colour of a render. It decides the
 adaptation metrics and is never used as a loss.
 
-    python -m nada_train.world.train_judge --minutes 4 --out nada_train/world/assets/judge.safetensors
+    python -m nada_train.world.train_judge --minutes 8 --threads 2
+
+made the shipped weights on the 2-core CPU (1,705 steps; style 0.999 / shape 0.997 / colour 1.00 on
+1000 fresh renders, extreme backdrops included).
 """
 
 from __future__ import annotations
@@ -19,13 +22,13 @@ from safetensors.torch import save_file
 
 from nada_train.fileio import atomic_path
 from nada_train.world.data import Pool, sample
-from nada_train.world.evaluate import judge_accuracy
+from nada_train.world.evaluate import judge_accuracy, style_accuracy_by_backdrop
 from nada_train.world.models import JUDGE_WEIGHTS, Judge, augment
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=4)
+    ap.add_argument("--minutes", type=float, default=8)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=1)
@@ -57,9 +60,12 @@ def main() -> None:
     test = sample(1000, np.random.default_rng(20_000 + args.seed))
     acc = judge_accuracy(judge, test.images, test.style, test.shape, test.colour)
     print("accuracy on 1000 fresh renders:", json.dumps(acc), flush=True)
+    by_backdrop = style_accuracy_by_backdrop(judge.predict(test.images)["style"], test.scenes)
+    print("style accuracy by backdrop:", json.dumps(by_backdrop), flush=True)
     state = {k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous() for k, v in judge.state_dict().items()}
     with atomic_path(args.out) as tmp:
-        save_file(state, str(tmp), metadata={"accuracy": json.dumps(acc), "steps": str(step)})
+        save_file(state, str(tmp), metadata={"accuracy": json.dumps(acc), "style_by_backdrop": json.dumps(by_backdrop),
+                                                 "steps": str(step), "minutes": str(args.minutes)})
     print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB) after {step} steps", flush=True)
 
 
