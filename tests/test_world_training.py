@@ -145,3 +145,11 @@ def test_missing_world_clip_file_is_a_clear_error(tmp_path):
 
     with pytest.raises(NadaError, match="world CLIP weights .* do not exist"):
         load_clip(ClipSpec("world", str(tmp_path / "none.safetensors")))
+
+
+def test_prediction_accuracy_takes_tensors_and_arrays():
+    from nada_train.world.evaluate import prediction_accuracy
+
+    truth = torch.tensor([0, 1, 2, 3])
+    got = prediction_accuracy((torch.tensor([0, 1, 2, 0]), np.array([0, 0, 0, 0]), truth), truth, truth, truth)
+    assert got == {"style": 0.75, "shape": 0.25, "colour": 1.0}

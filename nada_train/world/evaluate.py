@@ -33,9 +33,13 @@ def zero_shot_predict(encode_images, encode_texts, images: torch.Tensor) -> tupl
 
 def zero_shot_accuracy(encode_images, encode_texts, images: torch.Tensor, style, shape, colour) -> dict[str, float]:
     """Zero-shot accuracy per factor."""
-    p_style, p_shape, p_colour = zero_shot_predict(encode_images, encode_texts, images)
-    return {"style": float((p_style == style).float().mean()), "shape": float((p_shape == shape).float().mean()),
-            "colour": float((p_colour == colour).float().mean())}
+    return prediction_accuracy(zero_shot_predict(encode_images, encode_texts, images), style, shape, colour)
+
+
+def prediction_accuracy(predicted, style, shape, colour) -> dict[str, float]:
+    """Accuracy per factor of (style, shape, colour) predictions (tensors or arrays), the CLIP's or the judge's."""
+    truth = {"style": style, "shape": shape, "colour": colour}
+    return {k: float(np.mean(np.asarray(p) == np.asarray(truth[k]))) for k, p in zip(truth, predicted)}
 
 
 def style_accuracy_by_backdrop(predicted_style, scenes: list[Scene]) -> dict[str, float]:
@@ -49,7 +53,7 @@ def style_accuracy_by_backdrop(predicted_style, scenes: list[Scene]) -> dict[str
 
 def judge_accuracy(judge: Judge, images: torch.Tensor, style, shape, colour) -> dict[str, float]:
     pred = judge.predict(images)
-    return {k: float((pred[k] == v.numpy()).mean()) for k, v in (("style", style), ("shape", shape), ("colour", colour))}
+    return prediction_accuracy((pred["style"], pred["shape"], pred["colour"]), style, shape, colour)
 
 
 def adaptation_metrics(judge: Judge, frozen: torch.Tensor, adapted: torch.Tensor, target_style: int) -> dict[str, float]:

@@ -123,10 +123,10 @@ DARK_BACKDROP, LIGHT_BACKDROP = 0.25, 0.75  # nuisance[4] below / at or above: a
 def _backdrop(scene: Scene, saturation: float, value: float) -> np.ndarray:
     """The style's backdrop colour (hue nuisance[0]), unless nuisance[4] asks for an extreme one:
     near-black (value 0.03-0.18) or near-white and washed out (value 0.82-0.97, saturation 0.06)."""
-    e = scene.nuisance[4]
-    if e < DARK_BACKDROP:
+    kind, e = backdrop_kind(scene), scene.nuisance[4]
+    if kind == "dark":
         return _hsv_tint(scene.nuisance[0], saturation, 0.03 + 0.6 * e)
-    if e >= LIGHT_BACKDROP:
+    if kind == "light":
         return _hsv_tint(scene.nuisance[0], 0.06, 0.82 + 0.6 * (e - LIGHT_BACKDROP))
     return _hsv_tint(scene.nuisance[0], saturation, value)
 

@@ -44,7 +44,7 @@ from safetensors.torch import save_file
 from nada_train.clip.compat import import_open_clip
 from nada_train.fileio import atomic_path
 from nada_train.world.data import Batch, RenderedBatches, from_scenes, render_stream, sample
-from nada_train.world.evaluate import style_accuracy_by_backdrop, zero_shot_accuracy, zero_shot_predict
+from nada_train.world.evaluate import prediction_accuracy, style_accuracy_by_backdrop, zero_shot_predict
 from nada_train.world.models import ASSETS, CAPTION_TEMPLATES, CLIP_WEIGHTS, augment, caption
 from nada_train.world.render import COLOURS, SHAPES, STYLES, random_scene
 
@@ -213,9 +213,10 @@ def main() -> None:
     test = sample(1000, np.random.default_rng(10_000 + args.seed))
     enc_i = lambda x: F.normalize(model.encode_image(norm(x.to(device))), dim=-1).cpu()  # noqa: E731
     enc_t = lambda t: F.normalize(model.encode_text(tokenizer(t).to(device)), dim=-1).cpu()  # noqa: E731
-    acc = zero_shot_accuracy(enc_i, enc_t, test.images, test.style, test.shape, test.colour)
+    predicted = zero_shot_predict(enc_i, enc_t, test.images)
+    acc = prediction_accuracy(predicted, test.style, test.shape, test.colour)
     print("zero-shot accuracy on 1000 fresh renders:", json.dumps(acc), flush=True)
-    by_backdrop = style_accuracy_by_backdrop(zero_shot_predict(enc_i, enc_t, test.images)[0].numpy(), test.scenes)
+    by_backdrop = style_accuracy_by_backdrop(predicted[0].numpy(), test.scenes)
     print("style accuracy by backdrop:", json.dumps(by_backdrop), flush=True)
     state = {k: (v.detach().half() if v.is_floating_point() else v).cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"model": args.model, "zero_shot": json.dumps(acc), "style_by_backdrop": json.dumps(by_backdrop), "steps": str(step), "minutes": str(args.minutes),

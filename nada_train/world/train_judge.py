@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from nada_train.fileio import atomic_path
 from nada_train.world.data import Pool, sample
-from nada_train.world.evaluate import judge_accuracy, style_accuracy_by_backdrop
+from nada_train.world.evaluate import prediction_accuracy, style_accuracy_by_backdrop
 from nada_train.world.models import JUDGE_WEIGHTS, Judge, augment
 
 
@@ -58,9 +58,10 @@ def main() -> None:
         if step % 50 == 0:
             print(f"step {step} {time.time() - t0:6.0f}s loss {loss.item():.3f}", flush=True)
     test = sample(1000, np.random.default_rng(20_000 + args.seed))
-    acc = judge_accuracy(judge, test.images, test.style, test.shape, test.colour)
+    predicted = judge.predict(test.images)
+    acc = prediction_accuracy((predicted["style"], predicted["shape"], predicted["colour"]), test.style, test.shape, test.colour)
     print("accuracy on 1000 fresh renders:", json.dumps(acc), flush=True)
-    by_backdrop = style_accuracy_by_backdrop(judge.predict(test.images)["style"], test.scenes)
+    by_backdrop = style_accuracy_by_backdrop(predicted["style"], test.scenes)
     print("style accuracy by backdrop:", json.dumps(by_backdrop), flush=True)
     state = {k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous() for k, v in judge.state_dict().items()}
     with atomic_path(args.out) as tmp:
