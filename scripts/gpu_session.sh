@@ -15,10 +15,7 @@ L=/tmp/gpu-session; A=nada_train/world/assets; W=$OUT/world
 rm -rf "$L"; mkdir -p "$L/runs" "$W"
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 pack() { tar -czf "$OUT/results.tgz.tmp" -C "$L" --exclude="*.safetensors" . && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
-if ls .whl/*.whl >/dev/null 2>&1; then  # open_clip and its two pure-Python needs, carried as wheels
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=$PWD:/tmp/site
-fi
+. scripts/lease_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>/dev/null
 python3 -c "import torch, numpy; from nada_train.clip.compat import import_open_clip; print('torch', torch.__version__, 'open_clip', import_open_clip().__version__, 'numpy', numpy.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
 
@@ -69,11 +66,6 @@ cp "$A/clip.safetensors" "$L/clip-shipped.safetensors"
 CLIPS="shipped:$L/clip-shipped.safetensors"
 for c in rn-e1.5 rn-e4 p8-e2; do [ -f "$W/clip-$c.safetensors" ] && CLIPS="$CLIPS $c:$W/clip-$c.safetensors"; done
 ITER=""; STEPS=200; [ "$QUICK" = 1 ] && ITER="--iterations 2" && STEPS=5
-cat > "$L/nada-train" <<'SH'
-#!/bin/sh
-exec python3 -c 'import sys; from nada_train.cli.train import main_entry; sys.argv[0] = "nada-train"; main_entry()' "$@"
-SH
-chmod +x "$L/nada-train"
 : > "$L/jobs"
 for entry in $CLIPS; do
   name=${entry%%:*}; file=${entry#*:}
@@ -97,12 +89,8 @@ print("|---|---|---|---|---|")
 for p in sorted(L.glob("probe-*.json")):
     for r in json.loads(p.read_text())["rows"]:
         print(f"| {p.stem[6:]} | {r['lr']:g} | {r['clip_target_rate']:.2f} | {r['judge_target_rate']:.2f} | {r['judge_content_kept']:.2f} |")
-print("\n| run | target_style_rate | content_kept_rate | frozen target | directional similarity |")
-print("|---|---|---|---|---|")
-for m in sorted(L.glob("runs/*/metrics.json")):
-    d = json.loads(m.read_text())
-    print(f"| {m.parent.name} | {d['target_style_rate']:.2f} | {d['content_kept_rate']:.2f} | {d['frozen_target_style_rate']:.2f} | {d['directional_clip_similarity']:.3f} |")
 PY
+echo; python3 -m nada_train.world.table "$L"/runs/*
 rm -f "$L"/runs/*/generator.safetensors; rm -rf "$L"/runs/*/state; pack
 
 stamp "done"

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from nada_train.errors import NadaError
-from nada_train.world.data import RenderedBatches, from_scenes, render_stream
+from nada_train.world.data import DevicePool, RenderedBatches, from_scenes, render_stream
 from nada_train.world.models import CLIP_NAME, caption, clip_model_name, scene_of_z
 from nada_train.world.render import COLOURS, SHAPES, STYLES
-from nada_train.world.train_clip import DevicePool, blend, blend_loss, caption_loss, combo_captions, pgd_l2, style_pairs
-from nada_train.world.train_generator import LatentRenders, object_weight
+from nada_train.world.train_clip import blend, blend_loss, caption_loss, combo_captions, pgd_l2, style_pairs
+from nada_train.world.train_generator import LatentRenders, PatchCritic, critic_loss, object_weight
 
 
 def test_pgd_on_a_linear_loss_lands_on_the_ball_along_the_gradient():
@@ -113,21 +113,21 @@ def test_latent_renders_match_the_scene_of_their_latents():
 
 
 def test_device_pool_swaps_the_oldest_chunk_in_ring_order():
-    tokenize = lambda captions: torch.tensor([[len(c)] for c in captions])  # noqa: E731  (one id per caption)
-    stream = render_stream(RenderedBatches(4, seed=0), workers=0)
-    pool = DevicePool(stream, size=12, tokenize=tokenize, device=torch.device("cpu"))
-    assert pool.images.shape == (12, 3, 64, 64) and pool.chunk == 4
-    before = pool.images.clone()
+    renders = render_stream(RenderedBatches(4, seed=0), workers=0)
+    stream = ({"images": b.images, "combo": b.combo, "tokens": torch.tensor([[len(c)] for c in b.captions])} for b in renders)
+    pool = DevicePool(stream, size=12, device=torch.device("cpu"))
+    assert pool.data["images"].shape == (12, 3, 64, 64) and pool.chunk == 4 and pool.size == 12
+    before = pool.data["images"].clone()
     pool.refresh()
-    assert not torch.equal(pool.images[:4], before[:4]) and torch.equal(pool.images[4:], before[4:])
+    assert not torch.equal(pool.data["images"][:4], before[:4]) and torch.equal(pool.data["images"][4:], before[4:])
     pool.refresh()
     pool.refresh()
     pool.refresh()  # 12 slots, 3 chunks: the fourth refresh writes slot 0-3 again
     assert pool.next == 4
-    images, combo, tokens = pool.draw(12, torch.Generator().manual_seed(0))
-    order = [next(i for i in range(12) if torch.equal(pool.images[i], im)) for im in images]
-    assert sorted(order) == list(range(12))
-    assert torch.equal(combo, pool.combo[order]) and torch.equal(tokens, pool.tokens[order])
+    drawn = pool.draw(12, torch.Generator().manual_seed(0))
+    order = [next(i for i in range(12) if torch.equal(pool.data["images"][i], im)) for im in drawn["images"]]
+    assert sorted(order) == list(range(12))  # every example once, rows of one example kept together
+    assert torch.equal(drawn["combo"], pool.data["combo"][order]) and torch.equal(drawn["tokens"], pool.data["tokens"][order])
 
 
 def test_world_clip_files_name_their_architecture(tmp_path):
@@ -153,3 +153,23 @@ def test_prediction_accuracy_takes_tensors_and_arrays():
     truth = torch.tensor([0, 1, 2, 3])
     got = prediction_accuracy((torch.tensor([0, 1, 2, 0]), np.array([0, 0, 0, 0]), truth), truth, truth, truth)
     assert got == {"style": 0.75, "shape": 0.25, "colour": 1.0}
+
+
+def test_critic_loss_is_the_logistic_loss_plus_r1_by_hand():
+    """A critic linear in the image, D(x) = <w, x>: its gradient on every render is w, so the R1
+    term is gamma/2 |w|^2, beside softplus(D(fake)) + softplus(-D(real))."""
+    w = torch.randn(3, 64, 64) * 0.01
+    critic = lambda x: (x * w).sum((1, 2, 3)).view(-1, 1, 1, 1)  # noqa: E731
+    real, fake = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    want = (F.softplus(critic(fake)).mean() + F.softplus(-critic(real)).mean() + 0.5 * 0.1 * w.square().sum())
+    assert torch.allclose(critic_loss(critic, real, fake, r1_gamma=0.1), want, rtol=1e-5)
+
+
+def test_critic_loss_leaves_the_generator_alone_and_trains_the_critic():
+    critic = PatchCritic(width=8)
+    assert critic(torch.zeros(2, 3, 64, 64)).shape == (2, 1, 8, 8)
+    g_param = torch.zeros(1, requires_grad=True)
+    fake = torch.tanh(torch.randn(2, 3, 64, 64) + g_param)
+    critic_loss(critic, torch.rand(2, 3, 64, 64), fake, r1_gamma=1.0).backward()
+    assert g_param.grad is None  # the critic's step must not move the generator
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in critic.parameters())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -65,6 +65,35 @@ class Pool:
             d.captions[slot], d.scenes[slot] = fresh.captions[j], fresh.scenes[j]
         idx = self.rng.choice(size, n, replace=False)
         return Batch(d.images[idx], d.style[idx], d.shape[idx], d.colour[idx], [d.captions[i] for i in idx], [d.scenes[i] for i in idx])
+
+
+class DevicePool:
+    """Training examples kept on the accelerator (a dict of tensors, one row per example), so that
+    it draws batches without waiting for the CPU renderers: each refresh swaps the next chunk of
+    `stream` in for the oldest."""
+
+    def __init__(self, stream: Iterator[dict[str, torch.Tensor]], size: int, device: torch.device):
+        self.stream, self.device = stream, device
+        first = self._chunk()
+        self.chunk = len(next(iter(first.values())))
+        parts = [first] + [self._chunk() for _ in range(max(1, size // self.chunk) - 1)]
+        self.data = {k: torch.cat([p[k] for p in parts]) for k in first}
+        self.size = len(self.data[next(iter(first))])
+        self.next = 0
+
+    def _chunk(self) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in next(self.stream).items()}
+
+    def refresh(self) -> None:
+        s = slice(self.next, self.next + self.chunk)
+        for k, v in self._chunk().items():
+            self.data[k][s] = v
+        self.next = (self.next + self.chunk) % self.size  # the pool is a whole number of chunks
+
+    def draw(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """n different examples at random, under the stream's keys."""
+        idx = torch.randperm(self.size, generator=gen, device=self.device)[:n]
+        return {k: v[idx] for k, v in self.data.items()}
 
 
 class RenderedBatches(torch.utils.data.IterableDataset):

@@ -43,7 +43,7 @@ from safetensors.torch import save_file
 
 from nada_train.clip.compat import import_open_clip
 from nada_train.fileio import atomic_path
-from nada_train.world.data import Batch, RenderedBatches, from_scenes, render_stream, sample
+from nada_train.world.data import Batch, DevicePool, RenderedBatches, from_scenes, render_stream, sample
 from nada_train.world.evaluate import prediction_accuracy, style_accuracy_by_backdrop, zero_shot_predict
 from nada_train.world.models import ASSETS, CAPTION_TEMPLATES, CLIP_WEIGHTS, augment, caption
 from nada_train.world.render import COLOURS, SHAPES, STYLES, random_scene
@@ -115,34 +115,6 @@ def pgd_l2(loss_of, x: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
     return (x + delta).detach().clamp(-1, 1)
 
 
-class DevicePool:
-    """Renders kept on the training device; each step swaps a fresh chunk in for the oldest."""
-
-    def __init__(self, stream, size: int, tokenize, device: torch.device):
-        self.stream, self.tokenize, self.device = stream, tokenize, device
-        first = self._chunk()
-        self.chunk = len(first[0])
-        n_chunks = max(1, size // self.chunk)
-        parts = [first] + [self._chunk() for _ in range(n_chunks - 1)]
-        self.images, self.combo, self.tokens = (torch.cat(t) for t in zip(*parts))
-        self.next = 0
-
-    def _chunk(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        b: Batch = next(self.stream)
-        return (b.images.to(self.device, non_blocking=True), b.combo.to(self.device),
-                self.tokenize(b.captions).to(self.device))
-
-    def refresh(self) -> None:
-        images, combo, tokens = self._chunk()
-        s = slice(self.next, self.next + self.chunk)
-        self.images[s], self.combo[s], self.tokens[s] = images, combo, tokens
-        self.next = (self.next + self.chunk) % len(self.images)  # the pool is a whole number of chunks
-
-    def draw(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        idx = torch.randperm(len(self.images), generator=gen, device=self.device)[:n]
-        return self.images[idx], self.combo[idx], self.tokens[idx]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=12)
@@ -176,11 +148,11 @@ def main() -> None:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    stream = render_stream(RenderedBatches(max(1, int(args.refresh * args.batch)), args.seed), args.workers)
-    pool = DevicePool(stream, args.pool, tokenizer, device)
+    renders = render_stream(RenderedBatches(max(1, int(args.refresh * args.batch)), args.seed), args.workers)
+    pool = DevicePool(({"images": b.images, "combo": b.combo, "tokens": tokenizer(b.captions)} for b in renders), args.pool, device)
     gen = torch.Generator(device).manual_seed(args.seed)
     blend_rng = np.random.default_rng([args.seed, 1])
-    print(f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; pool of {len(pool.images)} on {device}", flush=True)
+    print(f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; pool of {pool.size} on {device}", flush=True)
     budget, t0, step = args.minutes * 60, time.time(), 0
     model.train()
     while time.time() - t0 < budget:
@@ -188,7 +160,7 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
         pool.refresh()
-        images, combo, tokens = pool.draw(args.batch, gen)
+        images, combo, tokens = pool.draw(args.batch, gen).values()
         images = augment(images, gen)
         text = F.normalize(model.encode_text(tokens), dim=-1)
         if args.adv_eps > 0:
