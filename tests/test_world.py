@@ -231,7 +231,9 @@ def test_default_run_end_to_end(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["clip"][0] == {"name": "world", "pretrained": "world", "weight": 1.0}
     args = manifest["arguments"]
-    assert (args["layers"], args["lr"], args["global_weight"], args["batch"]) == ("all", 0.01, 1.0, 4)  # the world's defaults
+    from nada_train.world.run import TARGET_GLOBAL_WEIGHT
+
+    assert (args["layers"], args["lr"], args["global_weight"], args["batch"]) == ("all", 0.01, TARGET_GLOBAL_WEIGHT["sketch"], 4)
     r = subprocess.run([sys.executable, "-c", code, "--eval-only", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and json.loads((out / "metrics.json").read_text()) == metrics
     # what the user names wins over the world's defaults
@@ -240,6 +242,17 @@ def test_default_run_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     args = json.loads((tmp_path / "own" / "manifest.json").read_text())["arguments"]
     assert (args["layers"], args["lr"], args["global_weight"]) == ("texture", 0.005, 0.0)
+
+
+def test_world_defaults_take_the_target_styles_global_weight():
+    from nada_train.errors import NadaError
+    from nada_train.world.run import DEFAULTS, TARGET_GLOBAL_WEIGHT, world_defaults
+
+    assert set(TARGET_GLOBAL_WEIGHT) == set(STYLES) - {"photo"}
+    assert world_defaults(" Pixel ") == {**DEFAULTS, "global_weight": TARGET_GLOBAL_WEIGHT["pixel"]}
+    assert world_defaults("photo")["global_weight"] == DEFAULTS["global_weight"]
+    with pytest.raises(NadaError, match="--target 'oil'"):
+        world_defaults("oil")
 
 
 @needs_weights
@@ -285,6 +298,19 @@ def test_before_after_figure_rows(tmp_path):
 
 
 @needs_weights
+def test_generator_figure_puts_the_intended_render_above_the_sample():
+    from nada_train.images import to_uint8, z_batch
+    from nada_train.world.data import from_scenes
+    from nada_train.world.figure import intended_and_drawn
+
+    fig = intended_and_drawn([GENERATOR_WEIGHTS], [4, 5], scale=1)
+    assert fig.shape == (2 * 64 + 2, 2 * 64 + 2, 3)
+    render = to_uint8(from_scenes(scene_of_z(torch.from_numpy(z_batch([5], 64)))).images)[0].numpy()
+    assert np.array_equal(fig[:64, 66:130], render)
+    assert not np.array_equal(fig[:64], fig[66:])  # a sample is not its render
+
+
+@needs_weights
 def test_clip_probe_starts_from_the_renders_and_moves_them():
     """With no steps the probe's images are the photo renders (judged photo, content kept); a few
     steps change them."""
@@ -296,3 +322,20 @@ def test_clip_probe_starts_from_the_renders_and_moves_them():
     assert rates["clip_target_rate"] <= 0.1
     moved, _, _ = probe("sketch", lr=0.01, steps=3, n=16)
     assert moved["mean_abs_change"] > 0.005
+
+
+def test_metrics_table_rows_follow_the_runs(tmp_path):
+    from nada_train.world.table import metrics_table
+
+    args = {"target": "neon", "iterations": 600, "lr": 0.01, "layers": "all", "global_weight": 0.3}
+    done, unjudged = tmp_path / "done", tmp_path / "unjudged"
+    for run in (done, unjudged):
+        run.mkdir()
+        (run / "manifest.json").write_text(json.dumps({"arguments": args}))
+    (done / "metrics.json").write_text(json.dumps({"target_style_rate": 0.125, "content_kept_rate": 0.5, "frozen_target_style_rate": 0.0,
+                                                   "clip_target_rate": 1.0, "directional_clip_similarity": 0.71234}))
+    (tmp_path / "done.log").write_text("")
+    rows = metrics_table([done, tmp_path / "done.log", unjudged]).splitlines()
+    assert len(rows) == 4  # header, rule, two runs: the log is not a run
+    assert rows[2] == "| done | neon, 600 it, lr 0.01, all layers, global 0.3 | 0.12 | 0.50 | 0.00 | 1.00 | 0.712 |"
+    assert rows[3].startswith("| unjudged | neon, 600 it") and "(no metrics.json)" in rows[3]

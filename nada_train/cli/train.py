@@ -14,7 +14,8 @@ from nada_train.errors import NadaError
 from nada_train.run_dir import RunDir
 from nada_train.trainer import TrainOptions, train
 from nada_train.world.models import GENERATOR_WEIGHTS
-from nada_train.world.run import DEFAULTS, check_style, evaluate_run, is_world_generator, world_available
+from nada_train.world.run import (DEFAULTS, TARGET_GLOBAL_WEIGHT, check_style, evaluate_run, is_world_generator, world_available,
+                                  world_defaults)
 
 app = typer_app(
     "Adapt a pretrained StyleGAN2 generator to a new domain from text alone (StyleGAN-NADA).\n\n"
@@ -44,7 +45,7 @@ def main(
     auto_layer_batch: int = typer.Option(8, help="Latents used when choosing layers."),
     train_torgb: bool = typer.Option(False, "--train-torgb", help="Also train the ToRGB layers (frozen by default)."),
     mixing: float = typer.Option(0.0, help="Style-mixing probability (0.9 in the reference's 'improve shape' preset)."),
-    global_weight: Optional[float] = typer.Option(None, help="Weight of the global CLIP loss (adapted image vs target text) added to the directional loss; the reference's lambda_global, 0 in the paper (the default), 1 in the built-in world."),
+    global_weight: Optional[float] = typer.Option(None, help="Weight of the global CLIP loss (adapted image vs target text) added to the directional loss; the reference's lambda_global, 0 in the paper (the default). In the built-in world it depends on the target: " + ", ".join(f"{k} {v:g}" for k, v in TARGET_GLOBAL_WEIGHT.items()) + "."),
     seed: int = typer.Option(2, help="Random seed of the run."),
     device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N."),
     precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast)."),
@@ -75,12 +76,13 @@ def main(
                 raise NadaError("--generator is required (the built-in world's weights are not in this installation)")
             generator = str(GENERATOR_WEIGHTS)
         if is_world_generator(generator):
-            defaults.update(DEFAULTS)
             clip = clip or ["world"]
             if target_images is None:
                 target = target or DEFAULTS["target"]
-                check_style(target, "--target")
                 check_style(source, "--source")
+                defaults.update(world_defaults(target))
+            else:
+                defaults.update(DEFAULTS)
         clip = clip or ["ViT-B-32"]
         iterations = iterations if iterations is not None else defaults["iterations"]
         batch = batch if batch is not None else defaults["batch"]

@@ -20,8 +20,11 @@ from nada_train.world.render import STYLES
 
 # Settings of the default run that differ from nada-train's general defaults: every synthesis layer
 # learns, at a higher learning rate, for more iterations, with the global CLIP loss beside the
-# directional one. Measured alternatives are in README (issue 5). About 2.5 minutes on a 2-core CPU.
+# directional one. About 2.5 minutes on a 2-core CPU.
 DEFAULTS = dict(target="sketch", iterations=600, batch=4, sample_truncation=1.0, lr=0.01, layers="all", global_weight=1.0)
+# The global loss brings the style and costs content; per target style, the weight whose lower judge
+# rate was the highest in README's sweep (CPU, seeds 0-255). Other targets: DEFAULTS'.
+TARGET_GLOBAL_WEIGHT = {"sketch": 0.7, "neon": 0.5, "pixel": 0.5}
 EVAL_SEEDS = 256
 
 
@@ -31,6 +34,12 @@ def world_available() -> bool:
 
 def is_world_generator(path: str | None) -> bool:
     return path is not None and Path(path).resolve() == GENERATOR_WEIGHTS.resolve()
+
+
+def world_defaults(target: str) -> dict:
+    """DEFAULTS with the target style's own global weight (the style as check_style accepts it)."""
+    style = STYLES[check_style(target, "--target")]
+    return {**DEFAULTS, "global_weight": TARGET_GLOBAL_WEIGHT.get(style, DEFAULTS["global_weight"])}
 
 
 def check_style(name: str, what: str) -> int:
