@@ -160,7 +160,8 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
         pool.refresh()
-        images, combo, tokens = pool.draw(args.batch, gen).values()
+        drawn = pool.draw(args.batch, gen)
+        images, combo, tokens = drawn["images"], drawn["combo"], drawn["tokens"]
         images = augment(images, gen)
         text = F.normalize(model.encode_text(tokens), dim=-1)
         if args.adv_eps > 0:
