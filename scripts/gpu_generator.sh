@@ -62,10 +62,12 @@ from safetensors import safe_open
 OUT = pathlib.Path(sys.argv[1])
 print("| generator | judge shape / colour on its samples |")
 print("|---|---|")
-for p in [pathlib.Path("nada_train/world/assets/generator-shipped.safetensors"), *sorted(OUT.glob("generator-*.safetensors"))]:
-    with safe_open(str(p if p.exists() else p.with_name("generator.safetensors")), "pt") as f:
+files = {"shipped": pathlib.Path("nada_train/world/assets/generator.safetensors")}
+files.update((p.stem.removeprefix("generator-"), p) for p in sorted(OUT.glob("generator-*.safetensors")))
+for name, path in files.items():
+    with safe_open(str(path), "pt") as f:
         r = json.loads(f.metadata().get("world_report", "{}") or "{}")
-    print(f"| {p.stem[10:]} | {r.get('shape', float('nan')):.3f} / {r.get('colour', float('nan')):.3f} |")
+    print(f"| {name} | {r.get('shape', float('nan')):.3f} / {r.get('colour', float('nan')):.3f} |")
 PY
 echo; python3 -m nada_train.world.table "$L"/runs/*
 rm -f "$L"/runs/*/generator.safetensors; rm -rf "$L"/runs/*/state; pack
