@@ -5,12 +5,14 @@ nada-export read back.
   manifest.json          base checkpoint + sha256, texts, CLIP models, layers, arguments, progress
   samples/step-NNNNNN.png  frozen row above adapted row, same latents every time
   log.jsonl              one line per step
-  state/resume.pt        optimizer and RNG state for --resume (tensors only, loaded weights_only)
+  state/resume.pt        G_train, optimizer and RNG state for --resume, one file written at once
+                         (tensors only, loaded weights_only)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -73,5 +75,24 @@ class RunDir:
     def log(self, record: dict) -> None:
         append_jsonl(self.log_path, record)
 
+    def truncate_log(self, iteration: int) -> None:
+        """Drop log lines of steps after `iteration`: a run killed after its last save logged steps
+        that its resume will take again."""
+        if not self.log_path.exists():
+            return
+        lines = self.log_path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _logged_step(line) <= iteration]
+        if len(kept) != len(lines):
+            with atomic_path(self.log_path) as tmp:
+                tmp.write_text("".join(kept))
+
     def sample_path(self, step: int) -> Path:
         return self.samples_dir / f"step-{step:06d}.png"
+
+
+def _logged_step(line: str) -> float:
+    """The step a log line records; a line cut short by a crash counts as after every step."""
+    try:
+        return json.loads(line)["step"] if line.endswith("\n") else math.inf
+    except (ValueError, KeyError, TypeError):
+        return math.inf

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
+from typing import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from nada_train.clip import ClipSpec, load_clip
 from nada_train.errors import NadaError
 from nada_train.generator import Generator
 from nada_train.images import grid, save_png, to_uint8, z_batch
+from nada_train.interrupts import interrupts_deferred, sigterm_as_interrupt
 from nada_train.layer_selection import LAYER_CHOICES, default_auto_k, layers_for_codes, manual_layers, select_codes, set_trainable
 from nada_train.losses import ClipGuide, load_style_images
 from nada_train.run_dir import RunDir
@@ -125,14 +127,19 @@ class Trainer:
 
     # ---- state -------------------------------------------------------------------------------
     def state(self) -> dict:
+        """Everything a resumed run needs, in one file written at once: G_train's weights travel
+        here too, so a crash between writing generator.safetensors and this file cannot pair
+        weights of one iteration with optimizer state of another."""
         return {
             "iteration": self.iteration,
+            "generator": {k: v.detach().cpu() for k, v in self.g_train.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "rng": self.rng.get_state(),
         }
 
     def load_state(self, state: dict) -> None:
         self.iteration = int(state["iteration"])
+        self.g_train.load_state_dict(state["generator"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.set_state(state["rng"])
 
@@ -164,36 +171,52 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
-    def step(self) -> dict:
-        """One iteration; the record says where its time went (seconds per phase)."""
-        t0 = self._clock()
-        layers, codes = self.choose_layers()
-        set_trainable(self.g_train, layers)
-        t_select = self._clock()
-        ws = self._latents(self.opts.batch)
-        with self.autocast:
-            with torch.no_grad():
-                frozen = self.g_frozen.synthesis(ws)
-            trained = self.g_train.synthesis(ws)
-            t_gen = self._clock()
-            loss, parts = self.guide.directional(frozen, trained, self.opts.global_weight)
-        t_clip = self._clock()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {float(loss)} at iteration {self.iteration + 1}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        t_backward = self._clock()
-        if not all(torch.isfinite(p.grad).all() for p in self.g_train.parameters() if p.grad is not None):
-            raise FloatingPointError(f"gradient is not finite at iteration {self.iteration + 1}")
-        self.optimizer.step()
-        self.iteration += 1
-        t_end = self._clock()
-        record = {"step": self.iteration, "loss": float(loss.detach()), "clip_losses": parts, "layers": layers,
-                  "seconds": t_end - t0,
-                  "phases": {"layer_selection": t_select - t0, "generator_forward": t_gen - t_select,
-                             "clip_forward": t_clip - t_gen, "backward": t_backward - t_clip, "optimizer": t_end - t_backward}}
-        if codes is not None:
-            record["codes"] = codes
+    def step(self, on_commit: Callable[[dict], None] | None = None) -> dict:
+        """One iteration; the record says where its time went (seconds per phase).
+
+        The step is a transaction: until its commit nothing of the run's state (weights, optimizer,
+        RNG, iteration) has changed for good; an exception or Ctrl-C before the commit rolls the RNG
+        back, and the commit itself (optimizer update, iteration count, `on_commit(record)`, which
+        train() uses to log) runs with Ctrl-C held. So an interrupted run saves the state of the
+        last whole step, wherever the interrupt landed, and a resumed run equals an uninterrupted one.
+        """
+        rng_before = self.rng.get_state()
+        try:
+            t0 = self._clock()
+            layers, codes = self.choose_layers()
+            set_trainable(self.g_train, layers)
+            t_select = self._clock()
+            ws = self._latents(self.opts.batch)
+            with self.autocast:
+                with torch.no_grad():
+                    frozen = self.g_frozen.synthesis(ws)
+                trained = self.g_train.synthesis(ws)
+                t_gen = self._clock()
+                loss, parts = self.guide.directional(frozen, trained, self.opts.global_weight)
+            t_clip = self._clock()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {float(loss)} at iteration {self.iteration + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            t_backward = self._clock()
+            if not all(torch.isfinite(p.grad).all() for p in self.g_train.parameters() if p.grad is not None):
+                raise FloatingPointError(f"gradient is not finite at iteration {self.iteration + 1}")
+        except BaseException:
+            self.rng.set_state(rng_before)
+            self.optimizer.zero_grad(set_to_none=True)
+            raise
+        with interrupts_deferred():
+            self.optimizer.step()
+            self.iteration += 1
+            t_end = self._clock()
+            record = {"step": self.iteration, "loss": float(loss.detach()), "clip_losses": parts, "layers": layers,
+                      "seconds": t_end - t0,
+                      "phases": {"layer_selection": t_select - t0, "generator_forward": t_gen - t_select,
+                                 "clip_forward": t_clip - t_gen, "backward": t_backward - t_clip, "optimizer": t_end - t_backward}}
+            if codes is not None:
+                record["codes"] = codes
+            if on_commit is not None:
+                on_commit(record)
         return record
 
     # ---- samples -----------------------------------------------------------------------------
@@ -225,11 +248,11 @@ def build(opts: TrainOptions, run: RunDir, resume: bool) -> Trainer:
         recorded = manifest["base"].get("sha256")
         if recorded and base.sha256 != recorded:
             raise NadaError(f"--resume: base checkpoint '{opts.generator}' changed since the run started (sha256 differs); restore it to resume")
-        g_train = load_generator(run.path, device).generator
-        if g_train.config != base.generator.config:
-            raise NadaError(f"--resume: size mismatch between {run.generator_path} and the base checkpoint")
-    else:
-        g_train = load_generator(opts.generator, device, allow_pickle=opts.allow_pickle).generator
+        state = run.load_state()
+        if "generator" not in state:
+            raise NadaError(f"--resume '{run.path}': its resume state was written by an older nada without the weights; "
+                            f"start a new run from {run.generator_path} instead")
+    g_train = load_generator(opts.generator, device, allow_pickle=opts.allow_pickle).generator
     guide = ClipGuide([load_clip(spec, device) for spec in opts.clip])
     if opts.target_images:
         style = load_style_images(opts.target_images)
@@ -241,7 +264,12 @@ def build(opts: TrainOptions, run: RunDir, resume: bool) -> Trainer:
         guide.set_text_target(opts.source, opts.target)
     trainer = Trainer(opts, run, base, g_train, guide, device)
     if resume:
-        trainer.load_state(run.load_state())
+        try:
+            trainer.load_state(state)
+        except RuntimeError as exc:  # shapes of another generator
+            detail = " ".join(str(exc).split())[:200]
+            raise NadaError(f"--resume '{run.path}': its saved weights do not fit the base checkpoint ({detail})") from None
+        run.truncate_log(trainer.iteration)
     return trainer
 
 
@@ -259,6 +287,21 @@ def manifest_for(trainer: Trainer, status: str) -> dict:
         "layers": o.layers if o.layers != "auto" else {"auto": {"k": trainer.auto_k, "iters": o.auto_layer_iters, "batch": o.auto_layer_batch}},
         "arguments": o.to_json(),
     }
+
+
+def _loop(trainer: Trainer, run: RunDir, bar: tqdm, save: Callable[[str], None]) -> None:
+    opts = trainer.opts
+    while trainer.iteration < opts.iterations:
+        record = trainer.step(on_commit=run.log)
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", s_it=f"{record['seconds']:.2f}")
+        done = trainer.iteration == opts.iterations
+        if done or trainer.iteration % opts.sample_every == 0:
+            trainer.write_samples()
+        if done:
+            save("finished")
+        elif trainer.iteration % opts.save_every == 0:
+            save("running")
 
 
 def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> Path:
@@ -280,18 +323,8 @@ def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> Pa
     bar = tqdm(total=opts.iterations, initial=trainer.iteration, disable=not progress, unit="it", dynamic_ncols=True,
                desc=f"{opts.source} -> {opts.target or Path(opts.target_images).name}")
     try:
-        while trainer.iteration < opts.iterations:
-            record = trainer.step()
-            run.log(record)
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", s_it=f"{record['seconds']:.2f}")
-            done = trainer.iteration == opts.iterations
-            if done or trainer.iteration % opts.sample_every == 0:
-                trainer.write_samples()
-            if done:
-                save("finished")
-            elif trainer.iteration % opts.save_every == 0:
-                save("running")
+        with sigterm_as_interrupt():
+            _loop(trainer, run, bar, save)
     except KeyboardInterrupt:
         bar.close()
         save("interrupted")

@@ -1,4 +1,6 @@
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -6,9 +8,9 @@ from safetensors.torch import load_file
 
 from nada_train.clip import load_clip, parse_clip_spec
 from nada_train.errors import NadaError
-from nada_train.layer_selection import manual_layers, set_trainable
 from nada_train.losses import ClipGuide
-from nada_train.trainer import Trainer, TrainOptions, train
+from nada_train.run_dir import RunDir
+from nada_train.trainer import Trainer, TrainOptions, build, train
 from tests.conftest import tiny_generator
 
 
@@ -19,23 +21,27 @@ def options(ckpt, out, clip, **kw):
     return TrainOptions(**base)
 
 
-def test_steps_lower_directional_loss_on_fixed_batch(tiny_clip_spec):
-    guide = ClipGuide([load_clip(parse_clip_spec(tiny_clip_spec))])
-    guide.set_text_target("photo", "sketch")
-    frozen, trainable = tiny_generator(), tiny_generator()
-    params = set_trainable(trainable, manual_layers(trainable, "all"))
-    opt = torch.optim.Adam(params, lr=0.002, betas=(0.0, 0.99))
-    ws = frozen.broadcast(frozen.mapping(torch.randn(4, 32, generator=torch.Generator().manual_seed(1)))).detach()
+def test_training_steps_descend_the_loss_and_turn_images_toward_the_text(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    """Trainer.step as train() runs it, on one fixed batch of latents: the directional loss falls and
+    held-out images of G_train move along the text direction in CLIP space (a step that climbs the
+    loss moves them against it; a step that updates nothing leaves them where G_frozen has them)."""
+    opts = options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, layers="all", batch=4)
+    trainer = build(opts, RunDir(opts.out), resume=False)
+    gen = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        f = frozen.synthesis(ws)
-    losses = []
-    for _ in range(8):
-        loss, _ = guide.directional(f, trainable.synthesis(ws))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss))
-    assert losses[-1] < losses[0] - 0.05, losses
+        fixed = trainer.g_frozen.broadcast(trainer.g_frozen.mapping(torch.randn(4, 32, generator=gen)))
+        held_out = trainer.g_frozen.broadcast(trainer.g_frozen.mapping(torch.randn(8, 32, generator=gen)))
+    trainer._latents = lambda n: fixed
+
+    def held_out_similarity():
+        with torch.no_grad():
+            return trainer.guide.direction_similarity(trainer.g_frozen.synthesis(held_out), trainer.g_train.synthesis(held_out))
+
+    assert held_out_similarity() == pytest.approx(0.0, abs=1e-3)  # G_train starts as G_frozen
+    losses = [trainer.step()["loss"] for _ in range(6)]
+    assert losses[0] == pytest.approx(1.0, abs=1e-3)  # no step yet: orthogonal to every direction
+    assert losses[-1] < losses[1] < losses[0] - 0.1, losses
+    assert held_out_similarity() > 0.1
 
 
 def weights(run):
@@ -53,28 +59,135 @@ def test_run_outputs_and_interrupted_resume_equals_straight_run(tmp_path, rosina
     assert [r["step"] for r in log] == [1, 2, 3, 4] and all(r["layers"] and r["seconds"] > 0 for r in log)
     assert not list(straight.rglob("*.tmp"))
 
-    real_step = Trainer.step
-
-    def interrupt_at_3(self):
-        if self.iteration == 2:
-            raise KeyboardInterrupt
-        return real_step(self)
-
-    monkeypatch.setattr(Trainer, "step", interrupt_at_3)
-    with pytest.raises(NadaError, match="interrupted at iteration 2"):
-        train(options(rosinality_ckpt, tmp_path / "b", tiny_clip_spec), progress=False)
-    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["status"] == "interrupted"
-    monkeypatch.setattr(Trainer, "step", real_step)
-    opts = TrainOptions.from_json(json.loads((tmp_path / "b" / "manifest.json").read_text())["arguments"])
-    resumed = train(opts, resume=True, progress=False)
-
-    a, b = weights(straight), weights(resumed)
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
     base = tiny_generator().state_dict()
+    a = weights(straight)
     assert not torch.equal(a["convs.0.conv.weight"], base["convs.0.conv.weight"])  # it did train
     assert torch.equal(a["style.1.weight"], base["style.1.weight"])  # mapping frozen
     assert torch.equal(a["to_rgbs.0.conv.weight"], base["to_rgbs.0.conv.weight"])  # ToRGB frozen
+
+
+def sigint():
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def interrupt_in_layer_selection(monkeypatch, trainer_calls):
+    real = ClipGuide.global_
+
+    def global_(self, images):
+        if trainer_calls["iteration"] == 2:
+            sigint()
+        return real(self, images)
+    monkeypatch.setattr(ClipGuide, "global_", global_)
+
+
+def interrupt_in_loss(monkeypatch, trainer_calls):
+    real = ClipGuide.directional
+
+    def directional(self, *args):
+        loss, parts = real(self, *args)
+        if trainer_calls["iteration"] == 2:
+            sigint()
+        return loss, parts
+    monkeypatch.setattr(ClipGuide, "directional", directional)
+
+
+def interrupt_in_backward(monkeypatch, trainer_calls):
+    """Half-way through backward: CLIP's part done, the generator's not yet begun."""
+    real = ClipGuide.directional
+
+    def directional(self, frozen, trained, *rest):
+        if trainer_calls["iteration"] == 2:
+            trained.register_hook(lambda grad: sigint())
+        return real(self, frozen, trained, *rest)
+    monkeypatch.setattr(ClipGuide, "directional", directional)
+
+
+def interrupt_before_optimizer_step(monkeypatch, trainer_calls):
+    trainer_calls["pre_hook"] = lambda opt, args, kwargs: sigint() if trainer_calls["iteration"] == 2 else None
+
+
+def interrupt_after_optimizer_step(monkeypatch, trainer_calls):
+    trainer_calls["post_hook"] = lambda opt, args, kwargs: sigint() if trainer_calls["iteration"] == 2 else None
+
+
+@pytest.mark.parametrize("place,saved_at", [
+    (interrupt_in_layer_selection, 2),     # rolled back: the step had changed only the RNG
+    (interrupt_in_loss, 2),
+    (interrupt_in_backward, 2),
+    (interrupt_before_optimizer_step, 3),  # held until the commit is whole: the step counts
+    (interrupt_after_optimizer_step, 3),
+])
+def test_ctrl_c_anywhere_in_a_step_then_resume_equals_a_straight_run(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch, place, saved_at):
+    """A real SIGINT at each point of iteration 3 (auto layer selection, so every phase runs)."""
+    kw = dict(iterations=5, save_every=100, sample_every=100)
+    straight = train(options(rosinality_ckpt, tmp_path / "a", tiny_clip_spec, **kw), progress=False)
+
+    calls = {"iteration": -1}
+    place(monkeypatch, calls)
+    real_step = Trainer.step
+
+    def step(self, *args, **kwargs):
+        calls["iteration"] = self.iteration
+        if "pre_hook" in calls and "hooked" not in calls:
+            calls["hooked"] = [self.optimizer.register_step_pre_hook(calls["pre_hook"])]
+        if "post_hook" in calls and "hooked" not in calls:
+            calls["hooked"] = [self.optimizer.register_step_post_hook(calls["post_hook"])]
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "step", step)
+    with pytest.raises(NadaError, match=f"interrupted at iteration {saved_at}"):
+        train(options(rosinality_ckpt, tmp_path / "b", tiny_clip_spec, **kw), progress=False)
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["iterations_done"] == saved_at
+    monkeypatch.undo()
+    resumed = train(TrainOptions.from_json(manifest["arguments"]), resume=True, progress=False)
+
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa, sb = (torch.load(r / "state" / "resume.pt", weights_only=True) for r in (straight, resumed))
+    assert sa["iteration"] == sb["iteration"] == 5 and torch.equal(sa["rng"], sb["rng"])
+    for pa, pb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
+        assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+    steps = [json.loads(line)["step"] for line in (resumed / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def test_resume_state_is_one_file_that_wins_over_a_newer_generator_file(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    """A crash between writing generator.safetensors and state/resume.pt leaves the two at different
+    iterations; resume takes the weights saved with the optimizer, not the newer generator file."""
+    kw = dict(iterations=4, save_every=100, sample_every=100)
+    straight = train(options(rosinality_ckpt, tmp_path / "a", tiny_clip_spec, **kw), progress=False)
+    run = train(options(rosinality_ckpt, tmp_path / "b", tiny_clip_spec, **{**kw, "iterations": 2}), progress=False)
+    state = (run / "state" / "resume.pt").read_bytes()
+    manifest = json.loads((run / "manifest.json").read_text())
+    opts = TrainOptions.from_json(manifest["arguments"])
+    opts.iterations = 3
+    train(opts, resume=True, progress=False)  # generator.safetensors now at 3 ...
+    (run / "state" / "resume.pt").write_bytes(state)  # ... resume.pt still at 2, as after a crash
+    with (run / "log.jsonl").open("a") as f:
+        f.write('{"step": 4, "loss": 0.5')  # and a log line cut short
+    opts.iterations = 4
+    train(opts, resume=True, progress=False)
+    a, b = weights(straight), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_sigterm_saves_like_ctrl_c(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    real = ClipGuide.directional
+    calls = {"n": 0}
+
+    def directional(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, *args)
+
+    monkeypatch.setattr(ClipGuide, "directional", directional)
+    with pytest.raises(NadaError, match="interrupted at iteration 1"):
+        train(options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec), progress=False)
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
 def test_nan_loss_stops_and_keeps_last_good_state(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
