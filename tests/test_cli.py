@@ -63,3 +63,47 @@ def test_bad_input_is_one_line_exit_2(tmp_path, rosinality_ckpt, args, needle):
 def test_generate_bad_seeds(rosinality_ckpt, tmp_path):
     r = run([*GENERATE, str(rosinality_ckpt), "--seeds", "5-2", "--out", str(tmp_path)])
     assert r.returncode == 2 and "runs backwards" in r.stderr
+
+
+CLI_MODULES = {"nada-train": "nada_train.cli.train", "nada-generate": "nada_train.cli.generate",
+               "nada-export": "nada_export.cli.export", "nada-serve": "nada_export.cli.serve",
+               "nada-client": "nada_export.cli.client"}
+
+
+@pytest.mark.parametrize("prog,args,needle", [
+    ("nada-train", ["--bogus"], "No such option: --bogus"),
+    ("nada-train", ["--iterations", "abc"], "'--iterations'"),
+    ("nada-train", ["--out"], "'--out' requires an argument"),
+    ("nada-generate", [], "Missing argument"),
+    ("nada-generate", ["ckpt.pt", "--truncation", "high"], "'--truncation'"),
+    ("nada-export", [], "Missing argument"),
+    ("nada-export", ["ckpt.pt", "--device", "cpu"], "No such option: --device"),
+    ("nada-export", ["ckpt.pt", "--max-batch", "many"], "'--max-batch'"),
+    ("nada-serve", [], "Missing argument"),
+    ("nada-serve", ["repo", "--grpc-port", "x"], "'--grpc-port'"),
+    ("nada-client", [], "Missing option '--model'"),
+    ("nada-client", ["--model", "m", "--batch", "x"], "'--batch'"),
+    ("nada-client", ["--model", "m", "--bogus"], "No such option: --bogus"),
+])
+def test_usage_errors_are_one_line_exit_2(prog, args, needle, monkeypatch, capsys):
+    """Every command, in process (its main_entry, as the console script calls it)."""
+    import importlib
+
+    monkeypatch.setattr(sys, "argv", [prog, *args])
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(CLI_MODULES[prog]).main_entry()
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: ") and needle in lines[0], err
+    assert lines[0].endswith(f"(see {prog} --help)") and out == ""
+
+
+def test_installed_console_script_usage_error():
+    import shutil
+
+    script = shutil.which("nada-train", path=os.path.dirname(sys.executable))
+    assert script, "nada-train is not installed beside this Python"
+    r = subprocess.run([script, "--bogus"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("nada-train: error: No such option: --bogus"), r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

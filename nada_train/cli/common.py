@@ -26,13 +26,30 @@ def run_app(app: typer.Typer, prog: str) -> None:
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code)
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+    except usage_error_types() as exc:  # unknown option, a value of the wrong type, a missing argument
+        print(f"{prog}: error: {one_line(exc.format_message())} (see {prog} --help)", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
+def usage_error_types() -> tuple[type[Exception], ...]:
+    """The click exception classes typer raises for usage errors with standalone_mode=False.
+
+    typer up to 0.15 raises those of the `click` package; later typer carries its own copy of click
+    (`typer._click`), whose classes are not click's. Both are found from typer's public
+    BadParameter, whose bases include its ClickException, and click's where click is installed.
+    """
+    found = [base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException"]
+    try:
         import click
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+        found.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(dict.fromkeys(found))
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def typer_app(help_text: str) -> typer.Typer:
