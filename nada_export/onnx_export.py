@@ -21,10 +21,11 @@ GRAPHS = {
     "mapping": (MappingGraph, ["z", "truncation"], ["ws"]),
     "synthesis": (SynthesisGraph, ["ws"], ["image"]),
 }
-# Refuse a model whose outputs differ more than this from PyTorch's.
+# Refuse a model whose outputs differ more than this from PyTorch's (fp32).
 MAX_WS_ERROR = 1e-3     # mapping output, absolute (w values are O(1))
-MAX_PIXEL_ERROR = 1     # synthesis output, 8-bit levels
-MIN_PSNR_DB = 40.0
+MAX_PIXEL_ERROR = 1     # fp32 synthesis output, 8-bit levels (implies PSNR >= 48.1 dB)
+MIN_PSNR_DB = 40.0      # reduced-precision (fp16/bf16) synthesis: rounding moves single pixels by
+                        # several levels, so the gate is the image's PSNR, not its worst pixel
 
 
 @dataclass
@@ -71,8 +72,10 @@ def onnx_session(path: Path, threads: int = 0):
     return ort.InferenceSession(str(path), opts, providers=providers)
 
 
-def check_parity(generator: Generator, kind: str, run, batches: list[int]) -> Parity:
-    """Compare `run(inputs) -> numpy output` with PyTorch on fresh random inputs at each batch size."""
+def check_parity(generator: Generator, kind: str, run, batches: list[int], precision: str = "fp32") -> Parity:
+    """Compare `run(inputs) -> numpy output` with PyTorch (fp32) on fresh random inputs at each batch
+    size. Passes: mapping within MAX_WS_ERROR; synthesis within MAX_PIXEL_ERROR levels at fp32, or
+    at MIN_PSNR_DB or more at a reduced precision."""
     cls, input_names, _ = GRAPHS[kind]
     module = cls(generator).eval()
     worst, worst_psnr, t0 = 0.0, math.inf, time.perf_counter()
@@ -88,10 +91,16 @@ def check_parity(generator: Generator, kind: str, run, batches: list[int]) -> Pa
         worst, worst_psnr = max(worst, err), min(worst_psnr, psnr(got, want, peak))
     parity = Parity(kind, batches, worst, worst_psnr, time.perf_counter() - t0)
     if kind == "synthesis":
-        parity.passed = worst <= MAX_PIXEL_ERROR and worst_psnr >= MIN_PSNR_DB
+        parity.passed = worst <= MAX_PIXEL_ERROR if precision == "fp32" else worst_psnr >= MIN_PSNR_DB
     else:
         parity.passed = worst <= MAX_WS_ERROR
     return parity
+
+
+def parity_limit(kind: str, precision: str = "fp32") -> str:
+    if kind == "mapping":
+        return f"limit: {MAX_WS_ERROR} for ws"
+    return f"limit: {MAX_PIXEL_ERROR} level" if precision == "fp32" else f"limit: PSNR {MIN_PSNR_DB} dB at {precision}"
 
 
 def parity_batches(max_batch: int) -> list[int]:
@@ -105,6 +114,5 @@ def export_verified(generator: Generator, kind: str, path: Path, max_batch: int)
     parity = check_parity(generator, kind, lambda feed: session.run(None, feed)[0], parity_batches(max_batch))
     if not parity.passed:
         path.unlink(missing_ok=True)
-        raise NadaError(f"exported {kind} model does not match PyTorch ({parity.describe()}; limits: "
-                        f"{MAX_PIXEL_ERROR} level and {MIN_PSNR_DB} dB for images, {MAX_WS_ERROR} for ws); nothing written")
+        raise NadaError(f"exported {kind} model does not match PyTorch ({parity.describe()}; {parity_limit(kind)}); nothing written")
     return parity

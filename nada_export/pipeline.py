@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nada_export.graphs import mapping_fingerprint
-from nada_export.onnx_export import Parity, check_parity, export_verified, parity_batches
+from nada_export.onnx_export import Parity, check_parity, export_verified, parity_batches, parity_limit
 from nada_export.triton_repo import BACKENDS, ModelSpec, ServeOptions, TensorSpec, write_repository
 from nada_train.checkpoints import LoadedGenerator, load_generator
 from nada_train.errors import NadaError
@@ -130,11 +130,13 @@ def _export_one(g, kind: str, onnx_path: Path, engine: str, max_batch: int, prec
 
         c = g.config
         shapes = {"mapping": {"z": (c.style_dim,), "truncation": (1,)}, "synthesis": {"ws": (c.n_latent, c.style_dim)}}[kind]
-        path = onnx_path.with_name(engine_filename(onnx_path.stem, precision if kind == "synthesis" else "fp32"))
-        build_engine(onnx_path, path, shapes, max_batch, precision if kind == "synthesis" else "fp32")
-        parity = check_parity(g, kind, EngineRunner(path), parity_batches(max_batch))
+        engine_precision = precision if kind == "synthesis" else "fp32"
+        path = onnx_path.with_name(engine_filename(onnx_path.stem, engine_precision))
+        build_engine(onnx_path, path, shapes, max_batch, engine_precision)
+        parity = check_parity(g, kind, EngineRunner(path), parity_batches(max_batch), engine_precision)
         if not parity.passed:
-            raise NadaError(f"TensorRT {kind} engine does not match PyTorch ({parity.describe()}); nothing written")
+            raise NadaError(f"TensorRT {kind} engine does not match PyTorch ({parity.describe()}; "
+                            f"{parity_limit(kind, engine_precision)}); nothing written")
     return path, ExportedFile(model, path.name, path.stat().st_size, time.perf_counter() - t0, parity)
 
 

@@ -41,16 +41,18 @@ def test_onnx_synthesis_matches_torch_at_batch(exported, batch):
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
 
-def test_onnx_mapping_applies_truncation(exported):
+@pytest.mark.parametrize("batch", [1, 3, 5])
+def test_onnx_mapping_applies_truncation_at_batch(exported, batch):
     g, folder, parities = exported
     session = onnx_session(folder / "mapping.onnx")
-    z = torch.randn(3, 32)
-    t = torch.tensor([[1.0], [0.5], [0.0]])
+    z = torch.randn(batch, 32)
+    t = torch.linspace(0, 1, batch)[:, None]  # psi 0 first: the average
     ws = session.run(None, {"z": z.numpy(), "truncation": t.numpy()})[0]
-    assert ws.shape == (3, g.n_latent, 32)
+    assert ws.shape == (batch, g.n_latent, 32)
     want = g.truncate(g.mapping(z), t).detach().numpy()
-    np.testing.assert_allclose(ws[:, 0], want, atol=1e-5)
-    np.testing.assert_allclose(ws[2, 5], g.w_avg.numpy(), atol=1e-5)  # psi 0 -> the average
+    for code in range(g.n_latent):
+        np.testing.assert_allclose(ws[:, code], want, atol=1e-5)
+    np.testing.assert_allclose(ws[0, 5], g.w_avg.numpy(), atol=1e-5)
     assert all(p.passed and p.batches == [1, 3, 5] for p in parities.values())
 
 
@@ -65,24 +67,76 @@ def test_onnx_graph_has_no_random_ops_and_opset(exported):
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
 
 
-def test_parity_failure_refuses_the_model(tmp_path, monkeypatch):
-    g = tiny_generator()
-
+def shift_outputs(monkeypatch, pixels: int = 0, ws: float = 0.0):
+    """Exported models whose outputs are off: images by `pixels` levels, ws by `ws`."""
     real = onnx_export.onnx_session
 
-    def shifted(path, threads=0):  # an exported model whose pixels are 3 levels off
-        s = real(path, threads)
+    def shifted(path, threads=0):
+        session = real(path, threads)
 
-        class S:
+        class Shifted:
             def run(self, names, feed):
-                out = s.run(names, feed)[0]
-                return [np.clip(out.astype(int) + 3, 0, 255).astype(np.uint8)] if out.dtype == np.uint8 else [out]
-        return S()
+                out = session.run(names, feed)[0]
+                if out.dtype == np.uint8:
+                    return [np.clip(out.astype(int) + pixels, 0, 255).astype(np.uint8)]
+                return [out + np.float32(ws)]
+        return Shifted()
 
     monkeypatch.setattr(onnx_export, "onnx_session", shifted)
-    with pytest.raises(NadaError, match=r"does not match PyTorch \(synthesis: batches \[1, 2\], max abs error 3"):
-        export_verified(g, "synthesis", tmp_path / "s.onnx", max_batch=2)
+
+
+@pytest.mark.parametrize("pixels,refused", [(1, False), (3, True)])
+def test_synthesis_off_by_more_than_one_level_is_refused(tmp_path, monkeypatch, pixels, refused):
+    shift_outputs(monkeypatch, pixels=pixels)
+    if not refused:
+        assert export_verified(tiny_generator(), "synthesis", tmp_path / "s.onnx", max_batch=2).max_abs_error == pixels
+        return
+    with pytest.raises(NadaError, match=r"does not match PyTorch \(synthesis: batches \[1, 2\], max abs error 3.*limit: 1 level"):
+        export_verified(tiny_generator(), "synthesis", tmp_path / "s.onnx", max_batch=2)
     assert not (tmp_path / "s.onnx").exists()
+
+
+@pytest.mark.parametrize("offset,refused", [(5e-4, False), (2e-3, True)])
+def test_mapping_off_by_more_than_the_ws_limit_is_refused(tmp_path, monkeypatch, offset, refused):
+    shift_outputs(monkeypatch, ws=offset)
+    if not refused:
+        parity = export_verified(tiny_generator(), "mapping", tmp_path / "m.onnx", max_batch=2)
+        assert parity.passed and parity.max_abs_error == pytest.approx(offset, rel=0.01)
+        return
+    with pytest.raises(NadaError, match=r"mapping: batches \[1, 2\], max abs error 0.002.*limit: 0.001 for ws"):
+        export_verified(tiny_generator(), "mapping", tmp_path / "m.onnx", max_batch=2)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_psnr_against_hand_computation():
+    a = np.zeros((2, 4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0, 0] = 10  # one error of 10 among 96 values: MSE 100/96
+    assert onnx_export.psnr(a, b, 255.0) == pytest.approx(10 * np.log10(255**2 * 96 / 100))
+    assert onnx_export.psnr(a, a, 255.0) == float("inf")
+
+
+def test_reduced_precision_gate_is_psnr_not_the_worst_pixel():
+    """An fp16 engine: a few pixels several levels off pass (PSNR >= 40 dB), noise everywhere fails;
+    the same few pixels fail the fp32 gate (1 level)."""
+    from nada_export.graphs import SynthesisGraph
+
+    g = tiny_generator()
+    graph = SynthesisGraph(g)
+
+    def engine(noise_levels: float, every: int):
+        def run(feed):
+            with torch.no_grad():
+                out = np.ascontiguousarray(graph(torch.from_numpy(feed["ws"])).numpy(), dtype=int)
+            out.reshape(-1)[::every] += int(noise_levels)
+            return np.clip(out, 0, 255).astype(np.uint8)
+        return run
+
+    few = onnx_export.check_parity(g, "synthesis", engine(4, every=97), [1, 2], precision="fp16")
+    assert few.passed and few.max_abs_error == 4 and few.psnr_db > 40
+    assert not onnx_export.check_parity(g, "synthesis", engine(4, every=97), [1, 2], precision="fp32").passed
+    noisy = onnx_export.check_parity(g, "synthesis", engine(3, every=1), [1, 2], precision="fp16")
+    assert not noisy.passed and noisy.psnr_db < 40
 
 
 def test_repository_with_base_and_two_adapted_shares_one_mapping(tmp_path, three_generators):
@@ -179,3 +233,62 @@ def test_trt_engine_without_tensorrt_fails_clearly(tmp_path, three_generators):
 def test_trt_engine_build_and_parity(tmp_path, three_generators):
     report = export([str(three_generators[0])], tmp_path / "repo", engine="trt", precision="fp16", max_batch=4, progress=False)
     assert all(f.parity.passed and f.path.endswith(".plan") for f in report.files)
+
+
+class FakeBackendUtils:
+    """The parts of Triton's triton_python_backend_utils that model.py calls, as plain objects: the
+    python model's own batching and refusal code runs for real on them."""
+
+    class Tensor:
+        def __init__(self, name, array):
+            self.name, self.array = name, array
+
+        def as_numpy(self):
+            return self.array
+
+    class TritonError:
+        def __init__(self, message):
+            self.message = message
+
+    class InferenceResponse:
+        def __init__(self, output_tensors, error=None):
+            self.output_tensors, self.error = output_tensors, error
+
+    @staticmethod
+    def get_input_tensor_by_name(request, name):
+        return FakeBackendUtils.Tensor(name, request[name])
+
+
+def test_python_model_refuses_bad_requests_in_a_dynamic_batch_and_answers_the_rest(exported, monkeypatch):
+    """One execute() call with the requests Triton's dynamic batcher merged: the NaN and infinite
+    ones get errors, the good ones are run together once and each gets its own rows."""
+    import importlib
+    import sys
+
+    g, folder, _ = exported
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", FakeBackendUtils)
+    module = importlib.import_module("nada_export.triton_python_model")
+    monkeypatch.delitem(sys.modules, "nada_export.triton_python_model")  # the fake stays in this test
+    model = module.TritonPythonModel()
+    config = {"parameters": {"model_file": {"string_value": "synthesis.onnx"}, "runtime": {"string_value": "onnxruntime"}},
+              "input": [{"name": "ws"}], "output": [{"name": "image"}]}
+    model.initialize({"model_config": json.dumps(config), "model_repository": str(folder.parent), "model_version": folder.name})
+    calls = []
+    real_run = model.run
+    model.run = lambda feed: calls.append(len(feed["ws"])) or real_run(feed)
+
+    rng = np.random.default_rng(0)
+    good = [rng.normal(size=(n, g.n_latent, 32)).astype(np.float32) for n in (1, 2, 1)]
+    nan, inf = good[0].copy(), good[0].copy()
+    nan[0, 3, 5], inf[0, 0, 0] = np.nan, np.inf
+    requests = [{"ws": good[0]}, {"ws": nan}, {"ws": good[1]}, {"ws": inf}, {"ws": good[2]}]
+    responses = model.execute(requests)
+
+    assert calls == [4]  # the three good requests, four rows, in one run
+    assert [r.error is not None for r in responses] == [False, True, False, True, False]
+    assert all("input 'ws' contains NaN or infinity" in responses[i].error.message for i in (1, 3))
+    for response, ws in zip([responses[0], responses[2], responses[4]], good):
+        want = to_uint8(g.synthesis(torch.from_numpy(ws))).numpy()
+        got = response.output_tensors[0].as_numpy()
+        assert response.output_tensors[0].name == "image" and got.shape == want.shape
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1

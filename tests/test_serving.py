@@ -83,7 +83,10 @@ GOOD = {"z": z_batch([1], 32), "truncation": np.ones((1, 1), np.float32)}
     ("base", {"z": np.zeros((1, 31), np.float32), "truncation": np.ones((1, 1), np.float32)}, "shape"),
     ("base", {"z": z_batch(list(range(MAX_BATCH + 1)), 32), "truncation": np.ones((MAX_BATCH + 1, 1), np.float32)}, "batch"),
     ("no_such_model", GOOD, "unknown model"),
-    ("base", {"z": np.full((1, 32), np.nan, np.float32), "truncation": np.ones((1, 1), np.float32)}, "NaN"),
+    ("base", {"z": np.full((1, 32), np.nan, np.float32), "truncation": np.ones((1, 1), np.float32)}, "input 'z' contains NaN"),
+    ("base", {"z": z_batch([1], 32), "truncation": np.full((1, 1), np.nan, np.float32)}, "input 'truncation' contains NaN"),
+    ("sketch_synthesis", {"ws": np.full((1, 8, 32), np.nan, np.float32)}, "input 'ws' contains NaN"),
+    ("sketch_synthesis", {"ws": np.zeros((1, 7, 32), np.float32)}, "shape"),
 ])
 def test_bad_requests_get_errors_and_server_keeps_serving(server, model, arrays, needle):
     with pytest.raises(Exception) as info:
@@ -145,3 +148,51 @@ def test_nada_serve_reports_model_load_failure(tmp_path, repo):
     assert r.returncode == 2, r.stdout
     assert "base_synthesis" in r.stderr and "nada-serve: error:" in r.stderr
     assert time.time() - t0 < 110
+
+
+def test_bad_request_batched_with_good_ones_fails_alone(server, three_generators):
+    """Requests sent at once to one synthesis model, one of them NaN: Triton's dynamic batcher hands
+    them to the python model together (seen in the server's batch statistics); the NaN request gets
+    its error, every good request its own correct image."""
+    import threading
+
+    import torch
+
+    from nada_train.images import to_uint8
+
+    g = load_generator(three_generators[2]).generator
+    with torch.no_grad():
+        ws = g.broadcast(g.mapping(torch.from_numpy(z_batch([0, 1, 2], 32)))).numpy()
+    want = to_uint8(g.synthesis(torch.from_numpy(ws))).numpy()
+    bad = np.full((1, g.n_latent, 32), np.nan, np.float32)
+    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
+
+    def executions_of_full_batches():
+        stats = client.get_inference_statistics("neon_synthesis", as_json=True)["model_stats"][0]
+        return sum(int(b["compute_infer"].get("count", 0)) for b in stats.get("batch_stats", []) if int(b["batch_size"]) == MAX_BATCH)
+
+    for attempt in range(10):
+        before = executions_of_full_batches()
+        results, done = {}, threading.Event()
+
+        def callback(i):
+            def on_result(result, error):
+                results[i] = (result, error)
+                if len(results) == MAX_BATCH:
+                    done.set()
+            return on_result
+
+        arrays = [ws[0:1], bad, ws[1:2], ws[2:3]]
+        for i, a in enumerate(arrays):
+            x = grpcclient.InferInput("ws", list(a.shape), "FP32")
+            x.set_data_from_numpy(a)
+            client.async_infer("neon_synthesis", [x], callback(i))
+        assert done.wait(60)
+        assert results[1][0] is None and "input 'ws' contains NaN" in str(results[1][1])
+        for i, row in ((0, 0), (2, 1), (3, 2)):
+            result, error = results[i]
+            assert error is None, error
+            assert np.abs(result.as_numpy("image")[0].astype(int) - want[row].astype(int)).max() <= 1
+        if executions_of_full_batches() > before:
+            return  # the four were executed as one batch of 4
+    pytest.fail("the dynamic batcher never put the four requests into one batch in 10 attempts")

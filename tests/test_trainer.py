@@ -240,3 +240,81 @@ def test_image_guided_target(tmp_path, rosinality_ckpt, tiny_clip_spec):
         Image.new("RGB", (40, 30), (200 * i, 30, 90)).save(styles / f"s{i}.png")
     run = train(options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, iterations=2, target=None, target_images=str(styles)), progress=False)
     assert json.loads((run / "manifest.json").read_text())["target_images"] == str(styles)
+
+
+def fresh_trainer(tmp_path, ckpt, clip, name="r", **kw):
+    opts = options(ckpt, tmp_path / name, clip, **kw)
+    return build(opts, RunDir(opts.out), resume=False)
+
+
+def test_adam_runs_at_four_fifths_lr_with_betas_0_and_099_pow_08(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    """Two steps checked against Adam written out by hand (beta1 = 0: the update is g / sqrt(v_hat))."""
+    trainer = fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, layers="all", lr=0.003)
+    lr, beta2, eps = 0.003 * 4 / 5, 0.99 ** (4 / 5), 1e-8
+    group = trainer.optimizer.param_groups[0]
+    assert group["lr"] == pytest.approx(lr) and group["betas"] == (0.0, pytest.approx(beta2)) and group["eps"] == eps
+    params = dict(trainer.g_train.named_parameters())
+    before = {n: p.detach().clone() for n, p in params.items()}
+    trainer.step()
+    g1 = {n: p.grad.clone() for n, p in params.items() if p.grad is not None}
+    after1 = {n: p.detach().clone() for n, p in params.items()}
+    trainer.step()
+    g2 = {n: p.grad.clone() for n, p in params.items() if p.grad is not None}
+    assert set(g1) == set(g2) and "convs.0.conv.weight" in g1 and not any(n.startswith(("style.", "to_rgb")) for n in g1)
+    for n in g1:
+        step1 = lr * g1[n] / (g1[n].abs() + eps)  # v_hat = g^2 after one step
+        torch.testing.assert_close(after1[n], before[n] - step1, rtol=0, atol=1e-7)
+        v_hat = (beta2 * (1 - beta2) * g1[n] ** 2 + (1 - beta2) * g2[n] ** 2) / (1 - beta2**2)
+        torch.testing.assert_close(params[n].detach(), after1[n] - lr * g2[n] / (v_hat.sqrt() + eps), rtol=0, atol=1e-7)
+    for n in set(params) - set(g1):
+        assert torch.equal(params[n], before[n]), n
+
+
+def test_mixing_draws_two_latents_per_sample(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    mixed = fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, "m", mixing=1.0, batch=3)._latents(3)
+    plain = fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, "p", mixing=0.0, batch=3)._latents(3)
+    assert torch.equal(plain, plain[:, :1].expand_as(plain))  # one w for every code
+    for sample in mixed:
+        first, last = sample[0], sample[-1]
+        assert not torch.equal(first, last)
+        owner = [torch.equal(code, first) for code in sample]
+        k = owner.index(False)  # codes before the injection index come from w1, the rest from w2
+        assert 1 <= k < len(sample) and all(owner[:k]) and all(torch.equal(code, last) for code in sample[k:])
+
+
+def test_train_torgb_trains_the_torgb_layers(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    base = tiny_generator().state_dict()
+    for layers in ("all", "auto"):
+        run = train(options(rosinality_ckpt, tmp_path / layers, tiny_clip_spec, layers=layers, train_torgb=True, iterations=3,
+                            auto_layer_k=8), progress=False)
+        w = weights(run)
+        assert not torch.equal(w["to_rgb1.conv.weight"], base["to_rgb1.conv.weight"]), layers
+        assert not torch.equal(w["to_rgbs.1.conv.weight"], base["to_rgbs.1.conv.weight"]), layers
+        assert torch.equal(w["style.1.weight"], base["style.1.weight"])
+
+
+def test_fused_training_steps_equal_unfused(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    """The grouped-conv path in training: same losses and, after two steps, the same weights."""
+    runs = [fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, f"f{fused}", layers="all", fused=fused) for fused in (False, True)]
+    losses = [[t.step()["loss"] for _ in range(3)] for t in runs]
+    assert runs[1].g_train.convs[0].conv.fused and not runs[0].g_train.convs[0].conv.fused
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    a, b = (dict(t.g_train.named_parameters()) for t in runs)
+    changed = [n for n in a if not torch.equal(a[n], tiny_generator().state_dict()[n])]
+    assert changed and all(torch.allclose(a[n], b[n], atol=1e-4) for n in a)
+
+
+def test_bf16_precision_trains_close_to_fp32(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    runs = {p: fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, p, layers="all", precision=p) for p in ("fp32", "bf16")}
+    grads = {}
+    for p, t in runs.items():
+        t.step()
+        grads[p] = torch.cat([q.grad.flatten() for q in t.g_train.parameters() if q.grad is not None])
+    assert torch.nn.functional.cosine_similarity(grads["bf16"], grads["fp32"], dim=0) > 0.95
+    losses = {p: [t.step()["loss"] for _ in range(3)] for p, t in runs.items()}
+    assert losses["bf16"] == pytest.approx(losses["fp32"], abs=0.1)
+    assert max(losses["bf16"]) < 0.9  # it learns (the loss is 1.0 before the first update)
+    w = dict(runs["bf16"].g_train.named_parameters())
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in w.values())  # weights stay fp32
+    with pytest.raises(NadaError, match="--precision fp16: choose fp32 or bf16"):
+        fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, "x", precision="fp16")
