@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+if Path.cwd().name == "mutants":  # mutmut forks one process per mutant: an OpenMP pool made before a fork hangs its children
+    torch.set_num_threads(1)
+
 from nada_train.checkpoints import save_rosinality
 from nada_train.generator import Generator, GeneratorConfig
 

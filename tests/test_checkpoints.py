@@ -35,6 +35,42 @@ def test_safetensors_roundtrip(tmp_path):
     assert torch.equal(images(load_generator(tmp_path / "again.pt").generator), images(g))
 
 
+def test_safetensors_keep_what_the_tensors_cannot_say(tmp_path):
+    """lr_mlp and the blur kernel leave no trace in the tensor shapes: the metadata carries them."""
+    from nada_train.fileio import sha256_file
+    from nada_train.generator import Generator, GeneratorConfig
+
+    config = GeneratorConfig(size=16, style_dim=8, n_mlp=2, channels=(8, 6, 4), lr_mlp=0.05, blur_kernel=(1, 2, 1))
+    torch.manual_seed(0)
+    g = Generator(config).eval()
+    g.set_w_avg(torch.randn(8))
+    path = tmp_path / "g.safetensors"
+    save_safetensors(g, path)
+    loaded = load_generator(path)
+    assert loaded.generator.config == config
+    assert (loaded.kind, loaded.source, loaded.sha256, loaded.base) == ("safetensors", str(path), sha256_file(path), None)
+    assert torch.equal(images(loaded.generator), images(g))
+
+
+def test_run_directory_loads_its_generator_and_base(tmp_path):
+    import json
+
+    from nada_train.fileio import sha256_file
+
+    g = tiny_generator(4)
+    g.set_w_avg(torch.randn(32))
+    save_safetensors(g, tmp_path / "generator.safetensors")
+    base = {"path": "/bases/ffhq.pt", "sha256": "ab" * 32, "kind": "rosinality"}
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "nada-run/1", "base": base}))
+    loaded = load_generator(tmp_path)
+    assert (loaded.kind, loaded.source, loaded.base) == ("run", str(tmp_path), base)
+    assert loaded.sha256 == sha256_file(tmp_path / "generator.safetensors")
+    assert torch.equal(images(loaded.generator), images(g))
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(NadaError, match="needs generator.safetensors and manifest.json"):
+        load_generator(tmp_path)
+
+
 def test_plain_state_dict_without_latent_avg_uses_mean_of_mapped_z(tmp_path):
     g = tiny_generator()
     torch.save(g.state_dict(), tmp_path / "sd.pt")

@@ -139,6 +139,7 @@ def test_reduced_precision_gate_is_psnr_not_the_worst_pixel():
     assert not noisy.passed and noisy.psnr_db < 40
 
 
+@pytest.mark.slow
 def test_repository_with_base_and_two_adapted_shares_one_mapping(tmp_path, three_generators):
     repo = tmp_path / "repo"
     report = export([str(p) for p in three_generators], repo, max_batch=4, progress=False)
@@ -167,6 +168,7 @@ def test_repository_with_base_and_two_adapted_shares_one_mapping(tmp_path, three
     assert "sketch" in (repo / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_native_backend_configs(tmp_path, three_generators):
     repo = tmp_path / "repo"
     export([str(three_generators[0])], repo, max_batch=2, serve=ServeOptions(backend="native", instance_count=2), progress=False)
@@ -177,6 +179,7 @@ def test_native_backend_configs(tmp_path, three_generators):
     assert not (repo / "base_synthesis" / "1" / "model.py").exists()
 
 
+@pytest.mark.slow
 def test_failed_export_leaves_repository_as_it_was(tmp_path, three_generators, monkeypatch):
     repo = tmp_path / "repo"
     export([str(three_generators[0])], repo, max_batch=2, progress=False)
@@ -193,6 +196,7 @@ def test_failed_export_leaves_repository_as_it_was(tmp_path, three_generators, m
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no staging left behind
 
 
+@pytest.mark.slow
 def test_second_export_adds_to_repository(tmp_path, three_generators):
     repo = tmp_path / "repo"
     export([str(three_generators[0])], repo, max_batch=2, progress=False)

@@ -126,3 +126,17 @@ def test_every_styled_layer_belongs_to_exactly_one_code():
         assert changed == {n for n in g.layers_of_code(code, include_torgb=True) if "." in n}, code
     for h in hooks:
         h.remove()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_dead_filter_demodulates_to_zero_not_nan(fused):
+    """A conv whose weights are all zero (a pruned or dead filter): demodulation's epsilon keeps it
+    at exactly zero instead of 0 * inf."""
+    g = tiny_generator()
+    g.set_fused(fused)
+    with torch.no_grad():
+        g.convs[1].conv.weight[:, 0] = 0  # output channel 0 of convs.1
+        ws = g.broadcast(g.mapping(torch.randn(2, 32)))
+        x = g.conv1(g.input(ws), ws[:, 0], None)
+        out = g.convs[1].conv(g.convs[0].conv(x, ws[:, 1]), ws[:, 2])
+    assert torch.isfinite(out).all() and torch.equal(out[:, 0], torch.zeros_like(out[:, 0]))

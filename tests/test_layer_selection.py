@@ -43,6 +43,16 @@ def test_manual_sets():
     assert not any(p.requires_grad for n, p in g.named_parameters() if n.startswith(("style.", "to_rgb", "convs.2")))
 
 
+def test_texture_set_stops_at_conv_9_on_large_generators():
+    from nada_train.generator import Generator, GeneratorConfig
+
+    g = Generator(GeneratorConfig(size=256, style_dim=8, n_mlp=1, channels=(4,) * 7))  # 12 convs
+    assert manual_layers(g, "texture") == ["input", "conv1"] + [f"convs.{i}" for i in range(2, 10)]
+    assert manual_layers(g, "shape") == ["input", "conv1", "convs.0", "convs.1"]
+    with pytest.raises(ValueError, match="unknown layer set 'middle'; choose from auto, all, texture, shape"):
+        manual_layers(g, "middle")
+
+
 def test_select_codes_picks_the_codes_the_loss_moves():
     g = tiny_generator()
     target = torch.zeros(g.n_latent)
