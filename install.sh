@@ -10,7 +10,7 @@ pip install -q --upgrade pip
 # torch pinned: an unpinned torch resolves to a multi-GB CUDA build. 2.13.0 is a CPU wheel where
 # this project is developed; on a GPU machine the same pin installs the CUDA build.
 pip install -q torch==2.13.0 torchvision==0.28.0
-pip install -q -e '.[serve,test,bench]'
+pip install -q -e '.[all,test,bench]'
 echo "installed: $(python -c 'import nada_train, torch; print("nada", nada_train.__version__, "torch", torch.__version__)')"
 
 if [ "${NADA_SKIP_DEMO:-0}" = "1" ]; then exit 0; fi

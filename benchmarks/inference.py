@@ -213,7 +213,7 @@ def measure_triton(g_path: Path, folder: Path, batches, concurrencies, warmup, r
     import tritonclient.grpc as grpcclient
 
     from nada_export.pipeline import export
-    from nada_export.server import TritonServer
+    from nada_serve.server import TritonServer
     from nada_export.triton_repo import ServeOptions
 
     repo = folder / "repo"

@@ -1,2 +1,2 @@
-"""From an adapted generator to a Triton deployment: ONNX graphs, TensorRT engines, the model
-repository, the server launcher and gRPC clients."""
+"""From an adapted generator to a Triton model repository: ONNX graphs checked against PyTorch,
+TensorRT engines, and the repository layout. Serving it is nada_serve's job."""

@@ -24,9 +24,7 @@ class MappingGraph(nn.Module):
             generator.set_w_avg(None)
 
     def forward(self, z: torch.Tensor, truncation: torch.Tensor) -> torch.Tensor:
-        w = self.g.mapping(z)
-        w = self.g.w_avg + truncation * (w - self.g.w_avg)
-        return w[:, None, :].expand(-1, self.g.n_latent, -1)
+        return self.g.ws(z, truncation)
 
 
 class SynthesisGraph(nn.Module):
@@ -36,6 +34,13 @@ class SynthesisGraph(nn.Module):
 
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
         return to_uint8(self.g.synthesis(ws, noise_mode="const"))
+
+
+# kind -> (graph, input names, output names)
+GRAPHS: dict[str, tuple[type[nn.Module], list[str], list[str]]] = {
+    "mapping": (MappingGraph, ["z", "truncation"], ["ws"]),
+    "synthesis": (SynthesisGraph, ["ws"], ["image"]),
+}
 
 
 def mapping_fingerprint(generator: Generator) -> str:

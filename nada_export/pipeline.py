@@ -11,7 +11,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nada_export.graphs import mapping_fingerprint
-from nada_export.onnx_export import Parity, check_parity, export_verified, parity_batches, parity_limit
+from nada_export.onnx_export import export_verified
+from nada_export.parity import Parity, check_parity, parity_batches, parity_limit
 from nada_export.triton_repo import BACKENDS, ModelSpec, ServeOptions, TensorSpec, write_repository
 from nada_train.checkpoints import LoadedGenerator, load_generator
 from nada_train.errors import NadaError

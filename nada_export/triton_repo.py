@@ -8,6 +8,7 @@ and one mapping_<fingerprint> per base: z, truncation -> ws, shared by every gen
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import tempfile
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from nada_train.errors import NadaError
 
-PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_python_model.py")
+# the python-backend model each version folder gets as model.py (found, not imported: it needs Triton's own module)
+PYTHON_MODEL_SOURCE = Path(importlib.util.find_spec("nada_serve.triton_python_model").origin)
 BACKENDS = ("python", "native")
 
 

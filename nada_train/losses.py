@@ -80,10 +80,11 @@ class ClipGuide:
         self.directions: list[torch.Tensor] = []
         self.target_texts: list[torch.Tensor] = []
 
-    def set_text_target(self, source: str, target: str) -> None:
+    def set_text_target(self, source: str, target: str, templates: list[str] | None = None) -> None:
+        """Directions from `source` to `target` text through `templates` (None: the 79 ImageNet ones)."""
         self.directions, self.target_texts = [], []
+        templates = list(templates) if templates else imagenet_templates()
         for m in self.models:
-            templates = m.templates or imagenet_templates()
             self.directions.append(text_direction(m, source, target, templates))
             self.target_texts.append(F.normalize(text_embedding(m, target, templates).mean(0), dim=-1))
 

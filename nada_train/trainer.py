@@ -14,11 +14,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from nada_train.bases import base_owning
 from nada_train.checkpoints import LoadedGenerator, load_generator
 from nada_train.clip import ClipSpec, load_clip
 from nada_train.errors import NadaError
 from nada_train.generator import Generator
-from nada_train.images import grid, save_png, to_uint8, z_batch
+from nada_train.images import to_uint8
+from nada_train.pngs import grid, save_png
+from nada_train.seeds import z_batch
 from nada_train.interrupts import interrupts_deferred, sigterm_as_interrupt
 from nada_train.layer_selection import LAYER_CHOICES, default_auto_k, layers_for_codes, manual_layers, select_codes, set_trainable
 from nada_train.losses import ClipGuide, load_style_images
@@ -36,6 +39,7 @@ class TrainOptions:
     target: str | None = None
     target_images: str | None = None
     clip: list[ClipSpec] = field(default_factory=lambda: [ClipSpec("ViT-B-32")])
+    templates: list[str] | None = None  # prompt templates with "{}"; None: the reference's 79 ImageNet ones
     iterations: int = 300
     batch: int = 2
     lr: float = 0.002
@@ -230,7 +234,7 @@ class Trainer:
                 imgs.append(to_uint8(g.synthesis(g.broadcast(w)).float()))
             rows.append(torch.cat(imgs))
         path = self.run.sample_path(self.iteration)
-        save_png(grid(torch.cat(rows), rows=2), path)
+        save_png(grid(torch.cat(rows).cpu().numpy(), rows=2), path)
         return path
 
 
@@ -261,7 +265,7 @@ def build(opts: TrainOptions, run: RunDir, resume: bool) -> Trainer:
             source = base.generator(z)
         guide.set_image_target(source, style.to(device))
     else:
-        guide.set_text_target(opts.source, opts.target)
+        guide.set_text_target(opts.source, opts.target, opts.templates)
     trainer = Trainer(opts, run, base, g_train, guide, device)
     if resume:
         try:
@@ -334,8 +338,7 @@ def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> Pa
         save("failed-nan")
         raise NadaError(f"{exc}; the last good state (iteration {trainer.iteration}) is saved in {run.path}; lower --lr or use --precision fp32") from None
     bar.close()
-    from nada_train.world.run import evaluate_run, is_world_generator
-
-    if is_world_generator(opts.generator) and opts.target is not None:
-        evaluate_run(run.path, device=str(trainer.device))
+    base = base_owning(opts.generator)
+    if base is not None and base.evaluate is not None and opts.target is not None:
+        base.evaluate(run.path, str(trainer.device))  # the base's own judge: metrics.json
     return run.path

@@ -11,7 +11,7 @@
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTHONPATH=$PWD
 OUT=${OUT:-/tmp/gpu-out}; DEV=${DEV:-cuda}; QUICK=${QUICK:-0}
-L=/tmp/gpu-session; A=nada_train/world/assets; W=$OUT/world
+L=/tmp/gpu-session; A=nada_world/assets; W=$OUT/world
 rm -rf "$L"; mkdir -p "$L/runs" "$W"
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 pack() { tar -czf "$OUT/results.tgz.tmp" -C "$L" --exclude="*.safetensors" . && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
@@ -24,13 +24,13 @@ else M=2.5; CB="--batch 512 --pool 16384 --refresh 0.125"; GB="--batch 128"; CW=
 
 stamp "A. world training, side by side ($M min each)"
 clip() {  # NAME MODEL EPS SEED
-  timeout 260 python3 -m nada_train.world.train_clip --model "$2" --adv-eps "$3" --adv-steps 3 --seed "$4" --lr 1e-3 \
+  timeout 260 python3 -m nada_world.train_clip --model "$2" --adv-eps "$3" --adv-steps 3 --seed "$4" --lr 1e-3 \
     --minutes "$M" $CB --device "$DEV" --workers $CW --out "$W/clip-$1.safetensors" > "$L/train-clip-$1.log" 2>&1
 }
 clip rn-e1.5 nada-world-clip-rn 1.5 11 &
 clip rn-e4 nada-world-clip-rn 4 12 &
 clip p8-e2 nada-world-clip-p8 2 13 &
-timeout 260 python3 -m nada_train.world.train_generator --continue-from "$A/generator.safetensors" --finetune-minutes "$M" \
+timeout 260 python3 -m nada_world.train_generator --continue-from "$A/generator.safetensors" --finetune-minutes "$M" \
   $GB --lr 1e-3 --seed 7 --device "$DEV" --workers $GW --out "$W/generator.safetensors" > "$L/train-generator.log" 2>&1 &
 wait
 tail -n 2 "$L"/train-*.log; pack
@@ -69,7 +69,7 @@ ITER=""; STEPS=200; [ "$QUICK" = 1 ] && ITER="--iterations 2" && STEPS=5
 : > "$L/jobs"
 for entry in $CLIPS; do
   name=${entry%%:*}; file=${entry#*:}
-  echo "python3 -m nada_train.world.probe_clip --clip $file --lr 0.01 0.03 0.1 --steps $STEPS --device $DEV --json $L/probe-$name.json > $L/probe-$name.log 2>&1" >> "$L/jobs"
+  echo "python3 -m nada_world.probe_clip --clip $file --lr 0.01 0.03 0.1 --steps $STEPS --device $DEV --json $L/probe-$name.json > $L/probe-$name.log 2>&1" >> "$L/jobs"
   for t in sketch neon pixel; do
     echo "$L/nada-train --out $L/runs/$name-$t --clip world:$file --target $t --device $DEV -q $ITER > $L/run-$name-$t.log 2>&1" >> "$L/jobs"
   done
@@ -78,7 +78,7 @@ done
 timeout 120 xargs -d '\n' -P 10 -I{} sh -c '{}' < "$L/jobs"
 for entry in $CLIPS; do
   name=${entry%%:*}
-  python3 -m nada_train.world.figure "$L/runs/$name-sketch" "$L/runs/$name-neon" "$L/runs/$name-pixel" "$L/runs/$name-sketch-lr0.01" \
+  python3 -m nada_world.figure "$L/runs/$name-sketch" "$L/runs/$name-neon" "$L/runs/$name-pixel" "$L/runs/$name-sketch-lr0.01" \
     --out "$L/grid-$name.png" > /dev/null 2>&1
 done
 python3 - "$L" <<'PY'
@@ -90,7 +90,7 @@ for p in sorted(L.glob("probe-*.json")):
     for r in json.loads(p.read_text())["rows"]:
         print(f"| {p.stem[6:]} | {r['lr']:g} | {r['clip_target_rate']:.2f} | {r['judge_target_rate']:.2f} | {r['judge_content_kept']:.2f} |")
 PY
-echo; python3 -m nada_train.world.table "$L"/runs/*
+echo; python3 -m nada_world.table "$L"/runs/*
 rm -f "$L"/runs/*/generator.safetensors; rm -rf "$L"/runs/*/state; pack
 
 stamp "done"

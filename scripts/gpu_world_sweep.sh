@@ -7,7 +7,7 @@ set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTHONPATH=$PWD
 OUT=${OUT:-/tmp/sweep-out}; DEV=${DEV:-cuda}; L=/tmp/sweep; rm -rf $L; mkdir -p $L/runs
 . scripts/lease_env.sh
-C=nada_train/world/assets/clip.safetensors
+C=nada_world/assets/clip.safetensors
 : > $L/jobs
 for t in sketch neon pixel; do
   for setting in "all 0.01 400 0" "all 0.03 300 0" "auto 0.02 400 0" "all 0.01 600 1" "all 0.01 300 1" "all 0.01 300 0.5" "all 0.02 300 0.3" "all 0.005 300 2"; do
@@ -16,6 +16,6 @@ for t in sketch neon pixel; do
   done
 done
 timeout 300 xargs -d '\n' -P 12 -I{} sh -c '{} > /dev/null 2>&1' < $L/jobs
-for t in sketch neon pixel; do python3 -m nada_train.world.figure $L/runs/$t-* --out $OUT/grid-$t.png > /dev/null 2>&1; done
-python3 -m nada_train.world.table $L/runs/*
+for t in sketch neon pixel; do python3 -m nada_world.figure $L/runs/$t-* --out $OUT/grid-$t.png > /dev/null 2>&1; done
+python3 -m nada_world.table $L/runs/*
 tar -czf $OUT/runs.tgz -C $L --exclude='*.safetensors' --exclude=state runs

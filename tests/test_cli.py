@@ -66,8 +66,8 @@ def test_generate_bad_seeds(rosinality_ckpt, tmp_path):
 
 
 CLI_MODULES = {"nada-train": "nada_train.cli.train", "nada-generate": "nada_train.cli.generate",
-               "nada-export": "nada_export.cli.export", "nada-serve": "nada_export.cli.serve",
-               "nada-client": "nada_export.cli.client"}
+               "nada-export": "nada_export.cli.export", "nada-serve": "nada_serve.cli.serve",
+               "nada-client": "nada_serve.cli.client"}
 
 
 @pytest.mark.parametrize("prog,args,needle", [
@@ -107,3 +107,49 @@ def test_installed_console_script_usage_error():
     r = subprocess.run([script, "--bogus"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("nada-train: error: No such option: --bogus"), r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def parsed_options(monkeypatch, *args):
+    """The TrainOptions nada-train builds from a command line (training itself replaced)."""
+    import nada_train.cli.train as cli
+
+    seen = {}
+
+    def fake_train(opts, resume=False, progress=True):
+        seen["opts"] = opts
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli, "train", fake_train)
+    monkeypatch.setattr(sys, "argv", ["nada-train", *args])
+    with pytest.raises(SystemExit):
+        cli.main_entry()
+    return seen["opts"]
+
+
+def test_cli_defaults_are_train_options_defaults(monkeypatch, tmp_path):
+    from dataclasses import fields
+
+    from nada_train.trainer import TrainOptions
+
+    opts = parsed_options(monkeypatch, "--generator", "random:8", "--target", "sketch", "--out", str(tmp_path / "r"))
+    reference = TrainOptions(generator="random:8", out=str((tmp_path / "r").resolve()), target="sketch")
+    for f in fields(TrainOptions):
+        assert getattr(opts, f.name) == getattr(reference, f.name), f.name
+    flags = parsed_options(monkeypatch, "--generator", "random:8", "--target", "sketch", "--out", str(tmp_path / "r"),
+                           "--train-torgb", "--fused", "--no-tf32", "--batch", "3")
+    assert (flags.train_torgb, flags.fused, flags.tf32, flags.batch) == (True, True, False, 3)
+
+
+def test_builtin_base_settings_fill_what_the_user_left_out(monkeypatch, tmp_path):
+    from nada_train.bases import default_base
+
+    base = default_base()
+    opts = parsed_options(monkeypatch, "--out", str(tmp_path / "r"))
+    want = base.options_for("photo", base.default_target)
+    assert opts.generator == str(base.generator.resolve()) and opts.target == base.default_target
+    assert all(getattr(opts, k) == v for k, v in want.items())
+    assert [str(c) for c in opts.clip] == list(base.clip) and opts.templates == list(base.templates)
+    mine = parsed_options(monkeypatch, "--out", str(tmp_path / "r"), "--lr", "0.5", "--clip", "ViT-B-32:random")
+    assert mine.lr == 0.5 and mine.templates is None  # another CLIP: the ImageNet templates
+    named = parsed_options(monkeypatch, "--generator", f"builtin:{base.name}", "--out", str(tmp_path / "r"))
+    assert named.generator == opts.generator

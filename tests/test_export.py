@@ -6,7 +6,7 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from nada_export import onnx_export
+from nada_export import onnx_export, parity
 from nada_export.onnx_export import export_verified, onnx_session
 from nada_export.pipeline import export
 from nada_export.tensorrt_engine import tensorrt_missing_reason
@@ -112,8 +112,8 @@ def test_psnr_against_hand_computation():
     a = np.zeros((2, 4, 4, 3), np.uint8)
     b = a.copy()
     b[0, 0, 0, 0] = 10  # one error of 10 among 96 values: MSE 100/96
-    assert onnx_export.psnr(a, b, 255.0) == pytest.approx(10 * np.log10(255**2 * 96 / 100))
-    assert onnx_export.psnr(a, a, 255.0) == float("inf")
+    assert parity.psnr(a, b, 255.0) == pytest.approx(10 * np.log10(255**2 * 96 / 100))
+    assert parity.psnr(a, a, 255.0) == float("inf")
 
 
 def test_reduced_precision_gate_is_psnr_not_the_worst_pixel():
@@ -132,10 +132,10 @@ def test_reduced_precision_gate_is_psnr_not_the_worst_pixel():
             return np.clip(out, 0, 255).astype(np.uint8)
         return run
 
-    few = onnx_export.check_parity(g, "synthesis", engine(4, every=97), [1, 2], precision="fp16")
+    few = parity.check_parity(g, "synthesis", engine(4, every=97), [1, 2], precision="fp16")
     assert few.passed and few.max_abs_error == 4 and few.psnr_db > 40
-    assert not onnx_export.check_parity(g, "synthesis", engine(4, every=97), [1, 2], precision="fp32").passed
-    noisy = onnx_export.check_parity(g, "synthesis", engine(3, every=1), [1, 2], precision="fp16")
+    assert not parity.check_parity(g, "synthesis", engine(4, every=97), [1, 2], precision="fp32").passed
+    noisy = parity.check_parity(g, "synthesis", engine(3, every=1), [1, 2], precision="fp16")
     assert not noisy.passed and noisy.psnr_db < 40
 
 
@@ -271,8 +271,8 @@ def test_python_model_refuses_bad_requests_in_a_dynamic_batch_and_answers_the_re
 
     g, folder, _ = exported
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", FakeBackendUtils)
-    module = importlib.import_module("nada_export.triton_python_model")
-    monkeypatch.delitem(sys.modules, "nada_export.triton_python_model")  # the fake stays in this test
+    module = importlib.import_module("nada_serve.triton_python_model")
+    monkeypatch.delitem(sys.modules, "nada_serve.triton_python_model")  # the fake stays in this test
     model = module.TritonPythonModel()
     config = {"parameters": {"model_file": {"string_value": "synthesis.onnx"}, "runtime": {"string_value": "onnxruntime"}},
               "input": [{"name": "ws"}], "output": [{"name": "image"}]}

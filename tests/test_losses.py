@@ -46,9 +46,8 @@ def test_guide_adds_the_weighted_global_loss(tiny_clip_spec):
     from nada_train.losses import ClipGuide
 
     clip = load_clip(parse_clip_spec(tiny_clip_spec))
-    clip.templates = ["a {}.", "art of a {}."]
     guide = ClipGuide([clip])
-    guide.set_text_target("photo", "sketch")
+    guide.set_text_target("photo", "sketch", ["a {}.", "art of a {}."])
     gen = torch.Generator().manual_seed(0)
     frozen, train = torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1, torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1
     f, t = clip.encode_images(frozen).detach(), clip.encode_images(train).detach()

@@ -11,13 +11,13 @@ import pytest
 import tritonclient.grpc as grpcclient
 from PIL import Image
 
-from nada_export.client import GeneratorClient
+from nada_serve.client import GeneratorClient
 from nada_export.pipeline import export
-from nada_export.server import TritonServer
+from nada_serve.server import TritonServer
 from nada_train.checkpoints import load_generator
 from nada_train.cli.generate import render
 from nada_train.errors import NadaError
-from nada_train.images import z_batch
+from nada_train.seeds import z_batch
 
 MAX_BATCH = 4
 
@@ -106,7 +106,7 @@ def cli(module, *args, **kw):
 
 
 def test_nada_client_pngs_equal_nada_generate_pngs(server, three_generators, tmp_path):
-    r = cli("nada_export.cli.client", "--url", server.endpoints.grpc, "--model", "sketch", "--seeds", "0-2,7",
+    r = cli("nada_serve.cli.client", "--url", server.endpoints.grpc, "--model", "sketch", "--seeds", "0-2,7",
             "--truncation", "0.7", "--out", str(tmp_path / "served"), "--concurrency", "2", "--batch", "2")
     assert r.returncode == 0, r.stderr
     r = cli("nada_train.cli.generate", str(three_generators[1]), "--seeds", "0-2,7", "--truncation", "0.7", "--out", str(tmp_path / "local"))
@@ -118,7 +118,7 @@ def test_nada_client_pngs_equal_nada_generate_pngs(server, three_generators, tmp
 
 
 def test_nada_serve_cli_ready_then_sigterm(repo):
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from nada_export.cli.serve import main_entry; sys.argv[0]='nada-serve'; main_entry()",
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from nada_serve.cli.serve import main_entry; sys.argv[0]='nada-serve'; main_entry()",
                              str(repo), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -144,16 +144,28 @@ def test_nada_serve_reports_model_load_failure(tmp_path, repo):
     for f in (broken / "base_synthesis" / "1").glob("*.onnx"):
         f.write_bytes(b"not an onnx model")
     t0 = time.time()
-    r = cli("nada_export.cli.serve", str(broken), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0", "--timeout", "120")
+    r = cli("nada_serve.cli.serve", str(broken), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0", "--timeout", "120")
     assert r.returncode == 2, r.stdout
     assert "base_synthesis" in r.stderr and "nada-serve: error:" in r.stderr
     assert time.time() - t0 < 110
 
 
-def test_bad_request_batched_with_good_ones_fails_alone(server, three_generators):
-    """Requests sent at once to one synthesis model, one of them NaN: Triton's dynamic batcher hands
-    them to the python model together (seen in the server's batch statistics); the NaN request gets
-    its error, every good request its own correct image."""
+@pytest.fixture(scope="module")
+def patient_server(tmp_path_factory, three_generators):
+    """neon alone, behind a dynamic batcher that waits up to 0.5 s to fill a batch of 4."""
+    from nada_export.triton_repo import ServeOptions
+
+    path = tmp_path_factory.mktemp("patient") / "repo"
+    export([str(three_generators[2])], path, names=["neon"], max_batch=MAX_BATCH, serve=ServeOptions(queue_delay_us=500_000),
+           progress=False)
+    with TritonServer(path) as s:
+        yield s
+
+
+def test_bad_request_batched_with_good_ones_fails_alone(patient_server, three_generators):
+    """Four requests at once to one synthesis model, one of them NaN: the dynamic batcher hands them
+    to the python model as one batch of 4 (the server's batch statistics say so); the NaN request
+    gets its error, every good request its own correct image."""
     import threading
 
     import torch
@@ -162,37 +174,55 @@ def test_bad_request_batched_with_good_ones_fails_alone(server, three_generators
 
     g = load_generator(three_generators[2]).generator
     with torch.no_grad():
-        ws = g.broadcast(g.mapping(torch.from_numpy(z_batch([0, 1, 2], 32)))).numpy()
+        ws = g.ws(torch.from_numpy(z_batch([0, 1, 2], 32))).numpy()
     want = to_uint8(g.synthesis(torch.from_numpy(ws))).numpy()
     bad = np.full((1, g.n_latent, 32), np.nan, np.float32)
-    client = grpcclient.InferenceServerClient(server.endpoints.grpc)
+    client = grpcclient.InferenceServerClient(patient_server.endpoints.grpc)
 
     def executions_of_full_batches():
         stats = client.get_inference_statistics("neon_synthesis", as_json=True)["model_stats"][0]
         return sum(int(b["compute_infer"].get("count", 0)) for b in stats.get("batch_stats", []) if int(b["batch_size"]) == MAX_BATCH)
 
-    for attempt in range(10):
-        before = executions_of_full_batches()
-        results, done = {}, threading.Event()
+    before, results, done = executions_of_full_batches(), {}, threading.Event()
 
-        def callback(i):
-            def on_result(result, error):
-                results[i] = (result, error)
-                if len(results) == MAX_BATCH:
-                    done.set()
-            return on_result
+    def callback(i):
+        def on_result(result, error):
+            results[i] = (result, error)
+            if len(results) == MAX_BATCH:
+                done.set()
+        return on_result
 
-        arrays = [ws[0:1], bad, ws[1:2], ws[2:3]]
-        for i, a in enumerate(arrays):
-            x = grpcclient.InferInput("ws", list(a.shape), "FP32")
-            x.set_data_from_numpy(a)
-            client.async_infer("neon_synthesis", [x], callback(i))
-        assert done.wait(60)
-        assert results[1][0] is None and "input 'ws' contains NaN" in str(results[1][1])
-        for i, row in ((0, 0), (2, 1), (3, 2)):
-            result, error = results[i]
-            assert error is None, error
-            assert np.abs(result.as_numpy("image")[0].astype(int) - want[row].astype(int)).max() <= 1
-        if executions_of_full_batches() > before:
-            return  # the four were executed as one batch of 4
-    pytest.fail("the dynamic batcher never put the four requests into one batch in 10 attempts")
+    for i, a in enumerate([ws[0:1], bad, ws[1:2], ws[2:3]]):
+        x = grpcclient.InferInput("ws", list(a.shape), "FP32")
+        x.set_data_from_numpy(a)
+        client.async_infer("neon_synthesis", [x], callback(i))
+    assert done.wait(60)
+    assert executions_of_full_batches() == before + 1  # the four, executed together
+    assert results[1][0] is None and "input 'ws' contains NaN" in str(results[1][1])
+    for i, row in ((0, 0), (2, 1), (3, 2)):
+        result, error = results[i]
+        assert error is None, error
+        assert np.abs(result.as_numpy("image")[0].astype(int) - want[row].astype(int)).max() <= 1
+
+
+def without_torch(command: str, prog: str) -> str:
+    """python -c code running a console script where torch, open_clip and onnxruntime cannot be imported."""
+    return ("import sys; sys.modules['torch'] = sys.modules['open_clip'] = sys.modules['onnxruntime'] = None; "
+            f"from nada_train.cli.launch import {command}; sys.argv[0] = '{prog}'; {command}()")
+
+
+def test_nada_client_works_where_torch_cannot_be_imported(server, three_generators, tmp_path):
+    """A client machine: `import torch` fails there, and nada-client's help and a request for images
+    still work, equal to nada-generate's; nada-train says which extra it needs."""
+    client = without_torch("client", "nada-client")
+    r = subprocess.run([sys.executable, "-c", client, "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--model" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-c", client, "--url", server.endpoints.grpc, "--model", "neon", "--seeds", "3,4",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    want = render(load_generator(three_generators[2]).generator, [3, 4], 1.0)
+    for i, seed in enumerate((3, 4)):
+        got = np.asarray(Image.open(tmp_path / f"seed{seed:04d}.png")).astype(int)
+        assert np.abs(got - want[i].astype(int)).max() <= 1
+    r = subprocess.run([sys.executable, "-c", without_torch("train", "nada-train"), "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "install it with: pip install 'nada[train]'" in r.stderr and "Traceback" not in r.stderr

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nada_train.clip import load_clip, parse_clip_spec
+from nada_train.clip import parse_clip_spec
 from nada_train.errors import NadaError
 from nada_train.losses import ClipGuide
 from nada_train.run_dir import RunDir

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from nada_train.world.evaluate import adaptation_metrics, zero_shot_accuracy
-from nada_train.world.models import (CLIP_WEIGHTS, GEN_CENTRE, GENERATOR_WEIGHTS, JUDGE_WEIGHTS, direction_templates,
+from nada_world.evaluate import adaptation_metrics, zero_shot_accuracy
+from nada_world.models import (CLIP_WEIGHTS, GEN_CENTRE, GENERATOR_WEIGHTS, JUDGE_WEIGHTS, clip_model_name, direction_templates,
                                      load_judge, scene_of_z)
-from nada_train.world.render import COLOURS, SHAPES, STYLES, Scene, random_scene, render
+from nada_world.render import COLOURS, SHAPES, STYLES, Scene, random_scene, render
 
 WEIGHTS = CLIP_WEIGHTS.exists() and JUDGE_WEIGHTS.exists() and GENERATOR_WEIGHTS.exists()
-needs_weights = pytest.mark.skipif(not WEIGHTS, reason="the world's trained weights are not in nada_train/world/assets")
+needs_weights = pytest.mark.skipif(not WEIGHTS, reason="the world's trained weights are not in nada_world/assets")
 
 
 def test_renderer_is_deterministic_and_in_range():
@@ -71,7 +71,7 @@ def test_every_factor_changes_the_image():
 
 
 def test_shape_masks_differ_and_cover_the_shape():
-    from nada_train.world.render import signed_distance
+    from nada_world.render import signed_distance
 
     areas = []
     for k in range(len(SHAPES)):
@@ -171,7 +171,7 @@ def test_zero_shot_accuracy_on_encoders_with_known_errors(mistakes, want):
     rng = np.random.default_rng(0)
     table = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(80, 16)).astype(np.float32)), dim=1)
     texts = {}
-    from nada_train.world.models import caption
+    from nada_world.models import caption
 
     for i, (st, sh, co) in enumerate(combos):
         for t in range(4):
@@ -203,14 +203,14 @@ def recorded(path, key) -> dict:
 def test_shipped_clip_and_judge_reach_their_recorded_accuracy():
     """On 300 fresh renders (other seeds than the scripts used), each factor's accuracy is within
     sampling error of what the training script measured on 1000 and recorded in the weights."""
-    from nada_train.clip import ClipSpec, load_clip
-    from nada_train.world.data import sample
-    from nada_train.world.evaluate import judge_accuracy
+    from nada_world.data import sample
+    from nada_world.evaluate import judge_accuracy
+    from nada_world.models import load_world_clip
 
     test = sample(300, np.random.default_rng(777))
     judge_acc = judge_accuracy(load_judge(), test.images, test.style, test.shape, test.colour)
     assert min(judge_acc.values()) >= 0.95, judge_acc
-    clip = load_clip(ClipSpec("world", "world"))
+    clip = load_world_clip()
     clip_acc = zero_shot_accuracy(clip.encode_images, clip.encode_texts, test.images, test.style, test.shape, test.colour)
     want = recorded(CLIP_WEIGHTS, "zero_shot")
     for factor in ("style", "shape", "colour"):
@@ -222,12 +222,12 @@ def test_shipped_clip_and_judge_reach_their_recorded_accuracy():
 def test_shipped_clip_and_judge_do_not_read_the_style_off_the_backdrop():
     """On dark and on light backdrops alone, both still name the style (the models before the extreme
     backdrops called a photo on black neon)."""
-    from nada_train.clip import ClipSpec, load_clip
-    from nada_train.world.data import sample
-    from nada_train.world.evaluate import style_accuracy_by_backdrop, zero_shot_predict
+    from nada_world.data import sample
+    from nada_world.evaluate import style_accuracy_by_backdrop, zero_shot_predict
+    from nada_world.models import load_world_clip
 
     test = sample(300, np.random.default_rng(778))
-    clip = load_clip(ClipSpec("world", "world"))
+    clip = load_world_clip()
     for who, style in (("judge", load_judge().predict(test.images)["style"]),
                        ("clip", zero_shot_predict(clip.encode_images, clip.encode_texts, test.images)[0].numpy())):
         by_backdrop = style_accuracy_by_backdrop(style, test.scenes)
@@ -236,7 +236,7 @@ def test_shipped_clip_and_judge_do_not_read_the_style_off_the_backdrop():
 
 
 def test_style_accuracy_by_backdrop_on_a_hand_made_case():
-    from nada_train.world.evaluate import style_accuracy_by_backdrop
+    from nada_world.evaluate import style_accuracy_by_backdrop
 
     scenes = [Scene(0, 0, style, 0.5, 0.5, 0.2, 0.0, (0.5, 0.5, 0.5, 0.5, e, 0.5)) for style, e in ((0, 0.1), (2, 0.1), (1, 0.5), (3, 0.9))]
     # the dark photo called neon, the rest right
@@ -246,7 +246,7 @@ def test_style_accuracy_by_backdrop_on_a_hand_made_case():
 @needs_weights
 def test_shipped_generator_draws_photo_scenes_as_recorded():
     from nada_train.checkpoints import load_generator
-    from nada_train.world.data import from_scenes
+    from nada_world.data import from_scenes
 
     g = load_generator(GENERATOR_WEIGHTS).generator
     z = torch.randn(128, 64, generator=torch.Generator().manual_seed(99))
@@ -271,18 +271,19 @@ def test_default_run_end_to_end(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["target"] == "sketch" and metrics["iterations"] == 3 and metrics["n_images"] == 256
+    assert metrics["target"] == "pixel" and metrics["iterations"] == 3 and metrics["n_images"] == 256
     counts = metrics["adapted_style_counts"]
-    assert sum(counts.values()) == 256 and metrics["target_style_rate"] == counts["sketch"] / 256
+    assert sum(counts.values()) == 256 and metrics["target_style_rate"] == counts["pixel"] / 256
     assert metrics["frozen_target_style_rate"] == 0.0  # the judge calls the generator's own images photos
     assert metrics["frozen_clip_target_rate"] <= 0.05  # and so does the CLIP
     assert metrics["directional_clip_similarity"] > 0.1  # three steps already move the images along the text direction
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["clip"][0] == {"name": "world", "pretrained": "world", "weight": 1.0}
+    assert manifest["clip"][0] == {"name": clip_model_name(CLIP_WEIGHTS), "pretrained": str(CLIP_WEIGHTS), "weight": 1.0}
+    assert manifest["arguments"]["templates"] == direction_templates()
     args = manifest["arguments"]
-    from nada_train.world.run import TARGET_GLOBAL_WEIGHT
+    from nada_world.base import TARGET_GLOBAL_WEIGHT
 
-    assert (args["layers"], args["lr"], args["global_weight"], args["batch"]) == ("all", 0.01, TARGET_GLOBAL_WEIGHT["sketch"], 4)
+    assert (args["layers"], args["lr"], args["global_weight"], args["batch"]) == ("all", 0.01, TARGET_GLOBAL_WEIGHT["pixel"], 4)
     r = subprocess.run([sys.executable, "-c", code, "--eval-only", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and json.loads((out / "metrics.json").read_text()) == metrics
     # what the user names wins over the world's defaults
@@ -293,15 +294,18 @@ def test_default_run_end_to_end(tmp_path):
     assert (args["layers"], args["lr"], args["global_weight"]) == ("texture", 0.005, 0.0)
 
 
-def test_world_defaults_take_the_target_styles_global_weight():
+def test_world_settings_take_the_target_styles_global_weight():
     from nada_train.errors import NadaError
-    from nada_train.world.run import DEFAULTS, TARGET_GLOBAL_WEIGHT, world_defaults
+    from nada_world.base import RUN_SETTINGS, TARGET_GLOBAL_WEIGHT, options_for
 
     assert set(TARGET_GLOBAL_WEIGHT) == set(STYLES) - {"photo"}
-    assert world_defaults(" Pixel ") == {**DEFAULTS, "global_weight": TARGET_GLOBAL_WEIGHT["pixel"]}
-    assert world_defaults("photo")["global_weight"] == DEFAULTS["global_weight"]
+    assert options_for("photo", " Pixel ") == {**RUN_SETTINGS, "global_weight": TARGET_GLOBAL_WEIGHT["pixel"]}
+    assert options_for("photo", "photo")["global_weight"] == RUN_SETTINGS["global_weight"]
+    assert options_for("photo", None) == RUN_SETTINGS  # image-guided
     with pytest.raises(NadaError, match="--target 'oil'"):
-        world_defaults("oil")
+        options_for("photo", "oil")
+    with pytest.raises(NadaError, match="--source 'painting'"):
+        options_for("painting", "sketch")
 
 
 @needs_weights
@@ -318,8 +322,8 @@ def test_unknown_world_style_is_refused(tmp_path):
 def test_object_weighted_l1_counts_the_object_five_times():
     """Errors only on the object (and its 3-px rim): weighted they make 5n / (5n + rest) of the mean,
     where plain L1 would give n / all."""
-    from nada_train.world.render import signed_distance
-    from nada_train.world.train_generator import object_weight, object_weighted_l1
+    from nada_world.render import signed_distance
+    from nada_world.train_generator import object_weight, object_weighted_l1
 
     scene = Scene(shape=3, colour=1, style=0, cx=0.5, cy=0.5, radius=0.22, angle=0.1, nuisance=(0.5,) * 6)
     near = torch.from_numpy(signed_distance(scene) < 3).float()
@@ -334,8 +338,9 @@ def test_object_weighted_l1_counts_the_object_five_times():
 def test_before_after_figure_rows(tmp_path):
     """Row 0 of the README figure is the built-in generator's own images of the seeds."""
     from nada_train.checkpoints import load_generator
-    from nada_train.images import to_uint8, z_batch
-    from nada_train.world.figure import before_after
+    from nada_train.images import to_uint8
+    from nada_train.seeds import z_batch
+    from nada_world.figure import before_after
 
     fig = before_after([GENERATOR_WEIGHTS], [0, 1, 2], scale=1)
     assert fig.shape == (2 * 64 + 2, 3 * 64 + 2 * 2, 3)
@@ -348,9 +353,10 @@ def test_before_after_figure_rows(tmp_path):
 
 @needs_weights
 def test_generator_figure_puts_the_intended_render_above_the_sample():
-    from nada_train.images import to_uint8, z_batch
-    from nada_train.world.data import from_scenes
-    from nada_train.world.figure import intended_and_drawn
+    from nada_train.images import to_uint8
+    from nada_train.seeds import z_batch
+    from nada_world.data import from_scenes
+    from nada_world.figure import intended_and_drawn
 
     fig = intended_and_drawn([GENERATOR_WEIGHTS], [4, 5], scale=1)
     assert fig.shape == (2 * 64 + 2, 2 * 64 + 2, 3)
@@ -363,7 +369,7 @@ def test_generator_figure_puts_the_intended_render_above_the_sample():
 def test_clip_probe_starts_from_the_renders_and_moves_them():
     """With no steps the probe's images are the photo renders (judged photo, content kept); a few
     steps change them."""
-    from nada_train.world.probe_clip import probe
+    from nada_world.probe_clip import probe
 
     rates, renders, out = probe("sketch", lr=0.01, steps=0, n=16)
     assert torch.equal(out, renders.clamp(-1, 1))
@@ -374,7 +380,7 @@ def test_clip_probe_starts_from_the_renders_and_moves_them():
 
 
 def test_metrics_table_rows_follow_the_runs(tmp_path):
-    from nada_train.world.table import metrics_table
+    from nada_world.table import metrics_table
 
     args = {"target": "neon", "iterations": 600, "lr": 0.01, "layers": "all", "global_weight": 0.3}
     done, unjudged = tmp_path / "done", tmp_path / "unjudged"

@@ -1,6 +1,7 @@
 """The world's training machinery: the adversarial images, the caption loss, the render streams and
 pool, and how a world CLIP file names its architecture."""
 
+import json
 import math
 
 import numpy as np
@@ -9,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from nada_train.errors import NadaError
-from nada_train.world.data import DevicePool, RenderedBatches, from_scenes, render_stream
-from nada_train.world.models import CLIP_NAME, caption, clip_model_name, scene_of_z
-from nada_train.world.render import COLOURS, SHAPES, STYLES
-from nada_train.world.train_clip import blend, blend_loss, caption_loss, combo_captions, pgd_l2, style_pairs
-from nada_train.world.train_generator import LatentRenders, PatchCritic, critic_loss, object_weight
+from nada_world.data import DevicePool, RenderedBatches, from_scenes, render_stream
+from nada_world.models import CLIP_NAME, caption, clip_model_name, scene_of_z
+from nada_world.render import COLOURS, SHAPES, STYLES
+from nada_world.train_clip import blend, blend_loss, caption_loss, combo_captions, pgd_l2, style_pairs
+from nada_world.train_generator import LatentRenders, PatchCritic, critic_loss, object_weight
 
 
 def test_pgd_on_a_linear_loss_lands_on_the_ball_along_the_gradient():
@@ -140,15 +141,34 @@ def test_world_clip_files_name_their_architecture(tmp_path):
     assert clip_model_name(old) == CLIP_NAME
 
 
-def test_missing_world_clip_file_is_a_clear_error(tmp_path):
+def test_missing_clip_weights_file_is_a_clear_error(tmp_path):
     from nada_train.clip import ClipSpec, load_clip
 
-    with pytest.raises(NadaError, match="world CLIP weights .* do not exist"):
-        load_clip(ClipSpec("world", str(tmp_path / "none.safetensors")))
+    with pytest.raises(NadaError, match="weights file '.*none.safetensors' does not exist"):
+        load_clip(ClipSpec("nada-world-clip-rn", str(tmp_path / "none.safetensors")))
+
+
+def test_a_clip_of_your_own_loads_with_its_config_beside_the_weights(tmp_path):
+    """An ordinary open_clip config plus weights file: the world's CLIP copied elsewhere under a new
+    name loads through nada_train.clip with no special case."""
+    import json
+    import shutil
+
+    from nada_world.models import ASSETS, CLIP_WEIGHTS, load_world_clip
+    from nada_train.clip import ClipSpec, load_clip
+
+    name = clip_model_name(CLIP_WEIGHTS)
+    config = json.loads((ASSETS / f"{name}.json").read_text())
+    (tmp_path / "my-own-clip.json").write_text(json.dumps(config))
+    shutil.copy(CLIP_WEIGHTS, tmp_path / "weights.safetensors")
+    mine = load_clip(ClipSpec("my-own-clip", str(tmp_path / "weights.safetensors")))
+    shipped = load_world_clip()
+    texts = ["a pixel art of a red star", "a photo of a blue circle"]
+    assert torch.allclose(mine.encode_texts(texts), shipped.encode_texts(texts), atol=1e-6)
 
 
 def test_prediction_accuracy_takes_tensors_and_arrays():
-    from nada_train.world.evaluate import prediction_accuracy
+    from nada_world.evaluate import prediction_accuracy
 
     truth = torch.tensor([0, 1, 2, 3])
     got = prediction_accuracy((torch.tensor([0, 1, 2, 0]), np.array([0, 0, 0, 0]), truth), truth, truth, truth)
@@ -173,3 +193,39 @@ def test_critic_loss_leaves_the_generator_alone_and_trains_the_critic():
     critic_loss(critic, torch.rand(2, 3, 64, 64), fake, r1_gamma=1.0).backward()
     assert g_param.grad is None  # the critic's step must not move the generator
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in critic.parameters())
+
+
+def test_time_budget_on_a_fake_clock():
+    from nada_world.script import TimeBudget, cosine
+
+    now = [100.0]
+    budget = TimeBudget(0.5, clock=lambda: now[0])  # 30 s
+    seen = []
+    while budget.running():
+        seen.append(round(budget.fraction, 3))
+        budget.step()
+        now[0] += 10
+    assert seen == [0.0, 0.333, 0.667] and budget.steps == 3 and budget.elapsed == 30
+    assert cosine(0) == 1 and cosine(0.5) == pytest.approx(0.5) and cosine(1) == pytest.approx(0) and cosine(2) == pytest.approx(0)
+
+
+def test_train_judge_script_writes_a_loadable_judge(tmp_path):
+    """The script end to end, for a second: its options through typer, its file through load_judge."""
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    from nada_world.models import load_judge
+
+    out = tmp_path / "judge.safetensors"
+    r = subprocess.run([sys.executable, "-m", "nada_world.train_judge", "--minutes", "0.01", "--threads", "1", "--pool", "64",
+                        "--test", "40", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "accuracy on 40 fresh renders" in r.stdout
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert int(meta["steps"]) >= 1 and set(json.loads(meta["accuracy"])) == {"style", "shape", "colour"}
+    judge = load_judge(out)
+    assert judge.predict(torch.zeros(2, 3, 64, 64))["style"].shape == (2,)

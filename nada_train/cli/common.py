@@ -26,9 +26,26 @@ def run_app(app: typer.Typer, prog: str) -> None:
     except (typer.Exit, SystemExit) as exc:
         code = getattr(exc, "exit_code", getattr(exc, "code", 0))
         sys.exit(code)
+    except ModuleNotFoundError as exc:
+        exit_for_missing_module(exc, prog)
     except usage_error_types() as exc:  # unknown option, a value of the wrong type, a missing argument
         print(f"{prog}: error: {one_line(exc.format_message())} (see {prog} --help)", file=sys.stderr)
         sys.exit(exc.exit_code)
+
+
+# a module the command needs -> the extra that installs it (pyproject.toml)
+MISSING_MODULE_EXTRA = {"torch": "train", "torchvision": "train", "open_clip": "train", "safetensors": "train", "tqdm": "train",
+                        "onnx": "export", "onnxruntime": "export", "onnxscript": "export", "tritonclient": "client",
+                        "pytriton": "serve"}
+
+
+def exit_for_missing_module(exc: ModuleNotFoundError, prog: str) -> None:
+    """A dependency of another role (pyproject's extras) is not installed: say which extra brings it."""
+    extra = MISSING_MODULE_EXTRA.get((exc.name or "").split(".")[0])
+    if extra is None:
+        raise exc
+    print(f"{prog}: error: it needs {exc.name}, which this installation lacks; install it with: pip install 'nada[{extra}]'", file=sys.stderr)
+    sys.exit(2)
 
 
 def usage_error_types() -> tuple[type[Exception], ...]:

@@ -11,7 +11,9 @@ import typer
 from nada_train.checkpoints import load_generator
 from nada_train.cli.common import run_app, typer_app
 from nada_train.errors import NadaError
-from nada_train.images import parse_seeds, to_uint8, write_seed_images, z_batch
+from nada_train.images import to_uint8
+from nada_train.pngs import write_seed_images
+from nada_train.seeds import parse_seeds, z_batch
 from nada_train.trainer import resolve_device
 
 app = typer_app(

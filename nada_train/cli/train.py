@@ -3,65 +3,78 @@
 from __future__ import annotations
 
 import json
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from nada_train.bases import BUILTIN_PREFIX, BuiltinBase, base_owning, default_base, named_base
 from nada_train.cli.common import run_app, typer_app
 from nada_train.clip import parse_clip_spec
 from nada_train.errors import NadaError
 from nada_train.run_dir import RunDir
 from nada_train.trainer import TrainOptions, train
-from nada_train.world.models import GENERATOR_WEIGHTS
-from nada_train.world.run import (DEFAULTS, TARGET_GLOBAL_WEIGHT, check_style, evaluate_run, is_world_generator, world_available,
-                                  world_defaults)
+
+
+def option_defaults() -> dict:
+    """TrainOptions' defaults: the one place they are written."""
+    out = {}
+    for f in fields(TrainOptions):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            out[f.name] = f.default_factory()
+    out["clip"] = [str(c).removesuffix(":openai") for c in out["clip"]]
+    return out
+
+
+D = option_defaults()
 
 app = typer_app(
     "Adapt a pretrained StyleGAN2 generator to a new domain from text alone (StyleGAN-NADA).\n\n"
     "Example: nada-train --generator ffhq.pt --source photo --target 'pencil sketch' --out runs/sketch\n\n"
-    "Without --generator: the built-in world (a 64-px generator of shapes trained on photos only, and its own "
-    "small CLIP) is adapted photo -> sketch (or --target neon|pixel) and judged: OUT/metrics.json.\n\n"
+    "Without --generator: the built-in base (the built-in world: a 64-px generator of shapes trained on photos "
+    "only, with its own small CLIP) is adapted to its default target and judged: OUT/metrics.json.\n\n"
     "Writes OUT/generator.safetensors, manifest.json, samples/ (frozen row above adapted row), log.jsonl. "
-    "Ctrl-C saves a resumable state; continue with --resume OUT."
+    "Ctrl-C (or SIGTERM) saves a resumable state; continue with --resume OUT."
 )
 
 
 @app.command()
 def main(
-    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="Base generator: rosinality-format .pt (with 'g_ema'), a nada .safetensors, or random:SIZE (random weights, smoke tests). Default: the built-in world."),
-    source: str = typer.Option("photo", help="Text describing the generator's current domain."),
-    target: Optional[str] = typer.Option(None, help="Text describing the new domain, e.g. 'pencil sketch'."),
+    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="Base generator: rosinality-format .pt (with 'g_ema'), a nada .safetensors, builtin:NAME (a built-in base), or random:SIZE (random weights, smoke tests). Default: the built-in base."),
+    source: str = typer.Option(D["source"], help="Text describing the generator's current domain."),
+    target: Optional[str] = typer.Option(None, help="Text describing the new domain, e.g. 'pencil sketch'. Default with a built-in base: its default target."),
     target_images: Optional[Path] = typer.Option(None, "--target-images", help="Folder of style images (.png/.jpg) to use instead of --target text."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="New run directory."),
-    clip: list[str] = typer.Option([], "--clip", help="open_clip model[:pretrained], repeatable (default ViT-B-32; 'world' with the built-in generator). pretrained: a tag (default openai), a local weights file, or 'random'."),
+    clip: list[str] = typer.Option([], "--clip", help=f"open_clip model[:pretrained], repeatable (default {D['clip'][0]}; a built-in base brings its own). pretrained: a tag (default openai), a local weights file (its open_clip config NAME.json may lie beside it), or 'random'."),
     clip_weight: list[float] = typer.Option([], "--clip-weight", help="Weight of each --clip model in the loss (default 1.0 each)."),
-    iterations: Optional[int] = typer.Option(None, help="Training iterations (default 300; reference examples: style 200-400, identity 150-200)."),
-    batch: Optional[int] = typer.Option(None, help="Latents per iteration (default 2)."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate (default 0.002; 0.01 in the built-in world); Adam runs at lr*4/5 with betas (0, 0.99^0.8), as the reference."),
-    layers: Optional[str] = typer.Option(None, help="Which layers learn: auto (adaptive selection each step; the default), all (the built-in world's default), texture or shape."),
+    iterations: Optional[int] = typer.Option(None, help=f"Training iterations (default {D['iterations']}; reference examples: style 200-400, identity 150-200)."),
+    batch: Optional[int] = typer.Option(None, help=f"Latents per iteration (default {D['batch']})."),
+    lr: Optional[float] = typer.Option(None, help=f"Learning rate (default {D['lr']}); Adam runs at lr*4/5 with betas (0, 0.99^0.8), as the reference."),
+    layers: Optional[str] = typer.Option(None, help=f"Which layers learn: auto (adaptive selection each step), all, texture or shape (default {D['layers']})."),
     auto_layer_k: Optional[int] = typer.Option(None, help="W+ codes chosen per step with --layers auto (default 2/3 of them)."),
-    auto_layer_iters: int = typer.Option(1, help="SGD steps on the W+ codes when choosing layers."),
-    auto_layer_batch: int = typer.Option(8, help="Latents used when choosing layers."),
-    train_torgb: bool = typer.Option(False, "--train-torgb", help="Also train the ToRGB layers (frozen by default)."),
-    mixing: float = typer.Option(0.0, help="Style-mixing probability (0.9 in the reference's 'improve shape' preset)."),
-    global_weight: Optional[float] = typer.Option(None, help="Weight of the global CLIP loss (adapted image vs target text) added to the directional loss; the reference's lambda_global, 0 in the paper (the default). In the built-in world it depends on the target: " + ", ".join(f"{k} {v:g}" for k, v in TARGET_GLOBAL_WEIGHT.items()) + "."),
-    seed: int = typer.Option(2, help="Random seed of the run."),
-    device: str = typer.Option("auto", help="auto (CUDA when available), cpu, cuda, cuda:N."),
-    precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast)."),
-    tf32: bool = typer.Option(True, "--tf32/--no-tf32", help="Allow TF32 matmuls on CUDA."),
-    fused: bool = typer.Option(False, "--fused", help="Grouped-conv modulated convolutions (often faster on GPU)."),
-    n_sample: int = typer.Option(8, help="Fixed preview latents (seeds 0..n-1) in samples/."),
-    sample_every: int = typer.Option(50, help="Write a sample grid every N iterations."),
-    save_every: int = typer.Option(100, help="Save a resumable state every N iterations."),
+    auto_layer_iters: Optional[int] = typer.Option(None, help=f"SGD steps on the W+ codes when choosing layers (default {D['auto_layer_iters']})."),
+    auto_layer_batch: Optional[int] = typer.Option(None, help=f"Latents used when choosing layers (default {D['auto_layer_batch']})."),
+    train_torgb: Optional[bool] = typer.Option(None, "--train-torgb", help="Also train the ToRGB layers (frozen by default)."),
+    mixing: Optional[float] = typer.Option(None, help=f"Style-mixing probability (default {D['mixing']}; 0.9 in the reference's 'improve shape' preset)."),
+    global_weight: Optional[float] = typer.Option(None, help=f"Weight of the global CLIP loss (adapted image vs target text) added to the directional loss; the reference's lambda_global (default {D['global_weight']}, as the paper; a built-in base may set its own per target)."),
+    seed: Optional[int] = typer.Option(None, help=f"Random seed of the run (default {D['seed']})."),
+    device: Optional[str] = typer.Option(None, help=f"auto (CUDA when available), cpu, cuda, cuda:N (default {D['device']})."),
+    precision: Optional[str] = typer.Option(None, help=f"fp32 or bf16 (autocast) (default {D['precision']})."),
+    tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="Allow TF32 matmuls on CUDA (default on)."),
+    fused: Optional[bool] = typer.Option(None, "--fused", help="Grouped-conv modulated convolutions (often faster on GPU)."),
+    n_sample: Optional[int] = typer.Option(None, help=f"Fixed preview latents (seeds 0..n-1) in samples/ (default {D['n_sample']})."),
+    sample_every: Optional[int] = typer.Option(None, help=f"Write a sample grid every N iterations (default {D['sample_every']})."),
+    save_every: Optional[int] = typer.Option(None, help=f"Save a resumable state every N iterations (default {D['save_every']})."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory (its settings; --iterations may raise the total)."),
-    eval_only: Optional[Path] = typer.Option(None, "--eval-only", help="Recompute metrics.json of a run on the built-in world, then exit."),
+    eval_only: Optional[Path] = typer.Option(None, "--eval-only", help="Recompute metrics.json of a run on a built-in base that judges its runs, then exit."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a checkpoint that holds arbitrary Python objects. Runs code from the file: only for files you trust."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     if eval_only is not None:
-        metrics = evaluate_run(eval_only)
-        print(json.dumps(metrics, indent=2))
+        print(json.dumps(evaluate_again(eval_only), indent=2))
         return
     if resume is not None:
         run = RunDir(resume)
@@ -70,48 +83,73 @@ def main(
             opts.iterations = iterations
         path = train(opts, resume=True, progress=not quiet)
     else:
-        defaults = {"iterations": 300, "batch": 2, "sample_truncation": 0.7, "lr": 0.002, "layers": "auto", "global_weight": 0.0}
-        if generator is None:
-            if not world_available():
-                raise NadaError("--generator is required (the built-in world's weights are not in this installation)")
-            generator = str(GENERATOR_WEIGHTS)
-        if is_world_generator(generator):
-            clip = clip or ["world"]
-            if target_images is None:
-                target = target or DEFAULTS["target"]
-                check_style(source, "--source")
-                defaults.update(world_defaults(target))
-            else:
-                defaults.update(DEFAULTS)
-        clip = clip or ["ViT-B-32"]
-        iterations = iterations if iterations is not None else defaults["iterations"]
-        batch = batch if batch is not None else defaults["batch"]
-        lr = lr if lr is not None else defaults["lr"]
-        layers = layers if layers is not None else defaults["layers"]
-        global_weight = global_weight if global_weight is not None else defaults["global_weight"]
-        if out is None:
-            raise NadaError("--out is required: a new directory for the run")
-        if clip_weight and len(clip_weight) != len(clip):
-            raise NadaError(f"--clip-weight given {len(clip_weight)} times for {len(clip)} --clip models; give one weight per model")
-        weights = clip_weight or [1.0] * len(clip)
-        # absolute paths: --resume may run from another directory
-        generator = str(Path(generator).resolve()) if Path(generator).exists() else generator
-        opts = TrainOptions(
-            generator=generator, out=str(out.resolve()), source=source, target=target,
-            target_images=str(target_images.resolve()) if target_images else None,
-            clip=[parse_clip_spec(c, w) for c, w in zip(clip, weights)], iterations=iterations, batch=batch, lr=lr,
-            layers=layers, auto_layer_k=auto_layer_k, auto_layer_iters=auto_layer_iters, auto_layer_batch=auto_layer_batch,
-            train_torgb=train_torgb, mixing=mixing, global_weight=global_weight, seed=seed, device=device, precision=precision, tf32=tf32, fused=fused,
-            n_sample=n_sample, sample_every=sample_every, save_every=save_every, allow_pickle=allow_pickle,
-            sample_truncation=defaults["sample_truncation"],
-        )
+        given = dict(iterations=iterations, batch=batch, lr=lr, layers=layers, auto_layer_k=auto_layer_k,
+                     auto_layer_iters=auto_layer_iters, auto_layer_batch=auto_layer_batch, train_torgb=train_torgb,
+                     mixing=mixing, global_weight=global_weight, seed=seed, device=device, precision=precision, tf32=tf32,
+                     fused=fused, n_sample=n_sample, sample_every=sample_every, save_every=save_every)
+        opts = options(generator, source, target, target_images, out, clip, clip_weight, allow_pickle,
+                       {k: v for k, v in given.items() if v is not None})
         path = train(opts, progress=not quiet)
     print(f"done: {path}/generator.safetensors  (samples in {path}/samples)")
     if (path / "metrics.json").exists():
-        m = json.loads((path / "metrics.json").read_text())
-        print(f"judge: target_style_rate {m['target_style_rate']:.2f}, content_kept_rate {m['content_kept_rate']:.2f} "
-              f"(frozen: {m['frozen_target_style_rate']:.2f}); directional CLIP similarity {m['directional_clip_similarity']:.3f}; "
-              f"the CLIP itself calls {m['clip_target_rate']:.2f} of them {m['target']}")
+        print_metrics(json.loads((path / "metrics.json").read_text()))
+
+
+def options(generator: str | None, source: str, target: str | None, target_images: Path | None, out: Path | None,
+            clip: list[str], clip_weight: list[float], allow_pickle: bool, given: dict) -> TrainOptions:
+    """TrainOptions from the command line: what the user gave, else the built-in base's settings for
+    its target, else TrainOptions' defaults."""
+    base: BuiltinBase | None
+    if generator is None:
+        base = default_base()
+    elif generator.startswith(BUILTIN_PREFIX):
+        base = named_base(generator)
+    else:
+        base = base_owning(generator)
+    settings = {}
+    if base is not None:
+        generator = str(base.generator)
+        if target is None and target_images is None:
+            target = base.default_target
+        settings = base.options_for(source, None if target_images else target)
+        if not clip:
+            clip = list(base.clip)
+            settings["templates"] = list(base.templates) if base.templates else None
+    if out is None:
+        raise NadaError("--out is required: a new directory for the run")
+    clip = clip or list(D["clip"])
+    if clip_weight and len(clip_weight) != len(clip):
+        raise NadaError(f"--clip-weight given {len(clip_weight)} times for {len(clip)} --clip models; give one weight per model")
+    weights = clip_weight or [1.0] * len(clip)
+    # absolute paths: --resume may run from another directory
+    generator = str(Path(generator).resolve()) if Path(generator).exists() else generator
+    return TrainOptions(
+        generator=generator, out=str(out.resolve()), source=source, target=target,
+        target_images=str(target_images.resolve()) if target_images else None,
+        clip=[parse_clip_spec(c, w) for c, w in zip(clip, weights)], allow_pickle=allow_pickle,
+        **{**settings, **given},
+    )
+
+
+def evaluate_again(run_dir: Path) -> dict:
+    manifest = RunDir(run_dir).read_manifest()
+    base = base_owning(manifest["arguments"]["generator"])
+    if base is None or base.evaluate is None:
+        raise NadaError(f"--eval-only '{run_dir}': metrics need a built-in base that judges its runs; this run adapted {manifest['arguments']['generator']}")
+    if manifest.get("target") is None:
+        raise NadaError(f"--eval-only '{run_dir}': image-guided runs have no target to judge")
+    return base.evaluate(run_dir, "cpu")
+
+
+def print_metrics(m: dict) -> None:
+    line = f"judge: target_style_rate {m['target_style_rate']:.2f}, content_kept_rate {m['content_kept_rate']:.2f}"
+    if "frozen_target_style_rate" in m:
+        line += f" (frozen: {m['frozen_target_style_rate']:.2f})"
+    if "directional_clip_similarity" in m:
+        line += f"; directional CLIP similarity {m['directional_clip_similarity']:.3f}"
+    if "clip_target_rate" in m:
+        line += f"; the CLIP itself calls {m['clip_target_rate']:.2f} of them {m['target']}"
+    print(line)
 
 
 def main_entry() -> None:

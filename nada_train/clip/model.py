@@ -4,6 +4,7 @@ Specs name a model and where its weights come from:
   ViT-B-32                 open_clip's "openai" weights (local cache, else downloaded)
   ViT-B-32:laion2b_s34b_b79k   another pretrained tag
   ViT-B-32:/path/to/weights.pt a local weights file
+  NAME:/path/to/weights.safetensors  a model of your own: its open_clip config NAME.json beside the weights
   ViT-B-32:random          uninitialised weights, for smoke tests and speed benchmarks only
 """
 
@@ -23,7 +24,6 @@ from nada_train.errors import NadaError
 
 RANDOM_TAG = "random"
 DEFAULT_TAG = "openai"
-WORLD_CLIP_ALIAS = "world"  # --clip world: the built-in world's CLIP, shipped with the package
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,7 @@ def parse_clip_spec(text: str, weight: float = 1.0) -> ClipSpec:
     if text.startswith("hf-hub:"):
         return ClipSpec(text, "", weight)
     name, _, pretrained = text.partition(":")
-    default = WORLD_CLIP_ALIAS if name == WORLD_CLIP_ALIAS else DEFAULT_TAG
-    return ClipSpec(name, pretrained or default, weight)
+    return ClipSpec(name, pretrained or DEFAULT_TAG, weight)
 
 
 def register_model_configs(folder: str | Path) -> None:
@@ -58,6 +57,10 @@ def _weights_hint() -> str:
         f"open_clip looks in the Hugging Face cache ({hf}) and ~/.cache/clip; "
         "pass a local file as --clip NAME:/path/to/weights.pt, or NAME:random for a smoke test"
     )
+
+
+def _looks_like_path(pretrained: str) -> bool:
+    return os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth"))
 
 
 def _weights_cached(open_clip, name: str, tag: str) -> bool:
@@ -91,11 +94,9 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 class ClipModel(nn.Module):
     """Frozen CLIP in eval mode; encode_* return L2-normalised float32 embeddings."""
 
-    def __init__(self, spec: ClipSpec, model: nn.Module, tokenizer, image_size: int, mean, std,
-                 templates: list[str] | None = None):
+    def __init__(self, spec: ClipSpec, model: nn.Module, tokenizer, image_size: int, mean, std):
         super().__init__()
         self.spec = spec
-        self.templates = templates  # prompt templates for text directions; None: the 79 ImageNet ones
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.image_size = image_size
@@ -135,18 +136,13 @@ CONFIG_DIR_ENV = "NADA_CLIP_CONFIG_DIR"
 
 def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
     open_clip = import_open_clip()
-    templates = None
-    if spec.name == WORLD_CLIP_ALIAS or spec.name == "nada-world-clip":
-        from nada_train.world.models import ASSETS, CLIP_WEIGHTS, clip_model_name, direction_templates
-
-        register_model_configs(ASSETS)
-        pretrained = spec.pretrained if spec.pretrained not in ("", DEFAULT_TAG, WORLD_CLIP_ALIAS) else str(CLIP_WEIGHTS)
-        if not Path(pretrained).is_file():
-            raise NadaError(f"--clip {spec}: world CLIP weights '{pretrained}' do not exist; name a file written by python -m nada_train.world.train_clip")
-        spec = ClipSpec(clip_model_name(pretrained), pretrained, spec.weight)
-        templates = direction_templates()  # it was trained on its own captions, not ImageNet prompts
     for folder in filter(None, os.environ.get(CONFIG_DIR_ENV, "").split(os.pathsep)):
         register_model_configs(folder)  # extra model configs (JSON), e.g. small CLIPs for tests
+    pretrained = spec.pretrained or None
+    if pretrained and _looks_like_path(pretrained) and not Path(pretrained).is_file():
+        raise NadaError(f"--clip {spec}: weights file '{pretrained}' does not exist; {_weights_hint()}")
+    if pretrained and (Path(pretrained).parent / f"{spec.name}.json").is_file():
+        register_model_configs(Path(pretrained).parent)  # a model of your own: config beside its weights
     known = open_clip.list_models()
     if spec.name not in known and not spec.name.startswith("hf-hub:"):
         close = [m for m in known if spec.name.lower().replace("/", "-") in m.lower()][:5]
@@ -161,12 +157,8 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
             torch.manual_seed(0)  # the same "random" CLIP every time, so runs reproduce and resume
             model = open_clip.create_model(spec.name, pretrained=None, device=device)
     else:
-        pretrained = spec.pretrained or None
         if pretrained and not Path(pretrained).is_file():
             tags = open_clip.list_pretrained_tags_by_model(spec.name)
-            looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors", ".pth"))
-            if looks_like_path:
-                raise NadaError(f"--clip {spec}: weights file '{pretrained}' does not exist; {_weights_hint()}")
             if pretrained not in tags:
                 raise NadaError(f"--clip {spec}: unknown pretrained tag '{pretrained}' for {spec.name}; known tags: {', '.join(tags) or 'none'} (or 'random', or a local file)")
         if pretrained and not Path(pretrained).is_file() and not _weights_cached(open_clip, spec.name, pretrained) and not _hub_reachable():
@@ -182,4 +174,4 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
     mean = cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)
     std = cfg.get("std", open_clip.OPENAI_DATASET_STD)
     tokenizer = open_clip.get_tokenizer(spec.name)
-    return ClipModel(spec, model, tokenizer, size, mean, std, templates).to(device)
+    return ClipModel(spec, model, tokenizer, size, mean, std).to(device)

@@ -111,11 +111,17 @@ class Generator(nn.Module):
             code += 2
         return rgb
 
-    def forward(self, z: torch.Tensor, truncation: float = 1.0, noise_mode: NoiseMode = "const") -> torch.Tensor:
+    def ws(self, z: torch.Tensor, truncation: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """z [batch, z_dim] -> W+ codes [batch, n_latent, w_dim]: mapping, truncation towards w_avg
+        (psi a number, or one per sample [batch, 1]), the same w for every code. What nada-generate
+        renders and what the exported mapping graph computes."""
         w = self.mapping(z)
-        if truncation != 1.0:
+        if isinstance(truncation, torch.Tensor) or truncation != 1.0:
             w = self.truncate(w, truncation)
-        return self.synthesis(self.broadcast(w), noise_mode)
+        return self.broadcast(w)
+
+    def forward(self, z: torch.Tensor, truncation: float = 1.0, noise_mode: NoiseMode = "const") -> torch.Tensor:
+        return self.synthesis(self.ws(z, truncation), noise_mode)
 
     # ---- which layers a W+ code drives -------------------------------------------------------
     def layers_of_code(self, code: int, include_torgb: bool = False) -> list[str]:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nada_train.world.render import COLOURS, SHAPES, STYLES, Scene
+from nada_world.render import COLOURS, SHAPES, STYLES, Scene
 
 ASSETS = Path(__file__).with_name("assets")
 CLIP_NAME = "nada-world-clip"
@@ -34,6 +34,15 @@ def clip_model_name(weights: Path | str) -> str:
 
     with safe_open(str(weights), "pt") as f:
         return (f.metadata() or {}).get("model", CLIP_NAME)
+
+
+def load_world_clip(weights: Path = CLIP_WEIGHTS, device: str | torch.device = "cpu"):
+    """A world CLIP file through nada_train.clip: its open_clip config (named in the file) lies in
+    ASSETS beside the shipped weights; a file elsewhere gets that folder's configs registered."""
+    from nada_train.clip import ClipSpec, load_clip, register_model_configs
+
+    register_model_configs(ASSETS)
+    return load_clip(ClipSpec(clip_model_name(weights), str(weights)), device)
 
 
 def caption(style: str, colour: str, shape: str, template: int = 0) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nada_train.world.models import CAPTION_TEMPLATES, Judge, caption
-from nada_train.world.render import COLOURS, SHAPES, STYLES, Scene, backdrop_kind
+from nada_world.models import CAPTION_TEMPLATES, Judge, caption
+from nada_world.render import COLOURS, SHAPES, STYLES, Scene, backdrop_kind
 
 
 @torch.no_grad()

@@ -8,8 +8,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from nada_train.world.models import CAPTION_TEMPLATES, caption
-from nada_train.world.render import COLOURS, SHAPES, STYLES, Scene, random_scene, render_batch
+from nada_world.models import CAPTION_TEMPLATES, caption
+from nada_world.render import COLOURS, SHAPES, STYLES, Scene, random_scene, render_batch
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Does a CLIP's directional gradient draw the target style, with no generator in the way?
 
-    python -m nada_train.world.probe_clip --target sketch --lr 0.003 0.01 0.03 [--clip FILE]
+    python -m nada_world.probe_clip --target sketch --lr 0.003 0.01 0.03 [--clip FILE]
 
 Optimises the pixels of photo renders against the directional loss (photo -> target) and asks the
 world CLIP and the judge what the result is. A CLIP whose gradient the judge reads as the target style
@@ -17,19 +17,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nada_train.clip import ClipSpec, load_clip
 from nada_train.fileio import write_json
 from nada_train.losses import ClipGuide
-from nada_train.world.data import sample
-from nada_train.world.evaluate import zero_shot_predict
-from nada_train.world.models import CLIP_WEIGHTS, load_judge
-from nada_train.world.render import STYLES
+from nada_world.data import sample
+from nada_world.evaluate import zero_shot_predict
+from nada_world.models import CLIP_WEIGHTS, direction_templates, load_judge, load_world_clip
+from nada_world.render import STYLES
 
 
 @functools.lru_cache(maxsize=4)
 def _models(clip_file: str, device: str):
     """The CLIP and the judge, loaded once per file and device (main probes several learning rates)."""
-    return load_clip(ClipSpec("world", clip_file), device), load_judge()
+    return load_world_clip(Path(clip_file), device), load_judge()
 
 
 def probe(target: str, lr: float, steps: int = 200, n: int = 32, clip_file: Path = CLIP_WEIGHTS,
@@ -38,7 +37,7 @@ def probe(target: str, lr: float, steps: int = 200, n: int = 32, clip_file: Path
     judge's content kept, the mean absolute change and the final directional similarity."""
     clip, judge = _models(str(clip_file), str(device))
     guide = ClipGuide([clip])
-    guide.set_text_target("photo", target)
+    guide.set_text_target("photo", target, direction_templates())
     batch = sample(n, np.random.default_rng(seed), style=0)
     renders = batch.images.to(device)
     x = renders.clone().requires_grad_(True)

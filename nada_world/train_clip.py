@@ -1,16 +1,16 @@
 """Train the world's small CLIP contrastively on rendered image/caption pairs.
 
-    python -m nada_train.world.train_clip --minutes 30 --threads 2
-    python -m nada_train.world.train_clip --device cuda --workers 3 --minutes 2.5 --batch 512 --pool 16384 --refresh 0.125 --seed 11
+    python -m nada_world.train_clip --minutes 30 --threads 2
+    python -m nada_world.train_clip --device cuda --workers 3 --minutes 2.5 --batch 512 --pool 16384 --refresh 0.125 --seed 11
 
 The second command made the first ResNet weights (an H100 shared with three other trainings,
 scripts/gpu_session.sh; 1,304 steps; zero-shot style 1.00 / shape 0.984 / colour 1.00; in git as
-nada_train/world/assets/clip.safetensors at commit c86926e). The shipped ones continue from them on the
+nada_world/assets/clip.safetensors at commit c86926e). The shipped ones continue from them on the
 2-core CPU, on renders with extreme backdrops: 45 minutes (1,487 steps, seed 12, lr 5e-4), then 32
 minutes with style blends (738 steps):
 
-    python -m nada_train.world.train_clip --init clip-h100.safetensors --minutes 45 --threads 2 --lr 5e-4 --batch 256 --seed 12 --out clip-backdrops.safetensors
-    python -m nada_train.world.train_clip --init clip-backdrops.safetensors --minutes 32 --threads 2 --lr 3e-4 --batch 256 --blend 64 --seed 13
+    python -m nada_world.train_clip --init clip-h100.safetensors --minutes 45 --threads 2 --lr 5e-4 --batch 256 --seed 12 --out clip-backdrops.safetensors
+    python -m nada_world.train_clip --init clip-backdrops.safetensors --minutes 32 --threads 2 --lr 3e-4 --batch 256 --blend 64 --seed 13
 
 zero-shot style 0.997 / shape 0.991 / colour 1.00 on 1000 fresh renders; style on dark / usual / light
 backdrops 0.996 / 1.00 / 0.992.
@@ -29,24 +29,24 @@ with the caption targets mixed alike (blend_loss). The image tower is open_clip'
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import typer
 from safetensors.torch import save_file
 
 from nada_train.clip.compat import import_open_clip
 from nada_train.fileio import atomic_path
-from nada_train.world.data import Batch, DevicePool, RenderedBatches, from_scenes, render_stream, sample
-from nada_train.world.evaluate import prediction_accuracy, style_accuracy_by_backdrop, zero_shot_predict
-from nada_train.world.models import ASSETS, CAPTION_TEMPLATES, CLIP_WEIGHTS, augment, caption
-from nada_train.world.render import COLOURS, SHAPES, STYLES, random_scene
+from nada_world.data import Batch, DevicePool, RenderedBatches, from_scenes, render_stream, sample
+from nada_world.evaluate import prediction_accuracy, style_accuracy_by_backdrop, zero_shot_predict
+from nada_world.models import ASSETS, CAPTION_TEMPLATES, CLIP_WEIGHTS, augment, caption
+from nada_world.render import COLOURS, SHAPES, STYLES, random_scene
+from nada_world.script import TimeBudget, cosine, run_script, script_app, set_lr, set_up
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -115,90 +115,87 @@ def pgd_l2(loss_of, x: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
     return (x + delta).detach().clamp(-1, 1)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=12)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--model", default="nada-world-clip-rn", help="open_clip config in nada_train/world/assets/")
-    ap.add_argument("--init", type=Path, help="continue from these weights")
-    ap.add_argument("--adv-eps", type=float, default=1.5, help="L2 radius of the adversarial images (0: none)")
-    ap.add_argument("--adv-steps", type=int, default=3, help="PGD steps per adversarial batch")
-    ap.add_argument("--blend", type=int, default=0,
-                    help="scenes per step rendered in two styles and blended, with soft caption targets (0: none)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--workers", type=int, default=0, help="render processes (0: render in this one)")
-    ap.add_argument("--pool", type=int, default=8192, help="renders kept on the device")
-    ap.add_argument("--refresh", type=float, default=0.15, help="share of a batch rendered fresh each step")
-    ap.add_argument("--out", type=Path, default=CLIP_WEIGHTS)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+app = script_app(__doc__)
+
+
+@app.command(help=__doc__)
+def main(
+    minutes: float = typer.Option(12, help="Wall-clock training time."),
+    batch: int = typer.Option(256),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (100 warm-up steps, cosine decay over the time budget)."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(0, help="torch threads (0: all cores)."),
+    model: str = typer.Option("nada-world-clip-rn", help="open_clip config in nada_world/assets/."),
+    init: Optional[Path] = typer.Option(None, help="Continue from these weights."),
+    adv_eps: float = typer.Option(1.5, help="L2 radius of the adversarial images (0: none)."),
+    adv_steps: int = typer.Option(3, help="PGD steps per adversarial batch."),
+    blend_scenes: int = typer.Option(0, "--blend", help="Scenes per step rendered in two styles and blended, with soft caption targets (0: none)."),
+    device: str = typer.Option("cpu"),
+    workers: int = typer.Option(0, help="Render processes (0: render in this one)."),
+    pool_size: int = typer.Option(8192, "--pool", help="Renders kept on the device."),
+    refresh: float = typer.Option(0.15, help="Share of a batch rendered fresh each step."),
+    out: Path = typer.Option(CLIP_WEIGHTS, help="Weights file to write."),
+) -> None:
+    set_up(threads, seed)
+    device_ = torch.device(device)
     open_clip = import_open_clip()
     open_clip.add_model_config(ASSETS)
-    model = open_clip.create_model(args.model, pretrained=str(args.init) if args.init else None).to(device)
-    tokenizer = open_clip.get_tokenizer(args.model)
-    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(open_clip.OPENAI_DATASET_STD, device=device).view(1, 3, 1, 1)
+    clip = open_clip.create_model(model, pretrained=str(init) if init else None).to(device_)
+    tokenizer = open_clip.get_tokenizer(model)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=device_).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD, device=device_).view(1, 3, 1, 1)
     norm = lambda x: ((x + 1) / 2 - mean) / std  # noqa: E731  (as ClipModel.preprocess at 64 px)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
-    renders = render_stream(RenderedBatches(max(1, int(args.refresh * args.batch)), args.seed), args.workers)
-    pool = DevicePool(({"images": b.images, "combo": b.combo, "tokens": tokenizer(b.captions)} for b in renders), args.pool, device)
-    gen = torch.Generator(device).manual_seed(args.seed)
-    blend_rng = np.random.default_rng([args.seed, 1])
-    print(f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; pool of {pool.size} on {device}", flush=True)
-    budget, t0, step = args.minutes * 60, time.time(), 0
-    model.train()
-    while time.time() - t0 < budget:
-        frac = (time.time() - t0) / budget
-        for g in opt.param_groups:
-            g["lr"] = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
+    decay = [p for n, p in clip.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in clip.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    renders = render_stream(RenderedBatches(max(1, int(refresh * batch)), seed), workers)
+    pool = DevicePool(({"images": b.images, "combo": b.combo, "tokens": tokenizer(b.captions)} for b in renders), pool_size, device_)
+    gen = torch.Generator(device_).manual_seed(seed)
+    blend_rng = np.random.default_rng([seed, 1])
+    print(f"{model}: {sum(p.numel() for p in clip.parameters()) / 1e6:.2f} M parameters; pool of {pool.size} on {device_}", flush=True)
+    budget = TimeBudget(minutes)
+    clip.train()
+    while budget.running():
+        set_lr([opt], lr * min(1.0, (budget.steps + 1) / 100) * cosine(budget.fraction))
         pool.refresh()
-        drawn = pool.draw(args.batch, gen)
+        drawn = pool.draw(batch, gen)
         images, combo, tokens = drawn["images"], drawn["combo"], drawn["tokens"]
         images = augment(images, gen)
-        text = F.normalize(model.encode_text(tokens), dim=-1)
-        if args.adv_eps > 0:
+        text = F.normalize(clip.encode_text(tokens), dim=-1)
+        if adv_eps > 0:
             half = len(images) // 2
             fixed_text = text.detach()
-            attack = lambda x: caption_loss(model, norm(x), fixed_text, combo, symmetric=False)  # noqa: E731
-            images = torch.cat([pgd_l2(attack, images[:half], args.adv_eps, args.adv_steps), images[half:]])
-        loss = caption_loss(model, norm(images), text, combo)
-        if args.blend:
-            a, b = style_pairs(args.blend, blend_rng)
-            prototypes = F.normalize(model.encode_text(tokenizer(combo_captions(int(blend_rng.integers(len(CAPTION_TEMPLATES))))).to(device)), dim=-1)
-            alpha = torch.rand(args.blend, generator=gen, device=device)
-            blends = augment(blend(a.images.to(device), b.images.to(device), alpha), gen)
-            loss = loss + blend_loss(model, norm(blends), a.combo.to(device), b.combo.to(device), alpha, prototypes)
+            attack = lambda x: caption_loss(clip, norm(x), fixed_text, combo, symmetric=False)  # noqa: E731
+            images = torch.cat([pgd_l2(attack, images[:half], adv_eps, adv_steps), images[half:]])
+        loss = caption_loss(clip, norm(images), text, combo)
+        if blend_scenes:
+            a, b = style_pairs(blend_scenes, blend_rng)
+            prototypes = F.normalize(clip.encode_text(tokenizer(combo_captions(int(blend_rng.integers(len(CAPTION_TEMPLATES))))).to(device_)), dim=-1)
+            alpha = torch.rand(blend_scenes, generator=gen, device=device_)
+            blends = augment(blend(a.images.to(device_), b.images.to(device_), alpha), gen)
+            loss = loss + blend_loss(clip, norm(blends), a.combo.to(device_), b.combo.to(device_), alpha, prototypes)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        step += 1
-        if step % 50 == 0:
-            print(f"step {step} {time.time() - t0:6.0f}s loss {loss.item():.3f} scale {model.logit_scale.exp().item():.1f}", flush=True)
-    model.eval()
-    test = sample(1000, np.random.default_rng(10_000 + args.seed))
-    enc_i = lambda x: F.normalize(model.encode_image(norm(x.to(device))), dim=-1).cpu()  # noqa: E731
-    enc_t = lambda t: F.normalize(model.encode_text(tokenizer(t).to(device)), dim=-1).cpu()  # noqa: E731
+        if budget.step() % 50 == 0:
+            print(f"step {budget.steps} {budget.elapsed:6.0f}s loss {loss.item():.3f} scale {clip.logit_scale.exp().item():.1f}", flush=True)
+    clip.eval()
+    test = sample(1000, np.random.default_rng(10_000 + seed))
+    enc_i = lambda x: F.normalize(clip.encode_image(norm(x.to(device_))), dim=-1).cpu()  # noqa: E731
+    enc_t = lambda t: F.normalize(clip.encode_text(tokenizer(t).to(device_)), dim=-1).cpu()  # noqa: E731
     predicted = zero_shot_predict(enc_i, enc_t, test.images)
     acc = prediction_accuracy(predicted, test.style, test.shape, test.colour)
     print("zero-shot accuracy on 1000 fresh renders:", json.dumps(acc), flush=True)
     by_backdrop = style_accuracy_by_backdrop(predicted[0].numpy(), test.scenes)
     print("style accuracy by backdrop:", json.dumps(by_backdrop), flush=True)
-    state = {k: (v.detach().half() if v.is_floating_point() else v).cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"model": args.model, "zero_shot": json.dumps(acc), "style_by_backdrop": json.dumps(by_backdrop), "steps": str(step), "minutes": str(args.minutes),
-            "adversarial": json.dumps({"eps": args.adv_eps, "steps": args.adv_steps}), "blend": str(args.blend), "batch": str(args.batch),
-            "init": args.init.name if args.init else ""}
-    with atomic_path(args.out) as tmp:
+    state = {k: (v.detach().half() if v.is_floating_point() else v).cpu().contiguous() for k, v in clip.state_dict().items()}
+    meta = {"model": model, "zero_shot": json.dumps(acc), "style_by_backdrop": json.dumps(by_backdrop), "steps": str(budget.steps), "minutes": str(minutes),
+            "adversarial": json.dumps({"eps": adv_eps, "steps": adv_steps}), "blend": str(blend_scenes), "batch": str(batch),
+            "init": init.name if init else ""}
+    with atomic_path(out) as tmp:
         save_file(state, str(tmp), metadata=meta)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB) after {step} steps", flush=True)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) after {budget.steps} steps", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(app, "nada_world.train_clip")

@@ -1,7 +1,7 @@
 """Train the world's StyleGAN2 (the project's own Generator class, 64 px) on "photo" renders only.
 
-    python -m nada_train.world.train_generator --minutes 16 --finetune-minutes 12 --threads 1 --out g.safetensors
-    python -m nada_train.world.train_generator --continue-from g.safetensors --finetune-minutes 24 --out g2.safetensors
+    python -m nada_world.train_generator --minutes 16 --finetune-minutes 12 --threads 1 --out g.safetensors
+    python -m nada_world.train_generator --continue-from g.safetensors --finetune-minutes 24 --out g2.safetensors
 
 Stage 1: a small encoder turns a scene's factors (one-hot shape and colour, position, size, angle,
 photo nuisances) into w, and the synthesis network learns to draw the photo render from w.
@@ -27,22 +27,23 @@ alone (5,453 steps). The judge's agreement with the intended scene is recorded i
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import typer
 
 from nada_train.checkpoints import save_safetensors
 from nada_train.generator import Generator
-from nada_train.world.data import DevicePool, Pool, from_scenes, render_stream, worker_rng
-from nada_train.world.evaluate import judge_accuracy
-from nada_train.world.models import (GENERATOR_WEIGHTS, JUDGE_WEIGHTS, N_FACTOR_FEATURES, Z_DIM, FactorEncoder,
+from nada_world.data import DevicePool, Pool, from_scenes, render_stream, worker_rng
+from nada_world.evaluate import judge_accuracy
+from nada_world.models import (GENERATOR_WEIGHTS, JUDGE_WEIGHTS, N_FACTOR_FEATURES, Z_DIM, FactorEncoder,
                                      factor_features, generator_config, load_judge, scene_of_z)
-from nada_train.world.render import COLOURS, SHAPES, Scene, signed_distance
+from nada_world.render import COLOURS, SHAPES, Scene, signed_distance
+from nada_world.script import TimeBudget, run_script, script_app, set_lr, set_up
 
 
 def generator_scenes(n: int, rng: np.random.Generator) -> list[Scene]:
@@ -83,11 +84,9 @@ def stage1(g: Generator, enc: FactorEncoder, minutes: float, batch: int, lr: flo
     pool = Pool(8192, seed=seed, refresh=0.1, scenes=generator_scenes)
     params = [p for n, p in g.named_parameters() if not n.startswith("style.")] + list(enc.parameters())
     opt = torch.optim.Adam(params, lr=lr, betas=(0.0, 0.99))
-    t0, step = time.time(), 0
-    while time.time() - t0 < minutes * 60:
-        frac = (time.time() - t0) / (minutes * 60)
-        for grp in opt.param_groups:
-            grp["lr"] = lr * (1.0 if frac < 0.7 else 0.2)
+    budget = TimeBudget(minutes)
+    while budget.running():
+        set_lr([opt], lr * (1.0 if budget.fraction < 0.7 else 0.2))
         b = pool.draw(batch)
         w = enc(factor_features(b.scenes))
         out = g.synthesis(g.broadcast(w))
@@ -95,17 +94,16 @@ def stage1(g: Generator, enc: FactorEncoder, minutes: float, batch: int, lr: flo
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        step += 1
-        if step % 50 == 0:
-            print(f"stage1 step {step} {time.time() - t0:6.0f}s L1 {loss.item():.4f}", flush=True)
+        if budget.step() % 50 == 0:
+            print(f"stage1 step {budget.steps} {budget.elapsed:6.0f}s L1 {loss.item():.4f}", flush=True)
 
 
 def stage2(g: Generator, enc: FactorEncoder, minutes: float, lr: float, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(g.style.parameters(), lr=lr)
-    t0, step = time.time(), 0
+    budget = TimeBudget(minutes)
     enc.requires_grad_(False)
-    while time.time() - t0 < minutes * 60:
+    while budget.running():
         z = torch.randn(512, Z_DIM, generator=gen)
         with torch.no_grad():
             target = enc(factor_features(scene_of_z(z)))
@@ -113,9 +111,8 @@ def stage2(g: Generator, enc: FactorEncoder, minutes: float, lr: float, seed: in
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        step += 1
-        if step % 200 == 0:
-            print(f"stage2 step {step} {time.time() - t0:6.0f}s MSE {loss.item():.5f}", flush=True)
+        if budget.step() % 200 == 0:
+            print(f"stage2 step {budget.steps} {budget.elapsed:6.0f}s MSE {loss.item():.5f}", flush=True)
 
 
 class PatchCritic(torch.nn.Module):
@@ -164,12 +161,10 @@ def finetune(g: Generator, minutes: float, batch: int, lr: float, seed: int, wor
     opt = torch.optim.Adam([*g.parameters(), *head.parameters()], lr=lr, betas=(0.0, 0.99))
     critic = PatchCritic().to(device) if adversarial else None
     opt_critic = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.0, 0.99)) if critic else None
-    t0, step = time.time(), 0
-    while time.time() - t0 < minutes * 60:
-        frac = (time.time() - t0) / (minutes * 60)
-        for o in filter(None, (opt, opt_critic)):
-            for grp in o.param_groups:
-                grp["lr"] = lr * (1.0 if frac < 0.6 else 0.3 if frac < 0.85 else 0.1)
+    budget = TimeBudget(minutes)
+    while budget.running():
+        f = budget.fraction
+        set_lr([opt, opt_critic], lr * (1.0 if f < 0.6 else 0.3 if f < 0.85 else 0.1))
         if source:
             source.refresh()
             b = source.draw(batch, gen)
@@ -193,11 +188,10 @@ def finetune(g: Generator, minutes: float, batch: int, lr: float, seed: int, wor
         opt.step()
         if critic:
             critic.requires_grad_(True)
-        step += 1
-        if step % 50 == 0:
+        if budget.step() % 50 == 0:
             extra = f" critic {d_loss.item():.3f}" if critic else ""
-            print(f"finetune step {step} {time.time() - t0:6.0f}s loss {loss.item():.4f} factors {aux.item():.3f}{extra}", flush=True)
-    print(f"finetune: {step} steps of {batch} in {time.time() - t0:.0f} s", flush=True)
+            print(f"finetune step {budget.steps} {budget.elapsed:6.0f}s loss {loss.item():.4f} factors {aux.item():.3f}{extra}", flush=True)
+    print(f"finetune: {budget.steps} steps of {batch} in {budget.elapsed:.0f} s", flush=True)
 
 
 @torch.no_grad()
@@ -213,48 +207,47 @@ def content_agreement(g: Generator, n: int = 512, seed: int = 123) -> dict[str, 
     return acc
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=25, help="stage 1 (stage 2 takes a tenth of it)")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--seed", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--finetune-minutes", type=float, default=0, help="stage 3: synthesis on the mapping's own codes")
-    ap.add_argument("--continue-from", type=Path, help="skip stages 1-2: fine-tune this saved generator (stage 3)")
-    ap.add_argument("--device", default="cpu", help="stage 3 / --continue-from only")
-    ap.add_argument("--workers", type=int, default=0, help="render processes for stage 3 (0: render in this one)")
-    ap.add_argument("--pool", type=int, default=0, help="stage 3: renders kept on --device (0: each batch fresh)")
-    ap.add_argument("--adversarial", type=float, default=0.0,
-                    help="stage 3: weight of a patch critic's loss beside the L1 (0: regression only)")
-    ap.add_argument("--out", type=Path, default=GENERATOR_WEIGHTS)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    if args.continue_from:
+app = script_app(__doc__)
+
+
+@app.command(help=__doc__)
+def main(
+    minutes: float = typer.Option(25, help="Stage 1 (stage 2 takes a tenth of it)."),
+    batch: int = typer.Option(32),
+    lr: float = typer.Option(2e-3),
+    seed: int = typer.Option(2),
+    threads: int = typer.Option(0, help="torch threads (0: all cores)."),
+    finetune_minutes: float = typer.Option(0, help="Stage 3: synthesis on the mapping's own codes."),
+    continue_from: Optional[Path] = typer.Option(None, help="Skip stages 1-2: fine-tune this saved generator (stage 3)."),
+    device: str = typer.Option("cpu", help="Stage 3 / --continue-from only."),
+    workers: int = typer.Option(0, help="Render processes for stage 3 (0: render in this one)."),
+    pool: int = typer.Option(0, help="Stage 3: renders kept on --device (0: each batch fresh)."),
+    adversarial: float = typer.Option(0.0, help="Stage 3: weight of a patch critic's loss beside the L1 (0: regression only)."),
+    out: Path = typer.Option(GENERATOR_WEIGHTS, help="Weights file to write."),
+) -> None:
+    made_by = {k: str(v) for k, v in locals().items() if k not in ("out", "threads", "workers")}
+    set_up(threads, seed)
+    if continue_from:
         from nada_train.checkpoints import load_generator
 
-        g = load_generator(args.continue_from).generator.train()
+        g = load_generator(continue_from).generator.train()
     else:
         g = Generator(generator_config())
         enc = FactorEncoder()
         print(f"generator {sum(p.numel() for p in g.parameters()) / 1e6:.2f} M parameters", flush=True)
-        stage1(g, enc, args.minutes, args.batch, args.lr, args.seed)
-        stage2(g, enc, max(1.0, args.minutes / 10), 1e-3, args.seed)
-    if args.finetune_minutes or args.continue_from:
-        finetune(g.to(args.device), args.finetune_minutes or args.minutes, args.batch, args.lr, args.seed + 1, args.workers,
-                 args.pool, args.adversarial)
+        stage1(g, enc, minutes, batch, lr, seed)
+        stage2(g, enc, max(1.0, minutes / 10), 1e-3, seed)
+    if finetune_minutes or continue_from:
+        finetune(g.to(device), finetune_minutes or minutes, batch, lr, seed + 1, workers, pool, adversarial)
     g = g.cpu()
     g.set_w_avg(None)
     g.eval()
-    save_safetensors(g, args.out)  # first: nothing after this may lose the training
-    print(f"wrote {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)", flush=True)
+    save_safetensors(g, out)  # first: nothing after this may lose the training
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)", flush=True)
     report = content_agreement(g) if JUDGE_WEIGHTS.exists() else {}
     print("judge on 512 samples vs the intended scene:", json.dumps(report), flush=True)
-    made_by = {k: str(v) for k, v in vars(args).items() if k not in ("out", "threads", "workers")}
-    save_safetensors(g, args.out, {"world_report": json.dumps(report), "made_by": json.dumps(made_by)})
+    save_safetensors(g, out, {"world_report": json.dumps(report), "made_by": json.dumps(made_by)})
 
 
 if __name__ == "__main__":
-    main()
+    run_script(app, "nada_world.train_generator")

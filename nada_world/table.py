@@ -1,7 +1,7 @@
 """A markdown table of world runs' metrics.json, one row per run directory, for README tables and
 lease scripts.
 
-    python -m nada_train.world.table runs/*
+    python -m nada_world.table runs/*
 """
 
 from __future__ import annotations

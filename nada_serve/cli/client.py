@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 
-from nada_export.client import generate_seeds_async
+from nada_serve.client import generate_seeds_async
 from nada_train.cli.common import run_app, typer_app
-from nada_train.images import parse_seeds, write_seed_images
+from nada_train.pngs import write_seed_images
+from nada_train.seeds import parse_seeds
 
 app = typer_app(
     "Request images from a generator served by Triton over gRPC.\n\n"

@@ -1,5 +1,6 @@
-"""nada-train's default: adapt the built-in world generator with the built-in CLIP, then let the
-judge say whether the adapted images are in the target style and kept their content."""
+"""The built-in world as a base for nada-train (entry point `nada.bases`: world): its generator, its
+CLIP and prompt templates, per-target settings, and the judge's evaluation written to metrics.json
+after training."""
 
 from __future__ import annotations
 
@@ -8,38 +9,50 @@ from pathlib import Path
 
 import torch
 
+from nada_train.bases import BuiltinBase
 from nada_train.checkpoints import load_generator
 from nada_train.clip import load_clip
 from nada_train.errors import NadaError
 from nada_train.fileio import write_json
-from nada_train.images import z_batch
+from nada_train.seeds import z_batch
 from nada_train.losses import ClipGuide
-from nada_train.world.evaluate import adaptation_metrics, zero_shot_predict
-from nada_train.world.models import GENERATOR_WEIGHTS, JUDGE_WEIGHTS, load_judge
-from nada_train.world.render import STYLES
+from nada_train.trainer import TrainOptions
+from nada_world.evaluate import adaptation_metrics, zero_shot_predict
+from nada_world.models import CLIP_WEIGHTS, GENERATOR_WEIGHTS, JUDGE_WEIGHTS, clip_model_name, direction_templates, load_judge
+from nada_world.render import STYLES
 
-# Settings of the default run that differ from nada-train's general defaults: every synthesis layer
-# learns, at a higher learning rate, for more iterations, with the global CLIP loss beside the
-# directional one. About 2.5 minutes on a 2-core CPU.
-DEFAULTS = dict(target="sketch", iterations=600, batch=4, sample_truncation=1.0, lr=0.01, layers="all", global_weight=1.0)
+DEFAULT_TARGET = "pixel"  # the style whose default run reaches both goals (0.8) with the most margin
+# Settings of the world's runs that differ from TrainOptions' defaults: every synthesis layer learns,
+# at a higher learning rate, for more iterations, with the global CLIP loss beside the directional
+# one. About 2 minutes on a 2-core CPU.
+RUN_SETTINGS = dict(iterations=600, batch=4, sample_truncation=1.0, lr=0.01, layers="all", global_weight=1.0)
 # The global loss brings the style and costs content; per target style, the weight whose lower judge
-# rate was the highest in README's sweep (CPU, seeds 0-255). Other targets: DEFAULTS'.
+# rate was the highest in a CPU sweep (docs/world.md). Other targets: RUN_SETTINGS'.
 TARGET_GLOBAL_WEIGHT = {"sketch": 0.7, "neon": 0.5, "pixel": 0.5}
 EVAL_SEEDS = 256
 
 
-def world_available() -> bool:
-    return GENERATOR_WEIGHTS.exists() and JUDGE_WEIGHTS.exists()
+def world() -> BuiltinBase:
+    """The entry point: the world as nada-train sees it."""
+    return BuiltinBase(
+        name="world",
+        generator=GENERATOR_WEIGHTS,
+        clip=(f"{clip_model_name(CLIP_WEIGHTS)}:{CLIP_WEIGHTS}",) if CLIP_WEIGHTS.exists() else (),
+        templates=tuple(direction_templates()),  # its CLIP learnt its own captions, not ImageNet prompts
+        default_target=DEFAULT_TARGET,
+        options_for=options_for,
+        evaluate=(lambda run_dir, device: evaluate_run(run_dir, device=device)) if JUDGE_WEIGHTS.exists() else None,
+        description="64-px shapes in photo style, adapted to sketch, neon or pixel and judged",
+    )
 
 
-def is_world_generator(path: str | None) -> bool:
-    return path is not None and Path(path).resolve() == GENERATOR_WEIGHTS.resolve()
-
-
-def world_defaults(target: str) -> dict:
-    """DEFAULTS with the target style's own global weight (the style as check_style accepts it)."""
+def options_for(source: str, target: str | None) -> dict:
+    """RUN_SETTINGS with the target style's own global weight; texts must be the world's styles."""
+    check_style(source, "--source")
+    if target is None:  # image-guided: no style to look up
+        return dict(RUN_SETTINGS)
     style = STYLES[check_style(target, "--target")]
-    return {**DEFAULTS, "global_weight": TARGET_GLOBAL_WEIGHT.get(style, DEFAULTS["global_weight"])}
+    return {**RUN_SETTINGS, "global_weight": TARGET_GLOBAL_WEIGHT.get(style, RUN_SETTINGS["global_weight"])}
 
 
 def check_style(name: str, what: str) -> int:
@@ -59,7 +72,7 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
     if not manifest_path.exists():
         raise NadaError(f"--eval-only '{run_dir}': no manifest.json; is it a nada-train run directory?")
     manifest = json.loads(manifest_path.read_text())
-    if not is_world_generator(manifest["arguments"]["generator"]):
+    if not world().owns(manifest["arguments"]["generator"]):
         raise NadaError(f"--eval-only '{run_dir}': metrics need the built-in world generator as base; this run adapted {manifest['arguments']['generator']}")
     if manifest.get("target") is None:
         raise NadaError(f"--eval-only '{run_dir}': image-guided runs have no target style to judge")
@@ -70,11 +83,10 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
     frozen = torch.cat([frozen_g(x) for x in z.split(64)])
     adapted = torch.cat([adapted_g(x) for x in z.split(64)])
     metrics = adaptation_metrics(load_judge().to(device), frozen, adapted, target)
-    from nada_train.trainer import TrainOptions
-
-    # the directional similarity under the CLIP the run was guided by (the built-in one by default)
-    guide = ClipGuide([load_clip(s, device) for s in TrainOptions.from_json(manifest["arguments"]).clip])
-    guide.set_text_target(manifest["source"], manifest["target"])
+    # the directional similarity under the CLIP and templates the run was guided by
+    opts = TrainOptions.from_json(manifest["arguments"])
+    guide = ClipGuide([load_clip(s, device) for s in opts.clip])
+    guide.set_text_target(manifest["source"], manifest["target"], opts.templates)
     metrics["directional_clip_similarity"] = guide.direction_similarity(frozen, adapted)
     # the guiding CLIP's own zero-shot call (the world's captions): where it says target and the judge
     # does not, the generator found a shortcut in the CLIP

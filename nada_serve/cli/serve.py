@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from nada_export.server import TritonServer
+from nada_serve.server import TritonServer
 from nada_train.cli.common import run_app, typer_app
 
 app = typer_app(

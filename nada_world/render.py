@@ -168,7 +168,7 @@ def render(scene: Scene, n: int = SIZE) -> np.ndarray:
 
 
 def _photo(scene, sd, colour, rng, n):
-    h, tone, bright = scene.nuisance[0], scene.nuisance[1], scene.nuisance[2]
+    tone, bright = scene.nuisance[1], scene.nuisance[2]
     x, y = _grid(n)
     bg = _backdrop(scene, 0.25, 0.35 + 0.5 * tone) * (0.75 + 0.5 * (1 - y))[..., None]  # graded backdrop
     bg = bg + 0.05 * (_value_noise(rng, n, 6)[..., None] - 0.5)

@@ -2,8 +2,8 @@
 the same seeds; or, with --generators, the scenes the latents stand for, rendered, above each
 generator's samples of them.
 
-    python -m nada_train.world.figure runs/sketch runs/neon runs/pixel --out docs/world-default.png
-    python -m nada_train.world.figure --generators old.safetensors new.safetensors --out docs/world-generators.png
+    python -m nada_world.figure runs/sketch runs/neon runs/pixel --out docs/world-default.png
+    python -m nada_world.figure --generators old.safetensors new.safetensors --out docs/world-generators.png
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from nada_train.checkpoints import load_generator
-from nada_train.images import grid, parse_seeds, save_png, to_uint8, z_batch
-from nada_train.world.data import from_scenes
-from nada_train.world.models import GENERATOR_WEIGHTS, Z_DIM, scene_of_z
+from nada_train.images import to_uint8
+from nada_train.pngs import grid, save_png
+from nada_train.seeds import parse_seeds, z_batch
+from nada_world.data import from_scenes
+from nada_world.models import GENERATOR_WEIGHTS, Z_DIM, scene_of_z
 
 
 @torch.no_grad()
@@ -29,7 +31,7 @@ def before_after(runs: list[Path], seeds: list[int], scale: int = 2) -> np.ndarr
         g = load_generator(source).generator.eval()
         z = torch.from_numpy(z_batch(seeds, g.config.style_dim))
         rows.append(to_uint8(g(z)))
-    mosaic = grid(torch.cat(rows), rows=len(sources))
+    mosaic = grid(torch.cat(rows).cpu().numpy(), rows=len(sources))
     return mosaic.repeat(scale, 0).repeat(scale, 1)
 
 
@@ -39,7 +41,7 @@ def intended_and_drawn(generators: list[Path], seeds: list[int], scale: int = 2)
     z = torch.from_numpy(z_batch(seeds, Z_DIM))
     rows = [to_uint8(from_scenes(scene_of_z(z)).images)]
     rows += [to_uint8(load_generator(path).generator.eval()(z)) for path in generators]
-    mosaic = grid(torch.cat(rows), rows=len(rows))
+    mosaic = grid(torch.cat(rows).cpu().numpy(), rows=len(rows))
     return mosaic.repeat(scale, 0).repeat(scale, 1)
 
 

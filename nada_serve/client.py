@@ -11,7 +11,7 @@ import asyncio
 import numpy as np
 
 from nada_train.errors import NadaError
-from nada_train.images import z_batch
+from nada_train.seeds import z_batch
 
 
 class ServedModel:

@@ -1,0 +1,75 @@
+"""The check that guards every exported model: its outputs against PyTorch's on fresh inputs at
+several batch sizes, and the limits a model must meet to be written."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from nada_export.graphs import GRAPHS, example_inputs
+from nada_train.errors import NadaError
+from nada_train.generator import Generator
+
+# Refuse a model whose outputs differ more than this from PyTorch's (fp32).
+MAX_WS_ERROR = 1e-3     # mapping output, absolute (w values are O(1))
+MAX_PIXEL_ERROR = 1     # fp32 synthesis output, 8-bit levels (implies PSNR >= 48.1 dB)
+MIN_PSNR_DB = 40.0      # reduced-precision (fp16/bf16) synthesis: rounding moves single pixels by
+                        # several levels, so the gate is the image's PSNR, not its worst pixel
+
+
+@dataclass
+class Parity:
+    kind: str
+    batches: list[int]
+    max_abs_error: float
+    psnr_db: float
+    seconds: float
+    passed: bool = field(default=False)
+
+    def describe(self) -> str:
+        psnr = "inf" if math.isinf(self.psnr_db) else f"{self.psnr_db:.1f}"
+        return f"{self.kind}: batches {self.batches}, max abs error {self.max_abs_error:.3g}, PSNR {psnr} dB"
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+
+
+def check_parity(generator: Generator, kind: str, run, batches: list[int], precision: str = "fp32") -> Parity:
+    """Compare `run(inputs) -> numpy output` with PyTorch (fp32) on fresh random inputs at each batch
+    size. Passes: mapping within MAX_WS_ERROR; synthesis within MAX_PIXEL_ERROR levels at fp32, or
+    at MIN_PSNR_DB or more at a reduced precision."""
+    cls, input_names, _ = GRAPHS[kind]
+    module = cls(generator).eval()
+    worst, worst_psnr, t0 = 0.0, math.inf, time.perf_counter()
+    for i, b in enumerate(batches):
+        inputs = example_inputs(generator, kind, b, seed=1000 + i)
+        with torch.no_grad():
+            want = module(*(inputs[n] for n in input_names)).numpy()
+        got = run({n: inputs[n].numpy() for n in input_names})
+        if got.shape != want.shape:
+            raise NadaError(f"{kind}: exported model returned shape {got.shape} for batch {b}, PyTorch {want.shape}")
+        err = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max())
+        peak = 255.0 if kind == "synthesis" else float(np.abs(want).max() or 1.0)
+        worst, worst_psnr = max(worst, err), min(worst_psnr, psnr(got, want, peak))
+    parity = Parity(kind, batches, worst, worst_psnr, time.perf_counter() - t0)
+    if kind == "synthesis":
+        parity.passed = worst <= MAX_PIXEL_ERROR if precision == "fp32" else worst_psnr >= MIN_PSNR_DB
+    else:
+        parity.passed = worst <= MAX_WS_ERROR
+    return parity
+
+
+def parity_limit(kind: str, precision: str = "fp32") -> str:
+    if kind == "mapping":
+        return f"limit: {MAX_WS_ERROR} for ws"
+    return f"limit: {MAX_PIXEL_ERROR} level" if precision == "fp32" else f"limit: PSNR {MIN_PSNR_DB} dB at {precision}"
+
+
+def parity_batches(max_batch: int) -> list[int]:
+    return sorted({1, min(3, max_batch), max_batch})
