@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import machine, machine_line, markdown_table, write_json
+from benchmarks.common import machine, machine_line, markdown_table
+from nada_train.fileio import write_json
 from nada_export.graphs import MappingGraph, SynthesisGraph
 from nada_train.checkpoints import load_generator, save_safetensors
 from nada_train.generator import Generator
@@ -346,8 +347,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="torch backends' autocast dtype")
     ap.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = all cores)")
     ap.add_argument("--quick", action="store_true", help="64 px; eager, onnxruntime, triton; batches 1 4; concurrency 1 4")
-    ap.add_argument("--json", default="benchmarks/results/inference.json")
-    ap.add_argument("--plot", default="benchmarks/results/inference.png")
+    ap.add_argument("--json", default="benchmarks/out/inference.json")
+    ap.add_argument("--plot", default="benchmarks/out/inference.png")
     args = ap.parse_args(argv)
     if args.quick:
         args.size, args.backends, args.batches, args.concurrency = 64, ["eager", "onnxruntime", "triton"], [1, 4], [1, 4]

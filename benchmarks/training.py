@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine, machine_line, markdown_table, write_json
+from benchmarks.common import machine, machine_line, markdown_table
+from nada_train.fileio import write_json
 from nada_train.checkpoints import random_generator, save_safetensors
 from nada_train.clip import parse_clip_spec
 from nada_train.run_dir import RunDir
@@ -62,7 +63,7 @@ def main() -> None:
     ap.add_argument("--precision", nargs="+", default=["fp32"])
     ap.add_argument("--fused", action="store_true", help="grouped-conv modulated convolutions")
     ap.add_argument("--quick", action="store_true", help="64 px, 2 timed iterations, layers auto only")
-    ap.add_argument("--json", default="benchmarks/results/training.json")
+    ap.add_argument("--json", default="benchmarks/out/training.json")
     args = ap.parse_args()
     clips = args.clip or ["ViT-B-32:random"]
     if args.quick:

@@ -115,6 +115,29 @@ async def generate_seeds_async(url: str, model: str, seeds: list[int], truncatio
         await client.close()
 
 
+def wait_until_ready(url: str, model: str, timeout: float, poll: float = 0.25) -> None:
+    """Return once `model` at `url` answers ready; NadaError after `timeout` seconds."""
+    import time
+
+    import tritonclient.grpc as grpcclient
+
+    deadline, last = time.monotonic() + timeout, "no answer"
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        while True:
+            try:
+                if client.is_server_ready() and client.is_model_ready(model):
+                    return
+                last = f"model '{model}' not ready"
+            except Exception as exc:  # server not up yet: connection refused
+                last = _message(exc)
+            if time.monotonic() >= deadline:
+                raise NadaError(f"--wait {timeout:g}: {url} did not serve '{model}' in time ({last})")
+            time.sleep(poll)
+    finally:
+        client.close()
+
+
 def _message(exc: Exception) -> str:
     msg = getattr(exc, "message", None)
     msg = msg() if callable(msg) else msg

@@ -50,7 +50,7 @@ def select_codes(
     w: torch.Tensor,
     global_loss_fn,
     k: int,
-    iters: int = 1,
+    iters: int,
     lr: float = 0.01,
 ) -> list[int]:
     """Optimise W+ copies of `w` for `iters` SGD steps on the global CLIP loss through G_train and

@@ -51,9 +51,23 @@ def global_loss(emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
     return (1 - emb @ F.normalize(text_emb, dim=-1)).mean()
 
 
+STYLE_IMAGE_SIZE = 256
+
+
+def square_crop(img: Image.Image, size: int = STYLE_IMAGE_SIZE) -> Image.Image:
+    """Resize the short side to `size` (bicubic), then crop the centre square: a non-square image
+    keeps its proportions, as the reference and CLIP's own preprocessing treat it."""
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
 def load_style_images(folder: str | Path) -> torch.Tensor:
-    """Images of the target style as a list-batch in [-1, 1]; every image is resized to 256 px
-    square first (CLIP's preprocessing then resizes to its own input)."""
+    """Images of the target style as a batch [N, 3, 256, 256] in [-1, 1] (square_crop each; CLIP's
+    preprocessing then resizes to its own input)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NadaError(f"--target-images '{folder}': not a directory; pass a folder of .png/.jpg images")
@@ -63,7 +77,7 @@ def load_style_images(folder: str | Path) -> torch.Tensor:
     arrays = []
     for p in files:
         try:
-            img = Image.open(p).convert("RGB").resize((256, 256), Image.BICUBIC)
+            img = square_crop(Image.open(p).convert("RGB"))
         except OSError as exc:
             raise NadaError(f"--target-images: cannot read '{p}' ({exc}); remove it or replace it") from None
         arrays.append(np.asarray(img, dtype=np.float32) / 127.5 - 1)

@@ -62,9 +62,7 @@ class TrainOptions:
     allow_pickle: bool = False
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d["clip"] = [asdict(c) for c in self.clip]
-        return d
+        return asdict(self)  # nested ClipSpecs become dicts too
 
     @classmethod
     def from_json(cls, d: dict) -> "TrainOptions":

@@ -136,3 +136,25 @@ def test_rosinality_format_refuses_what_it_cannot_record(tmp_path):
     with pytest.raises(NadaError, match="cannot record lr_mlp=1.0"):
         save_rosinality(g, tmp_path / "g.pt")
     assert not (tmp_path / "g.pt").exists()
+
+
+def test_safetensors_without_nada_metadata_and_broken_ones(tmp_path):
+    """A plain state dict in safetensors (someone else's tool) loads with the architecture read off
+    the tensors; ours say what they are; a broken file or wrong tensors name the file."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    g = tiny_generator(5)
+    save_file({k: v.contiguous() for k, v in g.state_dict().items()}, str(tmp_path / "plain.safetensors"))
+    assert load_generator(tmp_path / "plain.safetensors").generator.config == g.config
+    save_safetensors(g, tmp_path / "ours.safetensors")
+    with safe_open(str(tmp_path / "ours.safetensors"), "pt") as f:
+        assert f.metadata()["format"] == "nada-stylegan2"
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(NadaError, match="broken.safetensors': not a readable safetensors file"):
+        load_generator(tmp_path / "broken.safetensors")
+    sd = {k: v.contiguous() for k, v in g.state_dict().items()}
+    sd["convs.1.conv.modulation.weight"] = torch.zeros(7, 32)
+    save_file(sd, str(tmp_path / "wrong.safetensors"))
+    with pytest.raises(NadaError, match="wrong.safetensors': tensors do not fit"):
+        load_generator(tmp_path / "wrong.safetensors")

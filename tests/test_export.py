@@ -296,3 +296,40 @@ def test_python_model_refuses_bad_requests_in_a_dynamic_batch_and_answers_the_re
         got = response.output_tensors[0].as_numpy()
         assert response.output_tensors[0].name == "image" and got.shape == want.shape
         assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_parity_report_and_limits():
+    from nada_export.parity import Parity, parity_batches, parity_limit
+
+    assert Parity("synthesis", [1, 3], 0.0, float("inf"), 0.1).describe() == "synthesis: batches [1, 3], max abs error 0, PSNR inf dB"
+    assert Parity("mapping", [1], 4.5e-6, 87.123, 0.1).describe() == "mapping: batches [1], max abs error 4.5e-06, PSNR 87.1 dB"
+    assert parity_limit("mapping") == "limit: 0.001 for ws"
+    assert parity_limit("synthesis") == "limit: 1 level"
+    assert parity_limit("synthesis", "fp16") == "limit: PSNR 40.0 dB at fp16"
+    assert parity_batches(8) == [1, 3, 8] and parity_batches(3) == [1, 3] and parity_batches(2) == [1, 2] and parity_batches(1) == [1]
+
+
+def test_parity_measures_on_fresh_inputs_per_batch():
+    """The mapping's PSNR is taken against the largest |w| of each batch's own fresh inputs (seeds
+    1000, 1001, ...: not the inputs the graph was traced with); a wrong shape is an error."""
+    from nada_export.graphs import MappingGraph, example_inputs
+
+    g = tiny_generator()
+    graph = MappingGraph(g)
+    offset = np.float32(2e-4)
+
+    def shifted(feed):
+        with torch.no_grad():
+            return graph(torch.from_numpy(feed["z"]), torch.from_numpy(feed["truncation"])).numpy() + offset
+
+    p = parity.check_parity(g, "mapping", shifted, [1, 4])
+    peaks = []
+    for i, b in enumerate([1, 4]):
+        x = example_inputs(g, "mapping", b, seed=1000 + i)
+        with torch.no_grad():
+            peaks.append(float(np.abs(graph(x["z"], x["truncation"]).numpy()).max()))
+    assert p.passed and p.max_abs_error == pytest.approx(2e-4, rel=1e-3)
+    assert p.psnr_db == pytest.approx(min(20 * np.log10(peak / 2e-4) for peak in peaks), rel=1e-3)
+    assert 0 <= p.seconds < 60
+    with pytest.raises(NadaError, match=r"mapping: exported model returned shape \(1, 3\) for batch 1, PyTorch \(1, 8, 32\)"):
+        parity.check_parity(g, "mapping", lambda feed: np.zeros((1, 3), np.float32), [1])

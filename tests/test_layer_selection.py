@@ -70,6 +70,26 @@ def test_select_codes_picks_the_codes_the_loss_moves():
         return orig(ws)
 
     g.synthesis = synth
-    codes = select_codes(g, torch.randn(3, 32), probe, k=2)
+    codes = select_codes(g, torch.randn(3, 32), probe, k=2, iters=1)
     assert sorted(codes) == [1, 4]
     assert all(p.grad is None for p in g.parameters())
+
+
+@pytest.mark.parametrize("n_latent,k", [(18, 12), (14, 9), (8, 5), (3, 2), (2, 1), (1, 1)])
+def test_default_k_is_two_thirds_of_the_codes(n_latent, k):
+    from nada_train.layer_selection import default_auto_k
+
+    assert default_auto_k(n_latent) == k
+
+
+def test_select_codes_through_the_generator_moves_only_the_codes(guide):
+    """With the real global loss through synthesis: no generator weight gets a gradient, the
+    requires_grad flags come back as they were, and k = 1 gives one code."""
+    g = tiny_generator()
+    set_trainable(g, ["convs.3"])
+    flags = {n: p.requires_grad for n, p in g.named_parameters()}
+    codes = select_codes(g, g.mapping(torch.randn(2, 32)).detach(), guide.global_, k=1, iters=2)
+    assert len(codes) == 1 and 0 <= codes[0] < g.n_latent
+    assert all(p.grad is None for p in g.parameters())
+    assert {n: p.requires_grad for n, p in g.named_parameters()} == flags
+    assert len(select_codes(g, g.mapping(torch.randn(2, 32)).detach(), guide.global_, k=99, iters=1)) == g.n_latent

@@ -100,3 +100,52 @@ def test_clip_preprocess_is_differentiable_and_sized(tiny_clip_spec):
 def test_bad_clip_specs(spec, match):
     with pytest.raises(NadaError, match=match):
         load_clip(parse_clip_spec(spec))
+
+
+def test_global_of_the_guide_is_the_weighted_sum_over_models(tiny_clip_spec):
+    from nada_train.losses import ClipGuide
+
+    clips = [load_clip(parse_clip_spec(tiny_clip_spec, weight)) for weight in (0.5, 2.0)]
+    guide = ClipGuide(clips)
+    guide.set_text_target("photo", "sketch", ["a {}.", "art of a {}."])
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    want = sum(c.spec.weight * float(global_loss(c.encode_images(images), t)) for c, t in zip(clips, guide.target_texts))
+    assert float(guide.global_(images)) == pytest.approx(want, rel=1e-6)
+
+
+def test_style_images_keep_their_proportions(tmp_path):
+    """A wide image is resized on its short side and cropped in the middle (not squashed): a 512x256
+    picture whose middle half is red on the left, blue on the right, becomes exactly that half."""
+    from PIL import Image
+
+    from nada_train.losses import load_style_images
+
+    wide = np.zeros((256, 512, 3), np.uint8)
+    wide[:, :128] = (0, 255, 0)    # cropped away
+    wide[:, 128:256] = (255, 0, 0)
+    wide[:, 256:384] = (0, 0, 255)
+    wide[:, 384:] = (0, 255, 0)    # cropped away
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    Image.fromarray(np.full((300, 300, 3), 255, np.uint8)).save(tmp_path / "white.jpg")
+    x = load_style_images(tmp_path)  # sorted by name: white.jpg, wide.png
+    assert x.shape == (2, 3, 256, 256) and x.dtype == torch.float32
+    assert torch.equal(x[0], torch.ones(3, 256, 256))  # 255 -> 1 exactly
+    red, blue = torch.tensor([1.0, -1.0, -1.0]), torch.tensor([-1.0, -1.0, 1.0])
+    assert torch.equal(x[1][:, 5, :120], red[:, None].expand(3, 120))
+    assert torch.equal(x[1][:, 250, 136:], blue[:, None].expand(3, 120))
+    assert x[1][1].max() < -0.9  # no green: the outer quarters are gone
+
+
+@pytest.mark.parametrize("setup,match", [
+    (lambda d: None, "not a directory"),
+    (lambda d: d.mkdir(), "no .png, .jpg or .jpeg files"),
+    (lambda d: (d.mkdir(), (d / "broken.png").write_bytes(b"not a png")), "cannot read '.*broken.png'"),
+])
+def test_style_image_folder_errors(tmp_path, setup, match):
+    from nada_train.errors import NadaError
+    from nada_train.losses import load_style_images
+
+    folder = tmp_path / "styles"
+    setup(folder)
+    with pytest.raises(NadaError, match=f"--target-images.*{match}"):
+        load_style_images(folder)

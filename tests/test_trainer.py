@@ -318,3 +318,94 @@ def test_bf16_precision_trains_close_to_fp32(tmp_path, rosinality_ckpt, tiny_cli
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in w.values())  # weights stay fp32
     with pytest.raises(NadaError, match="--precision fp16: choose fp32 or bf16"):
         fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, "x", precision="fp16")
+
+
+def test_manifest_records_the_run(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    from nada_train.fileio import sha256_file
+
+    run = train(options(rosinality_ckpt, tmp_path / "a", tiny_clip_spec, iterations=2, auto_layer_k=3), progress=False)
+    m = json.loads((run / "manifest.json").read_text())
+    m.pop("updated")
+    opts = TrainOptions.from_json(m["arguments"])
+    assert m == {
+        "format": "nada-run/1", "status": "finished", "iterations_done": 2,
+        "base": {"path": str(rosinality_ckpt.resolve()), "sha256": sha256_file(rosinality_ckpt), "kind": "rosinality"},
+        "generator_config": tiny_generator().config.to_dict(),
+        "source": "photo", "target": "sketch", "target_images": None,
+        "clip": [{"name": "nada-test-tiny", "pretrained": "random", "weight": 1.0}],
+        "layers": {"auto": {"k": 3, "iters": 1, "batch": 2}},
+        "arguments": opts.to_json(), "nada_version": "0.1.0",
+    }
+    assert opts == options(rosinality_ckpt, tmp_path / "a", tiny_clip_spec, iterations=2, auto_layer_k=3)
+    fixed = train(options("random:8", tmp_path / "b", tiny_clip_spec, iterations=1, layers="shape"), progress=False)
+    m = json.loads((fixed / "manifest.json").read_text())
+    assert m["layers"] == "shape" and m["base"] == {"path": "random:8", "sha256": None, "kind": "random"}
+
+
+def test_saves_come_every_save_every_and_at_the_end(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    saved = []
+    real = RunDir.save
+
+    def save(self, generator, state, manifest):
+        saved.append((manifest["status"], manifest["iterations_done"], state["iteration"]))
+        return real(self, generator, state, manifest)
+
+    monkeypatch.setattr(RunDir, "save", save)
+    train(options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, iterations=5, save_every=2, sample_every=3), progress=False)
+    assert saved == [("running", 0, 0), ("running", 2, 2), ("running", 4, 4), ("finished", 5, 5)]
+    samples = sorted(p.name for p in (tmp_path / "r" / "samples").iterdir())
+    assert samples == ["step-000000.png", "step-000003.png", "step-000005.png"]
+
+
+def test_progress_bar_counts_the_run(tmp_path, rosinality_ckpt, tiny_clip_spec, capsys):
+    train(options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, iterations=3, layers="all"), progress=True)
+    err = capsys.readouterr().err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("photo -> sketch: 100%") and "3/3" in last and ("it/s" in last or "s/it" in last)
+    assert "loss=0." in last and "s_it=" in last
+    train(options(rosinality_ckpt, tmp_path / "q", tiny_clip_spec, iterations=2, layers="all"))  # progress on by default
+    assert "2/2" in capsys.readouterr().err
+
+
+def test_the_run_owns_all_its_randomness(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    """Latents, style mixing and its injection index come from the run's own generator: the global
+    torch RNG (which anything else may draw from) changes nothing, and every index 1..n-1 occurs."""
+    draws = []
+    for global_seed in (1, 99):
+        trainer = fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, f"r{global_seed}", mixing=0.5, batch=2)
+        torch.manual_seed(global_seed)
+        draws.append([trainer._latents(2) for _ in range(60)])
+    assert all(torch.equal(a, b) for a, b in zip(*draws))
+    n = draws[0][0].shape[1]
+    indices = set()
+    for ws in draws[0]:
+        same = [torch.equal(ws[0, c], ws[0, 0]) for c in range(n)]
+        if not all(same):
+            indices.add(same.index(False))
+    assert indices == set(range(1, n))  # never 0: the first code always comes from w1
+    assert 0 < sum(not torch.equal(ws[0, -1], ws[0, 0]) for ws in draws[0]) < 60  # mixing 0.5: some mixed, some not
+
+
+def test_a_builtin_base_judges_its_runs_after_training(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    """The seam: train() asks the base that owns the checkpoint to evaluate the finished run (text
+    targets only), on the run's device."""
+    import nada_train.trainer as trainer_module
+    from nada_train.bases import BuiltinBase
+
+    calls = []
+    base = BuiltinBase(name="fake", generator=rosinality_ckpt, clip=(), default_target="sketch",
+                       evaluate=lambda run_dir, device: calls.append((run_dir, device)) or {})
+    monkeypatch.setattr(trainer_module, "base_owning", lambda g: base if base.owns(g) else None)
+    run = train(options(rosinality_ckpt, tmp_path / "a", tiny_clip_spec, iterations=1), progress=False)
+    assert calls == [(run, "cpu")]
+    train(options("random:8", tmp_path / "b", tiny_clip_spec, iterations=1), progress=False)
+    assert len(calls) == 1  # not its checkpoint
+    from PIL import Image
+
+    (tmp_path / "styles").mkdir()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / "styles" / "s.png")
+    train(options(rosinality_ckpt, tmp_path / "c", tiny_clip_spec, iterations=1, target=None, target_images=str(tmp_path / "styles")),
+          progress=False)
+    assert len(calls) == 1  # image-guided: no target to judge
+    monkeypatch.setattr(trainer_module, "base_owning", lambda g: BuiltinBase(name="mute", generator=rosinality_ckpt, clip=(), default_target="x"))
+    train(options(rosinality_ckpt, tmp_path / "d", tiny_clip_spec, iterations=1), progress=False)  # no evaluate: nothing to call

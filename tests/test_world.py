@@ -271,9 +271,9 @@ def test_default_run_end_to_end(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["target"] == "pixel" and metrics["iterations"] == 3 and metrics["n_images"] == 256
+    assert metrics["target"] == "pixel" and metrics["iterations"] == 3 and metrics["n_images"] == 1024
     counts = metrics["adapted_style_counts"]
-    assert sum(counts.values()) == 256 and metrics["target_style_rate"] == counts["pixel"] / 256
+    assert sum(counts.values()) == 1024 and metrics["target_style_rate"] == counts["pixel"] / 1024
     assert metrics["frozen_target_style_rate"] == 0.0  # the judge calls the generator's own images photos
     assert metrics["frozen_clip_target_rate"] <= 0.05  # and so does the CLIP
     assert metrics["directional_clip_similarity"] > 0.1  # three steps already move the images along the text direction
@@ -281,9 +281,9 @@ def test_default_run_end_to_end(tmp_path):
     assert manifest["clip"][0] == {"name": clip_model_name(CLIP_WEIGHTS), "pretrained": str(CLIP_WEIGHTS), "weight": 1.0}
     assert manifest["arguments"]["templates"] == direction_templates()
     args = manifest["arguments"]
-    from nada_world.base import TARGET_GLOBAL_WEIGHT
+    from nada_world.base import TARGET_SETTINGS
 
-    assert (args["layers"], args["lr"], args["global_weight"], args["batch"]) == ("all", 0.01, TARGET_GLOBAL_WEIGHT["pixel"], 4)
+    assert (args["layers"], args["lr"], args["global_weight"], args["batch"]) == ("all", 0.01, TARGET_SETTINGS["pixel"]["global_weight"], 4)
     r = subprocess.run([sys.executable, "-c", code, "--eval-only", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and json.loads((out / "metrics.json").read_text()) == metrics
     # what the user names wins over the world's defaults
@@ -296,10 +296,11 @@ def test_default_run_end_to_end(tmp_path):
 
 def test_world_settings_take_the_target_styles_global_weight():
     from nada_train.errors import NadaError
-    from nada_world.base import RUN_SETTINGS, TARGET_GLOBAL_WEIGHT, options_for
+    from nada_world.base import RUN_SETTINGS, TARGET_SETTINGS, options_for
 
-    assert set(TARGET_GLOBAL_WEIGHT) == set(STYLES) - {"photo"}
-    assert options_for("photo", " Pixel ") == {**RUN_SETTINGS, "global_weight": TARGET_GLOBAL_WEIGHT["pixel"]}
+    assert set(TARGET_SETTINGS) == set(STYLES) - {"photo"}
+    assert options_for("photo", " Pixel ") == {**RUN_SETTINGS, "global_weight": 0.4, "iterations": 700}
+    assert options_for("photo", "sketch") == {**RUN_SETTINGS, "global_weight": 0.7}
     assert options_for("photo", "photo")["global_weight"] == RUN_SETTINGS["global_weight"]
     assert options_for("photo", None) == RUN_SETTINGS  # image-guided
     with pytest.raises(NadaError, match="--target 'oil'"):

@@ -5,7 +5,7 @@
 #      speed with two CLIP models;
 #   C. world: each CLIP through the pixel-space gate (probe_clip) and through the default run for
 #      every target style (nada-train, judged by metrics.json), with before/after grids.
-# Run from the repository root:  OUT=/some/dir bash scripts/gpu_session.sh
+# Run from the repository root:  OUT=/some/dir bash docs/recipes/h100-1024px-benchmarks-and-world-clips.sh
 # Weights land in $OUT/world/, everything else in $OUT/results.tgz (logs, JSON, grids, plots).
 # DEV=cpu QUICK=1 runs the same steps tiny on a CPU, to check the script before a lease.
 set -u
@@ -15,7 +15,7 @@ L=/tmp/gpu-session; A=nada_world/assets; W=$OUT/world
 rm -rf "$L"; mkdir -p "$L/runs" "$W"
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 pack() { tar -czf "$OUT/results.tgz.tmp" -C "$L" --exclude="*.safetensors" . && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
-. scripts/lease_env.sh
+. docs/recipes/lease_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>/dev/null
 python3 -c "import torch, numpy; from nada_train.clip.compat import import_open_clip; print('torch', torch.__version__, 'open_clip', import_open_clip().__version__, 'numpy', numpy.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
 
@@ -71,9 +71,9 @@ for entry in $CLIPS; do
   name=${entry%%:*}; file=${entry#*:}
   echo "python3 -m nada_world.probe_clip --clip $file --lr 0.01 0.03 0.1 --steps $STEPS --device $DEV --json $L/probe-$name.json > $L/probe-$name.log 2>&1" >> "$L/jobs"
   for t in sketch neon pixel; do
-    echo "$L/nada-train --out $L/runs/$name-$t --clip world:$file --target $t --device $DEV -q $ITER > $L/run-$name-$t.log 2>&1" >> "$L/jobs"
+    echo "$L/nada-train --out $L/runs/$name-$t --clip $(python3 -c "from nada_world.models import clip_model_name as n; import sys; print(n(sys.argv[1]))" $file):$file --target $t --device $DEV -q $ITER > $L/run-$name-$t.log 2>&1" >> "$L/jobs"
   done
-  echo "$L/nada-train --out $L/runs/$name-sketch-lr0.01 --clip world:$file --target sketch --lr 0.01 --layers all --device $DEV -q $ITER > $L/run-$name-sketch-lr0.01.log 2>&1" >> "$L/jobs"
+  echo "$L/nada-train --out $L/runs/$name-sketch-lr0.01 --clip $(python3 -c "from nada_world.models import clip_model_name as n; import sys; print(n(sys.argv[1]))" $file):$file --target sketch --lr 0.01 --layers all --device $DEV -q $ITER > $L/run-$name-sketch-lr0.01.log 2>&1" >> "$L/jobs"
 done
 timeout 120 xargs -d '\n' -P 10 -I{} sh -c '{}' < "$L/jobs"
 for entry in $CLIPS; do

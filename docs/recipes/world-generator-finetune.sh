@@ -4,7 +4,7 @@
 #      with a patch critic's adversarial term at two weights; renders kept on the GPU (--pool);
 #   B. each generator, the shipped one included, through the default run for every target style at
 #      global weight 1 (the default) and 0.3, judged (metrics.json), with a before/after grid each.
-# Run from the repository root:  OUT=/some/dir bash scripts/gpu_generator.sh
+# Run from the repository root:  OUT=/some/dir bash docs/recipes/world-generator-finetune.sh
 # Generators land in $OUT/, everything else in $OUT/results.tgz (logs, metrics, grids, a table).
 # On the H100 (8.6 min): A as above; B judged the shipped and the L1 generator before its 200-s limit
 # (not the adversarial ones, whose samples agreed less with the scene), and results.tgz came out over the 16-MiB return limit
@@ -19,7 +19,7 @@ L=/tmp/gpu-generator; A=nada_world/assets
 rm -rf "$L"; mkdir -p "$L/runs" "$OUT"
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 pack() { tar -czf "$OUT/results.tgz.tmp" -C "$L" --exclude="*.safetensors" --exclude=trees --exclude=samples . && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
-. scripts/lease_env.sh
+. docs/recipes/lease_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 
 if [ "$QUICK" = 1 ]; then M=0.1; TB="--batch 16 --pool 64 --workers 1"; ITER="--iterations 2"; P=2; TO=600
