@@ -45,6 +45,12 @@ def set_trainable(generator: Generator, module_names: list[str]) -> list[torch.n
     return params
 
 
+def codes_with_layers(generator: Generator, include_torgb: bool = False) -> list[int]:
+    """The W+ codes that drive at least one layer that can learn: the last code drives only the last
+    ToRGB, so without --train-torgb choosing it would train nothing."""
+    return [c for c in range(generator.n_latent) if generator.layers_of_code(c, include_torgb)]
+
+
 def select_codes(
     g_train: Generator,
     w: torch.Tensor,
@@ -52,9 +58,11 @@ def select_codes(
     k: int,
     iters: int,
     lr: float = 0.01,
+    candidates: list[int] | None = None,
 ) -> list[int]:
     """Optimise W+ copies of `w` for `iters` SGD steps on the global CLIP loss through G_train and
-    return the k codes that moved most (mean |change|), most-moved first."""
+    return the k codes among `candidates` (default: all) that moved most (mean |change|), most-moved
+    first."""
     ws_start = g_train.broadcast(w.detach()).clone()
     ws = ws_start.clone().requires_grad_(True)
     opt = torch.optim.SGD([ws], lr=lr)
@@ -70,8 +78,10 @@ def select_codes(
         for p, r in zip(g_train.parameters(), was):
             p.requires_grad_(r)
     change = (ws.detach() - ws_start).abs().mean(dim=(0, 2))  # [n_latent]
-    k = max(1, min(k, g_train.n_latent))
-    return torch.topk(change, k).indices.tolist()
+    candidates = list(range(g_train.n_latent)) if candidates is None else candidates
+    k = max(1, min(k, len(candidates)))
+    top = torch.topk(change[candidates], k).indices.tolist()
+    return [candidates[i] for i in top]
 
 
 def layers_for_codes(generator: Generator, codes: list[int], include_torgb: bool = False) -> list[str]:

@@ -4,6 +4,7 @@ nada-export read back.
   generator.safetensors  the adapted generator (with manifest.json, all that is needed downstream)
   manifest.json          base checkpoint + sha256, texts, CLIP models, layers, arguments, progress
   samples/step-NNNNNN.png  frozen row above adapted row, same latents every time
+  snapshots/generator-NNNNNN.safetensors  the adapted generator every --save-every iterations
   log.jsonl              one line per step
   state/resume.pt        G_train, optimizer and RNG state for --resume, one file written at once
                          (tensors only, loaded weights_only)
@@ -36,6 +37,7 @@ class RunDir:
     state_path = property(lambda self: self.path / "state" / "resume.pt")
     log_path = property(lambda self: self.path / "log.jsonl")
     samples_dir = property(lambda self: self.path / "samples")
+    snapshots_dir = property(lambda self: self.path / "snapshots")
     metrics_path = property(lambda self: self.path / "metrics.json")
 
     def check_new(self) -> None:
@@ -66,6 +68,13 @@ class RunDir:
         manifest["nada_version"] = __version__
         manifest["format"] = MANIFEST_FORMAT
         write_json(self.manifest_path, manifest)
+
+    def save_snapshot(self, generator: Generator, iteration: int) -> Path:
+        """A numbered copy of the generator (the reference's save_interval checkpoints): loadable by
+        nada-generate and nada-export like any .safetensors generator."""
+        path = self.snapshots_dir / f"generator-{iteration:06d}.safetensors"
+        save_safetensors(generator, path, {"iterations_done": str(iteration)})
+        return path
 
     def load_state(self) -> dict:
         if not self.state_path.exists():

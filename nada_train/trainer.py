@@ -23,7 +23,8 @@ from nada_train.images import to_uint8
 from nada_train.pngs import grid, save_png
 from nada_train.seeds import z_batch
 from nada_train.interrupts import interrupts_deferred, sigterm_as_interrupt
-from nada_train.layer_selection import LAYER_CHOICES, default_auto_k, layers_for_codes, manual_layers, select_codes, set_trainable
+from nada_train.layer_selection import (LAYER_CHOICES, codes_with_layers, default_auto_k, layers_for_codes, manual_layers, select_codes,
+                                       set_trainable)
 from nada_train.losses import ClipGuide, load_style_images
 from nada_train.run_dir import RunDir
 
@@ -58,7 +59,7 @@ class TrainOptions:
     n_sample: int = 8
     sample_truncation: float = 0.7
     sample_every: int = 50
-    save_every: int = 100
+    save_every: int = 100  # a resumable state and a numbered snapshot every N iterations
     allow_pickle: bool = False
 
     def to_json(self) -> dict:
@@ -81,13 +82,17 @@ class TrainOptions:
                 raise NadaError(f"--source and --target are both '{self.source}'; the direction between them is zero, name a different target")
         if self.layers not in LAYER_CHOICES:
             raise NadaError(f"--layers '{self.layers}': choose one of {', '.join(LAYER_CHOICES)}")
-        for name, value, low in (("--iterations", self.iterations, 1), ("--batch", self.batch, 1), ("--n-sample", self.n_sample, 1), ("--auto-layer-batch", self.auto_layer_batch, 1), ("--auto-layer-iters", self.auto_layer_iters, 1)):
+        for name, value, low in (("--iterations", self.iterations, 1), ("--batch", self.batch, 1), ("--n-sample", self.n_sample, 1),
+                                 ("--auto-layer-batch", self.auto_layer_batch, 1), ("--auto-layer-iters", self.auto_layer_iters, 1),
+                                 ("--sample-every", self.sample_every, 1), ("--save-every", self.save_every, 1)):
             if value < low:
                 raise NadaError(f"{name} {value}: must be at least {low}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise NadaError(f"--lr {self.lr}: must be a positive number")
         if not 0 <= self.mixing <= 1:
             raise NadaError(f"--mixing {self.mixing}: a probability, between 0 and 1")
+        if not math.isfinite(self.sample_truncation):
+            raise NadaError(f"--sample-truncation {self.sample_truncation}: must be a number (1 = no truncation, 0.7 is common)")
         if not (self.global_weight >= 0 and math.isfinite(self.global_weight)):
             raise NadaError(f"--global-weight {self.global_weight}: must be 0 (off) or a positive number")
         if self.precision not in ("fp32", "bf16"):
@@ -118,6 +123,7 @@ class Trainer:
         params = [p for n, p in g_train.named_parameters() if not n.startswith("style.")]
         self.optimizer = torch.optim.Adam(params, lr=opts.lr * REG_RATIO, betas=(0.0, 0.99**REG_RATIO))
         self.auto_k = opts.auto_layer_k or default_auto_k(g_train.n_latent)
+        self.selectable_codes = codes_with_layers(g_train, opts.train_torgb)  # never a slot for a code that trains nothing
         self.fixed_layers = None if opts.layers == "auto" else manual_layers(g_train, opts.layers)
         if self.fixed_layers and opts.train_torgb:
             self.fixed_layers += ["to_rgb1"] + [f"to_rgbs.{i}" for i in range(len(g_train.to_rgbs))]
@@ -165,7 +171,8 @@ class Trainer:
         with torch.no_grad():
             w = self.g_frozen.mapping(z)
         with self.autocast:
-            codes = select_codes(self.g_train, w, self.guide.global_, self.auto_k, self.opts.auto_layer_iters)
+            codes = select_codes(self.g_train, w, self.guide.global_, self.auto_k, self.opts.auto_layer_iters,
+                                 candidates=self.selectable_codes)
         return layers_for_codes(self.g_train, codes, self.opts.train_torgb), codes
 
     def _clock(self) -> float:
@@ -285,7 +292,7 @@ def manifest_for(trainer: Trainer, status: str) -> dict:
                  "sha256": base.sha256, "kind": base.kind},
         "generator_config": base.generator.config.to_dict(),
         "source": o.source, "target": o.target, "target_images": o.target_images,
-        "clip": [{"name": c.name, "pretrained": c.pretrained, "weight": c.weight} for c in o.clip],
+        "clip": [m.describe() for m in trainer.guide.models],
         "layers": o.layers if o.layers != "auto" else {"auto": {"k": trainer.auto_k, "iters": o.auto_layer_iters, "batch": o.auto_layer_batch}},
         "arguments": o.to_json(),
     }
@@ -300,10 +307,11 @@ def _loop(trainer: Trainer, run: RunDir, bar: tqdm, save: Callable[[str], None])
         done = trainer.iteration == opts.iterations
         if done or trainer.iteration % opts.sample_every == 0:
             trainer.write_samples()
-        if done:
+        if trainer.iteration % opts.save_every == 0:
+            save("finished" if done else "running")
+            run.save_snapshot(trainer.g_train, trainer.iteration)
+        elif done:
             save("finished")
-        elif trainer.iteration % opts.save_every == 0:
-            save("running")
 
 
 def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> Path:

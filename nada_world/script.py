@@ -22,6 +22,14 @@ def run_script(app: typer.Typer, module: str) -> None:
     run_app(app, f"python -m {module}")
 
 
+def minutes_option(default: float, help: str = "Wall-clock training time (the schedule follows its share used).") -> float:
+    return typer.Option(default, help=help)
+
+
+def threads_option() -> int:
+    return typer.Option(0, help="torch threads (0: all cores).")
+
+
 def set_up(threads: int, seed: int) -> None:
     """threads 0: torch's default (all cores)."""
     if threads:

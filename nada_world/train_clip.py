@@ -46,7 +46,7 @@ from nada_world.data import Batch, DevicePool, RenderedBatches, from_scenes, ren
 from nada_world.evaluate import prediction_accuracy, style_accuracy_by_backdrop, zero_shot_predict
 from nada_world.models import ASSETS, CAPTION_TEMPLATES, CLIP_WEIGHTS, augment, caption
 from nada_world.render import COLOURS, SHAPES, STYLES, random_scene
-from nada_world.script import TimeBudget, cosine, run_script, script_app, set_lr, set_up
+from nada_world.script import TimeBudget, cosine, minutes_option, run_script, script_app, set_lr, set_up, threads_option
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -120,11 +120,11 @@ app = script_app(__doc__)
 
 @app.command(help=__doc__)
 def main(
-    minutes: float = typer.Option(12, help="Wall-clock training time."),
+    minutes: float = minutes_option(12),
     batch: int = typer.Option(256),
     lr: float = typer.Option(1e-3, help="Peak learning rate (100 warm-up steps, cosine decay over the time budget)."),
     seed: int = typer.Option(0),
-    threads: int = typer.Option(0, help="torch threads (0: all cores)."),
+    threads: int = threads_option(),
     model: str = typer.Option("nada-world-clip-rn", help="open_clip config in nada_world/assets/."),
     init: Optional[Path] = typer.Option(None, help="Continue from these weights."),
     adv_eps: float = typer.Option(1.5, help="L2 radius of the adversarial images (0: none)."),

@@ -43,7 +43,7 @@ from nada_world.evaluate import judge_accuracy
 from nada_world.models import (GENERATOR_WEIGHTS, JUDGE_WEIGHTS, N_FACTOR_FEATURES, Z_DIM, FactorEncoder,
                                      factor_features, generator_config, load_judge, scene_of_z)
 from nada_world.render import COLOURS, SHAPES, Scene, signed_distance
-from nada_world.script import TimeBudget, run_script, script_app, set_lr, set_up
+from nada_world.script import TimeBudget, minutes_option, run_script, script_app, set_lr, set_up, threads_option
 
 
 def generator_scenes(n: int, rng: np.random.Generator) -> list[Scene]:
@@ -212,11 +212,11 @@ app = script_app(__doc__)
 
 @app.command(help=__doc__)
 def main(
-    minutes: float = typer.Option(25, help="Stage 1 (stage 2 takes a tenth of it)."),
+    minutes: float = minutes_option(25, "Stage 1 (stage 2 takes a tenth of it)."),
     batch: int = typer.Option(32),
     lr: float = typer.Option(2e-3),
     seed: int = typer.Option(2),
-    threads: int = typer.Option(0, help="torch threads (0: all cores)."),
+    threads: int = threads_option(),
     finetune_minutes: float = typer.Option(0, help="Stage 3: synthesis on the mapping's own codes."),
     continue_from: Optional[Path] = typer.Option(None, help="Skip stages 1-2: fine-tune this saved generator (stage 3)."),
     device: str = typer.Option("cpu", help="Stage 3 / --continue-from only."),

@@ -22,7 +22,7 @@ from nada_train.fileio import atomic_path
 from nada_world.data import Pool, sample
 from nada_world.evaluate import prediction_accuracy, style_accuracy_by_backdrop
 from nada_world.models import JUDGE_WEIGHTS, Judge, augment
-from nada_world.script import TimeBudget, cosine, run_script, script_app, set_lr, set_up
+from nada_world.script import TimeBudget, cosine, minutes_option, run_script, script_app, set_lr, set_up, threads_option
 
 
 app = script_app(__doc__)
@@ -30,11 +30,11 @@ app = script_app(__doc__)
 
 @app.command(help=__doc__)
 def main(
-    minutes: float = typer.Option(8, help="Wall-clock training time."),
+    minutes: float = minutes_option(8),
     batch: int = typer.Option(64),
     lr: float = typer.Option(2e-3, help="Peak learning rate (cosine decay over the time budget)."),
     seed: int = typer.Option(1),
-    threads: int = typer.Option(0, help="torch threads (0: all cores)."),
+    threads: int = threads_option(),
     pool_size: int = typer.Option(8192, "--pool", help="Renders kept in memory (a share renewed each step)."),
     test_renders: int = typer.Option(1000, "--test", help="Fresh renders the accuracy is measured on."),
     out: Path = typer.Option(JUDGE_WEIGHTS, help="Weights file to write."),

@@ -93,3 +93,32 @@ def test_select_codes_through_the_generator_moves_only_the_codes(guide):
     assert all(p.grad is None for p in g.parameters())
     assert {n: p.requires_grad for n, p in g.named_parameters()} == flags
     assert len(select_codes(g, g.mapping(torch.randn(2, 32)).detach(), guide.global_, k=99, iters=1)) == g.n_latent
+
+
+def test_the_last_code_never_takes_a_slot_unless_the_torgbs_learn():
+    """The last W+ code drives only the last ToRGB; with k = 1 and a loss that moves only that code,
+    selection picks the best code that trains something, or the last one when ToRGBs learn."""
+    from nada_train.layer_selection import codes_with_layers
+
+    g = tiny_generator()
+    last = g.n_latent - 1
+    assert codes_with_layers(g) == list(range(last)) and codes_with_layers(g, include_torgb=True) == list(range(g.n_latent))
+    weight = torch.zeros(g.n_latent)
+    weight[last], weight[2] = 10.0, 1.0  # the last code moves most, code 2 next
+
+    def loss(img):
+        return (probe.ws * weight[None, :, None]).sum()
+
+    probe = type("Probe", (), {})()
+    orig = g.synthesis
+
+    def synth(ws, noise_mode="const"):
+        probe.ws = ws
+        return orig(ws)
+
+    g.synthesis = synth
+    w = torch.randn(2, 32)
+    assert select_codes(g, w, loss, k=1, iters=1) == [last]  # unrestricted, as the reference
+    assert select_codes(g, w, loss, k=1, iters=1, candidates=codes_with_layers(g)) == [2]
+    assert select_codes(g, w, loss, k=1, iters=1, candidates=codes_with_layers(g, include_torgb=True)) == [last]
+    assert layers_for_codes(g, [last]) == [] and layers_for_codes(g, [last], include_torgb=True) == [f"to_rgbs.{len(g.to_rgbs) - 1}"]

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +151,46 @@ def test_style_image_folder_errors(tmp_path, setup, match):
     setup(folder)
     with pytest.raises(NadaError, match=f"--target-images.*{match}"):
         load_style_images(folder)
+
+
+def hub_cache_with(tmp_path, repo: str, state: dict) -> Path:
+    """A Hugging Face cache holding `state` as open_clip_model.safetensors of `repo`, as the hub lays it out."""
+    from safetensors.torch import save_file
+
+    root = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+    (root / "snapshots" / "0123abcd").mkdir(parents=True)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text("0123abcd")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(root / "snapshots" / "0123abcd" / "open_clip_model.safetensors"))
+    return tmp_path / "hub"
+
+
+def test_a_quick_gelu_tag_builds_the_network_its_weights_were_trained_as(tmp_path, monkeypatch, clip_config_dir):
+    """A tag whose config says quick_gelu (as open_clip's 'openai' tags do) loads into a QuickGELU
+    network, offline, from the hub cache; open_clip alone would build plain GELU for it."""
+    import huggingface_hub.constants as hub
+
+    from nada_train.clip import ClipSpec
+    from nada_train.clip.compat import import_open_clip
+    from tests.conftest import TINY_CLIP_NAME
+
+    open_clip = import_open_clip()  # before open_clip.pretrained: torchvision needs the compat step
+    registry = open_clip.pretrained
+    open_clip.add_model_config(clip_config_dir)
+    trained = open_clip.create_model(TINY_CLIP_NAME, pretrained=None, force_quick_gelu=True).eval()
+    cache = hub_cache_with(tmp_path, "nada-test/tiny-clip.openai", trained.state_dict())
+    monkeypatch.setitem(registry._PRETRAINED, TINY_CLIP_NAME, {"openai": registry._pcfg(hf_hub="nada-test/tiny-clip.openai/", quick_gelu=True)})
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    clip = load_clip(ClipSpec(TINY_CLIP_NAME, "openai"))
+    assert clip.quick_gelu and clip.describe() == {"name": TINY_CLIP_NAME, "pretrained": "openai", "weight": 1.0,
+                                                   "config": TINY_CLIP_NAME, "quick_gelu": True}
+    tokens = clip.tokenizer(["a photo of a dog"])
+    with torch.no_grad():
+        want = trained.encode_text(tokens)
+        plain = open_clip.create_model(TINY_CLIP_NAME, pretrained=None).eval()
+        plain.load_state_dict(trained.state_dict())
+        assert not torch.allclose(plain.encode_text(tokens), want)  # the activation matters
+        assert torch.allclose(clip.model.encode_text(tokens), want, atol=1e-6)
+    assert not load_clip(parse_clip_spec(f"{TINY_CLIP_NAME}:random")).quick_gelu  # random weights: the config as written

@@ -53,7 +53,7 @@ def test_run_outputs_and_interrupted_resume_equals_straight_run(tmp_path, rosina
     manifest = json.loads((straight / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["iterations_done"] == 4
     assert manifest["base"]["sha256"] and manifest["target"] == "sketch"
-    assert manifest["clip"] == [{"name": "nada-test-tiny", "pretrained": "random", "weight": 1.0}]
+    assert manifest["clip"] == [{"name": "nada-test-tiny", "pretrained": "random", "weight": 1.0, "config": "nada-test-tiny", "quick_gelu": False}]
     assert sorted(p.name for p in (straight / "samples").iterdir()) == ["step-000000.png", "step-000002.png", "step-000004.png"]
     log = [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and all(r["layers"] and r["seconds"] > 0 for r in log)
@@ -332,7 +332,7 @@ def test_manifest_records_the_run(tmp_path, rosinality_ckpt, tiny_clip_spec):
         "base": {"path": str(rosinality_ckpt.resolve()), "sha256": sha256_file(rosinality_ckpt), "kind": "rosinality"},
         "generator_config": tiny_generator().config.to_dict(),
         "source": "photo", "target": "sketch", "target_images": None,
-        "clip": [{"name": "nada-test-tiny", "pretrained": "random", "weight": 1.0}],
+        "clip": [{"name": "nada-test-tiny", "pretrained": "random", "weight": 1.0, "config": "nada-test-tiny", "quick_gelu": False}],
         "layers": {"auto": {"k": 3, "iters": 1, "batch": 2}},
         "arguments": opts.to_json(), "nada_version": "0.1.0",
     }
@@ -409,3 +409,38 @@ def test_a_builtin_base_judges_its_runs_after_training(tmp_path, rosinality_ckpt
     assert len(calls) == 1  # image-guided: no target to judge
     monkeypatch.setattr(trainer_module, "base_owning", lambda g: BuiltinBase(name="mute", generator=rosinality_ckpt, clip=(), default_target="x"))
     train(options(rosinality_ckpt, tmp_path / "d", tiny_clip_spec, iterations=1), progress=False)  # no evaluate: nothing to call
+
+
+def test_k1_auto_selection_never_picks_a_code_that_trains_nothing(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    """With --auto-layer-k 1 and the last code made to win the selection, every step still trains
+    a layer (it raised 'element 0 of tensors does not require grad' when the last code won)."""
+    import nada_train.layer_selection as ls
+
+    real = ls.select_codes
+
+    def last_code_wins(g, w, fn, k, iters, lr=0.01, candidates=None):
+        candidates = candidates if candidates is not None else list(range(g.n_latent))
+        ranked = sorted(candidates, key=lambda c: -c)  # the highest code first: the last one if allowed
+        real(g, w, fn, k, iters, lr, candidates)  # still run the real selection
+        return ranked[:k]
+
+    monkeypatch.setattr("nada_train.trainer.select_codes", last_code_wins)
+    run = train(options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, iterations=2, auto_layer_k=1), progress=False)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    n_latent = tiny_generator().n_latent
+    assert [r["codes"] for r in log] == [[n_latent - 2], [n_latent - 2]] and all(r["layers"] for r in log)
+    run = train(options(rosinality_ckpt, tmp_path / "t", tiny_clip_spec, iterations=1, auto_layer_k=1, train_torgb=True), progress=False)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert log[0]["codes"] == [n_latent - 1] and log[0]["layers"] == [f"to_rgbs.{len(tiny_generator().to_rgbs) - 1}"]
+
+
+def test_save_every_keeps_numbered_snapshots_that_load(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    from nada_train.checkpoints import load_generator
+
+    run = train(options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, iterations=5, save_every=2), progress=False)
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["generator-000002.safetensors", "generator-000004.safetensors"]
+    four = train(options(rosinality_ckpt, tmp_path / "four", tiny_clip_spec, iterations=4, save_every=100), progress=False)
+    snapshot = load_generator(run / "snapshots" / "generator-000004.safetensors")
+    assert all(torch.equal(v, weights(four)[k]) for k, v in snapshot.generator.state_dict().items())
+    with pytest.raises(NadaError, match="--save-every 0: must be at least 1"):
+        train(options(rosinality_ckpt, tmp_path / "bad", tiny_clip_spec, save_every=0), progress=False)

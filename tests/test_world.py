@@ -278,7 +278,8 @@ def test_default_run_end_to_end(tmp_path):
     assert metrics["frozen_clip_target_rate"] <= 0.05  # and so does the CLIP
     assert metrics["directional_clip_similarity"] > 0.1  # three steps already move the images along the text direction
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["clip"][0] == {"name": clip_model_name(CLIP_WEIGHTS), "pretrained": str(CLIP_WEIGHTS), "weight": 1.0}
+    assert manifest["clip"][0] == {"name": clip_model_name(CLIP_WEIGHTS), "pretrained": str(CLIP_WEIGHTS), "weight": 1.0,
+                                   "config": clip_model_name(CLIP_WEIGHTS), "quick_gelu": False}
     assert manifest["arguments"]["templates"] == direction_templates()
     args = manifest["arguments"]
     from nada_world.base import TARGET_SETTINGS

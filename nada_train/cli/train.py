@@ -66,8 +66,9 @@ def main(
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="Allow TF32 matmuls on CUDA (default on)."),
     fused: Optional[bool] = typer.Option(None, "--fused", help="Grouped-conv modulated convolutions (often faster on GPU)."),
     n_sample: Optional[int] = typer.Option(None, help=f"Fixed preview latents (seeds 0..n-1) in samples/ (default {D['n_sample']})."),
+    sample_truncation: Optional[float] = typer.Option(None, help=f"Truncation psi of the preview samples (default {D['sample_truncation']}; 1 = none)."),
     sample_every: Optional[int] = typer.Option(None, help=f"Write a sample grid every N iterations (default {D['sample_every']})."),
-    save_every: Optional[int] = typer.Option(None, help=f"Save a resumable state every N iterations (default {D['save_every']})."),
+    save_every: Optional[int] = typer.Option(None, help=f"Every N iterations: save a resumable state and keep a numbered snapshot, snapshots/generator-NNNNNN.safetensors (default {D['save_every']})."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory (its settings; --iterations may raise the total)."),
     eval_only: Optional[Path] = typer.Option(None, "--eval-only", help="Recompute metrics.json of a run on a built-in base that judges its runs, then exit."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a checkpoint that holds arbitrary Python objects. Runs code from the file: only for files you trust."),
@@ -86,7 +87,7 @@ def main(
         given = dict(iterations=iterations, batch=batch, lr=lr, layers=layers, auto_layer_k=auto_layer_k,
                      auto_layer_iters=auto_layer_iters, auto_layer_batch=auto_layer_batch, train_torgb=train_torgb,
                      mixing=mixing, global_weight=global_weight, seed=seed, device=device, precision=precision, tf32=tf32,
-                     fused=fused, n_sample=n_sample, sample_every=sample_every, save_every=save_every)
+                     fused=fused, n_sample=n_sample, sample_truncation=sample_truncation, sample_every=sample_every, save_every=save_every)
         opts = options(generator, source, target, target_images, out, clip, clip_weight, allow_pickle,
                        {k: v for k, v in given.items() if v is not None})
         path = train(opts, progress=not quiet)

@@ -97,11 +97,18 @@ class ClipModel(nn.Module):
     def __init__(self, spec: ClipSpec, model: nn.Module, tokenizer, image_size: int, mean, std):
         super().__init__()
         self.spec = spec
+        # what was built, for the run's manifest: the open_clip config and its activation
+        self.quick_gelu = any(type(m).__name__ == "QuickGELU" for m in model.modules())
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.image_size = image_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    def describe(self) -> dict:
+        """The CLIP as the manifest records it."""
+        return {"name": self.spec.name, "pretrained": self.spec.pretrained, "weight": self.spec.weight,
+                "config": self.spec.name, "quick_gelu": self.quick_gelu}
 
     def train(self, mode: bool = True) -> "ClipModel":
         # CLIP stays in eval mode whatever the trainer does to its modules.
@@ -163,8 +170,12 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
                 raise NadaError(f"--clip {spec}: unknown pretrained tag '{pretrained}' for {spec.name}; known tags: {', '.join(tags) or 'none'} (or 'random', or a local file)")
         if pretrained and not Path(pretrained).is_file() and not _weights_cached(open_clip, spec.name, pretrained) and not _hub_reachable():
             raise NadaError(f"--clip {spec}: weights are not cached on this machine and the model hub cannot be reached; {_weights_hint()}")
+        # build the network the weights were trained as: OpenAI's CLIPs used QuickGELU, and open_clip
+        # (since 2.29) builds plain GELU for them unless told (it only warns)
+        tag_cfg = (open_clip.get_pretrained_cfg(spec.name, pretrained) or {}) if pretrained and not Path(pretrained).is_file() else {}
         try:
-            model = open_clip.create_model(spec.name, pretrained=pretrained, device=device)
+            model = open_clip.create_model(spec.name, pretrained=pretrained, device=device,
+                                           force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)))
         except Exception as exc:  # network, hub and file errors all mean: no weights here
             reason = " ".join(str(exc).split())[:160] or type(exc).__name__
             raise NadaError(f"--clip {spec}: could not load the weights ({reason}); {_weights_hint()}") from None
