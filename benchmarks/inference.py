@@ -41,7 +41,7 @@ def macs_per_image(g: Generator) -> float:
     g.requires_grad_(False)  # the counter's module hooks need tensors without autograd history
     try:
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            g.synthesis(g.broadcast(g.mapping(torch.randn(1, g.config.style_dim, device=device))))
+            g.synthesis(g.broadcast(g.mapping(torch.randn(1, g.config.z_dim, device=device))))
     finally:
         for p, f in zip(g.parameters(), flags):
             p.requires_grad_(f)
@@ -91,7 +91,7 @@ def time_calls(call, batch: int, warmup: int, requests: int, min_seconds: float)
 
 
 def inputs(g: Generator, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    z = torch.randn(batch, g.config.style_dim, device=device)
+    z = torch.randn(batch, g.config.z_dim, device=device)
     return z, torch.full((batch, 1), 0.7, device=device)
 
 
@@ -223,7 +223,7 @@ def measure_triton(g_path: Path, folder: Path, batches, concurrencies, warmup, r
     with TritonServer(repo) as server:
         url = server.endpoints.grpc
         config = load_generator(g_path).generator.config
-        z_dim, size = config.style_dim, config.size
+        z_dim, size = config.z_dim, config.size
         for b in batches:
             for c in concurrencies:
                 if b > 1 and c > 1 and b * c > max_batch:
@@ -284,7 +284,7 @@ def measure_tensorrt(g, folder, paths, batches, warmup, requests, min_seconds, m
         print(f"  tensorrt     skipped: {reason}")
         return []
     c = g.config
-    mapping = EngineRunner(build_engine(paths["mapping"], folder / "m.plan", {"z": (c.style_dim,), "truncation": (1,)}, max_batch))
+    mapping = EngineRunner(build_engine(paths["mapping"], folder / "m.plan", {"z": (c.z_dim,), "truncation": (1,)}, max_batch))
     synthesis = EngineRunner(build_engine(paths["synthesis"], folder / "s.plan", {"ws": (c.n_latent, c.style_dim)}, max_batch, precision))
     rows = []
     for b in batches:

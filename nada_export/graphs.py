@@ -61,10 +61,10 @@ def example_inputs(generator: Generator, kind: str, batch: int, seed: int = 0) -
     gen = torch.Generator().manual_seed(seed)
     c = generator.config
     if kind == "mapping":
-        return {"z": torch.randn(batch, c.style_dim, generator=gen),
+        return {"z": torch.randn(batch, c.z_dim, generator=gen),
                 "truncation": torch.rand(batch, 1, generator=gen) * 0.5 + 0.5}
     with torch.no_grad():
-        w = generator.mapping(torch.randn(batch, c.style_dim, generator=gen))
+        w = generator.mapping(torch.randn(batch, c.z_dim, generator=gen))
         ws = generator.broadcast(generator.truncate(w, 0.7)).clone()
         ws += 0.05 * torch.randn(ws.shape, generator=gen)  # distinct codes per layer, as inverted images have
     return {"ws": ws}

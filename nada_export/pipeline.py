@@ -87,7 +87,7 @@ def export(checkpoints: list[str], repository: Path, engine: str = "onnx", names
                 bar.set_postfix_str(f"{mapping_name}")
                 file, exported = _export_one(g, "mapping", work / f"{mapping_name}.onnx", engine, max_batch, precision, mapping_name)
                 report.files.append(exported)
-                specs.append(ModelSpec(mapping_name, [TensorSpec("z", "FP32", (c.style_dim,)), TensorSpec("truncation", "FP32", (1,))],
+                specs.append(ModelSpec(mapping_name, [TensorSpec("z", "FP32", (c.z_dim,)), TensorSpec("truncation", "FP32", (1,))],
                                        [ws_spec], max_batch, file, _runtime(engine),
                                        description="mapping network + truncation (shared by every generator of this base)"))
                 mappings[fingerprint] = mapping_name
@@ -99,14 +99,14 @@ def export(checkpoints: list[str], repository: Path, engine: str = "onnx", names
             bar.update(1)
             specs.append(ModelSpec(synthesis_name, [ws_spec], [image_spec], max_batch, file, _runtime(engine),
                                    description=f"{name}: W+ codes -> image (inverted real images, edits)"))
-            specs.append(ModelSpec(name, [TensorSpec("z", "FP32", (c.style_dim,)), TensorSpec("truncation", "FP32", (1,))],
+            specs.append(ModelSpec(name, [TensorSpec("z", "FP32", (c.z_dim,)), TensorSpec("truncation", "FP32", (1,))],
                                    [image_spec], max_batch, steps=[
                                        {"model": mapping_name, "inputs": {"z": "z", "truncation": "truncation"}, "outputs": {"ws": "ws"}},
                                        {"model": synthesis_name, "inputs": {"ws": "ws"}, "outputs": {"image": "image"}}],
                                    description=f"{name}: z, truncation -> image ({mapping_name} then {synthesis_name})"))
             manifest_models[name] = {
                 "source": item.source, "kind": item.kind, "sha256": item.sha256, "base": item.base,
-                "size": c.size, "z_dim": c.style_dim, "n_latent": c.n_latent, "mapping": mapping_name,
+                "size": c.size, "z_dim": c.z_dim, "n_latent": c.n_latent, "mapping": mapping_name,
                 "synthesis": synthesis_name, "engine": engine, "precision": precision,
             }
             report.models.append(name)
@@ -130,7 +130,7 @@ def _export_one(g, kind: str, onnx_path: Path, engine: str, max_batch: int, prec
         from nada_export.tensorrt_engine import EngineRunner, build_engine, engine_filename
 
         c = g.config
-        shapes = {"mapping": {"z": (c.style_dim,), "truncation": (1,)}, "synthesis": {"ws": (c.n_latent, c.style_dim)}}[kind]
+        shapes = {"mapping": {"z": (c.z_dim,), "truncation": (1,)}, "synthesis": {"ws": (c.n_latent, c.style_dim)}}[kind]
         engine_precision = precision if kind == "synthesis" else "fp32"
         path = onnx_path.with_name(engine_filename(onnx_path.stem, engine_precision))
         build_engine(onnx_path, path, shapes, max_batch, engine_precision)

@@ -1,8 +1,9 @@
 """Generator checkpoints in, generator checkpoints out.
 
-Read: rosinality torch files ({"g_ema": state_dict, "latent_avg": w}), nada's own safetensors, and
+Read: rosinality torch files ({"g_ema": state_dict, "latent_avg": w}), NVIDIA's .pkl network
+snapshots (nada_train.nvidia_pickle: read as data, their code never run), nada's own safetensors, and
 run directories written by nada-train. Pickles are never executed by default: torch files are read
-with weights_only=True, NVIDIA's .pkl (which carries its own code) is refused.
+with weights_only=True.
 Write: safetensors (nada's format; the config travels in the metadata) and rosinality's format.
 """
 
@@ -22,6 +23,7 @@ from safetensors.torch import save_file
 from nada_train.errors import NadaError
 from nada_train.fileio import atomic_path, sha256_file
 from nada_train.generator import Generator, GeneratorConfig
+from nada_train.nvidia_pickle import load_nvidia_generator
 
 RUN_GENERATOR = "generator.safetensors"
 RUN_MANIFEST = "manifest.json"
@@ -32,7 +34,7 @@ LATENT_AVG_KEY = "latent_avg"
 class LoadedGenerator:
     generator: Generator
     source: str          # what the user named
-    kind: str            # "rosinality", "safetensors", "run", "random"
+    kind: str            # "rosinality", "nvidia", "safetensors", "run", "random"
     sha256: str | None   # of the weights file, for the manifest
     base: dict | None = None  # for run directories: the base checkpoint the run started from
 
@@ -61,16 +63,13 @@ def load_generator(spec: str | Path, device: str | torch.device = "cpu", allow_p
         return LoadedGenerator(_parse_random_spec(spec_s).to(device).eval(), spec_s, "random", None)
     path = Path(spec_s)
     if not path.exists():
-        raise NadaError(f"generator '{spec_s}': no such file or directory; pass a rosinality .pt checkpoint, a .safetensors file or a nada-train run directory")
+        raise NadaError(f"generator '{spec_s}': no such file or directory; pass a rosinality .pt checkpoint, an NVIDIA .pkl, a .safetensors file or a nada-train run directory")
     if path.is_dir():
         loaded = _load_run_dir(path)
     elif path.suffix == ".safetensors":
         loaded = _load_safetensors(path)
-    elif path.suffix == ".pkl" and not allow_pickle:
-        raise NadaError(
-            f"generator '{path}': NVIDIA .pkl files are pickles that run code from the file, refused; "
-            "convert it to rosinality's .pt format (its convert_weight.py) or pass --allow-pickle if you trust the file"
-        )
+    elif path.suffix == ".pkl":
+        loaded = LoadedGenerator(load_nvidia_generator(path), str(path), "nvidia", sha256_file(path))
     else:
         loaded = _load_torch_file(path, allow_pickle)
     loaded.generator.to(device).eval()
@@ -156,9 +155,11 @@ def save_safetensors(generator: Generator, path: str | Path, extra_metadata: dic
 
 def save_rosinality(generator: Generator, path: str | Path) -> None:
     """rosinality's format, readable by its generate.py and by the StyleGAN-NADA reference."""
-    if generator.config.lr_mlp != 0.01 or tuple(generator.config.blur_kernel) != (1, 3, 3, 1):
-        raise NadaError(f"{path}: rosinality's format cannot record lr_mlp={generator.config.lr_mlp} or a custom blur "
-                        "kernel (its loader assumes 0.01 and [1,3,3,1]); save as .safetensors instead")
+    c = generator.config
+    if not c.rosinality_compatible:
+        raise NadaError(f"{path}: rosinality's format cannot record lr_mlp={c.lr_mlp}, blur kernel {list(c.blur_kernel)}, "
+                        f"z width {c.z_dim}, mapping width {c.mlp_features}, conv_clamp {c.conv_clamp} (its loader assumes "
+                        "0.01, [1, 3, 3, 1], one width for z and w, no clamp); save as .safetensors instead")
     ckpt = {"g_ema": {k: v.detach().cpu() for k, v in generator.state_dict().items()}}
     if generator.w_avg_known:
         ckpt[LATENT_AVG_KEY] = generator.w_avg.detach().cpu().clone()

@@ -129,7 +129,7 @@ class Trainer:
             self.fixed_layers += ["to_rgb1"] + [f"to_rgbs.{i}" for i in range(len(g_train.to_rgbs))]
         self.rng = torch.Generator().manual_seed(opts.seed)  # all of the run's randomness, saved for resume
         self.iteration = 0
-        z_dim = g_train.config.style_dim
+        z_dim = g_train.config.z_dim
         self.sample_z = torch.from_numpy(z_batch(list(range(opts.n_sample)), z_dim)).to(device)
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if opts.precision == "bf16" else nullcontext()
 
@@ -154,7 +154,7 @@ class Trainer:
     # ---- one step ----------------------------------------------------------------------------
     def _latents(self, n: int) -> torch.Tensor:
         """W+ codes for n samples from the frozen mapping (never trained), with style mixing."""
-        z_dim = self.g_train.config.style_dim
+        z_dim = self.g_train.config.z_dim
         z = torch.randn(n, z_dim, generator=self.rng).to(self.device)
         with torch.no_grad():
             w = self.g_frozen.mapping(z)
@@ -167,7 +167,7 @@ class Trainer:
     def choose_layers(self) -> tuple[list[str], list[int] | None]:
         if self.fixed_layers is not None:
             return self.fixed_layers, None
-        z = torch.randn(self.opts.auto_layer_batch, self.g_train.config.style_dim, generator=self.rng).to(self.device)
+        z = torch.randn(self.opts.auto_layer_batch, self.g_train.config.z_dim, generator=self.rng).to(self.device)
         with torch.no_grad():
             w = self.g_frozen.mapping(z)
         with self.autocast:
@@ -265,7 +265,7 @@ def build(opts: TrainOptions, run: RunDir, resume: bool) -> Trainer:
     guide = ClipGuide([load_clip(spec, device) for spec in opts.clip])
     if opts.target_images:
         style = load_style_images(opts.target_images)
-        z = torch.randn(16, base.generator.config.style_dim, generator=torch.Generator().manual_seed(opts.seed)).to(device)
+        z = torch.randn(16, base.generator.config.z_dim, generator=torch.Generator().manual_seed(opts.seed)).to(device)
         with torch.no_grad():
             source = base.generator(z)
         guide.set_image_target(source, style.to(device))

@@ -80,7 +80,7 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
     target = check_style(manifest["target"], "--target")
     frozen_g = load_generator(GENERATOR_WEIGHTS, device).generator
     adapted_g = load_generator(run_dir, device).generator
-    z = torch.from_numpy(z_batch(list(range(n)), frozen_g.config.style_dim)).to(device)
+    z = torch.from_numpy(z_batch(list(range(n)), frozen_g.config.z_dim)).to(device)
     frozen = torch.cat([frozen_g(x) for x in z.split(64)])
     adapted = torch.cat([adapted_g(x) for x in z.split(64)])
     metrics = adaptation_metrics(load_judge().to(device), frozen, adapted, target)

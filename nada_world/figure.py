@@ -29,7 +29,7 @@ def before_after(runs: list[Path], seeds: list[int], scale: int = 2) -> np.ndarr
     rows = []
     for source in sources:
         g = load_generator(source).generator.eval()
-        z = torch.from_numpy(z_batch(seeds, g.config.style_dim))
+        z = torch.from_numpy(z_batch(seeds, g.config.z_dim))
         rows.append(to_uint8(g(z)))
     mosaic = grid(torch.cat(rows).cpu().numpy(), rows=len(sources))
     return mosaic.repeat(scale, 0).repeat(scale, 1)

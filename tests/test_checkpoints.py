@@ -91,10 +91,10 @@ def test_pickle_with_code_is_refused(tmp_path):
         load_generator(path)
 
 
-def test_nvidia_pkl_refused(tmp_path):
+def test_a_pkl_without_nvidias_generator_is_refused(tmp_path):
     path = tmp_path / "network.pkl"
     path.write_bytes(pickle.dumps({"G_ema": 1}))
-    with pytest.raises(NadaError, match="pickles that run code"):
+    with pytest.raises(NadaError, match="G_ema is 1, not one of NVIDIA's Generator networks"):
         load_generator(path)
 
 

@@ -20,7 +20,7 @@ app = typer_app(
 
 @app.command()
 def main(
-    checkpoints: list[str] = typer.Argument(..., help="Checkpoints (.pt, .safetensors) or nada-train run directories."),
+    checkpoints: list[str] = typer.Argument(..., help="Checkpoints (.pt, NVIDIA .pkl, .safetensors) or nada-train run directories."),
     repository: Path = typer.Option(Path("triton_models"), "--repository", "-r", help="Triton model repository to write (models already there are kept)."),
     engine: str = typer.Option("onnx", help="onnx, or trt to build TensorRT engines (needs TensorRT and a GPU)."),
     name: list[str] = typer.Option([], "--name", help="Served model name per checkpoint, in order (default: file or run folder name)."),

@@ -25,7 +25,7 @@ app = typer_app(
 def render(generator, seeds: list[int], truncation: float, noise: str = "const", batch: int = 8) -> np.ndarray:
     """uint8 images [N, H, W, 3] for these seeds."""
     device = next(generator.parameters()).device
-    z_all = torch.from_numpy(z_batch(seeds, generator.config.style_dim))
+    z_all = torch.from_numpy(z_batch(seeds, generator.config.z_dim))
     out = []
     with torch.no_grad():
         for z in z_all.split(batch):
@@ -35,7 +35,7 @@ def render(generator, seeds: list[int], truncation: float, noise: str = "const",
 
 @app.command()
 def main(
-    checkpoint: str = typer.Argument(..., help="rosinality .pt, nada .safetensors, a run directory, or random:SIZE."),
+    checkpoint: str = typer.Argument(..., help="rosinality .pt, NVIDIA .pkl, nada .safetensors, a run directory, or random:SIZE."),
     seeds: str = typer.Option("0-7", help="Seeds, e.g. 0-3,7."),
     truncation: float = typer.Option(1.0, help="Truncation psi (1 = none; 0.7 is common)."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output directory."),

@@ -21,6 +21,11 @@ class GeneratorConfig:
     channels:  feature width at each resolution 4, 8, ..., size (one entry per resolution).
     lr_mlp:    the mapping network's learning-rate multiplier; not stored in checkpoints, 0.01 in
                every public rosinality model.
+    blur_kernel: the separable up-sampling filter taps.
+    z_features:  width of z where it differs from w's (NVIDIA's z_dim); None: style_dim.
+    mlp_features: width inside the mapping network (NVIDIA's layer_features); None: style_dim.
+    conv_clamp:  activations clamped to +-X after each layer, as NVIDIA's conv_clamp (256 in its
+                 configs); None: no clamping (rosinality).
     """
 
     size: int
@@ -29,6 +34,25 @@ class GeneratorConfig:
     channels: tuple[int, ...]
     lr_mlp: float = 0.01
     blur_kernel: tuple[int, ...] = field(default=(1, 3, 3, 1))
+    z_features: int | None = None
+    mlp_features: int | None = None
+    conv_clamp: float | None = None
+
+    @property
+    def z_dim(self) -> int:
+        return self.z_features or self.style_dim
+
+    @property
+    def mlp_widths(self) -> list[int]:
+        """Widths through the mapping network: z, the hidden layers, w."""
+        hidden = self.mlp_features or self.style_dim
+        return [self.z_dim] + [hidden] * (self.n_mlp - 1) + [self.style_dim]
+
+    @property
+    def rosinality_compatible(self) -> bool:
+        """Whether rosinality's Generator(size, style_dim, n_mlp) can hold this architecture."""
+        return (self.z_features in (None, self.style_dim) and self.mlp_features in (None, self.style_dim)
+                and self.conv_clamp is None and self.lr_mlp == 0.01 and tuple(self.blur_kernel) == (1, 3, 3, 1))
 
     def __post_init__(self) -> None:
         log_size = math.log2(self.size)
@@ -84,6 +108,9 @@ class GeneratorConfig:
             channels=tuple(int(c) for c in d["channels"]),
             lr_mlp=float(d.get("lr_mlp", 0.01)),
             blur_kernel=tuple(int(k) for k in d.get("blur_kernel", (1, 3, 3, 1))),
+            z_features=_optional(d.get("z_features"), int),
+            mlp_features=_optional(d.get("mlp_features"), int),
+            conv_clamp=_optional(d.get("conv_clamp"), float),
         )
 
     @classmethod
@@ -119,3 +146,7 @@ class GeneratorConfig:
         except ValueError as exc:
             raise NadaError(f"{source}: inconsistent generator tensors ({exc})") from None
         return config
+
+
+def _optional(value, kind):
+    return None if value is None else kind(value)

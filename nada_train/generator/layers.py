@@ -165,16 +165,20 @@ class NoiseInjection(nn.Module):
 
 
 class StyledConv(nn.Module):
-    """Modulated conv -> per-pixel noise -> biased leaky ReLU (rosinality's `activate.bias`)."""
+    """Modulated conv -> per-pixel noise -> biased leaky ReLU (rosinality's `activate.bias`), then,
+    with a clamp (NVIDIA's conv_clamp), the activations limited to +-clamp."""
 
-    def __init__(self, in_channel: int, out_channel: int, style_dim: int, upsample: bool = False, blur_taps=(1, 3, 3, 1)):
+    def __init__(self, in_channel: int, out_channel: int, style_dim: int, upsample: bool = False, blur_taps=(1, 3, 3, 1),
+                 clamp: float | None = None):
         super().__init__()
         self.conv = ModulatedConv2d(in_channel, out_channel, 3, style_dim, upsample=upsample, blur_taps=blur_taps)
         self.noise = NoiseInjection()
         self.activate = _BiasLeakyReLU(out_channel)
+        self.clamp = clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, w), noise))
+        out = self.activate(self.noise(self.conv(x, w), noise))
+        return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
 
 
 class _BiasLeakyReLU(nn.Module):
@@ -189,15 +193,18 @@ class _BiasLeakyReLU(nn.Module):
 class ToRGB(nn.Module):
     """1x1 modulated conv to RGB (no demodulation), added to the upsampled RGB of the layer below."""
 
-    def __init__(self, in_channel: int, style_dim: int, upsample: bool = True, blur_taps=(1, 3, 3, 1)):
+    def __init__(self, in_channel: int, style_dim: int, upsample: bool = True, blur_taps=(1, 3, 3, 1), clamp: float | None = None):
         super().__init__()
         if upsample:
             self.upsample = Upsample(blur_taps)
         self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.clamp = clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv(x, w) + self.bias
+        if self.clamp is not None:  # this layer's own output, before the skip is added (NVIDIA's order)
+            out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:
             out = out + self.upsample(skip)
         return out

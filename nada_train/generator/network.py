@@ -23,21 +23,23 @@ class Generator(nn.Module):
         super().__init__()
         self.config = config
         c, taps = config, tuple(config.blur_kernel)
+        widths = c.mlp_widths
         self.style = nn.Sequential(
             PixelNorm(),
-            *[EqualLinear(c.style_dim, c.style_dim, lr_mul=c.lr_mlp, activate=True) for _ in range(c.n_mlp)],
+            *[EqualLinear(widths[i], widths[i + 1], lr_mul=c.lr_mlp, activate=True) for i in range(c.n_mlp)],
         )
+        clamp = c.conv_clamp
         self.input = ConstantInput(c.channel(4))
-        self.conv1 = StyledConv(c.channel(4), c.channel(4), c.style_dim, blur_taps=taps)
-        self.to_rgb1 = ToRGB(c.channel(4), c.style_dim, upsample=False, blur_taps=taps)
+        self.conv1 = StyledConv(c.channel(4), c.channel(4), c.style_dim, blur_taps=taps, clamp=clamp)
+        self.to_rgb1 = ToRGB(c.channel(4), c.style_dim, upsample=False, blur_taps=taps, clamp=clamp)
         self.convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
         in_channel = c.channel(4)
         for log_res in range(3, c.log_size + 1):
             out_channel = c.channel(2**log_res)
-            self.convs.append(StyledConv(in_channel, out_channel, c.style_dim, upsample=True, blur_taps=taps))
-            self.convs.append(StyledConv(out_channel, out_channel, c.style_dim, blur_taps=taps))
-            self.to_rgbs.append(ToRGB(out_channel, c.style_dim, blur_taps=taps))
+            self.convs.append(StyledConv(in_channel, out_channel, c.style_dim, upsample=True, blur_taps=taps, clamp=clamp))
+            self.convs.append(StyledConv(out_channel, out_channel, c.style_dim, blur_taps=taps, clamp=clamp))
+            self.to_rgbs.append(ToRGB(out_channel, c.style_dim, blur_taps=taps, clamp=clamp))
             in_channel = out_channel
         self.noises = nn.Module()
         for i in range(c.num_noise_layers):
@@ -53,14 +55,14 @@ class Generator(nn.Module):
 
     # ---- mapping -----------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        assert z.ndim == 2 and z.shape[1] == self.config.style_dim, tuple(z.shape)
+        assert z.ndim == 2 and z.shape[1] == self.config.z_dim, tuple(z.shape)
         return self.style(z)
 
     def set_w_avg(self, w_avg: torch.Tensor | None, n_samples: int = 4096, seed: int = 0) -> None:
         """Use the checkpoint's latent_avg, or the mean of n_samples mapped z (rosinality's mean_latent)."""
         if w_avg is None:
             gen = torch.Generator().manual_seed(seed)
-            z = torch.randn(n_samples, self.config.style_dim, generator=gen).to(self.w_avg.device)
+            z = torch.randn(n_samples, self.config.z_dim, generator=gen).to(self.w_avg.device)
             with torch.no_grad():
                 w_avg = self.mapping(z).mean(0)
         self.w_avg.copy_(w_avg.reshape(-1).to(self.w_avg))
