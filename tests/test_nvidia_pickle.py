@@ -17,7 +17,7 @@ from nada_train.errors import NadaError
 from nada_train.fileio import sha256_file
 
 DATA = Path(__file__).parent / "data" / "nvidia"
-NAMES = ["ada32_clamp", "ada16_zw_fp16"]
+NAMES = ["ada32_clamp", "ada16_zw_fp16", "sg3repo-ada16_zw_fp16"]  # the last: stylegan3's StyleGAN2 networks
 TRUNCATIONS = {"t100": 1.0, "t070": 0.7}
 
 

@@ -3,6 +3,8 @@ stylegan2-ada-pytorch code, with the images its generate.py convention gives.
 
     git --git-dir=<stylegan2-ada-pytorch clone>/.git archive d72cc7d0 dnnlib torch_utils training | tar -x -C /tmp/ada
     python tests/data/nvidia/make_fixtures.py /tmp/ada tests/data/nvidia
+    git --git-dir=<stylegan3 clone>/.git archive c233a919 dnnlib torch_utils training | tar -x -C /tmp/sg3
+    python tests/data/nvidia/make_fixtures.py /tmp/sg3 tests/data/nvidia --module training.networks_stylegan2 --prefix sg3repo- --names ada16_zw_fp16
 
 NVIDIA's code stays in the scratch folder (its licence forbids copying it here); the .pkl files it
 writes carry that code as a string, which nada never runs. On the CPU NVIDIA's ops take their own
@@ -45,15 +47,34 @@ REFUSED = {
 }
 
 
-def import_nvidia(folder: Path):
+def import_nvidia(folder: Path, module: str):
+    import importlib
     import types
 
     sys.modules.setdefault("requests", types.ModuleType("requests"))  # dnnlib.util's downloads: unused here
+    try:
+        import pkg_resources  # noqa: F401  (stylegan3's conv2d_gradfix compares torch versions with it)
+    except ImportError:
+        from packaging.version import parse
+
+        sys.modules["pkg_resources"] = types.SimpleNamespace(parse_version=parse)
     sys.path.insert(0, str(folder))
     import dnnlib  # noqa: F401
-    from training import networks
 
-    return networks
+    return importlib.import_module(module)
+
+
+def generator_kwargs(networks, kwargs: dict) -> dict:
+    """stylegan2-ada's Generator takes synthesis_kwargs=dict(...); stylegan3's takes them as keywords."""
+    import inspect
+
+    original = networks.Generator.__bases__[0]  # under persistence's decorator
+    param = inspect.signature(original.__init__).parameters.get("synthesis_kwargs")
+    if param is not None and param.kind != param.VAR_KEYWORD:
+        return kwargs
+    kwargs = dict(kwargs)
+    synthesis = kwargs.pop("synthesis_kwargs")
+    return {**kwargs, **synthesis}
 
 
 def randomise(G, seed: int) -> None:
@@ -66,7 +87,7 @@ def randomise(G, seed: int) -> None:
             elif name.endswith("bias") and "affine" not in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
         z = torch.randn(256, G.z_dim, generator=gen)
-        G.mapping.w_avg.copy_(G.mapping(z, None, skip_w_avg_update=True)[:, 0].mean(0))
+        G.mapping.w_avg.copy_(G.mapping(z, None)[:, 0].mean(0))  # eval mode: the average is not updated
         for _ in range(3):
             img = G(torch.randn(32, G.z_dim, generator=gen), None, noise_mode="const", force_fp32=True)
             for res in G.synthesis.block_resolutions:
@@ -77,12 +98,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("nvidia", type=Path, help="folder holding stylegan2-ada-pytorch's dnnlib/, torch_utils/, training/")
     ap.add_argument("out", type=Path)
+    ap.add_argument("--module", default="training.networks", help="the networks module (stylegan3: training.networks_stylegan2)")
+    ap.add_argument("--prefix", default="", help="file name prefix; with one, only the parity networks are made")
+    ap.add_argument("--names", nargs="+", default=list(CONFIGS), help="which parity networks to make")
     args = ap.parse_args()
-    networks = import_nvidia(args.nvidia)
+    networks = import_nvidia(args.nvidia, args.module)
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (name, kwargs) in enumerate(CONFIGS.items()):
+        if name not in args.names:
+            continue
+        name = args.prefix + name
         torch.manual_seed(200 + i)
-        G = networks.Generator(c_dim=0, img_channels=3, **kwargs).eval().requires_grad_(False)
+        G = networks.Generator(c_dim=0, img_channels=3, **generator_kwargs(networks, kwargs)).eval().requires_grad_(False)
         D = networks.Discriminator(c_dim=0, img_resolution=kwargs["img_resolution"], img_channels=3, channel_base=128,
                                    channel_max=16, block_kwargs={}, mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=2))
         randomise(G, seed=300 + i)
@@ -103,9 +130,11 @@ def main() -> None:
         u = arrays["uint8_t100"]
         print(f"{name}: {sum(p.numel() for p in G.parameters())} parameters, {(args.out / f'{name}.pkl').stat().st_size} bytes, "
               f"uint8 {u.min()}-{u.max()}, clipped {np.mean((u == 0) | (u == 255)):.3f}")
+    if args.prefix:
+        return
     for name, kwargs in REFUSED.items():
         torch.manual_seed(400)
-        G = networks.Generator(img_channels=3, **kwargs).eval().requires_grad_(False)
+        G = networks.Generator(img_channels=3, **generator_kwargs(networks, kwargs)).eval().requires_grad_(False)
         with open(args.out / f"{name}.pkl", "wb") as f:
             pickle.dump(dict(G=G, G_ema=copy.deepcopy(G)), f)
         print(f"{name}: {(args.out / f'{name}.pkl').stat().st_size} bytes")
