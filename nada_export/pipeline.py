@@ -80,7 +80,7 @@ def export(checkpoints: list[str], repository: Path, engine: str = "onnx", names
         for name, item in zip(names, loaded):
             g, c = item.generator, item.generator.config
             ws_spec = TensorSpec("ws", "FP32", (c.n_latent, c.style_dim))
-            image_spec = TensorSpec("image", "UINT8", (c.size, c.size, 3))
+            image_spec = TensorSpec("image", "UINT8", (*c.image_shape, 3))
             fingerprint = mapping_fingerprint(g)
             mapping_name = f"mapping_{fingerprint}"
             if fingerprint not in mappings:

@@ -41,6 +41,7 @@ class TrainOptions:
     target_images: str | None = None
     clip: list[ClipSpec] = field(default_factory=lambda: [ClipSpec("ViT-B-32")])
     templates: list[str] | None = None  # prompt templates with "{}"; None: the reference's 79 ImageNet ones
+    crop: list[int] | None = None  # (left, top, right, bottom): the part of the frame that is content
     iterations: int = 300
     batch: int = 2
     lr: float = 0.002
@@ -95,6 +96,8 @@ class TrainOptions:
             raise NadaError(f"--sample-truncation {self.sample_truncation}: must be a number (1 = no truncation, 0.7 is common)")
         if not (self.global_weight >= 0 and math.isfinite(self.global_weight)):
             raise NadaError(f"--global-weight {self.global_weight}: must be 0 (off) or a positive number")
+        if self.crop is not None and (len(self.crop) != 4 or not all(isinstance(v, int) for v in self.crop)):
+            raise NadaError(f"--crop {self.crop}: give the box as LEFT,TOP,RIGHT,BOTTOM in pixels, e.g. --crop 0,64,512,448")
         if self.precision not in ("fp32", "bf16"):
             raise NadaError(f"--precision {self.precision}: choose fp32 or bf16")
 
@@ -252,6 +255,11 @@ def build(opts: TrainOptions, run: RunDir, resume: bool) -> Trainer:
     base = load_generator(opts.generator, device, allow_pickle=opts.allow_pickle)
     if base.kind == "run":
         raise NadaError(f"--generator '{opts.generator}' is a run directory; adapt its base, or export/generate from it")
+    if opts.crop is not None:
+        try:
+            base.generator.set_crop(opts.crop)
+        except ValueError as exc:
+            raise NadaError(f"--crop {','.join(map(str, opts.crop))}: {exc}") from None
     if resume:
         manifest = run.read_manifest()
         recorded = manifest["base"].get("sha256")
@@ -262,6 +270,8 @@ def build(opts: TrainOptions, run: RunDir, resume: bool) -> Trainer:
             raise NadaError(f"--resume '{run.path}': its resume state was written by an older nada without the weights; "
                             f"start a new run from {run.generator_path} instead")
     g_train = load_generator(opts.generator, device, allow_pickle=opts.allow_pickle).generator
+    if opts.crop is not None:
+        g_train.set_crop(opts.crop)  # recorded in its config: nada-generate, nada-export and serving use the box too
     guide = ClipGuide([load_clip(spec, device) for spec in opts.clip])
     if opts.target_images:
         style = load_style_images(opts.target_images)

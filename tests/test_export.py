@@ -333,3 +333,17 @@ def test_parity_measures_on_fresh_inputs_per_batch():
     assert 0 <= p.seconds < 60
     with pytest.raises(NadaError, match=r"mapping: exported model returned shape \(1, 3\) for batch 1, PyTorch \(1, 8, 32\)"):
         parity.check_parity(g, "mapping", lambda feed: np.zeros((1, 3), np.float32), [1])
+
+
+@pytest.mark.slow
+def test_a_cropped_generator_is_served_at_its_box(tmp_path):
+    """The repository's image output is the crop box's shape (the Triton output shape is the crop's)."""
+    from nada_train.checkpoints import save_safetensors
+
+    g = tiny_generator()
+    g.set_crop((0, 4, 32, 28))
+    save_safetensors(g, tmp_path / "cars.safetensors")
+    export([str(tmp_path / "cars.safetensors")], tmp_path / "repo", max_batch=2, progress=False)
+    for model in ("cars", "cars_synthesis"):
+        cfg = parse_config(tmp_path / "repo" / model / "config.pbtxt")
+        assert list(cfg.output[0].dims) == [24, 32, 3], model

@@ -2,6 +2,7 @@ import json
 import os
 import signal
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -444,3 +445,38 @@ def test_save_every_keeps_numbered_snapshots_that_load(tmp_path, rosinality_ckpt
     assert all(torch.equal(v, weights(four)[k]) for k, v in snapshot.generator.state_dict().items())
     with pytest.raises(NadaError, match="--save-every 0: must be at least 1"):
         train(options(rosinality_ckpt, tmp_path / "bad", tiny_clip_spec, save_every=0), progress=False)
+
+
+def test_a_crop_box_is_what_clip_samples_generate_and_export_see(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    """--crop for generators whose content fills part of the frame (LSUN cars): recorded in the run,
+    applied before CLIP, in the samples, in nada-generate's images and in the exported model."""
+    from PIL import Image
+
+    from nada_export.onnx_export import export_verified, onnx_session
+    from nada_train.checkpoints import load_generator
+    from nada_train.cli.generate import render
+
+    seen = []
+    real = ClipGuide.directional
+
+    def directional(self, frozen, trained, *rest):
+        seen.append((tuple(frozen.shape[-2:]), tuple(trained.shape[-2:])))
+        return real(self, frozen, trained, *rest)
+
+    monkeypatch.setattr(ClipGuide, "directional", directional)
+    run = train(options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, iterations=2, crop=[4, 8, 28, 24]), progress=False)
+    assert seen == [((16, 24), (16, 24))] * 2  # height 24 - 8, width 28 - 4
+    assert json.loads((run / "manifest.json").read_text())["generator_config"]["crop"] == [4, 8, 28, 24]
+    grid = np.asarray(Image.open(run / "samples" / "step-000002.png"))
+    assert grid.shape == (2 * 16 + 2, 2 * 24 + 2, 3)
+    adapted = load_generator(run).generator
+    full = load_generator(rosinality_ckpt).generator
+    images = render(adapted, [0, 1], 1.0)
+    assert images.shape == (2, 16, 24, 3)
+    base_crop = render(full, [0, 1], 1.0)[:, 8:24, 4:28]
+    assert images.shape == base_crop.shape
+    parity = export_verified(adapted, "synthesis", tmp_path / "s.onnx", max_batch=2)
+    out = onnx_session(tmp_path / "s.onnx").run(None, {"ws": adapted.ws(torch.zeros(2, 32)).detach().numpy()})[0]
+    assert parity.passed and out.shape == (2, 16, 24, 3)
+    with pytest.raises(NadaError, match="--crop 4,8,40,24: crop .* is not a box inside the 32x32 image"):
+        train(options(rosinality_ckpt, tmp_path / "bad", tiny_clip_spec, crop=[4, 8, 40, 24]), progress=False)

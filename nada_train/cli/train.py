@@ -69,6 +69,7 @@ def main(
     sample_truncation: Optional[float] = typer.Option(None, help=f"Truncation psi of the preview samples (default {D['sample_truncation']}; 1 = none)."),
     sample_every: Optional[int] = typer.Option(None, help=f"Write a sample grid every N iterations (default {D['sample_every']})."),
     save_every: Optional[int] = typer.Option(None, help=f"Every N iterations: save a resumable state and keep a numbered snapshot, snapshots/generator-NNNNNN.safetensors (default {D['save_every']})."),
+    crop: Optional[str] = typer.Option(None, help="LEFT,TOP,RIGHT,BOTTOM: the part of the frame that is content (e.g. LSUN cars, 512x384 in 512x512: 0,64,512,448); CLIP, samples, nada-generate and the exported model see only the box."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory (its settings; --iterations may raise the total)."),
     eval_only: Optional[Path] = typer.Option(None, "--eval-only", help="Recompute metrics.json of a run on a built-in base that judges its runs, then exit."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a checkpoint that holds arbitrary Python objects. Runs code from the file: only for files you trust."),
@@ -87,7 +88,8 @@ def main(
         given = dict(iterations=iterations, batch=batch, lr=lr, layers=layers, auto_layer_k=auto_layer_k,
                      auto_layer_iters=auto_layer_iters, auto_layer_batch=auto_layer_batch, train_torgb=train_torgb,
                      mixing=mixing, global_weight=global_weight, seed=seed, device=device, precision=precision, tf32=tf32,
-                     fused=fused, n_sample=n_sample, sample_truncation=sample_truncation, sample_every=sample_every, save_every=save_every)
+                     fused=fused, n_sample=n_sample, sample_truncation=sample_truncation, sample_every=sample_every, save_every=save_every,
+                     crop=parse_crop(crop) if crop is not None else None)
         opts = options(generator, source, target, target_images, out, clip, clip_weight, allow_pickle,
                        {k: v for k, v in given.items() if v is not None})
         path = train(opts, progress=not quiet)
@@ -130,6 +132,16 @@ def options(generator: str | None, source: str, target: str | None, target_image
         clip=[parse_clip_spec(c, w) for c, w in zip(clip, weights)], allow_pickle=allow_pickle,
         **{**settings, **given},
     )
+
+
+def parse_crop(text: str) -> list[int]:
+    try:
+        box = [int(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4:
+        raise NadaError(f"--crop '{text}': give four integers LEFT,TOP,RIGHT,BOTTOM, e.g. --crop 0,64,512,448")
+    return box
 
 
 def evaluate_again(run_dir: Path) -> dict:

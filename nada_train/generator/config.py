@@ -26,6 +26,8 @@ class GeneratorConfig:
     mlp_features: width inside the mapping network (NVIDIA's layer_features); None: style_dim.
     conv_clamp:  activations clamped to +-X after each layer, as NVIDIA's conv_clamp (256 in its
                  configs); None: no clamping (rosinality).
+    crop:        (left, top, right, bottom) of the image that is content, for generators that draw it
+                 inside a larger frame (LSUN cars: 512x384 in 512x512); the output is that box.
     """
 
     size: int
@@ -37,6 +39,7 @@ class GeneratorConfig:
     z_features: int | None = None
     mlp_features: int | None = None
     conv_clamp: float | None = None
+    crop: tuple[int, int, int, int] | None = None
 
     @property
     def z_dim(self) -> int:
@@ -49,10 +52,18 @@ class GeneratorConfig:
         return [self.z_dim] + [hidden] * (self.n_mlp - 1) + [self.style_dim]
 
     @property
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) of the output: the crop box, or the whole square."""
+        if self.crop is None:
+            return (self.size, self.size)
+        left, top, right, bottom = self.crop
+        return (bottom - top, right - left)
+
+    @property
     def rosinality_compatible(self) -> bool:
         """Whether rosinality's Generator(size, style_dim, n_mlp) can hold this architecture."""
         return (self.z_features in (None, self.style_dim) and self.mlp_features in (None, self.style_dim)
-                and self.conv_clamp is None and self.lr_mlp == 0.01 and tuple(self.blur_kernel) == (1, 3, 3, 1))
+                and self.conv_clamp is None and self.crop is None and self.lr_mlp == 0.01 and tuple(self.blur_kernel) == (1, 3, 3, 1))
 
     def __post_init__(self) -> None:
         log_size = math.log2(self.size)
@@ -63,6 +74,11 @@ class GeneratorConfig:
                 f"channels needs one width per resolution 4..{self.size} "
                 f"({self.log_size - 1} entries), got {len(self.channels)}"
             )
+        if self.crop is not None:
+            left, top, right, bottom = self.crop
+            if not (0 <= left < right <= self.size and 0 <= top < bottom <= self.size):
+                raise ValueError(f"crop {list(self.crop)} is not a box inside the {self.size}x{self.size} image "
+                                 "(left, top, right, bottom with 0 <= left < right <= size)")
 
     @property
     def log_size(self) -> int:
@@ -97,6 +113,7 @@ class GeneratorConfig:
         d = asdict(self)
         d["channels"] = list(self.channels)
         d["blur_kernel"] = list(self.blur_kernel)
+        d["crop"] = None if self.crop is None else list(self.crop)
         return d
 
     @classmethod
@@ -111,6 +128,7 @@ class GeneratorConfig:
             z_features=_optional(d.get("z_features"), int),
             mlp_features=_optional(d.get("mlp_features"), int),
             conv_clamp=_optional(d.get("conv_clamp"), float),
+            crop=_optional(d.get("crop"), lambda box: tuple(int(v) for v in box)),
         )
 
     @classmethod

@@ -7,6 +7,7 @@ checkpoints load with strict=True and adapted generators can be written back in 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Literal
 
 import torch
@@ -99,7 +100,8 @@ class Generator(nn.Module):
         raise ValueError(f"noise mode must be const, random or none, got {mode!r}")
 
     def synthesis(self, ws: torch.Tensor, noise_mode: NoiseMode = "const") -> torch.Tensor:
-        """W+ codes [batch, n_latent, style_dim] -> image [batch, 3, size, size] in about [-1, 1]."""
+        """W+ codes [batch, n_latent, style_dim] -> image [batch, 3, H, W] in about [-1, 1] (size x size,
+        or the config's crop box)."""
         assert ws.ndim == 3 and ws.shape[1:] == (self.n_latent, self.config.style_dim), tuple(ws.shape)
         noise = self._noise(noise_mode, ws)
         x = self.input(ws)
@@ -111,6 +113,9 @@ class Generator(nn.Module):
             x = self.convs[2 * j + 1](x, ws[:, code + 1], noise[2 + 2 * j])
             rgb = to_rgb(x, ws[:, code + 2], rgb)
             code += 2
+        if self.config.crop is not None:  # the content box; the rest of the frame is not the image
+            left, top, right, bottom = self.config.crop
+            rgb = rgb[:, :, top:bottom, left:right]
         return rgb
 
     def ws(self, z: torch.Tensor, truncation: float | torch.Tensor = 1.0) -> torch.Tensor:
@@ -140,6 +145,10 @@ class Generator(nn.Module):
             elif code >= 3 and code % 2 == 1:
                 names.append(f"to_rgbs.{(code - 3) // 2}")
         return names
+
+    def set_crop(self, crop: tuple[int, int, int, int] | None) -> None:
+        """Make the output the box (left, top, right, bottom) of the frame (None: the whole frame)."""
+        self.config = replace(self.config, crop=None if crop is None else tuple(int(v) for v in crop))
 
     def set_fused(self, fused: bool) -> None:
         """Switch every modulated conv between the exportable and the grouped (fused) form."""
