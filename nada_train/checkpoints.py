@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from nada_train.errors import NadaError
 from nada_train.fileio import atomic_path, sha256_file
-from nada_train.generator import Generator, GeneratorConfig
+from nada_train.generator import AnyConfig, Generator, GeneratorConfig, StyleGenerator, build_generator, config_from_dict
 from nada_train.nvidia_pickle import load_nvidia_generator
 
 RUN_GENERATOR = "generator.safetensors"
@@ -32,7 +32,7 @@ LATENT_AVG_KEY = "latent_avg"
 
 @dataclass
 class LoadedGenerator:
-    generator: Generator
+    generator: StyleGenerator
     source: str          # what the user named
     kind: str            # "rosinality", "nvidia", "safetensors", "run", "random"
     sha256: str | None   # of the weights file, for the manifest
@@ -108,15 +108,15 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> LoadedGenerator:
     return LoadedGenerator(generator, str(path), "rosinality", sha256_file(path))
 
 
-def _build(state: dict, latent_avg: torch.Tensor | None, source: str, config: GeneratorConfig | None = None) -> Generator:
+def _build(state: dict, latent_avg: torch.Tensor | None, source: str, config: AnyConfig | None = None) -> StyleGenerator:
     state = {k: v for k, v in state.items() if k != LATENT_AVG_KEY}
     config = config or GeneratorConfig.infer(state, source)
-    generator = Generator(config)
+    generator = build_generator(config)
     try:
         generator.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
-        raise NadaError(f"generator '{source}': tensors do not fit a StyleGAN2 generator of size {config.size} ({detail})") from None
+        raise NadaError(f"generator '{source}': tensors do not fit a {config.architecture} generator of size {config.size} ({detail})") from None
     generator.set_w_avg(latent_avg)
     return generator
 
@@ -128,7 +128,7 @@ def _load_safetensors(path: Path) -> LoadedGenerator:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types
         raise NadaError(f"generator '{path}': not a readable safetensors file ({exc})") from None
-    config = GeneratorConfig.from_dict(json.loads(meta["nada_config"])) if "nada_config" in meta else None
+    config = config_from_dict(json.loads(meta["nada_config"])) if "nada_config" in meta else None
     generator = _build(state, state.get(LATENT_AVG_KEY), str(path), config)
     return LoadedGenerator(generator, str(path), "safetensors", sha256_file(path))
 
@@ -142,20 +142,22 @@ def _load_run_dir(path: Path) -> LoadedGenerator:
     return LoadedGenerator(loaded.generator, str(path), "run", loaded.sha256, base=manifest.get("base"))
 
 
-def save_safetensors(generator: Generator, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
+def save_safetensors(generator: StyleGenerator, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
     """nada's own format: every tensor plus latent_avg; the config in the metadata."""
     state = {k: v.detach().contiguous().cpu() for k, v in generator.state_dict().items()}
     if generator.w_avg_known:
         state[LATENT_AVG_KEY] = generator.w_avg.detach().cpu().clone()
-    meta = {"nada_config": json.dumps(generator.config.to_dict()), "format": "nada-stylegan2"}
+    meta = {"nada_config": json.dumps(generator.config.to_dict()), "format": f"nada-{generator.config.architecture}"}
     meta.update(extra_metadata or {})
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
 
 
-def save_rosinality(generator: Generator, path: str | Path) -> None:
+def save_rosinality(generator: StyleGenerator, path: str | Path) -> None:
     """rosinality's format, readable by its generate.py and by the StyleGAN-NADA reference."""
     c = generator.config
+    if c.architecture != "stylegan2":
+        raise NadaError(f"{path}: rosinality's format holds StyleGAN2 generators only; save this {c.architecture} generator as .safetensors")
     if not c.rosinality_compatible:
         raise NadaError(f"{path}: rosinality's format cannot record lr_mlp={c.lr_mlp}, blur kernel {list(c.blur_kernel)}, "
                         f"z width {c.z_dim}, mapping width {c.mlp_features}, conv_clamp {c.conv_clamp} (its loader assumes "

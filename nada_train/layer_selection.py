@@ -2,7 +2,7 @@
 
 The mapping network and the ToRGB layers stay frozen unless asked (the reference's default).
 Adaptive selection maps each W+ code to exactly the layers that code modulates
-(Generator.layers_of_code), fixing the reference's table in which index 1 picked to_rgb1 and
+(StyleGenerator.layers_of_code), fixing the reference's table in which index 1 picked to_rgb1 and
 no other ToRGB could ever be chosen.
 """
 
@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import torch
 
-from nada_train.generator import Generator
+from nada_train.generator.network import StyleGenerator
 
 MANUAL_SETS = ("all", "texture", "shape")
 LAYER_CHOICES = ("auto",) + MANUAL_SETS
 
 
-def manual_layers(generator: Generator, name: str) -> list[str]:
-    """Module names of a fixed set: all = constant input, conv1 and every conv (the reference's
-    default); texture = input, conv1, convs 2..9; shape = input, conv1, convs 0..1."""
-    n = len(generator.convs)
-    picks = {"all": range(n), "texture": range(2, min(10, n)), "shape": range(0, min(2, n))}
-    if name not in picks:
+def manual_layers(generator: StyleGenerator, name: str) -> list[str]:
+    """Module names of a fixed set (all, texture, shape), as the generator's architecture defines it."""
+    if name not in MANUAL_SETS:
         raise ValueError(f"unknown layer set {name!r}; choose from {', '.join(LAYER_CHOICES)}")
-    return ["input", "conv1"] + [f"convs.{i}" for i in picks[name]]
+    return generator.layer_set(name)
 
 
 def default_auto_k(n_latent: int) -> int:
@@ -31,7 +28,7 @@ def default_auto_k(n_latent: int) -> int:
     return max(1, int(2 * n_latent / 3))
 
 
-def set_trainable(generator: Generator, module_names: list[str]) -> list[torch.nn.Parameter]:
+def set_trainable(generator: StyleGenerator, module_names: list[str]) -> list[torch.nn.Parameter]:
     """Freeze everything, then unfreeze the named modules. Returns the trainable parameters."""
     generator.requires_grad_(False)
     modules = dict(generator.named_modules())
@@ -45,14 +42,14 @@ def set_trainable(generator: Generator, module_names: list[str]) -> list[torch.n
     return params
 
 
-def codes_with_layers(generator: Generator, include_torgb: bool = False) -> list[int]:
+def codes_with_layers(generator: StyleGenerator, include_torgb: bool = False) -> list[int]:
     """The W+ codes that drive at least one layer that can learn: the last code drives only the last
     ToRGB, so without --train-torgb choosing it would train nothing."""
     return [c for c in range(generator.n_latent) if generator.layers_of_code(c, include_torgb)]
 
 
 def select_codes(
-    g_train: Generator,
+    g_train: StyleGenerator,
     w: torch.Tensor,
     global_loss_fn,
     k: int,
@@ -84,7 +81,7 @@ def select_codes(
     return [candidates[i] for i in top]
 
 
-def layers_for_codes(generator: Generator, codes: list[int], include_torgb: bool = False) -> list[str]:
+def layers_for_codes(generator: StyleGenerator, codes: list[int], include_torgb: bool = False) -> list[str]:
     names: list[str] = []
     for c in codes:
         for n in generator.layers_of_code(c, include_torgb):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from nada_train.errors import NadaError
-from nada_train.generator import Generator, GeneratorConfig
+from nada_train.generator import AliasFreeLayerSpec, Generator, GeneratorConfig, StyleGAN3Config, StyleGAN3Generator, StyleGenerator
 from nada_train.generator.layers import blur_kernel_2d
 
 
@@ -122,7 +122,7 @@ def read_pickle(path: Path) -> object:
         raise NadaError(f"generator '{path}': not a readable NVIDIA pickle ({detail}); is the file complete?") from None
 
 
-def load_nvidia_generator(path: str | Path) -> Generator:
+def load_nvidia_generator(path: str | Path) -> StyleGenerator:
     """G_ema of an NVIDIA .pkl as nada's Generator (fp32, its w_avg as the truncation centre)."""
     path = Path(path)
     data = read_pickle(path)
@@ -134,30 +134,55 @@ def load_nvidia_generator(path: str | Path) -> Generator:
     if not isinstance(g, PersistentObject) or g.class_name != "Generator":
         raise NadaError(f"generator '{path}': G_ema is {g!r}, not one of NVIDIA's Generator networks")
     try:
-        synthesis = g.child("synthesis")
-        if synthesis.has_child("input"):  # StyleGAN3's Fourier-feature input layer
-            raise NadaError(f"generator '{path}': a StyleGAN3 generator; nada reads StyleGAN2 generators "
-                            "(stylegan2-ada-pytorch, or stylegan3's --cfg=stylegan2) so far")
+        _check_unconditional_rgb(g, str(path))
+        if g.child("synthesis").has_child("input"):  # StyleGAN3's Fourier-feature input layer
+            return _stylegan3(g, str(path))
         return _stylegan2(g, str(path))
     except KeyError as exc:
         raise NadaError(f"generator '{path}': G_ema lacks {exc}; not a StyleGAN2 generator nada can read") from None
 
 
-def _stylegan2(g: PersistentObject, source: str) -> Generator:
+def _check_unconditional_rgb(g: PersistentObject, source: str) -> None:
     c_dim = int(g.attr("c_dim", 0) or 0)
     if c_dim:
         raise NadaError(f"generator '{source}': a class-conditional generator (c_dim {c_dim}); nada adapts "
                         "unconditional generators only")
     if int(g.attr("img_channels", 3)) != 3:
         raise NadaError(f"generator '{source}': {g.attr('img_channels')} image channels; nada needs RGB (3)")
-    mapping, synthesis = g.child("mapping"), g.child("synthesis")
+
+
+def _mapping(g: PersistentObject, source: str, state: dict[str, torch.Tensor]) -> dict:
+    """The mapping network's tensors into `state` (rosinality's names); its config fields returned."""
+    mapping = g.child("mapping")
     n_mlp = int(mapping.attr("num_layers"))
     fcs = [mapping.child(f"fc{i}") for i in range(n_mlp)]
     if any(fc.attr("activation") != "lrelu" for fc in fcs):
         raise NadaError(f"generator '{source}': a mapping network activation other than lrelu")
-    lr_mlp = float(fcs[0].attr("bias_gain"))
     z_dim, w_dim = int(g.attr("z_dim")), int(g.attr("w_dim"))
     hidden = int(fcs[0].tensor("weight").shape[0]) if n_mlp > 1 else w_dim
+    for i, fc in enumerate(fcs):
+        state[f"style.{i + 1}.weight"] = fc.tensor("weight")
+        state[f"style.{i + 1}.bias"] = fc.tensor("bias")
+    return dict(style_dim=w_dim, n_mlp=n_mlp, lr_mlp=float(fcs[0].attr("bias_gain")),
+                z_features=z_dim if z_dim != w_dim else None, mlp_features=hidden if hidden != w_dim else None)
+
+
+def _loaded(generator: StyleGenerator, state: dict, w_avg: torch.Tensor, source: str) -> StyleGenerator:
+    for key in set(generator.state_dict()) - set(state):
+        if key.endswith(".kernel"):  # StyleGAN2's blur filters: nada's own, checked equal to the file's
+            state[key] = generator.state_dict()[key]
+    try:
+        generator.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise NadaError(f"generator '{source}': tensors do not fit ({' '.join(str(exc).split())[:200]})") from None
+    generator.set_w_avg(w_avg)
+    return generator.eval()
+
+
+def _stylegan2(g: PersistentObject, source: str) -> Generator:
+    state: dict[str, torch.Tensor] = {}
+    mapping_fields = _mapping(g, source, state)
+    mapping, synthesis = g.child("mapping"), g.child("synthesis")
     resolutions = [int(r) for r in synthesis.attr("block_resolutions")]
     blocks = [synthesis.child(f"b{r}") for r in resolutions]
     for block in blocks:
@@ -170,14 +195,8 @@ def _stylegan2(g: PersistentObject, source: str) -> Generator:
     if not torch.allclose(blocks[0].tensor("resample_filter"), blur_kernel_2d(taps)):
         raise NadaError(f"generator '{source}': a resample filter other than [1, 3, 3, 1]")
     config = GeneratorConfig(
-        size=int(g.attr("img_resolution")), style_dim=w_dim, n_mlp=n_mlp,
-        channels=tuple(int(b.child("conv1").tensor("weight").shape[0]) for b in blocks), lr_mlp=lr_mlp,
-        blur_kernel=taps, z_features=z_dim if z_dim != w_dim else None, mlp_features=hidden if hidden != w_dim else None,
-        conv_clamp=None if clamp is None else float(clamp))
-    state: dict[str, torch.Tensor] = {}
-    for i, fc in enumerate(fcs):
-        state[f"style.{i + 1}.weight"] = fc.tensor("weight")
-        state[f"style.{i + 1}.bias"] = fc.tensor("bias")
+        size=int(g.attr("img_resolution")), channels=tuple(int(b.child("conv1").tensor("weight").shape[0]) for b in blocks),
+        blur_kernel=taps, conv_clamp=None if clamp is None else float(clamp), **mapping_fields)
     state["input.input"] = blocks[0].tensor("const")[None]
     layers = [("conv1", blocks[0].child("conv1"))] + [
         (f"convs.{2 * j + k}", block.child(f"conv{k}")) for j, block in enumerate(blocks[1:]) for k in (0, 1)]
@@ -186,16 +205,55 @@ def _stylegan2(g: PersistentObject, source: str) -> Generator:
     _to_rgb(state, "to_rgb1", blocks[0].child("torgb"))
     for j, block in enumerate(blocks[1:]):
         _to_rgb(state, f"to_rgbs.{j}", block.child("torgb"))
-    generator = Generator(config)
-    missing = set(generator.state_dict()) - set(state)
-    for key in missing:  # the blur filters: ours, checked equal above
-        state[key] = generator.state_dict()[key]
+    return _loaded(Generator(config), state, mapping.tensor("w_avg"), source)
+
+
+def _stylegan3(g: PersistentObject, source: str) -> StyleGAN3Generator:
+    """NVIDIA's StyleGAN3 (configs T and R): geometry read off each layer, filters taken as stored."""
+    state: dict[str, torch.Tensor] = {}
+    mapping_fields = _mapping(g, source, state)
+    synthesis = g.child("synthesis")
+    source_input = synthesis.child("input")
+    names = [str(n) for n in synthesis.attr("layer_names")]
+    specs = []
+    for i, name in enumerate(names):
+        layer = synthesis.child(name)
+        in_size, out_size = (np.asarray(layer.attr(k)).reshape(-1) for k in ("in_size", "out_size"))
+        if in_size.min() != in_size.max() or out_size.min() != out_size.max():
+            raise NadaError(f"generator '{source}': layer {name} is not square ({list(in_size)} -> {list(out_size)}); nada reads square StyleGAN3 generators")
+        specs.append(AliasFreeLayerSpec(
+            in_channels=int(layer.attr("in_channels")), out_channels=int(layer.attr("out_channels")),
+            in_size=int(in_size[0]), out_size=int(out_size[0]), kernel=int(layer.attr("conv_kernel")),
+            up=int(layer.attr("up_factor")), down=int(layer.attr("down_factor")),
+            padding=tuple(int(p) for p in layer.attr("padding")), up_taps=int(layer.attr("up_taps")),
+            down_taps=int(layer.attr("down_taps")), radial=bool(layer.attr("down_radial", False)),
+            torgb=bool(layer.attr("is_torgb"))))
+        prefix = "to_rgb" if i == len(names) - 1 else f"layers.{i}"
+        for key in ("weight", "bias", "magnitude_ema"):
+            state[f"{prefix}.{key}"] = layer.tensor(key)
+        for key in ("up_filter", "down_filter"):
+            if (layer.state.get("_buffers") or {}).get(key) is not None:
+                state[f"{prefix}.{key}"] = layer.tensor(key)
+        state[f"{prefix}.affine.weight"] = layer.child("affine").tensor("weight")
+        state[f"{prefix}.affine.bias"] = layer.child("affine").tensor("bias")
+    clamps = {layer.attr("conv_clamp") for layer in (synthesis.child(n) for n in names)}
+    if len(clamps) != 1:
+        raise NadaError(f"generator '{source}': layers clamp at different limits {sorted(map(str, clamps))}")
+    (clamp,) = clamps
+    size = np.asarray(source_input.attr("size")).reshape(-1)
     try:
-        generator.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise NadaError(f"generator '{source}': tensors do not fit ({' '.join(str(exc).split())[:200]})") from None
-    generator.set_w_avg(mapping.tensor("w_avg"))
-    return generator.eval()
+        config = StyleGAN3Config(
+            size=int(g.attr("img_resolution")), input_channels=int(source_input.attr("channels")), input_size=int(size[0]),
+            input_sampling_rate=float(source_input.attr("sampling_rate")), input_bandwidth=float(source_input.attr("bandwidth")),
+            layers=tuple(specs), conv_clamp=None if clamp is None else float(clamp),
+            output_scale=float(synthesis.attr("output_scale", 1.0)), **mapping_fields)
+    except ValueError as exc:
+        raise NadaError(f"generator '{source}': {exc}") from None
+    for key in ("weight", "transform", "freqs", "phases"):
+        state[f"input.{key}"] = source_input.tensor(key)
+    state["input.affine.weight"] = source_input.child("affine").tensor("weight")
+    state["input.affine.bias"] = source_input.child("affine").tensor("bias")
+    return _loaded(StyleGAN3Generator(config), state, g.child("mapping").tensor("w_avg"), source)
 
 
 def _styled_conv(state: dict, name: str, layer: PersistentObject, noise_index: int) -> None:

@@ -129,7 +129,7 @@ class Trainer:
         self.selectable_codes = codes_with_layers(g_train, opts.train_torgb)  # never a slot for a code that trains nothing
         self.fixed_layers = None if opts.layers == "auto" else manual_layers(g_train, opts.layers)
         if self.fixed_layers and opts.train_torgb:
-            self.fixed_layers += ["to_rgb1"] + [f"to_rgbs.{i}" for i in range(len(g_train.to_rgbs))]
+            self.fixed_layers += g_train.torgb_names()
         self.rng = torch.Generator().manual_seed(opts.seed)  # all of the run's randomness, saved for resume
         self.iteration = 0
         z_dim = g_train.config.z_dim

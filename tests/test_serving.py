@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,12 +21,13 @@ from nada_train.errors import NadaError
 from nada_train.seeds import z_batch
 
 MAX_BATCH = 4
+SG3 = Path(__file__).parent / "data" / "nvidia" / "sg3t16.pkl"  # a StyleGAN3 (config T) base beside them
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, three_generators):
     path = tmp_path_factory.mktemp("serve") / "repo"
-    export([str(p) for p in three_generators], path, max_batch=MAX_BATCH, progress=False)
+    export([str(p) for p in three_generators] + [str(SG3)], path, max_batch=MAX_BATCH, progress=False)
     return path
 
 
@@ -37,8 +39,15 @@ def server(repo):
 
 def test_all_models_ready_and_one_shared_mapping(server):
     names = sorted(m["name"] for m in server.models())
-    assert len([n for n in names if n.startswith("mapping_")]) == 1
-    assert {"base", "sketch", "neon", "base_synthesis", "sketch_synthesis", "neon_synthesis"} <= set(names)
+    assert len([n for n in names if n.startswith("mapping_")]) == 2  # one per base: the StyleGAN2 and the StyleGAN3
+    assert {"base", "sketch", "neon", "base_synthesis", "sketch_synthesis", "neon_synthesis", "sg3t16"} <= set(names)
+
+
+def test_a_stylegan3_base_is_served_as_nada_generate_renders_it(server):
+    got = GeneratorClient(server.endpoints.grpc, "sg3t16").generate_seeds([0, 1, 2, 3, 5], 0.7)
+    want = render(load_generator(SG3).generator, [0, 1, 2, 3, 5], 0.7)
+    assert got.shape == want.shape == (5, 16, 16, 3)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
 
 def test_grpc_images_equal_local_rendering(server, three_generators):

@@ -43,7 +43,7 @@ app = typer_app(
 
 @app.command()
 def main(
-    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="Base generator: rosinality-format .pt (with 'g_ema'), an NVIDIA .pkl (stylegan2-ada-pytorch; read as data, its code never run), a nada .safetensors, builtin:NAME (a built-in base), or random:SIZE (random weights, smoke tests). Default: the built-in base."),
+    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="Base generator: rosinality-format .pt (with 'g_ema'), an NVIDIA .pkl (stylegan2-ada-pytorch or stylegan3, StyleGAN2 or StyleGAN3 T/R; read as data, its code never run), a nada .safetensors, builtin:NAME (a built-in base), or random:SIZE (random weights, smoke tests). Default: the built-in base."),
     source: str = typer.Option(D["source"], help="Text describing the generator's current domain."),
     target: Optional[str] = typer.Option(None, help="Text describing the new domain, e.g. 'pencil sketch'. Default with a built-in base: its default target."),
     target_images: Optional[Path] = typer.Option(None, "--target-images", help="Folder of style images (.png/.jpg) to use instead of --target text."),

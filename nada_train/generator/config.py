@@ -11,8 +11,38 @@ import torch
 from nada_train.errors import NadaError
 
 
+class LatentAndFrame:
+    """What every generator config derives the same way: z and mapping widths, the output's shape,
+    and the check of its crop box. Needs size, style_dim, n_mlp, z_features, mlp_features, crop."""
+
+    @property
+    def z_dim(self) -> int:
+        return self.z_features or self.style_dim
+
+    @property
+    def mlp_widths(self) -> list[int]:
+        """Widths through the mapping network: z, the hidden layers, w."""
+        hidden = self.mlp_features or self.style_dim
+        return [self.z_dim] + [hidden] * (self.n_mlp - 1) + [self.style_dim]
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) of the output: the crop box, or the whole square."""
+        if self.crop is None:
+            return (self.size, self.size)
+        left, top, right, bottom = self.crop
+        return (bottom - top, right - left)
+
+    def check_crop(self) -> None:
+        if self.crop is not None:
+            left, top, right, bottom = self.crop
+            if not (0 <= left < right <= self.size and 0 <= top < bottom <= self.size):
+                raise ValueError(f"crop {list(self.crop)} is not a box inside the {self.size}x{self.size} image "
+                                 "(left, top, right, bottom with 0 <= left < right <= size)")
+
+
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(LatentAndFrame):
     """Everything needed to build a Generator.
 
     size:      output resolution (a power of two >= 8).
@@ -41,23 +71,7 @@ class GeneratorConfig:
     conv_clamp: float | None = None
     crop: tuple[int, int, int, int] | None = None
 
-    @property
-    def z_dim(self) -> int:
-        return self.z_features or self.style_dim
-
-    @property
-    def mlp_widths(self) -> list[int]:
-        """Widths through the mapping network: z, the hidden layers, w."""
-        hidden = self.mlp_features or self.style_dim
-        return [self.z_dim] + [hidden] * (self.n_mlp - 1) + [self.style_dim]
-
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        """(height, width) of the output: the crop box, or the whole square."""
-        if self.crop is None:
-            return (self.size, self.size)
-        left, top, right, bottom = self.crop
-        return (bottom - top, right - left)
+    architecture = "stylegan2"
 
     @property
     def rosinality_compatible(self) -> bool:
@@ -74,11 +88,7 @@ class GeneratorConfig:
                 f"channels needs one width per resolution 4..{self.size} "
                 f"({self.log_size - 1} entries), got {len(self.channels)}"
             )
-        if self.crop is not None:
-            left, top, right, bottom = self.crop
-            if not (0 <= left < right <= self.size and 0 <= top < bottom <= self.size):
-                raise ValueError(f"crop {list(self.crop)} is not a box inside the {self.size}x{self.size} image "
-                                 "(left, top, right, bottom with 0 <= left < right <= size)")
+        self.check_crop()
 
     @property
     def log_size(self) -> int:

@@ -19,35 +19,24 @@ from nada_train.generator.layers import ConstantInput, EqualLinear, PixelNorm, S
 NoiseMode = Literal["const", "random", "none"]
 
 
-class Generator(nn.Module):
-    def __init__(self, config: GeneratorConfig):
+class StyleGenerator(nn.Module):
+    """What every StyleGAN generator here shares: the mapping network z -> w (rosinality's names:
+    style.1 ... style.n_mlp), truncation towards w_avg, W+ broadcasting and mixing, the crop box.
+    A subclass builds the synthesis network and says which layers each W+ code drives."""
+
+    def __init__(self, config):
         super().__init__()
         self.config = config
-        c, taps = config, tuple(config.blur_kernel)
+        c = config
         widths = c.mlp_widths
         self.style = nn.Sequential(
             PixelNorm(),
             *[EqualLinear(widths[i], widths[i + 1], lr_mul=c.lr_mlp, activate=True) for i in range(c.n_mlp)],
         )
-        clamp = c.conv_clamp
-        self.input = ConstantInput(c.channel(4))
-        self.conv1 = StyledConv(c.channel(4), c.channel(4), c.style_dim, blur_taps=taps, clamp=clamp)
-        self.to_rgb1 = ToRGB(c.channel(4), c.style_dim, upsample=False, blur_taps=taps, clamp=clamp)
-        self.convs = nn.ModuleList()
-        self.to_rgbs = nn.ModuleList()
-        in_channel = c.channel(4)
-        for log_res in range(3, c.log_size + 1):
-            out_channel = c.channel(2**log_res)
-            self.convs.append(StyledConv(in_channel, out_channel, c.style_dim, upsample=True, blur_taps=taps, clamp=clamp))
-            self.convs.append(StyledConv(out_channel, out_channel, c.style_dim, blur_taps=taps, clamp=clamp))
-            self.to_rgbs.append(ToRGB(out_channel, c.style_dim, blur_taps=taps, clamp=clamp))
-            in_channel = out_channel
-        self.noises = nn.Module()
-        for i in range(c.num_noise_layers):
-            res = 2 ** ((i + 5) // 2)
-            self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, res, res))
+
+    def _register_w_avg(self) -> None:
         # Mean w for truncation: the checkpoint's "latent_avg" when it has one, else computed once.
-        self.register_buffer("w_avg", torch.zeros(c.style_dim), persistent=False)
+        self.register_buffer("w_avg", torch.zeros(self.config.style_dim), persistent=False)
         self.w_avg_known = False
 
     @property
@@ -88,6 +77,78 @@ class Generator(nn.Module):
         ws[:, inject_index:] = w2[:, None, :]
         return ws
 
+    def ws(self, z: torch.Tensor, truncation: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """z [batch, z_dim] -> W+ codes [batch, n_latent, w_dim]: mapping, truncation towards w_avg
+        (psi a number, or one per sample [batch, 1]), the same w for every code. What nada-generate
+        renders and what the exported mapping graph computes."""
+        w = self.mapping(z)
+        if isinstance(truncation, torch.Tensor) or truncation != 1.0:
+            w = self.truncate(w, truncation)
+        return self.broadcast(w)
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: NoiseMode = "const") -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor, truncation: float = 1.0, noise_mode: NoiseMode = "const") -> torch.Tensor:
+        return self.synthesis(self.ws(z, truncation), noise_mode)
+
+    def crop(self, image: torch.Tensor) -> torch.Tensor:
+        """The content box of the frame (the config's crop), or the whole frame."""
+        if self.config.crop is None:
+            return image
+        left, top, right, bottom = self.config.crop
+        return image[:, :, top:bottom, left:right]
+
+    def set_crop(self, crop: tuple[int, int, int, int] | None) -> None:
+        """Make the output the box (left, top, right, bottom) of the frame (None: the whole frame)."""
+        self.config = replace(self.config, crop=None if crop is None else tuple(int(v) for v in crop))
+
+    def set_fused(self, fused: bool) -> None:
+        """Switch every modulated conv between the exportable and the grouped (fused) form (a
+        generator without a grouped form ignores it)."""
+        for m in self.modules():
+            if hasattr(m, "fused") and hasattr(m, "demodulate"):
+                m.fused = fused
+
+    # ---- which layers learn -------------------------------------------------------------------
+    def layers_of_code(self, code: int, include_torgb: bool = False) -> list[str]:
+        """Module names modulated by W+ code `code` (0-based)."""
+        raise NotImplementedError
+
+    def layer_set(self, name: str) -> list[str]:
+        """Module names of a fixed set: all, texture or shape."""
+        raise NotImplementedError
+
+    def torgb_names(self) -> list[str]:
+        """The ToRGB modules (frozen unless --train-torgb)."""
+        raise NotImplementedError
+
+
+class Generator(StyleGenerator):
+    """StyleGAN2 (config-f and its relatives), rosinality's module names."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__(config)
+        c, taps = config, tuple(config.blur_kernel)
+        clamp = c.conv_clamp
+        self.input = ConstantInput(c.channel(4))
+        self.conv1 = StyledConv(c.channel(4), c.channel(4), c.style_dim, blur_taps=taps, clamp=clamp)
+        self.to_rgb1 = ToRGB(c.channel(4), c.style_dim, upsample=False, blur_taps=taps, clamp=clamp)
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        in_channel = c.channel(4)
+        for log_res in range(3, c.log_size + 1):
+            out_channel = c.channel(2**log_res)
+            self.convs.append(StyledConv(in_channel, out_channel, c.style_dim, upsample=True, blur_taps=taps, clamp=clamp))
+            self.convs.append(StyledConv(out_channel, out_channel, c.style_dim, blur_taps=taps, clamp=clamp))
+            self.to_rgbs.append(ToRGB(out_channel, c.style_dim, blur_taps=taps, clamp=clamp))
+            in_channel = out_channel
+        self.noises = nn.Module()
+        for i in range(c.num_noise_layers):
+            res = 2 ** ((i + 5) // 2)
+            self.noises.register_buffer(f"noise_{i}", torch.randn(1, 1, res, res))
+        self._register_w_avg()
+
     # ---- synthesis ---------------------------------------------------------------------------
     def _noise(self, mode: NoiseMode, like: torch.Tensor) -> list[torch.Tensor | None]:
         stored = [getattr(self.noises, f"noise_{i}") for i in range(self.config.num_noise_layers)]
@@ -113,22 +174,7 @@ class Generator(nn.Module):
             x = self.convs[2 * j + 1](x, ws[:, code + 1], noise[2 + 2 * j])
             rgb = to_rgb(x, ws[:, code + 2], rgb)
             code += 2
-        if self.config.crop is not None:  # the content box; the rest of the frame is not the image
-            left, top, right, bottom = self.config.crop
-            rgb = rgb[:, :, top:bottom, left:right]
-        return rgb
-
-    def ws(self, z: torch.Tensor, truncation: float | torch.Tensor = 1.0) -> torch.Tensor:
-        """z [batch, z_dim] -> W+ codes [batch, n_latent, w_dim]: mapping, truncation towards w_avg
-        (psi a number, or one per sample [batch, 1]), the same w for every code. What nada-generate
-        renders and what the exported mapping graph computes."""
-        w = self.mapping(z)
-        if isinstance(truncation, torch.Tensor) or truncation != 1.0:
-            w = self.truncate(w, truncation)
-        return self.broadcast(w)
-
-    def forward(self, z: torch.Tensor, truncation: float = 1.0, noise_mode: NoiseMode = "const") -> torch.Tensor:
-        return self.synthesis(self.ws(z, truncation), noise_mode)
+        return self.crop(rgb)
 
     # ---- which layers a W+ code drives -------------------------------------------------------
     def layers_of_code(self, code: int, include_torgb: bool = False) -> list[str]:
@@ -146,12 +192,14 @@ class Generator(nn.Module):
                 names.append(f"to_rgbs.{(code - 3) // 2}")
         return names
 
-    def set_crop(self, crop: tuple[int, int, int, int] | None) -> None:
-        """Make the output the box (left, top, right, bottom) of the frame (None: the whole frame)."""
-        self.config = replace(self.config, crop=None if crop is None else tuple(int(v) for v in crop))
+    def layer_set(self, name: str) -> list[str]:
+        """all = constant input, conv1 and every conv (the reference's default); texture = input,
+        conv1, convs 2..9; shape = input, conv1, convs 0..1."""
+        n = len(self.convs)
+        picks = {"all": range(n), "texture": range(2, min(10, n)), "shape": range(0, min(2, n))}
+        if name not in picks:
+            raise ValueError(f"unknown layer set {name!r}; choose from {', '.join(picks)}")
+        return ["input", "conv1"] + [f"convs.{i}" for i in picks[name]]
 
-    def set_fused(self, fused: bool) -> None:
-        """Switch every modulated conv between the exportable and the grouped (fused) form."""
-        for m in self.modules():
-            if hasattr(m, "fused") and hasattr(m, "demodulate"):
-                m.fused = fused
+    def torgb_names(self) -> list[str]:
+        return ["to_rgb1"] + [f"to_rgbs.{i}" for i in range(len(self.to_rgbs))]

@@ -94,6 +94,21 @@ def randomise(G, seed: int) -> None:
                 getattr(G.synthesis, f"b{res}").torgb.weight.mul_(0.45 / float(img.std()))
 
 
+def write_outputs(G, path: Path) -> None:
+    """z of SEEDS (generate.py's convention), and per truncation the W+ codes and uint8 images."""
+    z = np.concatenate([np.random.RandomState(s).randn(1, G.z_dim) for s in SEEDS]).astype(np.float32)
+    arrays = {"z": z, "seeds": np.array(SEEDS)}
+    with torch.no_grad():
+        for key, psi in TRUNCATIONS.items():
+            ws = G.mapping(torch.from_numpy(z), None, truncation_psi=psi)
+            img = G.synthesis(ws, noise_mode="const", force_fp32=True)
+            arrays[f"ws_{key}"] = ws.numpy()
+            arrays[f"uint8_{key}"] = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).numpy()
+    np.savez_compressed(path, **arrays)
+    u = arrays["uint8_t100"]
+    print(f"{path.name}: uint8 {u.min()}-{u.max()}, clipped {np.mean((u == 0) | (u == 255)):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("nvidia", type=Path, help="folder holding stylegan2-ada-pytorch's dnnlib/, torch_utils/, training/")
@@ -118,18 +133,8 @@ def main() -> None:
             snapshot[key] = copy.deepcopy(module).eval().requires_grad_(False).cpu()
         with open(args.out / f"{name}.pkl", "wb") as f:
             pickle.dump(snapshot, f)
-        z = np.concatenate([np.random.RandomState(s).randn(1, G.z_dim) for s in SEEDS]).astype(np.float32)
-        arrays = {"z": z, "seeds": np.array(SEEDS)}
-        with torch.no_grad():
-            for key, psi in TRUNCATIONS.items():
-                ws = G.mapping(torch.from_numpy(z), None, truncation_psi=psi)
-                img = G.synthesis(ws, noise_mode="const", force_fp32=True)
-                arrays[f"ws_{key}"] = ws.numpy()
-                arrays[f"uint8_{key}"] = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).numpy()
-        np.savez_compressed(args.out / f"{name}.npz", **arrays)
-        u = arrays["uint8_t100"]
-        print(f"{name}: {sum(p.numel() for p in G.parameters())} parameters, {(args.out / f'{name}.pkl').stat().st_size} bytes, "
-              f"uint8 {u.min()}-{u.max()}, clipped {np.mean((u == 0) | (u == 255)):.3f}")
+        write_outputs(G, args.out / f"{name}.npz")
+        print(f"{name}: {sum(p.numel() for p in G.parameters())} parameters, {(args.out / f'{name}.pkl').stat().st_size} bytes")
     if args.prefix:
         return
     for name, kwargs in REFUSED.items():
