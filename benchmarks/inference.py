@@ -1,5 +1,7 @@
-"""Inference latency and throughput, side by side: PyTorch eager, torch.compile, onnxruntime, Triton
-over gRPC (python backend on the bundled tritonserver), and TensorRT / CUDA graphs where present.
+"""Inference latency and throughput, side by side: PyTorch eager, torch.compile, AOTInductor packages
+(nada-export --engine aoti), onnxruntime, Triton over gRPC (python backend on the bundled
+tritonserver; triton-shm: images returned through system shared memory), and TensorRT / CUDA graphs
+where present.
 
     python -m benchmarks.inference --quick                 # 64 px, under 5 minutes on 2 CPU cores
     python -m benchmarks.inference --size 256 --batches 1 4 --concurrency 1 4 16
@@ -29,7 +31,7 @@ from nada_export.graphs import MappingGraph, SynthesisGraph
 from nada_train.checkpoints import load_generator, save_safetensors
 from nada_train.generator import Generator
 
-ALL_BACKENDS = ("eager", "compiled", "cudagraph", "onnxruntime", "triton", "tensorrt")
+ALL_BACKENDS = ("eager", "compiled", "cudagraph", "aoti", "onnxruntime", "triton", "triton-shm", "tensorrt")
 
 
 # ---- what the machine can do -----------------------------------------------------------------
@@ -182,6 +184,26 @@ def measure_torch(g, kind, device, dtype, batches, warmup, requests, min_seconds
     return rows
 
 
+def measure_aoti(g, folder: Path, device: torch.device, batches, warmup, requests, min_seconds, max_batch, precision) -> list[dict]:
+    """The packages nada-export --engine aoti builds (freezing on), run in process."""
+    from nada_export.aoti_engine import AotiRunner, build_package
+
+    runners = {}
+    for kind in ("mapping", "synthesis"):
+        t0 = time.perf_counter()
+        build_package(g, kind, folder / f"{kind}.pt2", max_batch, device.type, precision if kind == "synthesis" else "fp32")
+        print(f"  (aoti {kind} compiled in {time.perf_counter() - t0:.1f} s)", flush=True)
+        runners[kind] = AotiRunner(folder / f"{kind}.pt2", str(device), ["z", "truncation"] if kind == "mapping" else ["ws"])
+    rows = []
+    for b in batches:
+        z, t = (x.cpu().numpy() for x in inputs(g, b, "cpu"))
+        row = time_calls(lambda: runners["synthesis"]({"ws": runners["mapping"]({"z": z, "truncation": t})}), b, warmup, requests, min_seconds)
+        row.update(backend=f"aoti-{precision}" if precision != "fp32" else "aoti", batch=b, concurrency=1)
+        rows.append(row)
+        print(f"  aoti         batch {b:3d}: p50 {row['p50_ms']:9.1f} ms  {row['images_per_s']:8.2f} img/s", flush=True)
+    return rows
+
+
 def export_onnx(g: Generator, folder: Path, max_batch: int) -> dict[str, Path]:
     from nada_export.onnx_export import export_graph
 
@@ -210,7 +232,24 @@ def measure_onnxruntime(g, paths, batches, warmup, requests, min_seconds, thread
     return rows
 
 
-def measure_triton(g_path: Path, folder: Path, batches, concurrencies, warmup, requests, min_seconds, max_batch, threads) -> list[dict]:
+def measure_triton_shm(url: str, z_dim: int, batches, warmup, requests, min_seconds) -> list[dict]:
+    """One client, one request in flight, the images written into system shared memory: the same
+    request as the 'triton' rows at concurrency 1, less the response's gRPC transfer."""
+    from nada_serve.client import GeneratorClient
+
+    rows = []
+    with GeneratorClient(url, "bench", shared_memory=True) as client:
+        for b in batches:
+            z = np.random.randn(b, z_dim).astype(np.float32)
+            row = time_calls(lambda: client.generate(z, 0.7), b, warmup, requests, min_seconds)
+            row.update(backend="triton-shm", batch=b, concurrency=1, request_bytes=b * (z_dim + 1) * 4, response_bytes=0)
+            rows.append(row)
+            print(f"  triton-shm   batch {b:3d}: p50 {row['p50_ms']:9.1f} ms  {row['images_per_s']:8.2f} img/s", flush=True)
+    return rows
+
+
+def measure_triton(g_path: Path, folder: Path, batches, concurrencies, warmup, requests, min_seconds, max_batch, threads,
+                   shared_memory: bool = False) -> list[dict]:
     import tritonclient.grpc as grpcclient
 
     from nada_export.pipeline import export
@@ -273,6 +312,8 @@ def measure_triton(g_path: Path, folder: Path, batches, concurrencies, warmup, r
                 print(f"  triton       batch {b:3d} conc {c:3d}: p50 {row['p50_ms']:9.1f} ms  {row['images_per_s']:8.2f} img/s", flush=True)
                 for cl in clients:
                     cl.close()
+        if shared_memory:
+            rows += measure_triton_shm(url, z_dim, batches, warmup, requests, min_seconds)
     return rows
 
 
@@ -305,6 +346,13 @@ def add_ratios(rows: list[dict], floor_ms: float, macs: float) -> None:
         base = eager.get(r["batch"]) or eager.get(1)
         r["speedup_vs_eager"] = (r["images_per_s"] / base["images_per_s"]) if base else float("nan")
         r["gmac_per_image"] = macs / 1e9
+
+
+def transfer_shares(rows: list[dict]) -> dict[int, float]:
+    """Per batch: (p50 over gRPC - p50 with shared memory) / p50 over gRPC, at concurrency 1."""
+    grpc = {r["batch"]: r["p50_ms"] for r in rows if r["backend"] == "triton" and r["concurrency"] == 1}
+    shm = {r["batch"]: r["p50_ms"] for r in rows if r["backend"] == "triton-shm"}
+    return {b: (grpc[b] - shm[b]) / grpc[b] for b in sorted(grpc.keys() & shm.keys())}
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -379,7 +427,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for kind in ("eager", "compiled", "cudagraph"):
             if kind in args.backends:
                 rows += measure_torch(g, kind, device, dtype, args.batches, args.warmup, args.requests, args.min_seconds)
-        needs_onnx = {"onnxruntime", "triton", "tensorrt"} & set(args.backends)
+        if "aoti" in args.backends:
+            rows += measure_aoti(load_generator(g_path, "cpu").generator, folder, device, args.batches, args.warmup, args.requests,
+                                 args.min_seconds, max_batch, args.dtype)
+        needs_onnx = {"onnxruntime", "triton", "triton-shm", "tensorrt"} & set(args.backends)
         if needs_onnx:
             g_cpu = load_generator(g_path, "cpu").generator
             t0 = time.perf_counter()
@@ -390,9 +441,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if "tensorrt" in args.backends:
                 rows += measure_tensorrt(g_cpu, folder, paths, args.batches, args.warmup, args.requests, args.min_seconds, max_batch,
                                          "fp16" if args.dtype != "fp32" else "fp32")
-            if "triton" in args.backends:
+            if {"triton", "triton-shm"} & set(args.backends):
                 rows += measure_triton(g_path, folder, args.batches, args.concurrency, args.warmup, args.requests,
-                                       args.min_seconds, max_batch, args.threads)
+                                       args.min_seconds, max_batch, args.threads, shared_memory="triton-shm" in args.backends)
     for r in rows:
         r.update(resolution=g.config.size, device=str(device), dtype=args.dtype)
         r.setdefault("errors", 0)
@@ -409,6 +460,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if wire:
         print(f"gRPC payload per image: request {wire['request_bytes'] // wire['batch']} B (z + truncation, FP32), "
               f"response {wire['response_bytes'] // wire['batch']} B (UINT8 image)")
+    for b, share in transfer_shares(rows).items():
+        print(f"batch {b}: the response's gRPC transfer is {100 * share:.0f}% of the triton p50 (triton vs triton-shm, concurrency 1)")
     print(f"JSON: {args.json}  plot: {args.plot}\n")
     print(markdown_table(rows, cols))
     return rows

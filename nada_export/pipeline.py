@@ -17,8 +17,9 @@ from nada_export.triton_repo import BACKENDS, ModelSpec, ServeOptions, TensorSpe
 from nada_train.checkpoints import LoadedGenerator, load_generator
 from nada_train.errors import NadaError
 
-ENGINES = ("onnx", "trt")
-PRECISIONS = ("fp32", "fp16")
+ENGINES = ("onnx", "trt", "aoti")
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 
 
@@ -50,9 +51,13 @@ def default_name(loaded: LoadedGenerator) -> str:
 
 def export(checkpoints: list[str], repository: Path, engine: str = "onnx", names: list[str] | None = None,
            max_batch: int = 8, precision: str = "fp32", serve: ServeOptions | None = None,
-           allow_pickle: bool = False, progress: bool = True) -> ExportReport:
+           allow_pickle: bool = False, progress: bool = True, device: str = "auto") -> ExportReport:
     serve = serve or ServeOptions()
-    _validate(checkpoints, engine, names, max_batch, precision, serve)
+    _validate(checkpoints, engine, names, max_batch, precision, serve, device)
+    if engine == "aoti":
+        from nada_export.aoti_engine import resolve_device
+
+        device = resolve_device(device)
     if engine == "trt":
         from nada_export.tensorrt_engine import import_tensorrt, tensorrt_missing_reason
 
@@ -85,19 +90,19 @@ def export(checkpoints: list[str], repository: Path, engine: str = "onnx", names
             mapping_name = f"mapping_{fingerprint}"
             if fingerprint not in mappings:
                 bar.set_postfix_str(f"{mapping_name}")
-                file, exported = _export_one(g, "mapping", work / f"{mapping_name}.onnx", engine, max_batch, precision, mapping_name)
+                file, exported = _export_one(g, "mapping", work / f"{mapping_name}.onnx", engine, max_batch, precision, mapping_name, device)
                 report.files.append(exported)
                 specs.append(ModelSpec(mapping_name, [TensorSpec("z", "FP32", (c.z_dim,)), TensorSpec("truncation", "FP32", (1,))],
-                                       [ws_spec], max_batch, file, _runtime(engine),
+                                       [ws_spec], max_batch, file, _runtime(engine), device=device,
                                        description="mapping network + truncation (shared by every generator of this base)"))
                 mappings[fingerprint] = mapping_name
             bar.update(1)
             synthesis_name = f"{name}_synthesis"
             bar.set_postfix_str(synthesis_name)
-            file, exported = _export_one(g, "synthesis", work / f"{synthesis_name}.onnx", engine, max_batch, precision, synthesis_name)
+            file, exported = _export_one(g, "synthesis", work / f"{synthesis_name}.onnx", engine, max_batch, precision, synthesis_name, device)
             report.files.append(exported)
             bar.update(1)
-            specs.append(ModelSpec(synthesis_name, [ws_spec], [image_spec], max_batch, file, _runtime(engine),
+            specs.append(ModelSpec(synthesis_name, [ws_spec], [image_spec], max_batch, file, _runtime(engine), device=device,
                                    description=f"{name}: W+ codes -> image (inverted real images, edits)"))
             specs.append(ModelSpec(name, [TensorSpec("z", "FP32", (c.z_dim,)), TensorSpec("truncation", "FP32", (1,))],
                                    [image_spec], max_batch, steps=[
@@ -108,6 +113,7 @@ def export(checkpoints: list[str], repository: Path, engine: str = "onnx", names
                 "source": item.source, "kind": item.kind, "sha256": item.sha256, "base": item.base,
                 "size": c.size, "z_dim": c.z_dim, "n_latent": c.n_latent, "mapping": mapping_name,
                 "synthesis": synthesis_name, "engine": engine, "precision": precision,
+                **({"device": device} if engine == "aoti" else {}),
             }
             report.models.append(name)
         bar.close()
@@ -119,11 +125,16 @@ def export(checkpoints: list[str], repository: Path, engine: str = "onnx", names
 
 
 def _runtime(engine: str) -> str:
-    return "tensorrt" if engine == "trt" else "onnxruntime"
+    return {"trt": "tensorrt", "aoti": "aoti"}.get(engine, "onnxruntime")
 
 
-def _export_one(g, kind: str, onnx_path: Path, engine: str, max_batch: int, precision: str, model: str) -> tuple[Path, ExportedFile]:
+def _export_one(g, kind: str, onnx_path: Path, engine: str, max_batch: int, precision: str, model: str,
+                device: str = "cpu") -> tuple[Path, ExportedFile]:
     t0 = time.perf_counter()
+    if engine == "aoti":
+        path = onnx_path.with_suffix(".pt2")
+        parity = _aoti_verified(g, kind, path, max_batch, precision, device)
+        return path, ExportedFile(model, path.name, path.stat().st_size, time.perf_counter() - t0, parity)
     parity = export_verified(g, kind, onnx_path, max_batch)
     path = onnx_path
     if engine == "trt":
@@ -141,15 +152,44 @@ def _export_one(g, kind: str, onnx_path: Path, engine: str, max_batch: int, prec
     return path, ExportedFile(model, path.name, path.stat().st_size, time.perf_counter() - t0, parity)
 
 
-def _validate(checkpoints, engine, names, max_batch, precision, serve: ServeOptions) -> None:
+def _aoti_verified(g, kind: str, path: Path, max_batch: int, precision: str, device: str) -> Parity:
+    """Build the AOTInductor package, check it like the ONNX graphs; refused (deleted) on failure.
+    The mapping stays fp32 (its ws feed every layer); the synthesis is built at `precision`."""
+    from nada_export.aoti_engine import AotiRunner, build_package
+    from nada_export.graphs import GRAPHS
+
+    graph_precision = precision if kind == "synthesis" else "fp32"
+    build_package(g, kind, path, max_batch, device, graph_precision)
+    runner = AotiRunner(path, device, GRAPHS[kind][1])
+    parity = check_parity(g, kind, runner, parity_batches(max_batch), graph_precision)
+    if not parity.passed:
+        path.unlink(missing_ok=True)
+        raise NadaError(f"AOTInductor {kind} package ({device}, {graph_precision}) does not match PyTorch "
+                        f"({parity.describe()}; {parity_limit(kind, graph_precision)}); nothing written")
+    return parity
+
+
+def _validate(checkpoints, engine, names, max_batch, precision, serve: ServeOptions, device: str = "auto") -> None:
     if not checkpoints:
         raise NadaError("name at least one checkpoint or run directory to export")
     if engine not in ENGINES:
-        raise NadaError(f"--engine {engine}: choose onnx or trt")
+        raise NadaError(f"--engine {engine}: choose onnx, trt or aoti")
     if precision not in PRECISIONS:
-        raise NadaError(f"--precision {precision}: choose fp32 or fp16")
-    if precision == "fp16" and engine == "onnx":
-        raise NadaError("--precision fp16 is built by TensorRT: use --engine trt, or fp32 with --engine onnx")
+        raise NadaError(f"--precision {precision}: choose fp32, fp16 or bf16")
+    if precision != "fp32" and engine == "onnx":
+        raise NadaError(f"--precision {precision} is built by TensorRT or AOTInductor: use --engine trt or aoti, or fp32 with --engine onnx")
+    if precision == "bf16" and engine == "trt":
+        raise NadaError("--precision bf16: TensorRT engines are built at fp32 or fp16; bf16 is for --engine aoti")
+    if device not in DEVICES:
+        raise NadaError(f"--device {device}: choose auto, cpu or cuda")
+    if engine == "aoti" and device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise NadaError("--device cuda: no CUDA GPU is visible to PyTorch here; build with --device cpu, or on the GPU machine")
+    if engine == "aoti" and serve.backend == "native":
+        raise NadaError("--engine aoti is served by the python backend (Triton's native backends do not load .pt2 packages); "
+                        "drop --triton-backend native")
     if not 1 <= max_batch <= 1024:
         raise NadaError(f"--max-batch {max_batch}: between 1 and 1024")
     if serve.backend not in BACKENDS:

@@ -41,7 +41,8 @@ class ModelSpec:
     outputs: list[TensorSpec]
     max_batch: int
     file: Path | None = None
-    runtime: str = "onnxruntime"        # onnxruntime | tensorrt
+    runtime: str = "onnxruntime"        # onnxruntime | tensorrt | aoti
+    device: str = "cpu"                 # what an aoti package was built for: cpu | cuda
     steps: list[dict] = field(default_factory=list)  # ensemble steps
     description: str = ""
 
@@ -58,7 +59,8 @@ class ServeOptions:
 def _instance_kind(spec: ModelSpec, opts: ServeOptions) -> str:
     if opts.instance_kind != "auto":
         return f"KIND_{opts.instance_kind.upper()}"
-    return "KIND_GPU" if spec.runtime == "tensorrt" or opts.backend == "native" else "KIND_CPU"
+    on_gpu = spec.runtime == "tensorrt" or (spec.runtime == "aoti" and spec.device == "cuda") or opts.backend == "native"
+    return "KIND_GPU" if on_gpu else "KIND_CPU"
 
 
 def model_filename(spec: ModelSpec, opts: ServeOptions) -> str:
@@ -90,7 +92,7 @@ def config_pbtxt(spec: ModelSpec, opts: ServeOptions) -> str:
     lines.append(f"instance_group [ {{ count: {opts.instance_count} kind: {_instance_kind(spec, opts)} }} ]")
     if opts.backend == "python":
         params = {"runtime": spec.runtime, "model_file": model_filename(spec, opts), "check_finite": "1",
-                  "threads": str(opts.threads)}
+                  "threads": str(opts.threads), **({"device": spec.device} if spec.runtime == "aoti" else {})}
         for k, v in params.items():
             lines.append(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}')
     else:
@@ -115,7 +117,7 @@ def readme(models: list[ModelSpec], opts: ServeOptions) -> str:
         ins = ", ".join(f"`{t.name}` {t.dtype} {list(t.dims)}" for t in m.inputs)
         outs = ", ".join(f"`{t.name}` {t.dtype} {list(t.dims)}" for t in m.outputs)
         rows.append(f"| `{m.name}` | {ins} | {outs} | {m.description} |")
-    backend = ("python backend (onnxruntime or TensorRT inside; runs on the tritonserver bundled in nvidia-pytriton)"
+    backend = ("python backend (onnxruntime, TensorRT or an AOTInductor package inside; runs on the tritonserver bundled in nvidia-pytriton)"
                if opts.backend == "python" else "Triton's own onnxruntime/tensorrt backends (NGC tritonserver container)")
     return "\n".join([
         "# nada Triton model repository", "",

@@ -1,12 +1,16 @@
 """gRPC clients for served generators: z (by seed) and truncation in, uint8 RGB images out.
 
 Many seeds are split into requests of at most the model's max_batch_size; the asyncio client keeps
-several requests in flight so Triton's dynamic batcher can merge them.
+several requests in flight so Triton's dynamic batcher can merge them. On the server's own host,
+GeneratorClient(shared_memory=True) has the server write the images into a system shared-memory
+region instead of the gRPC response (a 1024 px image is 3 MiB).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 
 import numpy as np
 
@@ -22,6 +26,7 @@ class ServedModel:
         self.max_batch = int(config.get("max_batch_size", 0)) or 1
         self.inputs = {i["name"]: [int(d) for d in i["dims"]] for i in config["input"]}
         self.output = config["output"][0]["name"]
+        self.output_dims = [int(d) for d in config["output"][0]["dims"]]
         if "z" not in self.inputs and "ws" not in self.inputs:
             raise NadaError(f"model '{self.name}' takes neither z nor ws; is it a nada generator?")
 
@@ -43,8 +48,43 @@ def _inputs(module, model: ServedModel, z: np.ndarray, truncation: float):
     return [a, b], [module.InferRequestedOutput(model.output)]
 
 
+class SharedImages:
+    """A system shared-memory region, registered with the server, that it writes a response's images
+    into (UINT8, up to max_batch of them). Same host only: the server maps the region by its key."""
+
+    def __init__(self, client, model: ServedModel):
+        import tritonclient.utils.shared_memory as shm
+
+        self.shm, self.client = shm, client
+        self.image_bytes = math.prod(model.output_dims)
+        self.byte_size = model.max_batch * self.image_bytes
+        self.name = f"nada-{os.getpid()}-{id(self):x}"
+        self.handle = shm.create_shared_memory_region(self.name, "/" + self.name, self.byte_size)
+        try:
+            client.register_system_shared_memory(self.name, "/" + self.name, self.byte_size)
+        except Exception as exc:
+            shm.destroy_shared_memory_region(self.handle)
+            raise NadaError(f"shared memory: the server could not map the region ({_message(exc)}); "
+                            "it works only on the server's own host; drop --shared-memory") from None
+
+    def requested(self, module, output: str, batch: int):
+        out = module.InferRequestedOutput(output)
+        out.set_shared_memory(self.name, batch * self.image_bytes)
+        return out
+
+    def read(self, result, output: str) -> np.ndarray:
+        shape = [int(d) for d in result.get_output(output).shape]
+        return self.shm.get_contents_as_numpy(self.handle, np.uint8, shape).copy()
+
+    def close(self) -> None:
+        try:
+            self.client.unregister_system_shared_memory(self.name)
+        finally:
+            self.shm.destroy_shared_memory_region(self.handle)
+
+
 class GeneratorClient:
-    def __init__(self, url: str, model: str, timeout: float = 60.0):
+    def __init__(self, url: str, model: str, timeout: float = 60.0, shared_memory: bool = False):
         import tritonclient.grpc as grpcclient
 
         self.grpc = grpcclient
@@ -55,16 +95,22 @@ class GeneratorClient:
         except Exception as exc:
             raise NadaError(f"--model {model} at {url}: {_message(exc)}") from None
         self.model = ServedModel(config)
+        self.shared = SharedImages(self.client, self.model) if shared_memory else None
+
+    def _infer(self, inputs: list, outputs: list, batch: int) -> np.ndarray:
+        if self.shared is not None:
+            outputs = [self.shared.requested(self.grpc, self.model.output, batch)]
+        try:
+            result = self.client.infer(self.model.name, inputs, outputs=outputs, client_timeout=self.timeout)
+        except Exception as exc:
+            raise NadaError(f"{self.model.name}: {_message(exc)}") from None
+        return self.shared.read(result, self.model.output) if self.shared is not None else result.as_numpy(self.model.output)
 
     def generate(self, z: np.ndarray, truncation: float = 1.0) -> np.ndarray:
         out = []
         for part in _requests(len(z), self.model.max_batch):
             inputs, outputs = _inputs(self.grpc, self.model, z[part], truncation)
-            try:
-                result = self.client.infer(self.model.name, inputs, outputs=outputs, client_timeout=self.timeout)
-            except Exception as exc:
-                raise NadaError(f"{self.model.name}: {_message(exc)}") from None
-            out.append(result.as_numpy(self.model.output))
+            out.append(self._infer(inputs, outputs, len(z[part])))
         return np.concatenate(out)
 
     def generate_seeds(self, seeds: list[int], truncation: float = 1.0) -> np.ndarray:
@@ -76,11 +122,20 @@ class GeneratorClient:
         for part in _requests(len(ws), self.model.max_batch):
             x = self.grpc.InferInput("ws", list(ws[part].shape), "FP32")
             x.set_data_from_numpy(np.ascontiguousarray(ws[part], np.float32))
-            out.append(self.client.infer(self.model.name, [x], client_timeout=self.timeout).as_numpy(self.model.output))
+            out.append(self._infer([x], [self.grpc.InferRequestedOutput(self.model.output)], len(ws[part])))
         return np.concatenate(out)
 
     def close(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
         self.client.close()
+
+    def __enter__(self) -> "GeneratorClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 async def generate_seeds_async(url: str, model: str, seeds: list[int], truncation: float = 1.0,

@@ -1,9 +1,11 @@
 """Triton python-backend model: runs one exported graph (ONNX through onnxruntime, or a TensorRT
-engine) for every request in a dynamic batch at once. Copied into each model version folder as
-model.py; needs only numpy, onnxruntime (and tensorrt/torch for engines) where the server runs.
+engine, or an AOTInductor package) for every request in a dynamic batch at once. Copied into each
+model version folder as model.py; needs only numpy, onnxruntime (and tensorrt/torch for engines)
+where the server runs. On a GPU instance onnxruntime uses its TensorRT and CUDA providers where the
+installed onnxruntime has them (onnxruntime-gpu: pip install 'nada[gpu]').
 
-Parameters (config.pbtxt): runtime = onnxruntime | tensorrt, model_file, check_finite = 1|0,
-threads (onnxruntime intra-op threads, 0 = default).
+Parameters (config.pbtxt): runtime = onnxruntime | tensorrt | aoti, model_file, check_finite = 1|0,
+threads (intra-op threads, 0 = default), device (aoti: cpu | cuda, what the package was built for).
 """
 
 import json
@@ -23,13 +25,16 @@ class _OnnxRuntime:
         # Idle worker threads would spin for a while after each run, taking the cores from the next
         # model of the ensemble (another process). Servers share cores: let them sleep.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = ["CPUExecutionProvider"]
-        if want_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(path, opts, providers=providers)
+        self.session = ort.InferenceSession(path, opts, providers=onnx_providers(ort.get_available_providers(), want_gpu))
 
     def __call__(self, feed):
         return self.session.run(None, feed)[0]
+
+
+def onnx_providers(available, want_gpu):
+    """On a GPU instance: TensorRT, then CUDA, where onnxruntime has them; the CPU always last."""
+    gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if want_gpu and p in available]
+    return gpu + ["CPUExecutionProvider"]
 
 
 class TritonPythonModel:
@@ -39,13 +44,25 @@ class TritonPythonModel:
         folder = os.path.join(args["model_repository"], args["model_version"])
         path = os.path.join(folder, params["model_file"])
         want_gpu = args.get("model_instance_kind") == "GPU"
+        threads = int(params.get("threads", "0"))
+        self.input_names = [i["name"] for i in config["input"]]
         if params.get("runtime") == "tensorrt":
             from nada_export.tensorrt_engine import EngineRunner
 
             self.run = EngineRunner(path)
+        elif params.get("runtime") == "aoti":
+            import torch
+
+            from nada_export.aoti_engine import AotiRunner
+
+            if threads:
+                torch.set_num_threads(threads)
+            device = params.get("device", "cpu")
+            if device == "cuda":
+                device = f"cuda:{args.get('model_instance_device_id', '0')}"
+            self.run = AotiRunner(path, device, self.input_names)
         else:
-            self.run = _OnnxRuntime(path, int(params.get("threads", "0")), want_gpu)
-        self.input_names = [i["name"] for i in config["input"]]
+            self.run = _OnnxRuntime(path, threads, want_gpu)
         self.output_name = config["output"][0]["name"]
         self.check_finite = params.get("check_finite", "1") == "1"
 

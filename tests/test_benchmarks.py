@@ -10,14 +10,15 @@ from benchmarks.common import markdown_table
 
 def test_inference_harness_on_tiny_generator(tmp_path, three_generators, capsys):
     out = tmp_path / "inf.json"
-    rows = inference.main(["--generator", str(three_generators[0]), "--backends", "eager", "onnxruntime", "triton",
+    rows = inference.main(["--generator", str(three_generators[0]), "--backends", "eager", "onnxruntime", "triton", "triton-shm",
                            "--batches", "1", "2", "--concurrency", "1", "2", "--requests", "2", "--min-seconds", "0",
                            "--warmup", "1", "--json", str(out), "--plot", str(tmp_path / "inf.png")])
     data = json.loads(out.read_text())
     assert data["gmac_per_image"] > 0 and data["floor_ms_per_image"] > 0
     got = {(r["backend"], r["batch"], r["concurrency"]) for r in data["records"]}
     assert got == {("eager", 1, 1), ("eager", 2, 1), ("onnxruntime", 1, 1), ("onnxruntime", 2, 1),
-                   ("triton", 1, 1), ("triton", 1, 2), ("triton", 2, 1)}  # b2 x c2 > max batch 2: skipped
+                   ("triton", 1, 1), ("triton", 1, 2), ("triton", 2, 1),  # b2 x c2 > max batch 2: skipped
+                   ("triton-shm", 1, 1), ("triton-shm", 2, 1)}
     for r in data["records"]:
         assert r["p50_ms"] <= r["p90_ms"] <= r["p95_ms"] <= r["p99_ms"]
         assert r["images_per_s"] > 0 and r["errors"] == 0
@@ -30,7 +31,11 @@ def test_inference_harness_on_tiny_generator(tmp_path, three_generators, capsys)
     triton = next(r for r in data["records"] if r["backend"] == "triton" and r["batch"] == 2)
     assert triton["response_bytes"] == 2 * 32 * 32 * 3 and triton["request_bytes"] == 2 * 33 * 4
     assert (tmp_path / "inf.png").stat().st_size > 1000
+    shares = inference.transfer_shares(data["records"])
+    p50 = {(r["backend"], r["batch"], r["concurrency"]): r["p50_ms"] for r in data["records"]}
+    assert shares == {b: pytest.approx((p50[("triton", b, 1)] - p50[("triton-shm", b, 1)]) / p50[("triton", b, 1)]) for b in (1, 2)}
     printed = capsys.readouterr().out
+    assert f"batch 1: the response's gRPC transfer is {100 * shares[1]:.0f}% of the triton p50" in printed
     assert "| backend | batch | conc |" in printed.splitlines()[-len(rows) - 2]
 
 

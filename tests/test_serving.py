@@ -62,6 +62,23 @@ def test_grpc_images_equal_local_rendering(server, three_generators):
     assert np.abs(a.astype(int) - b.astype(int)).max() > 10  # domains really differ
 
 
+def test_shared_memory_images_equal_the_grpc_clients(server):
+    """The server writes the images into a registered system shared-memory region (same host)."""
+    seeds = [0, 1, 2, 3, 4, 9]  # two requests: the region is reused
+    plain = GeneratorClient(server.endpoints.grpc, "sketch").generate_seeds(seeds, 0.7)
+    with GeneratorClient(server.endpoints.grpc, "sketch", shared_memory=True) as client:
+        name = client.shared.name
+        assert name in str(client.client.get_system_shared_memory_status(as_json=True))
+        shared = client.generate_seeds(seeds, 0.7)
+        ws = np.random.RandomState(0).randn(2, 8, 32).astype(np.float32) * 0.3
+    np.testing.assert_array_equal(shared, plain)
+    status = GeneratorClient(server.endpoints.grpc, "sketch").client.get_system_shared_memory_status(as_json=True)
+    assert name not in str(status)  # unregistered on close
+    with GeneratorClient(server.endpoints.grpc, "sketch_synthesis", shared_memory=True) as client:
+        via_shm = client.synthesize(ws)
+    np.testing.assert_array_equal(via_shm, GeneratorClient(server.endpoints.grpc, "sketch_synthesis").synthesize(ws))
+
+
 def test_synthesis_model_takes_ws(server, three_generators):
     g = load_generator(three_generators[1]).generator
     import torch
@@ -114,9 +131,10 @@ def cli(module, *args, **kw):
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, **kw)
 
 
-def test_nada_client_pngs_equal_nada_generate_pngs(server, three_generators, tmp_path):
+@pytest.mark.parametrize("transfer", [["--concurrency", "2", "--batch", "2"], ["--shared-memory"]])
+def test_nada_client_pngs_equal_nada_generate_pngs(server, three_generators, tmp_path, transfer):
     r = cli("nada_serve.cli.client", "--url", server.endpoints.grpc, "--model", "sketch", "--seeds", "0-2,7",
-            "--truncation", "0.7", "--out", str(tmp_path / "served"), "--concurrency", "2", "--batch", "2")
+            "--truncation", "0.7", "--out", str(tmp_path / "served"), *transfer)
     assert r.returncode == 0, r.stderr
     r = cli("nada_train.cli.generate", str(three_generators[1]), "--seeds", "0-2,7", "--truncation", "0.7", "--out", str(tmp_path / "local"))
     assert r.returncode == 0, r.stderr

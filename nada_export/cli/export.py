@@ -11,7 +11,7 @@ from nada_export.triton_repo import ServeOptions
 from nada_train.cli.common import run_app, typer_app
 
 app = typer_app(
-    "Export generators to ONNX (and TensorRT) and write a Triton model repository serving all of them.\n\n"
+    "Export generators to ONNX (TensorRT engines, or AOTInductor packages) and write a Triton model repository serving all of them.\n\n"
     "Example: nada-export runs/sketch base.pt --engine onnx --triton-backend python --repository triton_models\n\n"
     "Every exported graph is checked against PyTorch at batch 1, 3 and --max-batch; a model that differs "
     "is refused and the repository is left as it was."
@@ -22,20 +22,21 @@ app = typer_app(
 def main(
     checkpoints: list[str] = typer.Argument(..., help="Checkpoints (.pt, NVIDIA .pkl, .safetensors) or nada-train run directories."),
     repository: Path = typer.Option(Path("triton_models"), "--repository", "-r", help="Triton model repository to write (models already there are kept)."),
-    engine: str = typer.Option("onnx", help="onnx, or trt to build TensorRT engines (needs TensorRT and a GPU)."),
+    engine: str = typer.Option("onnx", help="onnx; trt to build TensorRT engines (needs TensorRT and a GPU); aoti to compile AOTInductor packages (.pt2) for --device, wherever PyTorch runs."),
     name: list[str] = typer.Option([], "--name", help="Served model name per checkpoint, in order (default: file or run folder name)."),
     max_batch: int = typer.Option(8, help="Largest batch a model accepts (Triton max_batch_size; TensorRT profile max)."),
-    precision: str = typer.Option("fp32", help="fp32, or fp16 (TensorRT; modulation/demodulation stay fp32)."),
+    precision: str = typer.Option("fp32", help="fp32; fp16 (trt: modulation/demodulation stay fp32; aoti) or bf16 (aoti). A reduced-precision synthesis is refused below PSNR 40 dB against fp32."),
+    device: str = typer.Option("auto", help="aoti: the device the packages are compiled for and served on: cpu, cuda, or auto (cuda when a GPU is visible)."),
     triton_backend: str = typer.Option("python", help="python (runs on the tritonserver bundled in nvidia-pytriton) or native (Triton's onnxruntime/tensorrt backends)."),
     instances: int = typer.Option(1, help="Model instances per model (instance_group count)."),
     instance_kind: str = typer.Option("auto", help="auto, cpu or gpu (auto: gpu for native/TensorRT, cpu for python+onnx)."),
     queue_delay_us: int = typer.Option(2000, help="Dynamic batching: how long Triton waits to fill a batch (microseconds)."),
-    threads: int = typer.Option(0, help="onnxruntime intra-op threads in python-backend models (0 = all cores)."),
+    threads: int = typer.Option(0, help="intra-op threads (onnxruntime, aoti on the CPU) in python-backend models (0 = all cores)."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load checkpoints holding arbitrary Python objects (runs code from the file)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     serve = ServeOptions(triton_backend, instances, instance_kind, queue_delay_us, threads)
-    report = export(checkpoints, repository, engine, name or None, max_batch, precision, serve, allow_pickle, not quiet)
+    report = export(checkpoints, repository, engine, name or None, max_batch, precision, serve, allow_pickle, not quiet, device)
     for f in report.files:
         print(f"  {f.model:32s} {f.path:40s} {f.bytes / 2**20:8.1f} MiB  {f.export_seconds:6.1f} s  {f.parity.describe()}")
     print(f"wrote {report.repository} ({', '.join(report.models)}) in {report.seconds:.1f} s; serve it with: nada-serve {report.repository}")

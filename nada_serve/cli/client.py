@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from nada_serve.client import generate_seeds_async, wait_until_ready
+from nada_serve.client import GeneratorClient, generate_seeds_async, wait_until_ready
 from nada_train.cli.common import run_app, typer_app
 from nada_train.pngs import write_seed_images
 from nada_train.seeds import parse_seeds
@@ -29,11 +29,16 @@ def main(
     concurrency: int = typer.Option(4, help="Requests in flight."),
     grid_png: bool = typer.Option(False, "--grid", help="Also write grid.png."),
     wait: float = typer.Option(0, help="Seconds to wait for the server and the model to be ready (a server just started)."),
+    shared_memory: bool = typer.Option(False, "--shared-memory", help="On the server's own host: receive the images through system shared memory instead of the gRPC response (one request in flight)."),
 ) -> None:
     seed_list = parse_seeds(seeds)
     if wait > 0:
         wait_until_ready(url, model, wait)
-    images = asyncio.run(generate_seeds_async(url, model, seed_list, truncation, batch or None, concurrency))
+    if shared_memory:
+        with GeneratorClient(url, model, shared_memory=True) as client:
+            images = client.generate_seeds(seed_list, truncation)
+    else:
+        images = asyncio.run(generate_seeds_async(url, model, seed_list, truncation, batch or None, concurrency))
     write_seed_images(images, seed_list, out, grid_png)
     print(f"wrote {len(images)} images to {out}")
 

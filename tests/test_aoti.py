@@ -1,0 +1,84 @@
+"""nada-export --engine aoti: AOTInductor packages built on this machine's CPU, checked like the ONNX
+graphs, served through the Triton python model's aoti runtime. Compilation costs about half a
+minute per graph here: one repository is built for the module."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nada_export.pipeline import export
+from nada_export.triton_repo import ServeOptions
+from nada_serve.client import GeneratorClient
+from nada_serve.server import TritonServer
+from nada_train.checkpoints import load_generator
+from nada_train.cli.generate import render
+from nada_train.errors import NadaError
+from tests.test_export import parse_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def aoti_repo(tmp_path_factory, three_generators):
+    repo = tmp_path_factory.mktemp("aoti") / "repo"
+    report = export([str(three_generators[1])], repo, engine="aoti", device="cpu", max_batch=4, progress=False,
+                    serve=ServeOptions(threads=1))
+    return repo, report
+
+
+def test_packages_are_built_checked_and_written(aoti_repo):
+    repo, report = aoti_repo
+    assert sorted(f.path.rsplit(".", 1)[1] for f in report.files) == ["pt2", "pt2"]
+    assert all(f.parity.passed and f.parity.batches == [1, 3, 4] for f in report.files)
+    synthesis = [f for f in report.files if f.model == "sketch_synthesis"][0]
+    assert synthesis.parity.max_abs_error <= 1  # levels, on fresh W+ codes at each batch
+    cfg = parse_config(repo / "sketch_synthesis" / "config.pbtxt")
+    params = {k: v.string_value for k, v in cfg.parameters.items()}
+    assert (params["runtime"], params["device"], params["model_file"]) == ("aoti", "cpu", "sketch_synthesis.pt2")
+    assert cfg.instance_group[0].kind == cfg.instance_group[0].KIND_CPU
+    assert (repo / "sketch_synthesis" / "1" / "sketch_synthesis.pt2").stat().st_size > 0
+    manifest = json.loads((repo / "manifest.json").read_text())
+    assert manifest["models"]["sketch"]["engine"] == "aoti" and manifest["models"]["sketch"]["device"] == "cpu"
+
+
+def test_served_aoti_images_equal_nada_generate(aoti_repo, three_generators):
+    repo, _ = aoti_repo
+    with TritonServer(repo) as server:
+        got = GeneratorClient(server.endpoints.grpc, "sketch").generate_seeds([0, 1, 2, 3, 4, 9], 0.7)
+    want = render(load_generator(three_generators[1]).generator, [0, 1, 2, 3, 4, 9], 0.7)
+    assert got.shape == want.shape == (6, 32, 32, 3)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_a_broken_reduced_precision_package_is_refused(tmp_path, three_generators, monkeypatch):
+    """The precision gate (PSNR >= 40 dB against fp32) applies to aoti: a bf16 path that also rounds
+    the W+ codes to one decimal is refused and nothing is written."""
+    from nada_export import aoti_engine
+
+    def coarse(self, ws):
+        return self.inner((ws * 10).round().div(10).to(self.dtype))
+
+    monkeypatch.setattr(aoti_engine.ReducedPrecisionSynthesis, "forward", coarse)
+    repo = tmp_path / "repo"
+    with pytest.raises(NadaError, match=r"AOTInductor synthesis package \(cpu, bf16\) does not match PyTorch .*PSNR"):
+        export([str(three_generators[1])], repo, engine="aoti", device="cpu", precision="bf16", max_batch=2, progress=False)
+    assert not repo.exists()
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(engine="onnx", precision="bf16"), "is built by TensorRT or AOTInductor"),
+    (dict(engine="trt", precision="bf16"), "bf16 is for --engine aoti"),
+    (dict(engine="aoti", device="tpu"), "--device tpu: choose auto, cpu or cuda"),
+    (dict(engine="aoti", serve=ServeOptions(backend="native")), "served by the python backend"),
+])
+def test_aoti_options_are_checked_before_any_work(tmp_path, three_generators, kwargs, needle):
+    with pytest.raises(NadaError, match=needle):
+        export([str(three_generators[1])], tmp_path / "repo", progress=False, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no GPU is visible")
+def test_cuda_without_a_gpu_is_one_line(tmp_path, three_generators):
+    with pytest.raises(NadaError, match="no CUDA GPU is visible"):
+        export([str(three_generators[1])], tmp_path / "repo", engine="aoti", device="cuda", progress=False)
