@@ -77,7 +77,7 @@ CLI_MODULES = {"nada-train": "nada_train.cli.train", "nada-generate": "nada_trai
     ("nada-generate", [], "Missing argument"),
     ("nada-generate", ["ckpt.pt", "--truncation", "high"], "'--truncation'"),
     ("nada-export", [], "Missing argument"),
-    ("nada-export", ["ckpt.pt", "--device", "cpu"], "No such option: --device"),
+    ("nada-export", ["ckpt.pt", "--gpu", "0"], "No such option: --gpu"),
     ("nada-export", ["ckpt.pt", "--max-batch", "many"], "'--max-batch'"),
     ("nada-serve", [], "Missing argument"),
     ("nada-serve", ["repo", "--grpc-port", "x"], "'--grpc-port'"),
