@@ -294,8 +294,7 @@ def build(opts: TrainOptions, run: RunDir, resume: bool) -> Trainer:
 
 def manifest_for(trainer: Trainer, status: str) -> dict:
     o, base = trainer.opts, trainer.base
-    return {
-        "format": "nada-run/1",
+    return {  # RunDir.save adds the format, the time and the version
         "status": status,
         "iterations_done": trainer.iteration,
         "base": {"path": str(Path(base.source).resolve()) if base.kind != "random" else base.source,

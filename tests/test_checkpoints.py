@@ -158,3 +158,22 @@ def test_safetensors_without_nada_metadata_and_broken_ones(tmp_path):
     save_file(sd, str(tmp_path / "wrong.safetensors"))
     with pytest.raises(NadaError, match="wrong.safetensors': tensors do not fit"):
         load_generator(tmp_path / "wrong.safetensors")
+
+
+def test_random_generator_is_config_f_drawn_from_seed_0():
+    from nada_train.checkpoints import random_generator
+    from nada_train.generator import Generator, GeneratorConfig
+
+    g = random_generator(8)
+    assert g.config == GeneratorConfig.rosinality(8, 512, 8, 2) and g.w_avg_known
+    torch.manual_seed(0)
+    want = Generator(GeneratorConfig.rosinality(8, 512, 8, 2)).state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in g.state_dict().items())
+
+
+@pytest.mark.parametrize("spec", ["random:16:8", "random:abc", "random:12", "random:"])
+def test_a_bad_random_spec_is_one_line(spec):
+    from nada_train.checkpoints import load_generator
+
+    with pytest.raises(NadaError, match=f"generator '{spec}': write random:SIZE with SIZE a power of two >= 8"):
+        load_generator(spec)

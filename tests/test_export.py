@@ -347,3 +347,31 @@ def test_a_cropped_generator_is_served_at_its_box(tmp_path):
     for model in ("cars", "cars_synthesis"):
         cfg = parse_config(tmp_path / "repo" / model / "config.pbtxt")
         assert list(cfg.output[0].dims) == [24, 32, 3], model
+
+
+def test_synthesis_psnr_is_against_255_and_the_default_gate_is_fp32():
+    """An engine off by exactly one level everywhere: MSE 1, so PSNR 20 log10(255) = 48.13 dB, and
+    it passes the fp32 gate (1 level) that check_parity applies by default; two levels at one pixel
+    fail that gate although the PSNR stays high."""
+    from nada_export.graphs import SynthesisGraph
+
+    g = tiny_generator()
+    graph = SynthesisGraph(g)
+
+    def engine(change):
+        def run(feed):
+            with torch.no_grad():
+                out = np.ascontiguousarray(graph(torch.from_numpy(feed["ws"])).numpy(), dtype=int)
+            return change(out).astype(np.uint8)
+        return run
+
+    one_level = parity.check_parity(g, "synthesis", engine(lambda x: np.where(x < 255, x + 1, x - 1)), [1, 2])
+    assert one_level.passed and one_level.psnr_db == pytest.approx(20 * np.log10(255.0))
+
+    def two_at_one_pixel(x):
+        flat = x.reshape(-1)  # a view: x is contiguous
+        flat[0] = flat[0] + 2 if flat[0] < 250 else flat[0] - 2
+        return x
+
+    spike = parity.check_parity(g, "synthesis", engine(two_at_one_pixel), [1])
+    assert not spike.passed and spike.psnr_db > 60

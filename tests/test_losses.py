@@ -194,3 +194,30 @@ def test_a_quick_gelu_tag_builds_the_network_its_weights_were_trained_as(tmp_pat
         assert not torch.allclose(plain.encode_text(tokens), want)  # the activation matters
         assert torch.allclose(clip.model.encode_text(tokens), want, atol=1e-6)
     assert not load_clip(parse_clip_spec(f"{TINY_CLIP_NAME}:random")).quick_gelu  # random weights: the config as written
+
+
+@pytest.mark.parametrize("width,height,resized,box", [
+    (100, 301, (256, 771), (0, 257, 256, 513)),  # tall: scale 2.56, an odd margin of 515 rows
+    (301, 100, (771, 256), (257, 0, 513, 256)),  # wide
+])
+def test_square_crop_is_the_hand_computed_resize_and_centre(width, height, resized, box):
+    """The short side resized to 256 (bicubic), the long side by the same scale, the box in the
+    middle (margin // 2): compared pixel for pixel on noise, where a one-row shift shows."""
+    from PIL import Image
+
+    from nada_train.losses import square_crop
+
+    img = Image.fromarray(np.random.RandomState(0).randint(0, 256, (height, width, 3), dtype=np.uint8))
+    want = img.resize(resized, Image.BICUBIC).crop(box)
+    np.testing.assert_array_equal(np.asarray(square_crop(img)), np.asarray(want))
+
+
+def test_grey_and_rgba_style_images_are_read_as_rgb(tmp_path):
+    from PIL import Image
+
+    from nada_train.losses import load_style_images
+
+    Image.fromarray(np.full((256, 256), 255, np.uint8), mode="L").save(tmp_path / "grey.png")
+    Image.fromarray(np.full((256, 256, 4), 255, np.uint8), mode="RGBA").save(tmp_path / "rgba.png")
+    x = load_style_images(tmp_path)
+    assert x.shape == (2, 3, 256, 256) and torch.equal(x, torch.ones(2, 3, 256, 256))

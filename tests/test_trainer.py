@@ -480,3 +480,9 @@ def test_a_crop_box_is_what_clip_samples_generate_and_export_see(tmp_path, rosin
     assert parity.passed and out.shape == (2, 16, 24, 3)
     with pytest.raises(NadaError, match="--crop 4,8,40,24: crop .* is not a box inside the 32x32 image"):
         train(options(rosinality_ckpt, tmp_path / "bad", tiny_clip_spec, crop=[4, 8, 40, 24]), progress=False)
+
+
+def test_the_manifest_names_the_base_by_its_absolute_path(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    monkeypatch.chdir(rosinality_ckpt.parent)
+    run = train(options(rosinality_ckpt.name, tmp_path / "rel", tiny_clip_spec, iterations=1, layers="shape"), progress=False)
+    assert json.loads((run / "manifest.json").read_text())["base"]["path"] == str(rosinality_ckpt.resolve())
