@@ -202,7 +202,7 @@ def test_nan_loss_stops_and_keeps_last_good_state(tmp_path, rosinality_ckpt, tin
         return (loss * float("nan"), parts) if calls["n"] == 3 else (loss, parts)
 
     monkeypatch.setattr(ClipGuide, "directional", nan_on_third)
-    with pytest.raises(NadaError, match="last good state .iteration 2"):
+    with pytest.raises(NadaError, match=r"^loss is nan at iteration 3; the last good state .iteration 2"):
         train(options(rosinality_ckpt, tmp_path / "bad", tiny_clip_spec, layers="all"), progress=False)
     manifest = json.loads((tmp_path / "bad" / "manifest.json").read_text())
     assert manifest["status"] == "failed-nan" and manifest["iterations_done"] == 2
@@ -486,3 +486,35 @@ def test_the_manifest_names_the_base_by_its_absolute_path(tmp_path, rosinality_c
     monkeypatch.chdir(rosinality_ckpt.parent)
     run = train(options(rosinality_ckpt.name, tmp_path / "rel", tiny_clip_spec, iterations=1, layers="shape"), progress=False)
     assert json.loads((run / "manifest.json").read_text())["base"]["path"] == str(rosinality_ckpt.resolve())
+
+
+def test_a_non_finite_gradient_stops_at_its_iteration(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    """A finite loss whose gradient is not (an inf reaching one weight's grad at the second step)."""
+    real = ClipGuide.directional
+    calls = {"n": 0}
+
+    def inf_gradient_on_second(self, f, t, *rest):
+        calls["n"] += 1
+        loss, parts = real(self, f, t, *rest)
+        if calls["n"] == 2:
+            poison = torch.zeros((), requires_grad=True)
+            t.register_hook(lambda g: g * float("inf"))
+            loss = loss + 0 * poison
+        return loss, parts
+
+    monkeypatch.setattr(ClipGuide, "directional", inf_gradient_on_second)
+    with pytest.raises(NadaError, match=r"^gradient is not finite at iteration 2; the last good state .iteration 1"):
+        train(options(rosinality_ckpt, tmp_path / "g", tiny_clip_spec, iterations=3, layers="all", save_every=1), progress=False)
+
+
+def test_the_step_passes_the_global_weight(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    seen = []
+    real = ClipGuide.directional
+
+    def record(self, f, t, *rest):
+        seen.append(rest)
+        return real(self, f, t, *rest)
+
+    monkeypatch.setattr(ClipGuide, "directional", record)
+    train(options(rosinality_ckpt, tmp_path / "w", tiny_clip_spec, iterations=1, layers="all", global_weight=0.3), progress=False)
+    assert seen == [(0.3,)]
