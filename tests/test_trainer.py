@@ -518,3 +518,19 @@ def test_the_step_passes_the_global_weight(tmp_path, rosinality_ckpt, tiny_clip_
     monkeypatch.setattr(ClipGuide, "directional", record)
     train(options(rosinality_ckpt, tmp_path / "w", tiny_clip_spec, iterations=1, layers="all", global_weight=0.3), progress=False)
     assert seen == [(0.3,)]
+
+
+def test_each_log_line_holds_the_step_its_losses_layers_and_phase_times(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    import time
+
+    t0 = time.perf_counter()
+    run = train(options(rosinality_ckpt, tmp_path / "log", tiny_clip_spec, iterations=2, auto_layer_k=2), progress=False)
+    wall = time.perf_counter() - t0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    phases = ("layer_selection", "generator_forward", "clip_forward", "backward", "optimizer")
+    for r in log:
+        assert set(r) == {"step", "loss", "clip_losses", "layers", "seconds", "phases", "codes"}
+        assert r["clip_losses"] == {"nada-test-tiny:random": pytest.approx(r["loss"])} and len(r["codes"]) == 2
+        assert tuple(r["phases"]) == phases and all(0 <= r["phases"][p] < wall for p in phases)
+        assert 0 < r["seconds"] < wall and sum(r["phases"].values()) == pytest.approx(r["seconds"], rel=1e-6)
