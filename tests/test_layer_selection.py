@@ -122,3 +122,8 @@ def test_the_last_code_never_takes_a_slot_unless_the_torgbs_learn():
     assert select_codes(g, w, loss, k=1, iters=1, candidates=codes_with_layers(g)) == [2]
     assert select_codes(g, w, loss, k=1, iters=1, candidates=codes_with_layers(g, include_torgb=True)) == [last]
     assert layers_for_codes(g, [last]) == [] and layers_for_codes(g, [last], include_torgb=True) == [f"to_rgbs.{len(g.to_rgbs) - 1}"]
+
+
+def test_set_trainable_names_a_module_the_generator_lacks():
+    with pytest.raises(KeyError, match="generator has no module 'convs.99'"):
+        set_trainable(tiny_generator(), ["conv1", "convs.99"])
