@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -136,7 +137,8 @@ def write_repository(repo: Path, models: list[ModelSpec], opts: ServeOptions, ma
     if repo.exists() and not repo.is_dir():
         raise NadaError(f"--repository '{repo}' is a file; name a directory")
     repo.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.staging-", dir=repo.parent))
+    recover_interrupted(repo)
+    staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.staging-{os.getpid()}-", dir=repo.parent))
     try:
         names = {m.name for m in models}
         old_manifest = {}
@@ -163,6 +165,30 @@ def write_repository(repo: Path, models: list[ModelSpec], opts: ServeOptions, ma
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_interrupted(repo: Path) -> None:
+    """Undo what a killed export left beside `repo`: its staging folder (removed), and, if it died
+    between moving the old repository aside and moving the new one in, the old one (put back)."""
+    for staging in repo.parent.glob(f".{repo.name}.staging-*"):
+        pid = staging.name[len(f".{repo.name}.staging-"):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+    olds = sorted(repo.parent.glob(f".{repo.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not repo.exists():
+        olds.pop().rename(repo)
+    for old in olds:  # the repository exists: these were already replaced
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _spec_json(m: ModelSpec) -> dict:
