@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +152,13 @@ def save_safetensors(generator: StyleGenerator, path: str | Path, extra_metadata
     meta = {"nada_config": json.dumps(generator.config.to_dict()), "format": f"nada-{generator.config.architecture}"}
     meta.update(extra_metadata or {})
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+        try:
+            save_file(state, str(tmp), metadata=meta)
+        except Exception as exc:  # safetensors reports I/O failures as its own error, "... (os error N)"
+            code = re.search(r"os error (\d+)", str(exc))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
 
 
 def save_rosinality(generator: StyleGenerator, path: str | Path) -> None:

@@ -109,3 +109,48 @@ def test_an_export_killed_between_the_two_renames_is_undone(tmp_path):
     recover_interrupted(repo)
     assert (repo / "m" / "config.pbtxt").read_text() == "x"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+
+def limited(max_bytes: int):
+    """A child whose files cannot grow past max_bytes: writes fail with EFBIG, as on a full disk."""
+    import resource
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return apply
+
+
+def test_a_full_disk_during_export_is_one_line_and_changes_nothing(tmp_path, three_generators):
+    repo = tmp_path / "repo"
+    export([str(three_generators[0])], repo, max_batch=2, progress=False)
+    before = tree_digest(repo)
+    cmd = console("nada_export.cli.export", "nada-export", str(three_generators[1]), "--repository", str(repo), "--quiet", env={})
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=limited(20_000))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("nada-export: error: the disk is full") and "Traceback" not in r.stderr
+    assert tree_digest(repo) == before and sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+
+def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_save(tmp_path, rosinality_ckpt, tiny_clip_spec, clip_config_dir):
+    env = dict(os.environ, NADA_CLIP_CONFIG_DIR=str(clip_config_dir), OMP_NUM_THREADS="1")
+    run = tmp_path / "run"
+    train = ("nada_train.cli.train", "nada-train")
+    first = subprocess.run(console(*train, "--generator", str(rosinality_ckpt), "--target", "sketch", "--clip", tiny_clip_spec,
+                                   "--iterations", "2", "--save-every", "2", "--sample-every", "100", "--layers", "all",
+                                   "--quiet", "--device", "cpu", "--out", str(run), env=env),
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    before = tree_digest(run)
+    size = (run / "generator.safetensors").stat().st_size
+    r = subprocess.run(console(*train, "--resume", str(run), "--iterations", "4", "--quiet", env=env), env=env,
+                       capture_output=True, text=True, timeout=300, preexec_fn=limited(size // 2))
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("nada-train: error: the disk is full"), r.stderr
+    assert "Traceback" not in r.stderr and "generator.safetensors" in r.stderr
+    after = tree_digest(run)
+    changed = {k for k in before if before[k] != after.get(k)}  # new sample grids may appear
+    assert changed <= {"log.jsonl"}, changed  # the log's lines past the save are dropped on resume
+    assert not [p for p in run.rglob("*.tmp")]
+    resumed = subprocess.run(console(*train, "--resume", str(run), "--iterations", "4", "--quiet", env=env), env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert log_steps(run) == [1, 2, 3, 4]

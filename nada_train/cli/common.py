@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import warnings
@@ -28,10 +29,21 @@ def run_app(app: typer.Typer, prog: str) -> None:
         sys.exit(code)
     except ModuleNotFoundError as exc:
         exit_for_missing_module(exc, prog)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"{prog}: error: the disk is full{where} ({exc.strerror}); free space or write elsewhere. "
+              "Nothing was left half-written: outputs are written under temporary names and renamed when complete",
+              file=sys.stderr)
+        sys.exit(1)
     except usage_error_types() as exc:  # unknown option, a value of the wrong type, a missing argument
         print(f"{prog}: error: {one_line(exc.format_message())} (see {prog} --help)", file=sys.stderr)
         sys.exit(exc.exit_code)
 
+
+# no space on the device, over the file-size limit, over the disk quota
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 # a module the command needs -> the extra that installs it (pyproject.toml)
 MISSING_MODULE_EXTRA = {"torch": "train", "torchvision": "train", "open_clip": "train", "safetensors": "train", "tqdm": "train",
