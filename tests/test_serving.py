@@ -144,6 +144,21 @@ def test_nada_client_pngs_equal_nada_generate_pngs(server, three_generators, tmp
         assert np.abs(a - b).max() <= 1, name
 
 
+def processes_mentioning(text: str) -> set[int]:
+    """Live processes whose command line contains text (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if text in cmdline and "\nState:\tZ" not in status:
+                found.add(int(entry.name))
+    return found
+
+
 def test_nada_serve_cli_ready_then_sigterm(repo):
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from nada_serve.cli.serve import main_entry; sys.argv[0]='nada-serve'; main_entry()",
                              str(repo), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"],
@@ -155,9 +170,15 @@ def test_nada_serve_cli_ready_then_sigterm(repo):
         assert "sketch" in models and "mapping_" in models
         url = ready.split()[2]
         assert GeneratorClient(url, "neon").generate_seeds([5], 1.0).shape == (1, 32, 32, 3)
+        server_pids = processes_mentioning(str(repo)) - {proc.pid}
+        assert server_pids  # tritonserver and its python-backend stubs
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         assert "stopped" in proc.stdout.read()
+        wait_gone = time.monotonic() + 10
+        while processes_mentioning(str(repo)) & server_pids and time.monotonic() < wait_gone:
+            time.sleep(0.1)
+        assert not processes_mentioning(str(repo)) & server_pids  # nothing left behind
     finally:
         if proc.poll() is None:
             proc.kill()
