@@ -11,7 +11,8 @@ from nada_train.clip import parse_clip_spec
 from nada_train.errors import NadaError
 from nada_train.losses import ClipGuide
 from nada_train.run_dir import RunDir
-from nada_train.trainer import Trainer, TrainOptions, build, train
+from nada_train.layer_selection import manual_layers
+from nada_train.trainer import Trainer, TrainOptions, build, resolve_device, train
 from tests.conftest import tiny_generator
 
 
@@ -292,6 +293,8 @@ def test_train_torgb_trains_the_torgb_layers(tmp_path, rosinality_ckpt, tiny_cli
         assert not torch.equal(w["to_rgb1.conv.weight"], base["to_rgb1.conv.weight"]), layers
         assert not torch.equal(w["to_rgbs.1.conv.weight"], base["to_rgbs.1.conv.weight"]), layers
         assert torch.equal(w["style.1.weight"], base["style.1.weight"])
+    trainer = fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, "fixed", layers="shape", train_torgb=True)
+    assert trainer.fixed_layers == manual_layers(trainer.g_train, "shape") + trainer.g_train.torgb_names()
 
 
 def test_fused_training_steps_equal_unfused(tmp_path, rosinality_ckpt, tiny_clip_spec):
@@ -312,6 +315,7 @@ def test_bf16_precision_trains_close_to_fp32(tmp_path, rosinality_ckpt, tiny_cli
         t.step()
         grads[p] = torch.cat([q.grad.flatten() for q in t.g_train.parameters() if q.grad is not None])
     assert torch.nn.functional.cosine_similarity(grads["bf16"], grads["fp32"], dim=0) > 0.95
+    assert not torch.equal(grads["bf16"], grads["fp32"])  # bf16 really ran: its rounding shows
     losses = {p: [t.step()["loss"] for _ in range(3)] for p, t in runs.items()}
     assert losses["bf16"] == pytest.approx(losses["fp32"], abs=0.1)
     assert max(losses["bf16"]) < 0.9  # it learns (the loss is 1.0 before the first update)
@@ -534,3 +538,28 @@ def test_each_log_line_holds_the_step_its_losses_layers_and_phase_times(tmp_path
         assert r["clip_losses"] == {"nada-test-tiny:random": pytest.approx(r["loss"])} and len(r["codes"]) == 2
         assert tuple(r["phases"]) == phases and all(0 <= r["phases"][p] < wall for p in phases)
         assert 0 < r["seconds"] < wall and sum(r["phases"].values()) == pytest.approx(r["seconds"], rel=1e-6)
+
+
+def test_mixing_injects_at_every_code_but_the_first(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    trainer = fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, "mix", mixing=1.0)
+    seen = []
+    real = trainer.g_frozen.mix
+    monkeypatch.setattr(trainer.g_frozen, "mix", lambda w1, w2, index: seen.append(index) or real(w1, w2, index))
+    for _ in range(200):
+        trainer._latents(1)
+    assert set(seen) == set(range(1, trainer.g_train.n_latent))  # index 0 would take every code from w2
+
+
+def test_the_frozen_copy_never_asks_for_gradients(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    trainer = fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, "frozen", layers="all")
+    trainer.step()
+    assert not any(p.requires_grad or p.grad is not None for p in trainer.g_frozen.parameters())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answers where no GPU is visible")
+def test_devices_are_resolved_or_refused_in_one_line():
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(NadaError, match="^--device cuda:1: CUDA is not available on this machine; use --device cpu$"):
+        resolve_device("cuda:1")
+    with pytest.raises(NadaError, match="^--device 'gpu0': not a device; use auto, cpu, cuda or cuda:N$"):
+        resolve_device("gpu0")
