@@ -563,3 +563,35 @@ def test_devices_are_resolved_or_refused_in_one_line():
         resolve_device("cuda:1")
     with pytest.raises(NadaError, match="^--device 'gpu0': not a device; use auto, cpu, cuda or cuda:N$"):
         resolve_device("gpu0")
+
+
+class Note:
+    """A Python object beside the weights: a torch file that needs --allow-pickle."""
+
+
+def test_allow_pickle_reaches_the_loader(tmp_path, tiny_clip_spec):
+    g = tiny_generator()
+    torch.save({"g_ema": g.state_dict(), "note": Note()}, tmp_path / "pickled.pt")
+    with pytest.raises(NadaError, match="would run code when loaded"):
+        train(options(tmp_path / "pickled.pt", tmp_path / "refused", tiny_clip_spec, iterations=1, layers="all"), progress=False)
+    run = train(options(tmp_path / "pickled.pt", tmp_path / "trusted", tiny_clip_spec, iterations=1, layers="all",
+                        allow_pickle=True), progress=False)
+    assert (run / "generator.safetensors").exists()
+
+
+def test_a_run_directory_is_not_a_base(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    run = train(options(rosinality_ckpt, tmp_path / "first", tiny_clip_spec, iterations=1, layers="all"), progress=False)
+    with pytest.raises(NadaError, match="is a run directory; adapt its base, or export/generate from it"):
+        train(options(run, tmp_path / "second", tiny_clip_spec, iterations=1), progress=False)
+
+
+def test_resume_refuses_a_base_that_changed(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    from nada_train.checkpoints import save_rosinality
+
+    run = train(options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, iterations=1, layers="all"), progress=False)
+    other = tiny_generator()
+    with torch.no_grad():
+        other.conv1.conv.weight.add_(1.0)
+    save_rosinality(other, rosinality_ckpt)
+    with pytest.raises(NadaError, match="changed since the run started .sha256 differs"):
+        train(TrainOptions.from_json({**json.loads((run / "manifest.json").read_text())["arguments"], "iterations": 2}), resume=True, progress=False)
