@@ -595,3 +595,32 @@ def test_resume_refuses_a_base_that_changed(tmp_path, rosinality_ckpt, tiny_clip
     save_rosinality(other, rosinality_ckpt)
     with pytest.raises(NadaError, match="changed since the run started .sha256 differs"):
         train(TrainOptions.from_json({**json.loads((run / "manifest.json").read_text())["arguments"], "iterations": 2}), resume=True, progress=False)
+
+
+def test_the_guide_gets_the_runs_texts_templates_and_seeded_source_images(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    """The text direction is the one set_text_target gives for the run's source, target and
+    templates; the image-guided direction uses 16 source images drawn from the run's seed."""
+    from PIL import Image
+
+    from nada_train.checkpoints import load_generator
+    from nada_train.clip import load_clip
+    from nada_train.losses import load_style_images
+
+    templates = ["a drawing of a {}.", "{} in a picture"]
+    trainer = fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, "text", target="neon sign", templates=templates)
+    want = ClipGuide([load_clip(parse_clip_spec(tiny_clip_spec))])
+    want.set_text_target("photo", "neon sign", templates)
+    assert torch.allclose(trainer.guide.directions[0], want.directions[0])
+    assert torch.allclose(trainer.guide.target_texts[0], want.target_texts[0])
+
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    Image.fromarray(np.random.RandomState(1).randint(0, 256, (40, 40, 3), dtype=np.uint8)).save(styles / "a.png")
+    guided = [fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, f"img{i}", target=None, target_images=str(styles), seed=5)
+              for i in range(2)]
+    z = torch.randn(16, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        source = load_generator(rosinality_ckpt).generator(z)
+    want.set_image_target(source, load_style_images(styles))
+    for t in guided:
+        assert torch.allclose(t.guide.directions[0], want.directions[0], atol=1e-6)
