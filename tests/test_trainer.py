@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import signal
@@ -211,18 +212,27 @@ def test_nan_loss_stops_and_keeps_last_good_state(tmp_path, rosinality_ckpt, tin
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(target=""), "--target is empty"),
-    (dict(target="Photo"), "both 'photo'"),
-    (dict(source=" "), "--source is empty"),
-    (dict(layers="middle"), "--layers 'middle'"),
-    (dict(mixing=2.0), "--mixing"),
-    (dict(iterations=0), "--iterations 0"),
+@pytest.mark.parametrize("kw,message", [
+    (dict(target=""), "--target is empty; name the new domain, e.g. --target 'pencil sketch' (or pass --target-images DIR)"),
+    (dict(target="Photo"), "--source and --target are both 'photo'; the direction between them is zero, name a different target"),
+    (dict(source=" "), "--source is empty; name the generator's domain, e.g. --source photo"),
+    (dict(layers="middle"), "--layers 'middle': choose one of auto, all, texture, shape"),
+    (dict(mixing=2.0), "--mixing 2.0: a probability, between 0 and 1"),
+    (dict(iterations=0), "--iterations 0: must be at least 1"),
+    (dict(batch=0), "--batch 0: must be at least 1"),
+    (dict(n_sample=0), "--n-sample 0: must be at least 1"),
 ])
-def test_bad_options(tmp_path, rosinality_ckpt, tiny_clip_spec, kw, match):
-    with pytest.raises(NadaError, match=match):
+def test_bad_options(tmp_path, rosinality_ckpt, tiny_clip_spec, kw, message):
+    """The whole message, as the user reads it."""
+    import re
+
+    with pytest.raises(NadaError, match=f"^{re.escape(message)}$"):
         train(options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, **kw), progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_the_smallest_values_are_accepted(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, iterations=1, batch=1, n_sample=1, mixing=0.0).validate()
 
 
 def test_existing_run_is_not_overwritten(tmp_path, rosinality_ckpt, tiny_clip_spec):
@@ -624,3 +634,31 @@ def test_the_guide_gets_the_runs_texts_templates_and_seeded_source_images(tmp_pa
     want.set_image_target(source, load_style_images(styles))
     for t in guided:
         assert torch.allclose(t.guide.directions[0], want.directions[0], atol=1e-6)
+
+
+def test_resume_states_that_cannot_continue_are_refused_in_one_line(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    import re
+
+    def resume(run):
+        return train(TrainOptions.from_json({**json.loads((run / "manifest.json").read_text())["arguments"], "iterations": 2}),
+                     resume=True, progress=False)
+
+    run = train(options(rosinality_ckpt, tmp_path / "a", tiny_clip_spec, iterations=1, layers="all"), progress=False)
+    other = train(options("random:8", tmp_path / "b", tiny_clip_spec, iterations=1, layers="all"), progress=False)
+    state_a = run / "state" / "resume.pt"
+    saved = state_a.read_bytes()
+    state_a.write_bytes((other / "state" / "resume.pt").read_bytes())  # another generator's weights
+    try:  # what PyTorch says of those weights, as the message quotes it (one line, 200 characters)
+        tiny_generator().load_state_dict(torch.load(state_a, weights_only=True)["generator"])
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:200]
+    assert len(detail) == 200
+    with pytest.raises(NadaError, match=f"^--resume '{re.escape(str(run))}': its saved weights do not fit the base checkpoint "
+                                        f"\\({re.escape(detail)}\\)$"):
+        resume(run)
+    state = torch.load(io.BytesIO(saved), weights_only=True)
+    del state["generator"]
+    torch.save(state, state_a)
+    with pytest.raises(NadaError, match=f"^--resume '{re.escape(str(run))}': its resume state was written by an older nada "
+                                        f"without the weights; start a new run from {re.escape(str(run / 'generator.safetensors'))} instead$"):
+        resume(run)
