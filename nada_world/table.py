@@ -1,5 +1,5 @@
 """A markdown table of world runs' metrics.json, one row per run directory, for README tables and
-lease scripts.
+the GPU recipes in docs/recipes/
 
     python -m nada_world.table runs/*
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU part of issue 15, prepared on the CPU (no GPU was lent while it was built):
+# The GPU part of issue 15, prepared on the CPU (it has not yet run on a GPU):
 #   A. 1024-px config-f inference in process: eager and CUDA graph (fp32, bf16), AOTInductor packages
 #      built for cuda (fp32, fp16), batches 1 4 16 32, share of the compute floor;
 #   B. nada-export --engine aoti --device cuda of a 1024-px generator: build time, parity, file sizes;
@@ -13,7 +13,7 @@ OUT=${OUT:-/tmp/gpu-out}; DEV=${DEV:-cuda}; QUICK=${QUICK:-0}; STAGE=${STAGE:-AB
 L=/tmp/gpu-session; mkdir -p "$L" "$OUT"
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 pack() { tar -czf "$OUT/results.tgz.tmp" -C "$L" --exclude="*.pt2" --exclude="*.safetensors" . && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
-. docs/recipes/lease_env.sh
+. docs/recipes/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 if [ "$QUICK" = 1 ]; then S=64; BB="1 4"; R=3; else S=1024; BB="1 4 16 32"; R=30; fi
 G=$L/random$S.safetensors

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU work of issues 2, 4 and 5 in one lease of a GPU machine (about 9 minutes):
+# The GPU work of issues 2, 4 and 5 in one run on an NVIDIA H100 80GB HBM3 (about 9 minutes):
 #   A. world: three adversarially trained world CLIPs and a longer generator fine-tune, side by side;
 #   B. benchmarks: 1024-px inference (eager and CUDA graphs, fp32 and bf16) and 1024-px training
 #      speed with two CLIP models;
@@ -7,7 +7,7 @@
 #      every target style (nada-train, judged by metrics.json), with before/after grids.
 # Run from the repository root:  OUT=/some/dir bash docs/recipes/h100-1024px-benchmarks-and-world-clips.sh
 # Weights land in $OUT/world/, everything else in $OUT/results.tgz (logs, JSON, grids, plots).
-# DEV=cpu QUICK=1 runs the same steps tiny on a CPU, to check the script before a lease.
+# DEV=cpu QUICK=1 runs the same steps tiny on a CPU, to check the script before a GPU run.
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTHONPATH=$PWD
 OUT=${OUT:-/tmp/gpu-out}; DEV=${DEV:-cuda}; QUICK=${QUICK:-0}
@@ -15,7 +15,7 @@ L=/tmp/gpu-session; A=nada_world/assets; W=$OUT/world
 rm -rf "$L"; mkdir -p "$L/runs" "$W"
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 pack() { tar -czf "$OUT/results.tgz.tmp" -C "$L" --exclude="*.safetensors" . && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
-. docs/recipes/lease_env.sh
+. docs/recipes/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>/dev/null
 python3 -c "import torch, numpy; from nada_train.clip.compat import import_open_clip; print('torch', torch.__version__, 'open_clip', import_open_clip().__version__, 'numpy', numpy.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
 

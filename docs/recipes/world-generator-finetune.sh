@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5's last lever, in one lease of a GPU machine (about 9 minutes): a sharper world generator.
+# Issue 5's last lever, in one run on an NVIDIA H100 80GB HBM3 (about 9 minutes): a sharper world generator.
 #   A. three fine-tunes of the shipped generator side by side: L1 regression alone (the control) and
 #      with a patch critic's adversarial term at two weights; renders kept on the GPU (--pool);
 #   B. each generator, the shipped one included, through the default run for every target style at
@@ -8,10 +8,10 @@
 # Generators land in $OUT/, everything else in $OUT/results.tgz (logs, metrics, grids, a table).
 # On the H100 (8.6 min): A as above; B judged the shipped and the L1 generator before its 200-s limit
 # (not the adversarial ones, whose samples agreed less with the scene), and results.tgz came out over the 16-MiB return limit
-# with the runs' samples in it (now left out). The same lease then ran the shipped generator's last step:
+# with the runs' samples in it (now left out). The same H100 session then ran the shipped generator's last step:
 #   python3 -m nada_world.train_generator --continue-from $OUT/generator-l1.safetensors --finetune-minutes 3 \
 #     --batch 256 --pool 16384 --workers 12 --lr 1e-3 --seed 31 --device cuda --out generator.safetensors
-# DEV=cpu QUICK=1 runs the same steps tiny on a CPU, to check the script before a lease.
+# DEV=cpu QUICK=1 runs the same steps tiny on a CPU, to check the script before a GPU run.
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTHONPATH=$PWD
 OUT=${OUT:-/tmp/gpu-out}; DEV=${DEV:-cuda}; QUICK=${QUICK:-0}
@@ -19,7 +19,7 @@ L=/tmp/gpu-generator; A=nada_world/assets
 rm -rf "$L"; mkdir -p "$L/runs" "$OUT"
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 pack() { tar -czf "$OUT/results.tgz.tmp" -C "$L" --exclude="*.safetensors" --exclude=trees --exclude=samples . && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
-. docs/recipes/lease_env.sh
+. docs/recipes/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 
 if [ "$QUICK" = 1 ]; then M=0.1; TB="--batch 16 --pool 64 --workers 1"; ITER="--iterations 2"; P=2; TO=600

@@ -6,7 +6,7 @@
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 PYTHONPATH=$PWD
 OUT=${OUT:-/tmp/sweep-out}; DEV=${DEV:-cuda}; L=/tmp/sweep; rm -rf $L; mkdir -p $L/runs
-. docs/recipes/lease_env.sh
+. docs/recipes/gpu_env.sh
 C=nada_world/assets/clip.safetensors
 : > $L/jobs
 for t in sketch neon pixel; do
