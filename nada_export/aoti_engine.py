@@ -34,13 +34,6 @@ class ReducedPrecisionSynthesis(torch.nn.Module):
         return self.inner(ws.to(self.dtype))
 
 
-def resolve_device(device: str) -> str:
-    """auto: cuda where a GPU is visible, else cpu."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def build_package(generator: StyleGenerator, kind: str, path: Path, max_batch: int, device: str = "cpu",
                   precision: str = "fp32") -> None:
     """Export kind ('mapping' or 'synthesis') and compile it for `device` into `path` (.pt2), written

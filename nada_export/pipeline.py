@@ -55,9 +55,9 @@ def export(checkpoints: list[str], repository: Path, engine: str = "onnx", names
     serve = serve or ServeOptions()
     _validate(checkpoints, engine, names, max_batch, precision, serve, device)
     if engine == "aoti":
-        from nada_export.aoti_engine import resolve_device
+        from nada_train.trainer import resolve_device  # auto: cuda where a GPU is visible, else cpu
 
-        device = resolve_device(device)
+        device = resolve_device(device).type
     if engine == "trt":
         from nada_export.tensorrt_engine import import_tensorrt, tensorrt_missing_reason
 

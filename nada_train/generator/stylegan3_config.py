@@ -92,10 +92,6 @@ class StyleGAN3Config(LatentAndFrame):
         """One W code for the input and one per layer (NVIDIA's num_ws)."""
         return len(self.layers) + 1
 
-    @property
-    def rosinality_compatible(self) -> bool:
-        return False
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d["architecture"] = self.architecture

@@ -94,6 +94,21 @@ def randomise(G, seed: int) -> None:
                 getattr(G.synthesis, f"b{res}").torgb.weight.mul_(0.45 / float(img.std()))
 
 
+def small_discriminator(networks, resolution: int):
+    """A small StyleGAN2 discriminator, so the snapshot holds D as NVIDIA's do."""
+    return networks.Discriminator(c_dim=0, img_resolution=resolution, img_channels=3, channel_base=128, channel_max=16,
+                                  block_kwargs={}, mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=2))
+
+
+def write_snapshot(G, D, path: Path, resolution: int) -> None:
+    """G, D, G_ema and training_set_kwargs, pickled as NVIDIA's training loop writes its snapshots."""
+    snapshot = dict(training_set_kwargs=dict(path="random", resolution=resolution))
+    for key, module in (("G", G), ("D", D), ("G_ema", G)):
+        snapshot[key] = copy.deepcopy(module).eval().requires_grad_(False).cpu()
+    with open(path, "wb") as f:
+        pickle.dump(snapshot, f)
+
+
 def write_outputs(G, path: Path) -> None:
     """z of SEEDS (generate.py's convention), and per truncation the W+ codes and uint8 images."""
     z = np.concatenate([np.random.RandomState(s).randn(1, G.z_dim) for s in SEEDS]).astype(np.float32)
@@ -125,14 +140,9 @@ def main() -> None:
         name = args.prefix + name
         torch.manual_seed(200 + i)
         G = networks.Generator(c_dim=0, img_channels=3, **generator_kwargs(networks, kwargs)).eval().requires_grad_(False)
-        D = networks.Discriminator(c_dim=0, img_resolution=kwargs["img_resolution"], img_channels=3, channel_base=128,
-                                   channel_max=16, block_kwargs={}, mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=2))
+        D = small_discriminator(networks, kwargs["img_resolution"])
         randomise(G, seed=300 + i)
-        snapshot = dict(training_set_kwargs=dict(path="random", resolution=kwargs["img_resolution"]))
-        for key, module in (("G", G), ("D", D), ("G_ema", G)):
-            snapshot[key] = copy.deepcopy(module).eval().requires_grad_(False).cpu()
-        with open(args.out / f"{name}.pkl", "wb") as f:
-            pickle.dump(snapshot, f)
+        write_snapshot(G, D, args.out / f"{name}.pkl", kwargs["img_resolution"])
         write_outputs(G, args.out / f"{name}.npz")
         print(f"{name}: {sum(p.numel() for p in G.parameters())} parameters, {(args.out / f'{name}.pkl').stat().st_size} bytes")
     if args.prefix:

@@ -12,8 +12,6 @@ truncation 1.0 and 0.7 the W+ codes and uint8 images, noise_mode 'const', fp32).
 """
 
 import argparse
-import copy
-import pickle
 import sys
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_fixtures import import_nvidia, write_outputs  # noqa: E402
+from make_fixtures import import_nvidia, small_discriminator, write_outputs, write_snapshot  # noqa: E402
 
 CONFIGS = {
     # name: (Generator kwargs, rotation of the input's user transform in degrees, translation)
@@ -75,15 +73,10 @@ def main() -> None:
     for i, (name, (kwargs, degrees, translate)) in enumerate(CONFIGS.items()):
         torch.manual_seed(500 + i)
         G = networks.Generator(c_dim=0, img_channels=3, **kwargs).eval().requires_grad_(False)
-        D = d_networks.Discriminator(c_dim=0, img_resolution=kwargs["img_resolution"], img_channels=3, channel_base=128,
-                                     channel_max=16, block_kwargs={}, mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=2))
+        D = small_discriminator(d_networks, kwargs["img_resolution"])
         randomise(G, seed=600 + i)
         G.synthesis.input.transform.copy_(torch.from_numpy(inverse_transform(degrees, translate)))
-        snapshot = dict(training_set_kwargs=dict(path="random", resolution=kwargs["img_resolution"]))
-        for key, module in (("G", G), ("D", D), ("G_ema", G)):
-            snapshot[key] = copy.deepcopy(module).eval().requires_grad_(False).cpu()
-        with open(args.out / f"{name}.pkl", "wb") as f:
-            pickle.dump(snapshot, f)
+        write_snapshot(G, D, args.out / f"{name}.pkl", kwargs["img_resolution"])
         write_outputs(G, args.out / f"{name}.npz")
         print(f"{name}: {sum(p.numel() for p in G.parameters())} parameters, {len(G.synthesis.layer_names)} layers, "
               f"{(args.out / f'{name}.pkl').stat().st_size} bytes")
