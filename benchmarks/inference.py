@@ -30,6 +30,7 @@ from nada_train.fileio import write_json
 from nada_export.graphs import MappingGraph, SynthesisGraph
 from nada_train.checkpoints import load_generator, save_safetensors
 from nada_train.generator import Generator
+from nada_train.generator.inference import inference_copy
 
 ALL_BACKENDS = ("eager", "compiled", "cudagraph", "aoti", "onnxruntime", "triton", "triton-shm", "tensorrt")
 
@@ -107,37 +108,31 @@ class Pipeline(torch.nn.Module):
         return self.synthesis(self.mapping(z, truncation))
 
 
-def torch_backend(g: Generator, kind: str, device: torch.device, dtype: torch.dtype):
-    model = Pipeline(g).eval()
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else None
+def torch_backend(g: Generator, kind: str, device: torch.device, precision: str):
+    """PyTorch runs the inference copy nada-generate renders with: the synthesis convolutions at
+    `precision` (fp32 styles and demodulation), channels_last on a GPU."""
+    model = Pipeline(inference_copy(g, precision, channels_last=device.type == "cuda")).eval()
 
-    def wrap(fn):
+    def run_with(fn):
         def run(z, t):
             with torch.inference_mode():
-                if autocast is None:
-                    return fn(z, t)
-                with torch.autocast(device.type, dtype=dtype):
-                    return fn(z, t)
+                return fn(z, t)
         return run
 
     if kind == "eager":
-        return wrap(model)
+        return run_with(model)
     if kind == "compiled":
         compiled = torch.compile(model, mode="max-autotune-no-cudagraphs" if device.type == "cuda" else "default", dynamic=False)
-        return wrap(compiled)
+        return run_with(compiled)
     if kind == "cudagraph":
-        return None if device.type != "cuda" else cuda_graph_runner(model, dtype)
+        return None if device.type != "cuda" else cuda_graph_runner(run_with(model))
     raise ValueError(kind)
 
 
-def cuda_graph_runner(model: torch.nn.Module, dtype: torch.dtype):
+def cuda_graph_runner(forward):
     """The eager model captured once per batch size into a CUDA graph and replayed: no kernel-launch
     cost per layer, no compile step (the graph-captured path the issue counts when TensorRT is absent)."""
     graphs: dict[int, tuple] = {}
-
-    def forward(z, t):
-        with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32, cache_enabled=False):
-            return model(z, t)
 
     def run(z, t):
         if z.shape[0] not in graphs:
@@ -161,8 +156,8 @@ def cuda_graph_runner(model: torch.nn.Module, dtype: torch.dtype):
     return run
 
 
-def measure_torch(g, kind, device, dtype, batches, warmup, requests, min_seconds) -> list[dict]:
-    run = torch_backend(g, kind, device, dtype)
+def measure_torch(g, kind, device, precision, batches, warmup, requests, min_seconds) -> list[dict]:
+    run = torch_backend(g, kind, device, precision)
     if run is None:
         return []
     rows = []
@@ -392,7 +387,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--min-seconds", type=float, default=2.0, help="keep sampling until this much time has passed")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="torch backends' autocast dtype")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="precision of the torch and aoti backends' synthesis convolutions (fp32 styles and demodulation)")
     ap.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = all cores)")
     ap.add_argument("--quick", action="store_true", help="64 px; eager, onnxruntime, triton; batches 1 4; concurrency 1 4")
     ap.add_argument("--json", default="benchmarks/out/inference.json")
@@ -426,7 +421,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows: list[dict] = []
         for kind in ("eager", "compiled", "cudagraph"):
             if kind in args.backends:
-                rows += measure_torch(g, kind, device, dtype, args.batches, args.warmup, args.requests, args.min_seconds)
+                rows += measure_torch(g, kind, device, args.dtype, args.batches, args.warmup, args.requests, args.min_seconds)
         if "aoti" in args.backends:
             rows += measure_aoti(load_generator(g_path, "cpu").generator, folder, device, args.batches, args.warmup, args.requests,
                                  args.min_seconds, max_batch, args.dtype)

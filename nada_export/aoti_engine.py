@@ -18,34 +18,18 @@ import torch
 from nada_export.graphs import GRAPHS, example_inputs
 from nada_train.fileio import atomic_path
 from nada_train.generator import StyleGenerator
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class ReducedPrecisionSynthesis(torch.nn.Module):
-    """The synthesis graph with the generator's weights and activations in fp16/bf16; the W+ codes
-    arrive and the image leaves as the fp32 graph's (ws FP32 in, UINT8 out)."""
-
-    def __init__(self, graph: torch.nn.Module, dtype: torch.dtype):
-        super().__init__()
-        self.inner, self.dtype = graph.to(dtype), dtype
-
-    def forward(self, ws: torch.Tensor) -> torch.Tensor:
-        return self.inner(ws.to(self.dtype))
-
+from nada_train.generator.inference import inference_copy
 
 def build_package(generator: StyleGenerator, kind: str, path: Path, max_batch: int, device: str = "cpu",
                   precision: str = "fp32") -> None:
     """Export kind ('mapping' or 'synthesis') and compile it for `device` into `path` (.pt2), written
     under a temporary name and renamed when complete."""
-    import copy
-
     cls, input_names, _ = GRAPHS[kind]
-    g = copy.deepcopy(generator).eval().to(device)
+    # the synthesis at a reduced precision is the inference copy's mixed precision (fp32 styles,
+    # demodulation and RGB sum); W+ codes arrive and images leave as the fp32 graph's
+    g = inference_copy(generator, precision if kind == "synthesis" else "fp32").to(device)
     g.set_fused(False)  # grouped convs cannot have a dynamic batch
     module = cls(g).eval()
-    if precision != "fp32" and kind == "synthesis":
-        module = ReducedPrecisionSynthesis(module, DTYPES[precision])
     inputs = {n: t.to(device) for n, t in example_inputs(generator, kind, batch=2).items()}
     batch = torch.export.Dim("batch", min=1, max=max(2, max_batch))
     with torch.no_grad(), warnings.catch_warnings():

@@ -13,12 +13,14 @@ import torch
 from nada_export.graphs import GRAPHS, example_inputs
 from nada_train.errors import NadaError
 from nada_train.generator import Generator
+from nada_train.generator.inference import GATE_SEEDS, MIN_PSNR_DB
+from nada_train.images import psnr
+from nada_train.seeds import z_batch
 
 # Refuse a model whose outputs differ more than this from PyTorch's (fp32).
 MAX_WS_ERROR = 1e-3     # mapping output, absolute (w values are O(1))
 MAX_PIXEL_ERROR = 1     # fp32 synthesis output, 8-bit levels (implies PSNR >= 48.1 dB)
-MIN_PSNR_DB = 40.0      # reduced-precision (fp16/bf16) synthesis: rounding moves single pixels by
-                        # several levels, so the gate is the image's PSNR, not its worst pixel
+# reduced-precision (fp16/bf16) synthesis: MIN_PSNR_DB against fp32, every gate seed's image and each batch
 
 
 @dataclass
@@ -35,20 +37,20 @@ class Parity:
         return f"{self.kind}: batches {self.batches}, max abs error {self.max_abs_error:.3g}, PSNR {psnr} dB"
 
 
-def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
-
-
 def check_parity(generator: Generator, kind: str, run, batches: list[int], precision: str = "fp32") -> Parity:
     """Compare `run(inputs) -> numpy output` with PyTorch (fp32) on fresh random inputs at each batch
     size. Passes: mapping within MAX_WS_ERROR; synthesis within MAX_PIXEL_ERROR levels at fp32, or
-    at MIN_PSNR_DB or more at a reduced precision."""
+    at a reduced precision MIN_PSNR_DB or more on each batch and on each gate seed's image."""
     cls, input_names, _ = GRAPHS[kind]
     module = cls(generator).eval()
     worst, worst_psnr, t0 = 0.0, math.inf, time.perf_counter()
-    for i, b in enumerate(batches):
-        inputs = example_inputs(generator, kind, b, seed=1000 + i)
+    feeds = [example_inputs(generator, kind, b, seed=1000 + i) for i, b in enumerate(batches)]
+    if kind == "synthesis" and precision != "fp32":  # and the gate seeds' images, one at a time
+        with torch.no_grad():
+            ws = generator.ws(torch.from_numpy(z_batch(list(GATE_SEEDS), generator.config.z_dim)))
+        feeds += [{"ws": w[None]} for w in ws]
+    for inputs in feeds:
+        b = len(inputs[input_names[0]])
         with torch.no_grad():
             want = module(*(inputs[n] for n in input_names)).numpy()
         got = run({n: inputs[n].numpy() for n in input_names})

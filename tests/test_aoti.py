@@ -71,13 +71,16 @@ def test_served_aoti_images_equal_nada_generate(aoti_repo, small):
 
 def test_a_broken_reduced_precision_package_is_refused(tmp_path, small, monkeypatch):
     """The precision gate (PSNR >= 40 dB against fp32) applies to aoti: a bf16 path that also rounds
-    the W+ codes to one decimal is refused and its package deleted."""
-    from nada_export import aoti_engine, pipeline
+    its styles to one decimal is refused and its package deleted."""
+    from nada_export import pipeline
+    from nada_train.generator.layers import ModulatedConv2d
 
-    def coarse(self, ws):
-        return self.inner((ws * 10).round().div(10).to(self.dtype))
+    reduced = ModulatedConv2d._forward_reduced
 
-    monkeypatch.setattr(aoti_engine.ReducedPrecisionSynthesis, "forward", coarse)
+    def coarse(self, x, style, weight):
+        return reduced(self, x, (style * 10).round() / 10, weight)
+
+    monkeypatch.setattr(ModulatedConv2d, "_forward_reduced", coarse)
     package = tmp_path / "s.pt2"
     g = load_generator(small).generator
     with pytest.raises(NadaError, match=r"AOTInductor synthesis package \(cpu, bf16\) does not match PyTorch .*PSNR"):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU part of issue 15, prepared on the CPU (it has not yet run on a GPU):
-#   A. 1024-px config-f inference in process: eager and CUDA graph (fp32, bf16), AOTInductor packages
+#   A. 1024-px config-f inference in process: nada-generate's precision gate on the GPU, eager and CUDA
+#      graph of the inference copy (fp32; fp16 with fp32 styles and demodulation), AOTInductor packages
 #      built for cuda (fp32, fp16), batches 1 4 16 32, share of the compute floor;
 #   B. nada-export --engine aoti --device cuda of a 1024-px generator: build time, parity, file sizes;
 #   C. (STAGE=C, a second call with the nvidia-pytriton wheel in .whl/) the same repository served by
@@ -21,7 +22,10 @@ python3 -c "from nada_train.checkpoints import random_generator, save_safetensor
 
 if [[ "$STAGE" == *A* ]]; then
   stamp "A. in-process inference, $S px"
-  for dt in fp32 bf16; do
+  timeout 120 python3 -c 'import sys; from nada_train.cli.generate import main_entry; sys.argv[0] = "nada-generate"; main_entry()' \
+    "$G" --device $DEV --seeds 0-15 --out "$L/generated" > "$L/generate.log" 2>&1
+  tail -n 1 "$L/generate.log"
+  for dt in fp32 fp16; do
     timeout 150 python3 -m benchmarks.inference --generator "$G" --device $DEV --backends eager cudagraph --batches $BB \
       --dtype $dt --requests $R --min-seconds 1 --json "$L/inference-$dt.json" --plot "$L/inference-$dt.png" > "$L/inference-$dt.log" 2>&1
     tail -n 8 "$L/inference-$dt.log"

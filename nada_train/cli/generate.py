@@ -11,6 +11,7 @@ import typer
 from nada_train.checkpoints import load_generator
 from nada_train.cli.common import run_app, typer_app
 from nada_train.errors import NadaError
+from nada_train.generator.inference import DTYPES, fastest_copy
 from nada_train.images import to_uint8
 from nada_train.pngs import write_seed_images
 from nada_train.seeds import parse_seeds, z_batch
@@ -42,15 +43,20 @@ def main(
     grid_png: bool = typer.Option(False, "--grid", help="Also write grid.png with all images."),
     noise: str = typer.Option("const", help="Noise inputs: const (the checkpoint's stored noise), random, none."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    precision: str = typer.Option("auto", help="auto (on a GPU: fp16 with channels_last if its images pass the gate, "
+                                  "PSNR >= 40 dB against fp32 on seeds 0-15; on the CPU: fp32), fp32, fp16 or bf16."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a checkpoint holding arbitrary Python objects (runs code from the file)."),
 ) -> None:
     if noise not in ("const", "random", "none"):
         raise NadaError(f"--noise {noise}: choose const, random or none")
+    if precision not in ("auto", *DTYPES):
+        raise NadaError(f"--precision {precision}: choose auto, fp32, fp16 or bf16")
     seed_list = parse_seeds(seeds)
     loaded = load_generator(checkpoint, resolve_device(device), allow_pickle=allow_pickle)
-    images = render(loaded.generator, seed_list, truncation, noise)
+    generator, how = fastest_copy(loaded.generator, precision)
+    images = render(generator, seed_list, truncation, noise)
     write_seed_images(images, seed_list, out, grid_png)
-    print(f"wrote {len(images)} images to {out}")
+    print(f"wrote {len(images)} images to {out} ({how})")
 
 
 def main_entry() -> None:

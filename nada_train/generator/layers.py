@@ -126,6 +126,8 @@ class ModulatedConv2d(nn.Module):
         weight = self.weight[0] * self.scale  # [out, in, k, k]
         if self.fused:
             return self._forward_grouped(x, style, weight)
+        if x.dtype != style.dtype:
+            return self._forward_reduced(x, style, weight)
         x = x * style[:, :, None, None]
         if self.upsample:
             out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
@@ -136,6 +138,21 @@ class ModulatedConv2d(nn.Module):
             dcoefs = torch.rsqrt(style.square() @ weight.square().sum((2, 3)).t() + 1e-8)
             out = out * dcoefs[:, :, None, None]
         return out
+
+    def _forward_reduced(self, x: torch.Tensor, style: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Activations and weights in fp16/bf16, the style and demodulation in fp32 (the inference
+        copy's mixed precision). The style enters divided by its largest magnitude and that factor
+        leaves with the demodulation, so fp16 sums cannot overflow (NVIDIA's fp16 layers do the same)."""
+        peak = style.abs().amax(1, keepdim=True).clamp_min(1e-8)  # [batch, 1]
+        out_scale = peak
+        if self.demodulate:
+            out_scale = peak * torch.rsqrt(style.square() @ weight.float().square().sum((2, 3)).t() + 1e-8)
+        x = x * (style / peak).to(x.dtype)[:, :, None, None]
+        if self.upsample:
+            out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
+        else:
+            out = F.conv2d(x, weight, padding=self.padding)
+        return out * out_scale.to(out.dtype)[:, :, None, None]
 
     def _forward_grouped(self, x: torch.Tensor, style: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
@@ -161,7 +178,7 @@ class NoiseInjection(nn.Module):
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         if noise is None:
             return x
-        return x + self.weight * noise
+        return x + self.weight * noise.to(x.dtype)  # random noise arrives fp32 in the reduced-precision copy
 
 
 class StyledConv(nn.Module):
@@ -202,7 +219,7 @@ class ToRGB(nn.Module):
         self.clamp = clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, w) + self.bias
+        out = self.conv(x, w).to(self.bias.dtype) + self.bias  # the inference copy keeps the RGB sum in fp32
         if self.clamp is not None:  # this layer's own output, before the skip is added (NVIDIA's order)
             out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:
@@ -214,6 +231,8 @@ class ConstantInput(nn.Module):
     def __init__(self, channel: int, size: int = 4):
         super().__init__()
         self.input = nn.Parameter(torch.randn(1, channel, size, size))
+        self.memory_format = torch.contiguous_format  # channels_last in the inference copy: every conv follows
 
     def forward(self, like: torch.Tensor) -> torch.Tensor:
-        return self.input.expand(like.shape[0], -1, -1, -1)
+        x = self.input.expand(like.shape[0], -1, -1, -1)
+        return x if self.memory_format == torch.contiguous_format else x.contiguous(memory_format=self.memory_format)

@@ -1,0 +1,105 @@
+"""The generator as inference runs it fastest: a frozen copy with the synthesis convolutions in fp16 or
+bf16 and channels_last activations, the parts where rounding matters kept in fp32 (the mapping and
+truncation, each layer's style and demodulation, the RGB sum), and the gate that refuses such a copy
+when its images drift from fp32's."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nada_train.errors import NadaError
+from nada_train.generator.layers import ModulatedConv2d, ToRGB
+from nada_train.generator.network import Generator, StyleGenerator
+from nada_train.images import psnr, to_uint8
+from nada_train.seeds import z_batch
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MIN_PSNR_DB = 40.0        # a reduced-precision image against fp32's: rounding moves single pixels by several
+                          # levels, so the gate is the image's PSNR, not its worst pixel
+GATE_SEEDS = range(16)    # the seeds every reduced-precision path is checked on
+
+
+def inference_copy(generator: StyleGenerator, precision: str = "fp32", channels_last: bool = False) -> StyleGenerator:
+    """A frozen eval copy of `generator` (on its device) at `precision`; inputs (z, ws) and images stay
+    fp32, so it drops in wherever the generator renders."""
+    if precision not in DTYPES:
+        raise NadaError(f"--precision {precision}: choose fp32, fp16 or bf16")
+    g = copy.deepcopy(generator).eval().requires_grad_(False)
+    if precision == "fp32" and not channels_last:
+        return g
+    if not isinstance(g, Generator):
+        raise NadaError(f"--precision {precision}: reduced precision and channels_last are built for StyleGAN2 bases; "
+                        "render this StyleGAN3 base at fp32")
+    g.to(DTYPES[precision])
+    g.style.float()
+    g.w_avg.data = g.w_avg.data.float()
+    for m in g.modules():
+        if isinstance(m, ModulatedConv2d):
+            m.modulation.float()
+        elif isinstance(m, ToRGB):
+            m.bias.data = m.bias.data.float()
+    if channels_last:
+        g.input.memory_format = torch.channels_last
+    return g
+
+
+@dataclass
+class Gate:
+    """A reduced-precision path's images against fp32's on the gate seeds."""
+
+    precision: str
+    psnr_db: float
+    max_level_difference: int
+
+    @property
+    def passed(self) -> bool:
+        return self.psnr_db >= MIN_PSNR_DB
+
+    def describe(self) -> str:
+        return (f"{self.precision}: PSNR {self.psnr_db:.1f} dB against fp32 on seeds 0-{len(GATE_SEEDS) - 1} "
+                f"(limit {MIN_PSNR_DB:.0f} dB), largest pixel difference {self.max_level_difference} levels")
+
+
+def seed_images(generator: StyleGenerator, seeds=GATE_SEEDS, batch: int = 8) -> np.ndarray:
+    """uint8 images [N, H, W, 3] of these seeds at truncation 1 with the stored noise."""
+    device = next(generator.parameters()).device
+    out = []
+    with torch.no_grad():
+        for z in torch.from_numpy(z_batch(list(seeds), generator.config.z_dim)).split(batch):
+            out.append(to_uint8(generator(z.to(device))).cpu())
+    return torch.cat(out).numpy()
+
+
+def precision_gate(reference: StyleGenerator, fast: StyleGenerator, precision: str) -> Gate:
+    """The worst-seed PSNR of `fast`'s images against `reference`'s (fp32) and the largest pixel difference."""
+    want, got = seed_images(reference), seed_images(fast)
+    worst = min(psnr(g, w, 255.0) for g, w in zip(got, want))
+    return Gate(precision, worst, int(np.abs(got.astype(int) - want.astype(int)).max()))
+
+
+def fastest_copy(generator: StyleGenerator, precision: str = "auto") -> tuple[StyleGenerator, str]:
+    """The copy nada-generate renders with, and a line saying what it is. auto: on a GPU fp16 with
+    channels_last where it passes the gate (else fp32), on the CPU fp32 (its reduced-precision
+    convolutions are slower than fp32's). A precision asked for by name must pass the gate."""
+    on_gpu = next(generator.parameters()).device.type == "cuda"
+    stylegan2 = isinstance(generator, Generator)
+    if precision == "auto":
+        if not (on_gpu and stylegan2):
+            return inference_copy(generator, "fp32", channels_last=on_gpu and stylegan2), "fp32"
+        fast = inference_copy(generator, "fp16", channels_last=True)
+        gate = precision_gate(generator, fast, "fp16")
+        if gate.passed:
+            return fast, gate.describe()
+        return inference_copy(generator, "fp32", channels_last=True), f"fp32 (fp16 refused: {gate.describe()})"
+    fast = inference_copy(generator, precision, channels_last=on_gpu and stylegan2)
+    if precision == "fp32":
+        return fast, "fp32"
+    gate = precision_gate(generator, fast, precision)
+    if not gate.passed:
+        raise NadaError(f"--precision {precision}: its images drift too far from fp32's ({gate.describe()}); "
+                        "render at fp32 or with --precision auto")
+    return fast, gate.describe()

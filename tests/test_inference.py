@@ -1,0 +1,107 @@
+"""The inference copy (reduced-precision convolutions with fp32 styles and demodulation, channels_last)
+against the plain fp32 generator, its precision gate, and nada-generate's choice of path."""
+
+import numpy as np
+import pytest
+import torch
+
+from nada_train.cli.generate import render
+from nada_train.errors import NadaError
+from nada_train.generator.inference import fastest_copy, inference_copy, precision_gate
+from nada_train.generator.layers import ModulatedConv2d
+from nada_train.seeds import z_batch
+from tests.conftest import tiny_generator
+from tests.test_cli import GENERATE, run
+from tests.test_stylegan3 import sg3
+
+
+@pytest.mark.parametrize("demodulate,upsample,kernel", [(True, False, 3), (True, True, 3), (False, False, 1)])
+def test_the_reduced_path_is_the_plain_one_in_exact_arithmetic(demodulate, upsample, kernel):
+    """Fed fp32, the path the inference copy takes (style divided by its peak, the peak given back
+    with the demodulation) equals the plain modulated conv: only the rounding may differ."""
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(12, 7, kernel, 16, demodulate=demodulate, upsample=upsample)
+    x, w = torch.randn(3, 12, 8, 8), torch.randn(3, 16) * 3
+    with torch.no_grad():
+        style, weight = conv.modulation(w), conv.weight[0] * conv.scale
+        want = conv(x, w)
+        got = conv._forward_reduced(x, style, weight)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert want.abs().max() > 0.1
+
+
+def test_fp16_activations_that_would_overflow_stay_finite():
+    """Large styles on large activations overflow fp16 (65,504) when the style multiplies the
+    activations as they are; the inference copy's normalised style keeps them finite and close to fp32."""
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(256, 8, 3, 16)
+    with torch.no_grad():
+        conv.modulation.bias.fill_(2000.0)  # styles of about 2,000
+    x, w = torch.randn(2, 256, 6, 6) * 60, torch.randn(2, 16)
+    with torch.no_grad():
+        want = conv(x, w)
+        style, weight = conv.modulation(w), conv.weight[0] * conv.scale
+        as_is = torch.nn.functional.conv2d((x * style[:, :, None, None]).half(), weight.half(), padding=1)
+        got = conv._forward_reduced(x.half(), style, weight.half())
+    assert not torch.isfinite(as_is).all()
+    assert got.dtype == torch.float16 and torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2 * float(want.abs().max()))
+
+
+def test_the_copy_keeps_the_sensitive_parts_fp32_and_leaves_the_original_alone():
+    g = tiny_generator()
+    fast = inference_copy(g, "bf16", channels_last=True)
+    dtypes = {name: p.dtype for name, p in fast.named_parameters()}
+    assert all(dtypes[n] == torch.float32 for n in dtypes if n.startswith("style.") or ".modulation." in n)
+    assert dtypes["to_rgb1.bias"] == dtypes["to_rgbs.0.bias"] == torch.float32
+    assert dtypes["convs.0.conv.weight"] == dtypes["input.input"] == dtypes["convs.1.activate.bias"] == torch.bfloat16
+    assert fast.w_avg.dtype == torch.float32 and not any(p.requires_grad for p in fast.parameters())
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in g.parameters())
+    with torch.no_grad():
+        image = fast(torch.from_numpy(z_batch([0, 1], g.config.z_dim)), noise_mode="random")
+    assert image.dtype == torch.float32 and image.shape == (2, 3, 32, 32)
+
+
+def test_fp32_channels_last_renders_the_plain_images():
+    g = tiny_generator()
+    want = render(g, list(range(6)), 0.7)
+    got = render(inference_copy(g, "fp32", channels_last=True), list(range(6)), 0.7)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1 and want.std() > 5
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_the_gate_passes_the_reduced_precisions_and_reports_the_worst_pixel(precision):
+    g = tiny_generator()
+    gate = precision_gate(g, inference_copy(g, precision), precision)
+    assert gate.passed and gate.psnr_db >= 40
+    got, want = render(inference_copy(g, precision), list(range(16)), 1.0), render(g, list(range(16)), 1.0)
+    assert gate.max_level_difference == np.abs(got.astype(int) - want.astype(int)).max() > 0
+
+
+def test_a_broken_reduced_path_is_refused(monkeypatch):
+    """A reduced-precision path that also rounds its styles to one decimal fails the gate, and
+    nada-generate refuses it by name (auto falls back to fp32 instead, but only on a GPU)."""
+    reduced = ModulatedConv2d._forward_reduced
+    monkeypatch.setattr(ModulatedConv2d, "_forward_reduced", lambda self, x, s, w: reduced(self, x, (s * 10).round() / 10, w))
+    g = tiny_generator()
+    assert not precision_gate(g, inference_copy(g, "fp16"), "fp16").passed
+    with pytest.raises(NadaError, match=r"--precision fp16: its images drift too far from fp32's .*PSNR"):
+        fastest_copy(g, "fp16")
+    fast, how = fastest_copy(g, "auto")  # the CPU renders fp32
+    assert how == "fp32" and next(fast.parameters()).dtype == torch.float32
+
+
+def test_stylegan3_is_refused_reduced_precision_in_one_line():
+    with pytest.raises(NadaError, match="reduced precision and channels_last are built for StyleGAN2 bases"):
+        inference_copy(sg3(), "fp16")
+    assert fastest_copy(sg3(), "auto")[1] == "fp32"
+
+
+def test_nada_generate_renders_at_the_precision_asked(tmp_path, rosinality_ckpt):
+    r = run([*GENERATE, str(rosinality_ckpt), "--seeds", "0-1", "--precision", "bf16", "--out", str(tmp_path / "bf16")])
+    assert r.returncode == 0, r.stderr
+    assert "(bf16: PSNR" in r.stdout and (tmp_path / "bf16" / "seed0001.png").exists()
+    r = run([*GENERATE, str(rosinality_ckpt), "--precision", "fp8", "--out", str(tmp_path / "x")])
+    assert r.returncode == 2 and "nada-generate: error: --precision fp8: choose auto, fp32, fp16 or bf16" in r.stderr
+    assert not (tmp_path / "x").exists()
