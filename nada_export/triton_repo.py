@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -31,6 +32,13 @@ class TensorSpec:
 
     def pbtxt(self) -> str:
         return f'  {{ name: "{self.name}" data_type: TYPE_{self.dtype} dims: [ {", ".join(map(str, self.dims))} ] }}'
+
+    def nbytes(self, batch: int) -> int:
+        return batch * math.prod(self.dims) * {"FP32": 4, "FP16": 2, "UINT8": 1}[self.dtype]
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
 @dataclass
@@ -117,7 +125,9 @@ def readme(models: list[ModelSpec], opts: ServeOptions) -> str:
     for m in models:
         ins = ", ".join(f"`{t.name}` {t.dtype} {list(t.dims)}" for t in m.inputs)
         outs = ", ".join(f"`{t.name}` {t.dtype} {list(t.dims)}" for t in m.outputs)
-        rows.append(f"| `{m.name}` | {ins} | {outs} | {m.description} |")
+        largest = (f"{mib(sum(t.nbytes(m.max_batch) for t in m.inputs))} / "
+                   f"{mib(sum(t.nbytes(m.max_batch) for t in m.outputs))}")
+        rows.append(f"| `{m.name}` | {ins} | {outs} | {m.max_batch} | {largest} | {m.description} |")
     backend = ("python backend (onnxruntime, TensorRT or an AOTInductor package inside; runs on the tritonserver bundled in nvidia-pytriton)"
                if opts.backend == "python" else "Triton's own onnxruntime/tensorrt backends (NGC tritonserver container)")
     return "\n".join([
@@ -125,7 +135,11 @@ def readme(models: list[ModelSpec], opts: ServeOptions) -> str:
         f"Written by `nada-export`; models use the {backend}. Every model is batched: dims below exclude "
         "the batch axis (max_batch_size in each config.pbtxt). Start it with `nada-serve <this folder>`.", "",
         "Images are RGB, UINT8, height x width x 3, ready to encode. Seeds: z = numpy.random.RandomState(seed).randn(1, z_dim).", "",
-        "| model | inputs | outputs | what it is |", "|---|---|---|---|", *rows, "",
+        "| model | inputs | outputs | max batch | largest request / response | what it is |", "|---|---|---|---|---|---|", *rows, "",
+        "Limits a client meets, enforced by the server: these dtypes and shapes only, at most `max batch` items a "
+        "request (so a valid request or response is never larger than the sizes shown); NaN or infinity in any input "
+        "is refused with `input 'NAME' contains NaN or infinity`. Model loading and the repository index are "
+        "restricted to nada-serve itself.", "",
         "`manifest.json` lists the same, with where each generator came from.", "",
     ])
 

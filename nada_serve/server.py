@@ -1,4 +1,4 @@
-"""Start and stop the tritonserver that nvidia-pytriton bundles (python backend only), on 127.0.0.1.
+"""Start and stop the tritonserver that nvidia-pytriton bundles (python backend only), on 127.0.0.1 by default.
 
 The bundled binary needs three things a plain launch lacks (see environment notes):
 1. the python-backend stub for the running Python beside libtriton_python.so: we assemble a private
@@ -10,7 +10,9 @@ The bundled binary needs three things a plain launch lacks (see environment note
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -27,9 +29,9 @@ from threading import Thread
 from nada_train.errors import NadaError
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -79,31 +81,64 @@ class Endpoints:
     metrics: str
 
 
+# Model loading and the repository index answer only requests carrying the server's token in this
+# header (over gRPC Triton expects it prefixed with triton-grpc-protocol-).
+CONTROL_HEADER = "nada-control"
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class TritonServer:
-    """A tritonserver process serving one model repository on 127.0.0.1."""
+    """A tritonserver process serving one model repository on `host` (127.0.0.1 unless asked).
+
+    Models are loaded under explicit model control so that a broken one can be reloaded; that API
+    (and the repository index) is restricted to requests carrying a token only this object knows."""
 
     def __init__(self, repository: str | Path, grpc_port: int = 0, http_port: int = 0, metrics_port: int = 0,
-                 log_verbose: int = 0):
+                 log_verbose: int = 0, host: str = "127.0.0.1"):
         self.repository = Path(repository)
         if not self.repository.is_dir():
             raise NadaError(f"model repository '{repository}' is not a directory; write one with nada-export")
-        self.ports = (grpc_port or free_port(), http_port or free_port(), metrics_port or free_port())
+        self.host = host
+        bind = "127.0.0.1" if is_loopback(host) else host
+        try:
+            free_port(bind)  # can we listen there at all?
+            self.ports = (grpc_port or free_port(bind), http_port or free_port(bind), metrics_port or free_port(bind))
+        except OSError as e:
+            raise NadaError(f"--host {host}: cannot listen there ({e.strerror or e}); use 127.0.0.1, 0.0.0.0 or an address "
+                            "of this machine") from None
         self.log_verbose = log_verbose
         self.process: subprocess.Popen | None = None
         self.log_lines: deque[str] = deque(maxlen=400)
+        self.control_token = secrets.token_hex(16)
 
     @property
     def endpoints(self) -> Endpoints:
         g, h, m = self.ports
-        return Endpoints(f"127.0.0.1:{g}", f"127.0.0.1:{h}", f"127.0.0.1:{m}")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "localhost") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return Endpoints(f"{host}:{g}", f"{host}:{h}", f"{host}:{m}")
+
+    @property
+    def control_headers(self) -> dict[str, str]:
+        """gRPC metadata that admits model control and the repository index."""
+        return {f"triton-grpc-protocol-{CONTROL_HEADER}": self.control_token}
 
     def command(self) -> list[str]:
         g, h, m = self.ports
+        token = self.control_token
         return [str(pytriton_root() / "bin" / "tritonserver"), f"--model-repository={self.repository.resolve()}",
-                f"--backend-directory={backend_directory()}", "--grpc-address=127.0.0.1", f"--grpc-port={g}",
-                "--http-address=127.0.0.1", f"--http-port={h}", "--metrics-address=127.0.0.1", f"--metrics-port={m}",
+                f"--backend-directory={backend_directory()}", f"--grpc-address={self.host}", f"--grpc-port={g}",
+                f"--http-address={self.host}", f"--http-port={h}", f"--metrics-address={self.host}", f"--metrics-port={m}",
                 "--exit-on-error=true", "--strict-readiness=true", f"--log-verbose={self.log_verbose}",
-                "--exit-timeout-secs=10"]
+                "--exit-timeout-secs=10", "--model-control-mode=explicit", "--load-model=*",
+                f"--grpc-restricted-protocol=model-repository:{CONTROL_HEADER}={token}",
+                f"--http-restricted-api=model-repository:{CONTROL_HEADER}={token}"]
 
     def start(self, timeout: float = 120.0, echo: bool = False) -> "TritonServer":
         self.process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -142,7 +177,7 @@ class TritonServer:
                                 f"{self.repository}:\n{self.errors()}")
             try:
                 if client.is_server_ready():
-                    index = client.get_model_repository_index(as_json=True).get("models", [])
+                    index = client.get_model_repository_index(headers=self.control_headers, as_json=True).get("models", [])
                     if index and all(m.get("state") == "READY" for m in index):
                         return
             except Exception:  # not listening yet
@@ -154,7 +189,8 @@ class TritonServer:
     def models(self) -> list[dict]:
         import tritonclient.grpc as grpcclient
 
-        return grpcclient.InferenceServerClient(self.endpoints.grpc).get_model_repository_index(as_json=True).get("models", [])
+        return grpcclient.InferenceServerClient(self.endpoints.grpc).get_model_repository_index(
+            headers=self.control_headers, as_json=True).get("models", [])
 
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.process is None or self.process.poll() is not None:

@@ -61,3 +61,41 @@ def test_macs_counted_like_hand_computation():
 def test_markdown_table():
     t = markdown_table([{"a": 1, "b": 2.5}, {"a": 10, "b": 1234.5}], [("a", "A"), ("b", "B")])
     assert t.splitlines() == ["| A | B |", "|---|---|", "| 1 | 2.500 |", "| 10 | 1,234.5 |"]
+
+
+def test_load_harness_counts_and_recovers_under_a_killed_model(tmp_path, three_generators):
+    """3 clients x 24 requests, a third of them bad, one model process killed a third of the way:
+    every bad request refused and counted by kind, nada-serve's recovery read from its log, no good
+    request lost after it, the server's memory measured."""
+    from benchmarks import load
+    from nada_export.pipeline import export
+
+    repo = tmp_path / "repo"
+    export([str(p) for p in three_generators[1:]], repo, names=["sketch", "neon"], max_batch=2, progress=False)
+    out = tmp_path / "load.json"
+    summary = load.main(["--repository", str(repo), "--clients", "3", "--requests", "24", "--bad", "0.34",
+                         "--fault", "kill-model", "--fault-at", "0.34", "--fault-model", "neon_synthesis", "--json", str(out)])
+    assert json.loads(out.read_text())["requests"] == summary["requests"] == 72
+    assert summary["good"] + summary["bad"] == 72 and summary["bad"] >= 10
+    assert summary["bad_refused"] == summary["bad"] and summary["bad_accepted"] == 0
+    assert summary["bad_refused_by_kind"] == summary["bad_by_kind"] and sum(summary["bad_by_kind"].values()) == summary["bad"]
+    assert all(summary["bad_by_kind"][kind] > 0 for kind in ("nan", "shape", "dtype", "batch", "model"))
+    assert summary["good_answered"] + summary["good_failed"] == summary["good"]
+    assert summary["good_failed_before_fault"] == 0 and summary["good_failed_after_recovery"] == 0
+    assert 0 < summary["recovery_s"] <= summary["detected_and_recovered_s"] < 30
+    assert summary["good_after_recovery"] > 0
+    assert summary["rss_before_mib"] > 50 and summary["rss_after_mib"] > 50
+    assert summary["nada_serve_exit_status"] == 0
+
+
+def test_load_summary_by_hand():
+    from benchmarks.load import summarise
+
+    rec = lambda kind, start, seconds, ok: {"kind": kind, "start": start, "seconds": seconds, "ok": ok}  # noqa: E731
+    records = [rec("good", 0.0, 0.010, True), rec("good", 1.0, 0.030, True), rec("nan", 1.5, 0.001, False),
+               rec("good", 2.0, 0.5, False), rec("batch", 2.5, 0.001, True), rec("good", 4.0, 0.020, True)]
+    s = summarise(records, wall=3.0, fault_time=1.8, back_time=3.0)
+    assert (s["good"], s["good_answered"], s["good_failed"], s["bad"], s["bad_refused"], s["bad_accepted"]) == (4, 3, 1, 2, 1, 1)
+    assert s["p50_ms"] == pytest.approx(20.0) and s["requests_per_s"] == pytest.approx(2.0)
+    assert s["bad_refused_by_kind"]["nan"] == 1 and s["bad_refused_by_kind"]["batch"] == 0
+    assert (s["good_failed_before_fault"], s["good_failed_until_recovered"], s["good_after_recovery"], s["good_failed_after_recovery"]) == (0, 1, 1, 0)

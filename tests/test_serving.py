@@ -113,12 +113,27 @@ GOOD = {"z": z_batch([1], 32), "truncation": np.ones((1, 1), np.float32)}
     ("base", {"z": z_batch([1], 32), "truncation": np.full((1, 1), np.nan, np.float32)}, "input 'truncation' contains NaN"),
     ("sketch_synthesis", {"ws": np.full((1, 8, 32), np.nan, np.float32)}, "input 'ws' contains NaN"),
     ("sketch_synthesis", {"ws": np.zeros((1, 7, 32), np.float32)}, "shape"),
+    ("base", {"z": np.zeros((1, 8 * 2**20), np.float32), "truncation": np.ones((1, 1), np.float32)}, "shape"),  # 32 MiB
 ])
 def test_bad_requests_get_errors_and_server_keeps_serving(server, model, arrays, needle):
     with pytest.raises(Exception) as info:
         infer(server, model, arrays)
     assert needle.lower() in str(info.value).lower()
     assert infer(server, "base", GOOD).as_numpy("image").shape == (1, 32, 32, 3)
+
+
+def test_model_control_is_not_reachable_by_clients(server):
+    """Loading, unloading and the repository index answer only the token nada-serve holds: a client
+    over gRPC or HTTP is refused and the model stays ready."""
+    import tritonclient.http as httpclient
+
+    grpc, http = grpcclient.InferenceServerClient(server.endpoints.grpc), httpclient.InferenceServerClient(server.endpoints.http)
+    for client in (grpc, http):
+        for call in (lambda: client.unload_model("neon"), lambda: client.load_model("neon"), client.get_model_repository_index):
+            with pytest.raises(Exception, match="restricted, expecting header"):
+                call()
+    assert grpc.is_model_ready("neon") and http.is_model_ready("neon_synthesis")
+    assert len(grpc.get_model_repository_index(headers=server.control_headers).models) == len(server.models()) > 3
 
 
 def test_client_errors_are_one_line(server):
@@ -279,3 +294,20 @@ def test_nada_client_works_where_torch_cannot_be_imported(server, three_generato
         assert np.abs(got - want[i].astype(int)).max() <= 1
     r = subprocess.run([sys.executable, "-c", without_torch("train", "nada-train"), "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "install it with: pip install 'nada[train]'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_nada_serve_listens_on_loopback_unless_told_and_warns_when_told(tmp_path):
+    from nada_serve.server import TritonServer
+
+    def addresses(server):
+        return [a for a in server.command() if a.startswith(("--grpc-address", "--http-address", "--metrics-address"))]
+
+    assert addresses(TritonServer(tmp_path)) == ["--grpc-address=127.0.0.1", "--http-address=127.0.0.1", "--metrics-address=127.0.0.1"]
+    assert addresses(TritonServer(tmp_path, host="0.0.0.0")) == ["--grpc-address=0.0.0.0", "--http-address=0.0.0.0", "--metrics-address=0.0.0.0"]
+    r = cli("nada_serve.cli.serve", str(tmp_path), "--host", "0.0.0.0", "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0",
+            "--timeout", "2")  # an empty repository: never ready, but the warning comes first
+    assert r.returncode == 2
+    assert "warning: --host 0.0.0.0 is not a loopback address" in r.stderr.splitlines()[0]
+    r = cli("nada_serve.cli.serve", str(tmp_path), "--host", "no-such-host.invalid")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "nada-serve: error: --host no-such-host.invalid: cannot listen there" in lines[0]

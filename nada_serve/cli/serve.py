@@ -1,20 +1,25 @@
-"""nada-serve: run Triton (the binary bundled in nvidia-pytriton) on a model repository, on 127.0.0.1."""
+"""nada-serve: run Triton (the binary bundled in nvidia-pytriton) on a model repository, on 127.0.0.1
+unless --host says otherwise, and keep it serving (nada_serve.supervisor)."""
 
 from __future__ import annotations
 
 import signal
 import sys
+import time
 from pathlib import Path
 
 import typer
 
-from nada_serve.server import TritonServer
+from nada_serve.server import TritonServer, is_loopback
+from nada_serve.supervisor import Supervisor
 from nada_train.cli.common import run_app, typer_app
 
 app = typer_app(
-    "Serve a model repository written by nada-export with tritonserver on 127.0.0.1.\n\n"
-    "Waits until every model is ready, prints the endpoints, stops cleanly on Ctrl-C or SIGTERM. "
-    "Exits non-zero with the server's own error when a model fails to load."
+    "Serve a model repository written by nada-export with tritonserver on 127.0.0.1 (or --host).\n\n"
+    "Waits until every model is ready, prints the endpoints, then keeps them serving: a model whose "
+    "process dies is reloaded (not ready meanwhile), a tritonserver that dies is restarted; each event is "
+    "logged with the time it took. Stops cleanly on Ctrl-C or SIGTERM. Exits non-zero with the server's "
+    "own error when a model fails to load."
 )
 
 
@@ -25,9 +30,14 @@ def main(
     http_port: int = typer.Option(8000, help="HTTP port (0 = any free port)."),
     metrics_port: int = typer.Option(8002, help="Prometheus metrics port (0 = any free port)."),
     timeout: float = typer.Option(300, help="Seconds to wait for every model to load."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on. Anything but a loopback address lets other machines "
+                             "request images (model control stays restricted to nada-serve itself)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Echo the server's log."),
 ) -> None:
-    server = TritonServer(repository, grpc_port, http_port, metrics_port)
+    server = TritonServer(repository, grpc_port, http_port, metrics_port, host=host)
+    if not is_loopback(host):
+        print(f"nada-serve: warning: --host {host} is not a loopback address: every machine that can reach it can "
+              "request images; put it behind a firewall or a gateway that authenticates", file=sys.stderr, flush=True)
     stop = {"asked": False}
 
     def on_signal(signum, frame):
@@ -41,9 +51,11 @@ def main(
         models = ", ".join(m["name"] for m in server.models())
         print(f"ready: grpc {ep.grpc}  http {ep.http}  metrics http://{ep.metrics}/metrics", flush=True)
         print(f"models: {models}", flush=True)
-        code = server.process.wait()
-        print(f"nada-serve: tritonserver exited with status {code}:\n{server.errors()}", file=sys.stderr)
-        sys.exit(code or 1)
+        supervisor = Supervisor(server, log=lambda line: print(line, file=sys.stderr, flush=True))
+        supervisor.remember_instances()
+        while True:
+            time.sleep(supervisor.interval)
+            supervisor.check()
     except KeyboardInterrupt:
         code = server.stop()
         print(f"stopped (tritonserver exit status {code})", flush=True)

@@ -1,0 +1,131 @@
+"""Keeps a served repository serving: a model whose python-backend process died is reloaded (the
+ensembles that use it come back with it), a tritonserver that died is started again on the same
+ports. Each event is logged with the time it took.
+
+Triton alone does neither: a killed stub process leaves its model failing every request ("Stub
+process ... is not healthy") while its readiness still says ready. Here the model is unloaded as soon
+as its process is found gone, so readiness says not ready until the reload has finished.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from nada_serve.server import TritonServer
+from nada_train.errors import NadaError
+
+STUB = "triton_python_backend_stub"
+
+
+@dataclass
+class Stub:
+    pid: int
+    model: str
+    instance: str
+
+
+def stub_processes(server_pid: int) -> dict[str, Stub]:
+    """The live python-backend processes of one tritonserver, by instance name. A stub's command line
+    is: stub, <repository>/<model>/<version>/model.py, ..., <instance name>, ... (the instance name
+    is the eighth argument); an exited stub not yet reaped (state Z) counts as gone."""
+    found: dict[str, Stub] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            state, ppid = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except OSError:  # exited while we looked
+            continue
+        if not argv[0].endswith(STUB.encode()) or int(ppid) != server_pid or state == "Z" or len(argv) < 9:
+            continue
+        instance = argv[8].decode()
+        found[instance] = Stub(int(entry), Path(argv[1].decode()).parents[1].name, instance)
+    return found
+
+
+def now() -> str:
+    return datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+
+
+class Supervisor:
+    """Watches `server` every `interval` seconds until `stop` is set (run) or once (check)."""
+
+    def __init__(self, server: TritonServer, interval: float = 0.25, log: Callable[[str], None] = print,
+                 start_timeout: float = 300.0, max_restarts: int = 5, restart_window_s: float = 300.0):
+        self.server, self.interval, self.log = server, interval, log
+        self.start_timeout, self.max_restarts, self.restart_window_s = start_timeout, max_restarts, restart_window_s
+        self.expected: dict[str, str] = {}  # instance -> model
+        self.restarts: list[float] = []
+        self.events: list[dict] = []
+
+    def _client(self):
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(self.server.endpoints.grpc)
+
+    def remember_instances(self) -> None:
+        """The stub processes a healthy server has now: the ones to watch."""
+        self.expected = {s.instance: s.model for s in stub_processes(self.server.process.pid).values()}
+
+    def check(self) -> None:
+        """One look: restart a dead server, reload each model that lost a process."""
+        if self.server.process.poll() is not None:
+            self.restart_server()
+            return
+        live = stub_processes(self.server.process.pid)
+        broken = sorted({model for instance, model in self.expected.items() if instance not in live})
+        for model in broken:
+            self.reload(model)
+
+    def reload(self, model: str) -> None:
+        t0 = time.monotonic()
+        client, headers = self._client(), self.server.control_headers
+        client.unload_model(model, headers=headers)  # readiness says not ready from here on
+        deadline = t0 + self.start_timeout
+        while True:
+            try:
+                client.load_model(model, headers=headers)  # the ensembles using it are loaded again with it
+                break
+            except Exception as e:  # a load that fails is retried until the deadline
+                if time.monotonic() > deadline:
+                    raise NadaError(f"{model}: could not be reloaded in {self.start_timeout:.0f} s: {e}") from None
+                time.sleep(1.0)
+        self._wait_all_ready(deadline)
+        self.remember_instances()
+        self._event(model, "its python-backend process died", "reloaded", time.monotonic() - t0)
+
+    def restart_server(self) -> None:
+        t0 = time.monotonic()
+        status = self.server.process.returncode
+        self.restarts = [t for t in self.restarts if t0 - t < self.restart_window_s] + [t0]
+        if len(self.restarts) > self.max_restarts:
+            raise NadaError(f"tritonserver died {len(self.restarts)} times in {self.restart_window_s:.0f} s "
+                            f"(last status {status}); giving up:\n{self.server.errors()}")
+        self.server.start(timeout=self.start_timeout)
+        self.remember_instances()
+        self._event("tritonserver", f"exited with status {status}", "restarted on the same ports", time.monotonic() - t0)
+
+    def _wait_all_ready(self, deadline: float) -> None:
+        client = self._client()
+        while time.monotonic() < deadline:
+            index = client.get_model_repository_index(headers=self.server.control_headers, as_json=True).get("models", [])
+            if index and all(m.get("state") == "READY" for m in index):
+                return
+            time.sleep(0.1)
+        raise NadaError(f"models not ready again after {self.start_timeout:.0f} s:\n{self.server.errors()}")
+
+    def _event(self, subject: str, cause: str, action: str, seconds: float) -> None:
+        self.events.append({"subject": subject, "cause": cause, "action": action, "seconds": round(seconds, 3)})
+        self.log(f"nada-serve: {now()} {subject}: {cause}; {action} in {seconds:.1f} s")
+
+    def run(self, stop: threading.Event) -> None:
+        self.remember_instances()
+        while not stop.wait(self.interval):
+            self.check()

@@ -1,0 +1,135 @@
+"""nada-serve under faults, on 127.0.0.1: a model process killed while clients send requests comes back
+(not ready in between, every request after answered), a killed tritonserver is restarted, SIGTERM
+leaves nothing behind."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from nada_export.pipeline import export
+from nada_serve.supervisor import stub_processes
+from nada_train.seeds import z_batch
+from tests.test_serving import processes_mentioning
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, three_generators):
+    path = tmp_path_factory.mktemp("recovery") / "repo"
+    export([str(p) for p in three_generators[1:]], path, names=["sketch", "neon"], max_batch=4, progress=False)
+    return path
+
+
+class Serving:
+    """nada-serve as a subprocess, its stderr collected line by line."""
+
+    def __init__(self, repo):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from nada_serve.cli.serve import main_entry; sys.argv[0]='nada-serve'; main_entry()",
+             str(repo), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready = self.proc.stdout.readline()
+        assert ready.startswith("ready: grpc 127.0.0.1:"), ready + self.proc.stderr.read()
+        self.url, self.http = ready.split()[2], ready.split()[4]
+        self.lines: list[tuple[float, str]] = []
+        threading.Thread(target=lambda: [self.lines.append((time.monotonic(), line)) for line in self.proc.stderr], daemon=True).start()
+
+    def tritonserver_pid(self) -> int:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-f", "bin/tritonserver"], capture_output=True, text=True).stdout
+        return int(out.split()[0])
+
+    def wait_line(self, pattern: str, after: float, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, line in list(self.lines):
+                if t >= after and re.search(pattern, line):
+                    return t
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r} within {timeout} s: {[line for _, line in self.lines]}")
+
+
+def request(client, model: str, seed: int) -> np.ndarray:
+    z, t = grpcclient.InferInput("z", [1, 32], "FP32"), grpcclient.InferInput("truncation", [1, 1], "FP32")
+    z.set_data_from_numpy(z_batch([seed], 32))
+    t.set_data_from_numpy(np.ones((1, 1), np.float32))
+    return client.infer(model, [z, t], client_timeout=30).as_numpy("image")
+
+
+def test_a_killed_model_process_and_a_killed_server_come_back(repo):
+    serving = Serving(repo)
+    stop, results, readiness = threading.Event(), [], []
+    try:
+
+        def clients(model: str):
+            client = grpcclient.InferenceServerClient(serving.url)
+            seed = 0
+            while not stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    ok = request(client, model, seed).shape == (1, 32, 32, 3)
+                except Exception:
+                    ok = False
+                results.append((model, t0, ok))
+                seed += 1
+
+        def poll_readiness():
+            client = grpcclient.InferenceServerClient(serving.url)
+            while not stop.is_set():
+                try:
+                    readiness.append((time.monotonic(), client.is_model_ready("neon"), client.is_model_ready("neon_synthesis")))
+                except Exception:
+                    pass
+                time.sleep(0.02)
+
+        threads = [threading.Thread(target=clients, args=(m,), daemon=True) for m in ("neon", "neon", "sketch")]
+        threads.append(threading.Thread(target=poll_readiness, daemon=True))
+        for th in threads:
+            th.start()
+        time.sleep(1.5)
+        victim = [s for s in stub_processes(serving.tritonserver_pid()).values() if s.model == "neon_synthesis"]
+        assert len(victim) == 1
+        t_kill = time.monotonic()
+        os.kill(victim[0].pid, signal.SIGKILL)
+        t_back = serving.wait_line(r"neon_synthesis: its python-backend process died; reloaded in [\d.]+ s", t_kill, 30)
+        time.sleep(2.0)
+        stop.set()
+        for th in threads:
+            th.join(60)
+
+        assert t_back - t_kill < 30
+        between = [(ready, synth) for t, ready, synth in readiness if t_kill < t < t_back]
+        assert any(not synth and not ready for ready, synth in between)  # the model and its ensemble said not ready
+        assert readiness[-1][1:] == (True, True)
+        after = [ok for model, t0, ok in results if model == "neon" and t0 > t_back + 0.1]
+        assert len(after) >= 3 and all(after)  # every request after recovery answered
+        assert all(ok for model, _, ok in results if model == "sketch")  # the other model never failed
+        assert all(ok for model, t0, ok in results if t0 < t_kill - 0.5)
+
+        t_kill = time.monotonic()
+        os.kill(serving.tritonserver_pid(), signal.SIGKILL)
+        serving.wait_line(r"tritonserver: exited with status -9; restarted on the same ports in [\d.]+ s", t_kill, 60)
+        assert request(grpcclient.InferenceServerClient(serving.url), "neon", 3).shape == (1, 32, 32, 3)
+
+        server_pids = processes_mentioning(str(repo)) - {serving.proc.pid}
+        assert server_pids
+        serving.proc.send_signal(signal.SIGTERM)
+        assert serving.proc.wait(60) == 0
+        deadline = time.monotonic() + 15
+        while processes_mentioning(str(repo)) & server_pids and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not processes_mentioning(str(repo)) & server_pids
+    finally:
+        stop.set()
+        if serving.proc.poll() is None:  # SIGTERM first: a killed nada-serve would leave its tritonserver behind
+            serving.proc.send_signal(signal.SIGTERM)
+            try:
+                serving.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                serving.proc.kill()
