@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from nada_export.kubernetes import TRITON_IMAGE, KubernetesOptions, manifests, write_manifests
 from nada_export.pipeline import export
 from nada_export.triton_repo import ServeOptions
 from nada_train.cli.common import run_app, typer_app
@@ -33,13 +34,27 @@ def main(
     queue_delay_us: int = typer.Option(2000, help="Dynamic batching: how long Triton waits to fill a batch (microseconds)."),
     threads: int = typer.Option(0, help="intra-op threads (onnxruntime, aoti on the CPU) in python-backend models (0 = all cores)."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load checkpoints holding arbitrary Python objects (runs code from the file)."),
+    kubernetes: Path = typer.Option(None, help="Also write Kubernetes manifests for the repository into this folder "
+                                    "(NVIDIA's tritonserver image; needs --triton-backend native unless --kubernetes-image carries nada's runtime)."),
+    kubernetes_image: str = typer.Option(TRITON_IMAGE, help="tritonserver image the manifests run."),
+    kubernetes_repository: str = typer.Option("pvc", help="Where replicas read the repository: pvc (a PersistentVolumeClaim) or s3://, gs://, as:// URL."),
+    kubernetes_gpus: int = typer.Option(1, help="GPUs per replica (0: CPU replicas)."),
+    kubernetes_replicas: int = typer.Option(1, help="Fewest replicas the autoscaler keeps."),
+    kubernetes_max_replicas: int = typer.Option(4, help="Most replicas the autoscaler starts."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     serve = ServeOptions(triton_backend, instances, instance_kind, queue_delay_us, threads)
+    k8s = KubernetesOptions("nada", kubernetes_image, kubernetes_repository,
+                            kubernetes_gpus, kubernetes_replicas, kubernetes_max_replicas)
+    if kubernetes is not None:
+        manifests(k8s, serve.backend)  # refuse bad options before the export's long work
     report = export(checkpoints, repository, engine, name or None, max_batch, precision, serve, allow_pickle, not quiet, device)
     for f in report.files:
         print(f"  {f.model:32s} {f.path:40s} {f.bytes / 2**20:8.1f} MiB  {f.export_seconds:6.1f} s  {f.parity.describe()}")
     print(f"wrote {report.repository} ({', '.join(report.models)}) in {report.seconds:.1f} s; serve it with: nada-serve {report.repository}")
+    if kubernetes is not None:
+        files = write_manifests(kubernetes, report.repository, k8s)
+        print(f"wrote Kubernetes manifests to {kubernetes}: {', '.join(f.name for f in files)}")
 
 
 def main_entry() -> None:
