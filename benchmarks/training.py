@@ -2,6 +2,7 @@
 
     python -m benchmarks.training --size 256 --clip ViT-B-32:random --iterations 4
     python -m benchmarks.training --quick          # 64 px, finishes in about a minute on 2 CPU cores
+    python -m benchmarks.training --size 64 --layers auto --targets 1 8   # one run of 1 target vs 8 targets
 
 Random weights (generator and CLIP) are fine here: speed does not depend on them.
 """
@@ -52,6 +53,23 @@ def measure(size: int, clips: list[str], layers: str, iterations: int, batch: in
     return row
 
 
+def measure_targets(size: int, clips: list[str], layers: str, iterations: int, batch: int, device: str, count: int) -> dict:
+    """Wall time of one nada-train run of `count` targets (nada_train.many), loading included."""
+    from nada_train.many import train_many
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "g.safetensors"
+        save_safetensors(random_generator(size), ckpt)
+        plan = [TrainOptions(generator=str(ckpt), out=str(Path(tmp) / "runs" / f"t{i}"), target=f"style number {i}",
+                             clip=[parse_clip_spec(c) for c in clips], iterations=iterations, batch=batch, layers=layers,
+                             device=device, n_sample=4, sample_every=iterations, save_every=iterations) for i in range(count)]
+        t0 = time.perf_counter()
+        train_many(plan, Path(tmp) / "runs", progress=False)
+        wall = time.perf_counter() - t0
+    return {"size": size, "batch": batch, "clip": "+".join(clips), "layers": layers, "targets": count,
+            "iterations": iterations, "wall_s": wall, "s_per_target": wall / count}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, nargs="+", default=[256])
@@ -63,12 +81,26 @@ def main() -> None:
     ap.add_argument("--precision", nargs="+", default=["fp32"])
     ap.add_argument("--fused", action="store_true", help="grouped-conv modulated convolutions")
     ap.add_argument("--quick", action="store_true", help="64 px, 2 timed iterations, layers auto only")
+    ap.add_argument("--targets", type=int, nargs="+", help="instead: wall time of one run with this many targets each "
+                    "(--iterations each, loading included), side by side, e.g. --targets 1 8")
     ap.add_argument("--json", default="benchmarks/out/training.json")
     args = ap.parse_args()
     clips = args.clip or ["ViT-B-32:random"]
     if args.quick:
         args.size, args.iterations, args.layers = [64], 2, ["auto"]
     info = machine()
+    if args.targets:
+        rows = [measure_targets(size, clips, args.layers[0], args.iterations, args.batch, args.device, n)
+                for size in args.size for n in args.targets]
+        for r in rows:
+            one = next(o for o in rows if o["size"] == r["size"] and o["targets"] == min(args.targets))
+            r["x_wall_of_fewest"] = r["wall_s"] / one["wall_s"]
+        write_json(args.json, {"machine": info, "records": rows})
+        print(f"\nSeveral targets in one run on {machine_line(info)}\n")
+        print(markdown_table(rows, [("size", "px"), ("clip", "CLIP"), ("layers", "layers"), ("targets", "targets"),
+                                    ("iterations", "it each"), ("wall_s", "wall s"), ("s_per_target", "s per target"),
+                                    ("x_wall_of_fewest", f"x wall of {min(args.targets)}")]))
+        return
     rows = []
     for size in args.size:
         for layers in args.layers:

@@ -87,10 +87,12 @@ def load_style_images(folder: str | Path) -> torch.Tensor:
 class ClipGuide:
     """Several CLIP models with weights; their target directions computed once and cached."""
 
-    def __init__(self, models: list[ClipModel]):
+    def __init__(self, models: list[ClipModel], frozen_memo=None):
+        """frozen_memo: a trainer.FrozenMemo shared by targets trained together (their frozen images'
+        embeddings computed once a step), or None."""
         if not models:
             raise NadaError("no CLIP model given; pass --clip ViT-B-32 (repeatable)")
-        self.models = models
+        self.models, self.frozen_memo = models, frozen_memo
         self.directions: list[torch.Tensor] = []
         self.target_texts: list[torch.Tensor] = []
 
@@ -118,7 +120,7 @@ class ClipGuide:
         total, parts = 0.0, {}
         for m, direction, text in zip(self.models, self.directions, self.target_texts):
             with torch.no_grad():
-                frozen_emb = m.encode_images(frozen_images)
+                frozen_emb = m.encode_images(frozen_images) if self.frozen_memo is None else self.frozen_memo.embedding(m, frozen_images)
             train_emb = m.encode_images(train_images)
             loss = directional_loss(frozen_emb, train_emb, direction)
             if global_weight:

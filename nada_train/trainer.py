@@ -114,9 +114,35 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+class FrozenMemo:
+    """The frozen generator's images for the last W+ codes, and their CLIP embeddings. Targets trained
+    in one process from one seed draw the same codes each step, so these are computed once a step for
+    all of them (the values are the ones each would compute alone)."""
+
+    def __init__(self):
+        self.ws: torch.Tensor | None = None
+        self.images: torch.Tensor | None = None
+        self.embeddings: dict[int, torch.Tensor] = {}
+
+    def synthesis(self, g_frozen: Generator, ws: torch.Tensor) -> torch.Tensor:
+        if self.ws is None or self.ws.shape != ws.shape or not torch.equal(self.ws, ws):
+            with torch.no_grad():
+                self.ws, self.images, self.embeddings = ws.clone(), g_frozen.synthesis(ws), {}
+        return self.images
+
+    def embedding(self, model, images: torch.Tensor) -> torch.Tensor:
+        if images is not self.images:  # not the memo's images: nothing to share
+            return model.encode_images(images)
+        if id(model) not in self.embeddings:
+            self.embeddings[id(model)] = model.encode_images(images)
+        return self.embeddings[id(model)]
+
+
 class Trainer:
-    def __init__(self, opts: TrainOptions, run: RunDir, base: LoadedGenerator, g_train: Generator, guide: ClipGuide, device: torch.device):
+    def __init__(self, opts: TrainOptions, run: RunDir, base: LoadedGenerator, g_train: Generator, guide: ClipGuide, device: torch.device,
+                 frozen_memo: FrozenMemo | None = None):
         self.opts, self.run, self.base, self.device, self.guide = opts, run, base, device, guide
+        self.frozen_memo = frozen_memo
         self.g_frozen = base.generator.requires_grad_(False).eval()
         self.g_train = g_train.train()
         self.g_train.requires_grad_(False)
@@ -201,7 +227,7 @@ class Trainer:
             ws = self._latents(self.opts.batch)
             with self.autocast:
                 with torch.no_grad():
-                    frozen = self.g_frozen.synthesis(ws)
+                    frozen = self.g_frozen.synthesis(ws) if self.frozen_memo is None else self.frozen_memo.synthesis(self.g_frozen, ws)
                 trained = self.g_train.synthesis(ws)
                 t_gen = self._clock()
                 loss, parts = self.guide.directional(frozen, trained, self.opts.global_weight)
@@ -249,6 +275,15 @@ class Trainer:
 def build(opts: TrainOptions, run: RunDir, resume: bool) -> Trainer:
     opts.validate()
     device = resolve_device(opts.device)
+    base = load_base(opts, device)
+    g_train = load_generator(opts.generator, device, allow_pickle=opts.allow_pickle).generator
+    if opts.crop is not None:
+        g_train.set_crop(opts.crop)  # recorded in its config: nada-generate, nada-export and serving use the box too
+    return make_trainer(opts, run, resume, device, base, [load_clip(spec, device) for spec in opts.clip], g_train)
+
+
+def load_base(opts: TrainOptions, device: torch.device) -> LoadedGenerator:
+    """The frozen base, cropped as asked; CUDA's TF32 switches set."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = opts.tf32
         torch.backends.cudnn.allow_tf32 = opts.tf32
@@ -260,6 +295,12 @@ def build(opts: TrainOptions, run: RunDir, resume: bool) -> Trainer:
             base.generator.set_crop(opts.crop)
         except ValueError as exc:
             raise NadaError(f"--crop {','.join(map(str, opts.crop))}: {exc}") from None
+    return base
+
+
+def make_trainer(opts: TrainOptions, run: RunDir, resume: bool, device: torch.device, base: LoadedGenerator,
+                 clips: list, g_train: Generator, frozen_memo: "FrozenMemo | None" = None) -> Trainer:
+    """A Trainer for one target from inputs already loaded (several targets share the base and CLIP models)."""
     if resume:
         manifest = run.read_manifest()
         recorded = manifest["base"].get("sha256")
@@ -269,10 +310,7 @@ def build(opts: TrainOptions, run: RunDir, resume: bool) -> Trainer:
         if "generator" not in state:
             raise NadaError(f"--resume '{run.path}': its resume state was written by an older nada without the weights; "
                             f"start a new run from {run.generator_path} instead")
-    g_train = load_generator(opts.generator, device, allow_pickle=opts.allow_pickle).generator
-    if opts.crop is not None:
-        g_train.set_crop(opts.crop)  # recorded in its config: nada-generate, nada-export and serving use the box too
-    guide = ClipGuide([load_clip(spec, device) for spec in opts.clip])
+    guide = ClipGuide(clips, frozen_memo)
     if opts.target_images:
         style = load_style_images(opts.target_images)
         z = torch.randn(16, base.generator.config.z_dim, generator=torch.Generator().manual_seed(opts.seed)).to(device)
@@ -281,7 +319,7 @@ def build(opts: TrainOptions, run: RunDir, resume: bool) -> Trainer:
         guide.set_image_target(source, style.to(device))
     else:
         guide.set_text_target(opts.source, opts.target, opts.templates)
-    trainer = Trainer(opts, run, base, g_train, guide, device)
+    trainer = Trainer(opts, run, base, g_train, guide, device, frozen_memo)
     if resume:
         try:
             trainer.load_state(state)
@@ -308,19 +346,24 @@ def manifest_for(trainer: Trainer, status: str) -> dict:
 
 
 def _loop(trainer: Trainer, run: RunDir, bar: tqdm, save: Callable[[str], None]) -> None:
-    opts = trainer.opts
-    while trainer.iteration < opts.iterations:
-        record = trainer.step(on_commit=run.log)
-        bar.update(1)
-        bar.set_postfix(loss=f"{record['loss']:.4f}", s_it=f"{record['seconds']:.2f}")
-        done = trainer.iteration == opts.iterations
-        if done or trainer.iteration % opts.sample_every == 0:
-            trainer.write_samples()
-        if trainer.iteration % opts.save_every == 0:
-            save("finished" if done else "running")
-            run.save_snapshot(trainer.g_train, trainer.iteration)
-        elif done:
-            save("finished")
+    while trainer.iteration < trainer.opts.iterations:
+        advance(trainer, bar, save)
+
+
+def advance(trainer: Trainer, bar: tqdm, save: Callable[[str], None]) -> None:
+    """One step of a run, with its log line, samples, saves and snapshots when they fall due."""
+    opts, run = trainer.opts, trainer.run
+    record = trainer.step(on_commit=run.log)
+    bar.update(1)
+    bar.set_postfix(loss=f"{record['loss']:.4f}", s_it=f"{record['seconds']:.2f}")
+    done = trainer.iteration == opts.iterations
+    if done or trainer.iteration % opts.sample_every == 0:
+        trainer.write_samples()
+    if trainer.iteration % opts.save_every == 0:
+        save("finished" if done else "running")
+        run.save_snapshot(trainer.g_train, trainer.iteration)
+    elif done:
+        save("finished")
 
 
 def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> Path:

@@ -26,6 +26,8 @@ def test_the_reduced_path_is_the_plain_one_in_exact_arithmetic(demodulate, upsam
         style, weight = conv.modulation(w), conv.weight[0] * conv.scale
         want = conv(x, w)
         got = conv._forward_reduced(x, style, weight)
+        conv.mixed_precision = True
+        assert torch.equal(conv(x, w), got)  # the path the inference copy switches on
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert want.abs().max() > 0.1

@@ -13,6 +13,7 @@ from nada_train.bases import BUILTIN_PREFIX, BuiltinBase, base_owning, default_b
 from nada_train.cli.common import run_app, typer_app
 from nada_train.clip import parse_clip_spec
 from nada_train.errors import NadaError
+from nada_train.many import INDEX, PLAN, Target, folder_names, parse_targets_file, read_plan, train_many
 from nada_train.run_dir import RunDir
 from nada_train.trainer import TrainOptions, train
 
@@ -45,7 +46,8 @@ app = typer_app(
 def main(
     generator: Optional[str] = typer.Option(None, "--generator", "-g", help="Base generator: rosinality-format .pt (with 'g_ema'), an NVIDIA .pkl (stylegan2-ada-pytorch or stylegan3, StyleGAN2 or StyleGAN3 T/R; read as data, its code never run), a nada .safetensors, builtin:NAME (a built-in base), or random:SIZE (random weights, smoke tests). Default: the built-in base."),
     source: str = typer.Option(D["source"], help="Text describing the generator's current domain."),
-    target: Optional[str] = typer.Option(None, help="Text describing the new domain, e.g. 'pencil sketch'. Default with a built-in base: its default target."),
+    target: list[str] = typer.Option([], "--target", help="Text describing the new domain, e.g. 'pencil sketch'. Default with a built-in base: its default target. Repeat it to train several targets in one run: --out is then a folder that gets one run directory per target and index.json."),
+    targets: Optional[Path] = typer.Option(None, "--targets", help="File of targets, one a line, each optionally followed by '| ITERATIONS'; like repeating --target."),
     target_images: Optional[Path] = typer.Option(None, "--target-images", help="Folder of style images (.png/.jpg) to use instead of --target text."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="New run directory."),
     clip: list[str] = typer.Option([], "--clip", help=f"open_clip model[:pretrained], repeatable (default {D['clip'][0]}; a built-in base brings its own). pretrained: a tag (default openai), a local weights file (its open_clip config NAME.json may lie beside it), or 'random'."),
@@ -78,6 +80,29 @@ def main(
     if eval_only is not None:
         print(json.dumps(evaluate_again(eval_only), indent=2))
         return
+    if resume is not None and (resume / PLAN).exists():
+        plan = read_plan(resume)
+        if iterations is not None:
+            for opts in plan:
+                opts.iterations = iterations
+        report_many(train_many(plan, resume, resume=True, progress=not quiet))
+        return
+    wanted = [Target(t) for t in target] + (parse_targets_file(targets) if targets is not None else [])
+    if resume is None and len(wanted) > 1 or targets is not None:
+        if target_images is not None:
+            raise NadaError("--target-images trains one target; give several --target texts, or one run per style folder")
+        if out is None:
+            raise NadaError("--out is required: a new folder for the runs, one per target")
+        given = dict(batch=batch, lr=lr, layers=layers, auto_layer_k=auto_layer_k, auto_layer_iters=auto_layer_iters,
+                     auto_layer_batch=auto_layer_batch, train_torgb=train_torgb, mixing=mixing, global_weight=global_weight, seed=seed,
+                     device=device, precision=precision, tf32=tf32, fused=fused, n_sample=n_sample, sample_truncation=sample_truncation,
+                     sample_every=sample_every, save_every=save_every, crop=parse_crop(crop) if crop is not None else None)
+        plan = [options(generator, source, t.text, None, out / name, clip, clip_weight, allow_pickle,
+                        {k: v for k, v in {**given, "iterations": t.iterations or iterations}.items() if v is not None})
+                for t, name in zip(wanted, folder_names([t.text for t in wanted]))]
+        report_many(train_many(plan, out, progress=not quiet))
+        return
+    target = wanted[0].text if wanted else None
     if resume is not None:
         run = RunDir(resume)
         opts = TrainOptions.from_json(run.read_manifest()["arguments"])
@@ -96,6 +121,18 @@ def main(
     print(f"done: {path}/generator.safetensors  (samples in {path}/samples)")
     if (path / "metrics.json").exists():
         print_metrics(json.loads((path / "metrics.json").read_text()))
+
+
+def report_many(out: Path) -> None:
+    index = Path(out) / INDEX
+    if not index.exists():  # a rank with no target of its own
+        return
+    for r in json.loads(index.read_text())["runs"]:
+        line = f"  {r['target']:32s} {r['status']:12s} {r['iterations_done']:5d}/{r['iterations']} it  {out}/{r['path']}"
+        if "metrics" in r:
+            line += f"  style {r['metrics']['target_style_rate']:.2f}, content {r['metrics']['content_kept_rate']:.2f}"
+        print(line)
+    print(f"done: {out}/index.json")
 
 
 def options(generator: str | None, source: str, target: str | None, target_images: Path | None, out: Path | None,

@@ -40,6 +40,7 @@ def inference_copy(generator: StyleGenerator, precision: str = "fp32", channels_
     for m in g.modules():
         if isinstance(m, ModulatedConv2d):
             m.modulation.float()
+            m.mixed_precision = True
         elif isinstance(m, ToRGB):
             m.bias.data = m.bias.data.float()
     if channels_last:

@@ -109,6 +109,7 @@ class ModulatedConv2d(nn.Module):
         self.in_channel, self.out_channel, self.kernel_size = in_channel, out_channel, kernel_size
         self.demodulate, self.upsample = demodulate, upsample
         self.fused = False
+        self.mixed_precision = False  # the inference copy's: weights in fp16/bf16, style and demodulation in fp32
         self.scale = 1 / math.sqrt(in_channel * kernel_size**2)
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
@@ -126,7 +127,7 @@ class ModulatedConv2d(nn.Module):
         weight = self.weight[0] * self.scale  # [out, in, k, k]
         if self.fused:
             return self._forward_grouped(x, style, weight)
-        if x.dtype != style.dtype:
+        if self.mixed_precision:
             return self._forward_reduced(x, style, weight)
         x = x * style[:, :, None, None]
         if self.upsample:
@@ -143,6 +144,7 @@ class ModulatedConv2d(nn.Module):
         """Activations and weights in fp16/bf16, the style and demodulation in fp32 (the inference
         copy's mixed precision). The style enters divided by its largest magnitude and that factor
         leaves with the demodulation, so fp16 sums cannot overflow (NVIDIA's fp16 layers do the same)."""
+        x = x.to(weight.dtype)  # random noise arrives in fp32
         peak = style.abs().amax(1, keepdim=True).clamp_min(1e-8)  # [batch, 1]
         out_scale = peak
         if self.demodulate:
@@ -178,7 +180,7 @@ class NoiseInjection(nn.Module):
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         if noise is None:
             return x
-        return x + self.weight * noise.to(x.dtype)  # random noise arrives fp32 in the reduced-precision copy
+        return x + self.weight * noise
 
 
 class StyledConv(nn.Module):

@@ -1,0 +1,184 @@
+"""Several targets in one run: one process loads the base and the CLIP models once, draws the same
+latents for every target (one seed), so the frozen generator's images and their CLIP embeddings are
+computed once a step for all; each target trains its own copy, stepped in turn, into its own run
+directory under OUT (everything a single run writes), with OUT/index.json listing them.
+
+Under torchrun (WORLD_SIZE > 1) the targets are spread over the ranks (gloo on the CPU, NCCL on GPUs):
+rank r trains targets r, r + K, ...; each rank writes its own run directories and refreshes the index
+from what is on disk whenever one of its runs ends, so a rank that fails loses nothing the others finished.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nada_train.bases import base_owning
+from nada_train.clip import load_clip
+from nada_train.errors import NadaError
+from nada_train.fileio import write_json
+from nada_train.interrupts import sigterm_as_interrupt
+from nada_train.run_dir import RunDir
+from nada_train.trainer import FrozenMemo, TrainOptions, Trainer, advance, load_base, make_trainer, manifest_for, resolve_device
+
+PLAN = "targets.json"   # the TrainOptions of every target: what --resume OUT continues
+INDEX = "index.json"
+
+
+@dataclass
+class Target:
+    text: str
+    iterations: int | None = None
+
+
+def parse_targets_file(path: Path) -> list[Target]:
+    """One target a line, optionally `| ITERATIONS` after it; blank lines and # comments skipped."""
+    if not Path(path).is_file():
+        raise NadaError(f"--targets '{path}': no such file")
+    targets = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        text, _, count = (part.strip() for part in line.partition("|"))
+        if not text or (count and not (count.isdigit() and int(count) > 0)):
+            raise NadaError(f"--targets '{path}' line {number}: write TEXT or TEXT | ITERATIONS (a positive whole number)")
+        targets.append(Target(text, int(count) if count else None))
+    if not targets:
+        raise NadaError(f"--targets '{path}': no targets in it")
+    return targets
+
+
+def folder_names(texts: list[str]) -> list[str]:
+    """A run-directory name per target: its text in lowercase letters, digits and dashes, numbered when two agree."""
+    names, seen = [], {}
+    for text in texts:
+        name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "target"
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return names
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size): torchrun's, with the process group started; (0, 1) alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def write_index(out: Path, plan: list[TrainOptions]) -> dict:
+    """OUT/index.json from the run directories as they are on disk now."""
+    runs = []
+    for opts in plan:
+        run = RunDir(opts.out)
+        entry = {"target": opts.target, "path": run.path.name, "iterations": opts.iterations, "status": "not started", "iterations_done": 0}
+        if run.manifest_path.exists():
+            manifest = run.read_manifest()
+            entry.update(status=manifest["status"], iterations_done=manifest["iterations_done"])
+        if run.metrics_path.exists():
+            import json
+
+            entry["metrics"] = json.loads(run.metrics_path.read_text())
+        runs.append(entry)
+    index = {"format": "nada-runs/1", "runs": runs}
+    write_json(out / INDEX, index)
+    return index
+
+
+def read_plan(out: Path) -> list[TrainOptions]:
+    import json
+
+    if not (out / PLAN).exists():
+        raise NadaError(f"--resume '{out}': no {PLAN} there; is it a several-target nada-train directory?")
+    return [TrainOptions.from_json(d) for d in json.loads((out / PLAN).read_text())["targets"]]
+
+
+def train_many(plan: list[TrainOptions], out: Path, resume: bool = False, progress: bool = True) -> Path:
+    """Train every target of `plan` (each TrainOptions' out is its run directory under `out`); with
+    resume, the finished ones are skipped and the others continued or started."""
+    out = Path(out)
+    rank, world = distributed()
+    for opts in plan:
+        opts.validate()
+    if not resume:
+        if out.exists() and any(out.iterdir()) and rank == 0:
+            raise NadaError(f"--out '{out}' exists and is not empty; choose a new directory, or continue it with --resume {out}")
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / PLAN, {"format": "nada-targets/1", "targets": [o.to_json() for o in plan]})
+    mine = plan[rank::world]
+    if not mine:
+        return out
+    device = resolve_device(mine[0].device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    base = load_base(mine[0], device)
+    clips: dict = {}
+    memo = FrozenMemo()
+    trainers: list[Trainer] = []
+    for opts in mine:
+        run = RunDir(opts.out)
+        started = run.manifest_path.exists()
+        if started and run.read_manifest()["status"] == "finished" and run.read_manifest()["iterations_done"] >= opts.iterations:
+            continue
+        if not started:
+            run.check_new()
+        models = [clips.setdefault(spec, load_clip(spec, device)) for spec in opts.clip]
+        g_train = copy.deepcopy(base.generator)
+        trainer = make_trainer(opts, run, started, device, base, models, g_train, memo)
+        if not started:
+            run.create()
+            trainer.write_samples()
+            run.save(trainer.g_train, trainer.state(), manifest_for(trainer, "running"))
+        trainers.append(trainer)
+
+    def saver(trainer: Trainer):
+        return lambda status: trainer.run.save(trainer.g_train, trainer.state(), manifest_for(trainer, status))
+
+    total = sum(t.opts.iterations - t.iteration for t in trainers)
+    bar = tqdm(total=total, disable=not progress, unit="it", dynamic_ncols=True, desc=f"{len(trainers)} targets (rank {rank} of {world})")
+    active, failed = list(trainers), []
+    try:
+        with sigterm_as_interrupt():
+            while active:
+                for trainer in list(active):
+                    try:
+                        advance(trainer, bar, saver(trainer))
+                    except FloatingPointError as exc:
+                        saver(trainer)("failed-nan")
+                        failed.append(f"{trainer.opts.target}: {exc}")
+                        active.remove(trainer)
+                        continue
+                    if trainer.iteration >= trainer.opts.iterations:
+                        active.remove(trainer)
+                        judge = base_owning(trainer.opts.generator)
+                        if judge is not None and judge.evaluate is not None and trainer.opts.target is not None:
+                            judge.evaluate(trainer.run.path, str(device))
+                        write_index(out, plan)
+    except KeyboardInterrupt:
+        bar.close()
+        for trainer in active:
+            saver(trainer)("interrupted")
+        write_index(out, plan)
+        raise NadaError(f"interrupted; every target's state saved, continue with: nada-train --resume {out}") from None
+    bar.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if rank == 0:
+        write_index(out, plan)
+    if failed:
+        raise NadaError(f"{len(failed)} target(s) failed (the others are saved): {'; '.join(failed)}")
+    return out

@@ -1,0 +1,127 @@
+"""Several targets in one run (nada_train.many): each target's run equals the run it would be alone,
+bit for bit, while the frozen images are computed once a step for all; an interrupted run resumes
+every unfinished target; targets spread over two gloo ranks under torchrun give the same runs."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nada_train import trainer as trainer_module
+from nada_train.errors import NadaError
+from nada_train.many import folder_names, parse_targets_file, train_many
+from nada_train.trainer import train
+from tests.test_trainer import options
+
+TEXTS = ["pencil sketch", "oil painting", "neon"]
+
+
+def plan(ckpt, out, clip, texts=TEXTS, **kw):
+    return [options(ckpt, out / name, clip, target=text, layers="auto", iterations=3, sample_every=2, save_every=2, **kw)
+            for text, name in zip(texts, folder_names(texts))]
+
+
+def weights(run: Path) -> dict:
+    return load_file(run / "generator.safetensors")
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_targets_together_equal_each_alone_and_share_the_frozen_images(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    calls = {"frozen": 0}
+    synthesis = trainer_module.FrozenMemo.synthesis
+
+    def counted(self, g, ws):
+        fresh = self.ws is None or not torch.equal(self.ws, ws)
+        calls["frozen"] += fresh
+        return synthesis(self, g, ws)
+
+    monkeypatch.setattr(trainer_module.FrozenMemo, "synthesis", counted)
+    out = tmp_path / "many"
+    train_many(plan(rosinality_ckpt, out, tiny_clip_spec), out, progress=False)
+    assert calls["frozen"] == 3  # one frozen forward a step for the three targets
+    index = json.loads((out / "index.json").read_text())
+    assert [(r["target"], r["status"], r["iterations_done"]) for r in index["runs"]] == [(t, "finished", 3) for t in TEXTS]
+    alone = plan(rosinality_ckpt, tmp_path / "alone", tiny_clip_spec)
+    for opts, name in zip(alone, folder_names(TEXTS)):
+        train(opts, progress=False)
+        assert same_weights(out / name, Path(opts.out)), opts.target
+        assert (out / name / "samples").is_dir() and (out / name / "log.jsonl").exists()
+        assert json.loads((out / name / "manifest.json").read_text())["target"] == opts.target
+    assert not same_weights(out / "pencil-sketch", out / "neon")
+
+
+def test_an_interrupted_run_resumes_every_unfinished_target(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    out, whole = tmp_path / "cut", tmp_path / "whole"
+    train_many(plan(rosinality_ckpt, whole, tiny_clip_spec), whole, progress=False)
+    advance, steps = trainer_module.advance, {"n": 0}
+
+    def interrupted(trainer, bar, save):
+        steps["n"] += 1
+        if steps["n"] == 5:  # the second round: two targets at 1 iteration, one at 2
+            raise KeyboardInterrupt
+        advance(trainer, bar, save)
+
+    monkeypatch.setattr("nada_train.many.advance", interrupted)
+    with pytest.raises(NadaError, match=f"continue with: nada-train --resume {out}"):
+        train_many(plan(rosinality_ckpt, out, tiny_clip_spec), out, progress=False)
+    index = json.loads((out / "index.json").read_text())
+    assert [r["status"] for r in index["runs"]] == ["interrupted"] * 3
+    monkeypatch.setattr("nada_train.many.advance", advance)
+    from nada_train.many import read_plan
+
+    train_many(read_plan(out), out, resume=True, progress=False)
+    for name in folder_names(TEXTS):
+        assert same_weights(out / name, whole / name), name
+    assert [r["status"] for r in json.loads((out / "index.json").read_text())["runs"]] == ["finished"] * 3
+
+
+def test_targets_file_and_its_errors(tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("# styles\npencil sketch | 300\n\noil painting\nneon|50  # short\n")
+    got = parse_targets_file(f)
+    assert [(t.text, t.iterations) for t in got] == [("pencil sketch", 300), ("oil painting", None), ("neon", 50)]
+    assert folder_names(["Pencil Sketch!", "pencil sketch", "???"]) == ["pencil-sketch", "pencil-sketch-2", "target"]
+    f.write_text("sketch | many\n")
+    with pytest.raises(NadaError, match="line 1: write TEXT or TEXT | ITERATIONS"):
+        parse_targets_file(f)
+    f.write_text("# nothing\n")
+    with pytest.raises(NadaError, match="no targets in it"):
+        parse_targets_file(f)
+
+
+def test_nada_train_with_two_targets_on_two_gloo_ranks_equals_one_process(tmp_path, rosinality_ckpt, tiny_clip_spec, clip_config_dir):
+    """torchrun --nproc-per-node 2 nada-train: rank 0 trains targets 0 and 2, rank 1 target 1; the
+    runs equal those of one process; the index lists all three."""
+    script = shutil.which("nada-train") or str(Path(sys.executable).parent / "nada-train")
+    args = ["--generator", str(rosinality_ckpt), "--clip", tiny_clip_spec, "--iterations", "2", "--n-sample", "2",
+            "--auto-layer-batch", "2", "--device", "cpu", "--quiet"] + [a for t in TEXTS for a in ("--target", t)]
+    env = dict(os.environ, NADA_CLIP_CONFIG_DIR=str(clip_config_dir), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python",
+                        script, *args, "--out", str(tmp_path / "ranks")], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "done: " in r.stdout and "pencil sketch" in r.stdout
+    from nada_train.cli.train import options as cli_options  # the plan nada-train makes of those arguments, run in this process
+
+    given = dict(iterations=2, n_sample=2, auto_layer_batch=2, device="cpu")
+    one = [cli_options(str(rosinality_ckpt), "photo", t, None, tmp_path / "one" / name, [tiny_clip_spec], [], False, given)
+           for t, name in zip(TEXTS, folder_names(TEXTS))]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks ran: the sums' order, and so the last bits, depend on the thread count
+    try:
+        train_many(one, tmp_path / "one", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    for name in folder_names(TEXTS):
+        assert same_weights(tmp_path / "ranks" / name, tmp_path / "one" / name), name
+    runs = json.loads((tmp_path / "ranks" / "index.json").read_text())["runs"]
+    assert [(r["target"], r["status"]) for r in runs] == [(t, "finished") for t in TEXTS]
