@@ -211,6 +211,11 @@ def main(argv: list[str] | None = None) -> dict:
                 import os
 
                 os.kill(signal_pid, signal.SIGKILL)
+                # the client that struck waits for nada-serve's word that it recovered (the others go on
+                # sending meanwhile), so requests after the recovery are always measured
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not any(t >= fault_time[0] and EVENT.search(line) for t, line in server.events):
+                    time.sleep(0.05)
 
             t0 = time.monotonic()
             records = run_load(server.url, models, z_dim, max_batch, args.clients, args.requests, args.bad,

@@ -11,6 +11,7 @@ from what is on disk whenever one of its runs ends, so a rank that fails loses n
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -87,8 +88,6 @@ def write_index(out: Path, plan: list[TrainOptions]) -> dict:
             manifest = run.read_manifest()
             entry.update(status=manifest["status"], iterations_done=manifest["iterations_done"])
         if run.metrics_path.exists():
-            import json
-
             entry["metrics"] = json.loads(run.metrics_path.read_text())
         runs.append(entry)
     index = {"format": "nada-runs/1", "runs": runs}
@@ -97,8 +96,6 @@ def write_index(out: Path, plan: list[TrainOptions]) -> dict:
 
 
 def read_plan(out: Path) -> list[TrainOptions]:
-    import json
-
     if not (out / PLAN).exists():
         raise NadaError(f"--resume '{out}': no {PLAN} there; is it a several-target nada-train directory?")
     return [TrainOptions.from_json(d) for d in json.loads((out / PLAN).read_text())["targets"]]
@@ -130,8 +127,10 @@ def train_many(plan: list[TrainOptions], out: Path, resume: bool = False, progre
     for opts in mine:
         run = RunDir(opts.out)
         started = run.manifest_path.exists()
-        if started and run.read_manifest()["status"] == "finished" and run.read_manifest()["iterations_done"] >= opts.iterations:
-            continue
+        if started:
+            manifest = run.read_manifest()
+            if manifest["status"] == "finished" and manifest["iterations_done"] >= opts.iterations:
+                continue
         if not started:
             run.check_new()
         models = [clips.setdefault(spec, load_clip(spec, device)) for spec in opts.clip]

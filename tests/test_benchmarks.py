@@ -64,7 +64,7 @@ def test_markdown_table():
 
 
 def test_load_harness_counts_and_recovers_under_a_killed_model(tmp_path, three_generators):
-    """3 clients x 24 requests, a third of them bad, one model process killed a third of the way:
+    """3 clients x 16 requests, a third of them bad, one model process killed a third of the way:
     every bad request refused and counted by kind, nada-serve's recovery read from its log, no good
     request lost after it, the server's memory measured."""
     from benchmarks import load
@@ -73,10 +73,10 @@ def test_load_harness_counts_and_recovers_under_a_killed_model(tmp_path, three_g
     repo = tmp_path / "repo"
     export([str(p) for p in three_generators[1:]], repo, names=["sketch", "neon"], max_batch=2, progress=False)
     out = tmp_path / "load.json"
-    summary = load.main(["--repository", str(repo), "--clients", "3", "--requests", "24", "--bad", "0.34",
+    summary = load.main(["--repository", str(repo), "--clients", "3", "--requests", "16", "--bad", "0.34",
                          "--fault", "kill-model", "--fault-at", "0.34", "--fault-model", "neon_synthesis", "--json", str(out)])
-    assert json.loads(out.read_text())["requests"] == summary["requests"] == 72
-    assert summary["good"] + summary["bad"] == 72 and summary["bad"] >= 10
+    assert json.loads(out.read_text())["requests"] == summary["requests"] == 48
+    assert summary["good"] + summary["bad"] == 48 and summary["bad"] >= 10
     assert summary["bad_refused"] == summary["bad"] and summary["bad_accepted"] == 0
     assert summary["bad_refused_by_kind"] == summary["bad_by_kind"] and sum(summary["bad_by_kind"].values()) == summary["bad"]
     assert all(summary["bad_by_kind"][kind] > 0 for kind in ("nan", "shape", "dtype", "batch", "model"))

@@ -87,18 +87,20 @@ def main(
                 opts.iterations = iterations
         report_many(train_many(plan, resume, resume=True, progress=not quiet))
         return
+    given = dict(iterations=iterations, batch=batch, lr=lr, layers=layers, auto_layer_k=auto_layer_k,
+                 auto_layer_iters=auto_layer_iters, auto_layer_batch=auto_layer_batch, train_torgb=train_torgb,
+                 mixing=mixing, global_weight=global_weight, seed=seed, device=device, precision=precision, tf32=tf32,
+                 fused=fused, n_sample=n_sample, sample_truncation=sample_truncation, sample_every=sample_every, save_every=save_every,
+                 crop=parse_crop(crop) if crop is not None else None)
+    given = {k: v for k, v in given.items() if v is not None}
     wanted = [Target(t) for t in target] + (parse_targets_file(targets) if targets is not None else [])
     if resume is None and len(wanted) > 1 or targets is not None:
         if target_images is not None:
             raise NadaError("--target-images trains one target; give several --target texts, or one run per style folder")
         if out is None:
             raise NadaError("--out is required: a new folder for the runs, one per target")
-        given = dict(batch=batch, lr=lr, layers=layers, auto_layer_k=auto_layer_k, auto_layer_iters=auto_layer_iters,
-                     auto_layer_batch=auto_layer_batch, train_torgb=train_torgb, mixing=mixing, global_weight=global_weight, seed=seed,
-                     device=device, precision=precision, tf32=tf32, fused=fused, n_sample=n_sample, sample_truncation=sample_truncation,
-                     sample_every=sample_every, save_every=save_every, crop=parse_crop(crop) if crop is not None else None)
         plan = [options(generator, source, t.text, None, out / name, clip, clip_weight, allow_pickle,
-                        {k: v for k, v in {**given, "iterations": t.iterations or iterations}.items() if v is not None})
+                        {**given, **({"iterations": t.iterations} if t.iterations else {})})
                 for t, name in zip(wanted, folder_names([t.text for t in wanted]))]
         report_many(train_many(plan, out, progress=not quiet))
         return
@@ -110,13 +112,7 @@ def main(
             opts.iterations = iterations
         path = train(opts, resume=True, progress=not quiet)
     else:
-        given = dict(iterations=iterations, batch=batch, lr=lr, layers=layers, auto_layer_k=auto_layer_k,
-                     auto_layer_iters=auto_layer_iters, auto_layer_batch=auto_layer_batch, train_torgb=train_torgb,
-                     mixing=mixing, global_weight=global_weight, seed=seed, device=device, precision=precision, tf32=tf32,
-                     fused=fused, n_sample=n_sample, sample_truncation=sample_truncation, sample_every=sample_every, save_every=save_every,
-                     crop=parse_crop(crop) if crop is not None else None)
-        opts = options(generator, source, target, target_images, out, clip, clip_weight, allow_pickle,
-                       {k: v for k, v in given.items() if v is not None})
+        opts = options(generator, source, target, target_images, out, clip, clip_weight, allow_pickle, given)
         path = train(opts, progress=not quiet)
     print(f"done: {path}/generator.safetensors  (samples in {path}/samples)")
     if (path / "metrics.json").exists():
