@@ -48,6 +48,8 @@ def test_train_then_generate_end_to_end(tmp_path, rosinality_ckpt, tiny_clip_spe
     (["--generator", "{ckpt}", "--target", "x", "--out", "{tmp}/r", "--clip", "ViT-B/32"], "unknown CLIP model"),
     (["--generator", "{ckpt}", "--target", "x"], "--out is required"),
     (["--generator", "{ckpt}", "--target", "x", "--out", "{tmp}/r", "--global-weight", "-1"], "--global-weight -1.0"),
+    (["--generator", "{ckpt}", "--target", "x", "--target", "y"], "--out is required: a new folder for the runs, one per target"),
+    (["--generator", "{ckpt}", "--targets", "{tmp}/none.txt", "--out", "{tmp}/r"], "none.txt': no such file"),
     (["--generator", "{ckpt}", "--target", "x", "--out", "{tmp}/r", "--clip", "ViT-B-32:random", "--clip-weight", "1", "--clip-weight", "2"], "one weight per model"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, rosinality_ckpt, args, needle):

@@ -125,3 +125,8 @@ def test_nada_train_with_two_targets_on_two_gloo_ranks_equals_one_process(tmp_pa
         assert same_weights(tmp_path / "ranks" / name, tmp_path / "one" / name), name
     runs = json.loads((tmp_path / "ranks" / "index.json").read_text())["runs"]
     assert [(r["target"], r["status"]) for r in runs] == [(t, "finished") for t in TEXTS]
+    r = subprocess.run([script, "--resume", str(tmp_path / "ranks"), "--iterations", "3", "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=600)  # one process takes the three further
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = json.loads((tmp_path / "ranks" / "index.json").read_text())["runs"]
+    assert [(r["status"], r["iterations_done"]) for r in runs] == [("finished", 3)] * 3
