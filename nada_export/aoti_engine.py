@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nada_export.graphs import GRAPHS, example_inputs
+from nada_export.graphs import export_spec
 from nada_train.fileio import atomic_path
 from nada_train.generator import StyleGenerator
 from nada_train.generator.inference import inference_copy
@@ -24,18 +24,14 @@ def build_package(generator: StyleGenerator, kind: str, path: Path, max_batch: i
                   precision: str = "fp32") -> None:
     """Export kind ('mapping' or 'synthesis') and compile it for `device` into `path` (.pt2), written
     under a temporary name and renamed when complete."""
-    cls, input_names, _ = GRAPHS[kind]
     # the synthesis at a reduced precision is the inference copy's mixed precision (fp32 styles,
     # demodulation and RGB sum); W+ codes arrive and images leave as the fp32 graph's
-    g = inference_copy(generator, precision if kind == "synthesis" else "fp32").to(device)
-    g.set_fused(False)  # grouped convs cannot have a dynamic batch
-    module = cls(g).eval()
-    inputs = {n: t.to(device) for n, t in example_inputs(generator, kind, batch=2).items()}
-    batch = torch.export.Dim("batch", min=1, max=max(2, max_batch))
+    g = inference_copy(generator, precision if kind == "synthesis" else "fp32")
+    module, inputs, dynamic = export_spec(g, kind, max_batch)
+    module, inputs = module.to(device), tuple(t.to(device) for t in inputs)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.export.export(module, tuple(inputs[n] for n in input_names),
-                                      dynamic_shapes={n: {0: batch} for n in input_names})
+        program = torch.export.export(module, inputs, dynamic_shapes=dynamic)
         # freezing folds the weights into the compiled code as constants (2x faster on the CPU)
         with tempfile.TemporaryDirectory(prefix="nada-aoti-") as work:
             built = torch._inductor.aoti_compile_and_package(program, package_path=str(Path(work) / "model.pt2"),

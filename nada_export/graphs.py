@@ -68,3 +68,15 @@ def example_inputs(generator: Generator, kind: str, batch: int, seed: int = 0) -
         ws = generator.broadcast(generator.truncate(w, 0.7)).clone()
         ws += 0.05 * torch.randn(ws.shape, generator=gen)  # distinct codes per layer, as inverted images have
     return {"ws": ws}
+
+
+def export_spec(generator: Generator, kind: str, max_batch: int) -> tuple[nn.Module, tuple[torch.Tensor, ...], dict]:
+    """What torch.export (for ONNX and for AOTInductor alike) takes for kind's graph: the module,
+    example inputs at batch 2, and each input's batch axis free over 1..max_batch. Grouped ("fused")
+    convolutions are switched off: their weights depend on the batch."""
+    cls, input_names, _ = GRAPHS[kind]
+    generator.set_fused(False)
+    module = cls(generator).eval()
+    example = example_inputs(generator, kind, batch=2)
+    batch = torch.export.Dim("batch", min=1, max=max(2, max_batch))
+    return module, tuple(example[n] for n in input_names), {n: {0: batch} for n in input_names}

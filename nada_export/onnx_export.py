@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from nada_export.graphs import GRAPHS, example_inputs
+from nada_export.graphs import GRAPHS, export_spec
 from nada_export.parity import Parity, check_parity, parity_batches, parity_limit
 from nada_train.errors import NadaError
 from nada_train.fileio import atomic_path
@@ -18,15 +18,11 @@ OPSET = 18
 
 def export_graph(generator: Generator, kind: str, path: Path, max_batch: int) -> None:
     """Write kind ('mapping' or 'synthesis') to `path` (temporary name, then rename)."""
-    cls, input_names, output_names = GRAPHS[kind]
-    module = cls(generator).eval()
-    generator.set_fused(False)  # grouped convs cannot have a dynamic batch
-    inputs = example_inputs(generator, kind, batch=2)
-    batch = torch.export.Dim("batch", min=1, max=max(2, max_batch))
-    dynamic = {name: {0: batch} for name in input_names}
+    _, input_names, output_names = GRAPHS[kind]
+    module, inputs, dynamic = export_spec(generator, kind, max_batch)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, tuple(inputs[n] for n in input_names), str(tmp), input_names=input_names,
+        torch.onnx.export(module, inputs, str(tmp), input_names=input_names,
                           output_names=output_names, dynamic_shapes=dynamic, opset_version=OPSET, dynamo=True,
                           external_data=False, verbose=False)
 

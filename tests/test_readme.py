@@ -6,7 +6,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 from dataclasses import fields
 from pathlib import Path
 
