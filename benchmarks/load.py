@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import subprocess
@@ -72,9 +73,29 @@ class Server:
         threading.Thread(target=lambda: [self.events.append((time.monotonic(), line.strip())) for line in self.proc.stderr],
                          daemon=True).start()
 
+    def tritonserver_pid(self) -> int:
+        return server_pids(self.proc.pid)[0]
+
+    def wait_event(self, pattern: re.Pattern, after: float, timeout: float) -> tuple[float, re.Match] | None:
+        """The first log line matching `pattern` logged at or after `after` (monotonic), waiting up to
+        `timeout` seconds; None if none came."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for t, line in list(self.events):
+                if t >= after and (m := pattern.search(line)):
+                    return t, m
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
     def stop(self) -> int:
+        """SIGTERM (a killed nada-serve would leave its tritonserver behind), then SIGKILL after 60 s."""
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
 
 
 def make_repository(folder: Path, max_batch: int) -> tuple[Path, dict]:
@@ -201,38 +222,33 @@ def main(argv: list[str] | None = None) -> dict:
                 from nada_serve.supervisor import stub_processes
 
                 fault_time.append(time.monotonic())
-                tritonserver = server_pids(server.proc.pid)[0]
+                tritonserver = server.tritonserver_pid()
                 if args.fault == "kill-server":
                     signal_pid = tritonserver
                 else:
                     target = args.fault_model or f"{models[0]}_synthesis"
                     signal_pid = next(s.pid for s in stub_processes(tritonserver).values() if s.model == target)
                 print(f"  fault: kill -9 {'tritonserver' if args.fault == 'kill-server' else target} (pid {signal_pid})", flush=True)
-                import os
-
                 os.kill(signal_pid, signal.SIGKILL)
                 # the client that struck waits for nada-serve's word that it recovered (the others go on
                 # sending meanwhile), so requests after the recovery are always measured
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline and not any(t >= fault_time[0] and EVENT.search(line) for t, line in server.events):
-                    time.sleep(0.05)
+                server.wait_event(EVENT, fault_time[0], 60)
 
             t0 = time.monotonic()
             records = run_load(server.url, models, z_dim, max_batch, args.clients, args.requests, args.bad,
                                fault if args.fault != "none" else None, args.fault_at)
             wall = time.monotonic() - t0
             rss_after = rss_bytes(server_pids(server.proc.pid))
-            events = [(t, m) for t, line in server.events if (m := EVENT.search(line))]
+            recovered = server.wait_event(EVENT, fault_time[0], 0) if fault_time else None
         finally:
             status = server.stop()
-    back = [(t, m) for t, m in events if fault_time and t >= fault_time[0]]
-    back_time = back[0][0] if back else None
+    back_time = recovered[0] if recovered else None
     summary = summarise(records, wall, fault_time[0] if fault_time else None, back_time)
     summary.update(clients=args.clients, requests_per_client=args.requests, bad_share=args.bad, fault=args.fault,
                    rss_before_mib=rss_before / 2**20, rss_after_mib=rss_after / 2**20,
                    rss_growth=(rss_after - rss_before) / rss_before if rss_before else float("nan"),
-                   recovery_s=float(back[0][1].group(4)) if back else None,
-                   detected_and_recovered_s=(back_time - fault_time[0]) if back and fault_time else None,
+                   recovery_s=float(recovered[1].group(4)) if recovered else None,
+                   detected_and_recovered_s=(back_time - fault_time[0]) if recovered else None,
                    nada_serve_exit_status=status, machine=machine())
     print(f"\nnada-serve load, {machine_line(summary['machine'])}; models {', '.join(models)}\n")
     cols = [("clients", "clients"), ("requests", "requests"), ("good_answered", "good answered"), ("good_failed", "good failed"),

@@ -20,13 +20,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from nada_train.bases import base_owning
 from nada_train.clip import load_clip
 from nada_train.errors import NadaError
 from nada_train.fileio import write_json
 from nada_train.interrupts import sigterm_as_interrupt
 from nada_train.run_dir import RunDir
-from nada_train.trainer import FrozenMemo, TrainOptions, Trainer, advance, load_base, make_trainer, manifest_for, resolve_device
+from nada_train.trainer import FrozenMemo, TrainOptions, Trainer, advance, load_base, make_trainer, resolve_device
 
 PLAN = "targets.json"   # the TrainOptions of every target: what --resume OUT continues
 INDEX = "index.json"
@@ -137,13 +136,8 @@ def train_many(plan: list[TrainOptions], out: Path, resume: bool = False, progre
         g_train = copy.deepcopy(base.generator)
         trainer = make_trainer(opts, run, started, device, base, models, g_train, memo)
         if not started:
-            run.create()
-            trainer.write_samples()
-            run.save(trainer.g_train, trainer.state(), manifest_for(trainer, "running"))
+            trainer.start()
         trainers.append(trainer)
-
-    def saver(trainer: Trainer):
-        return lambda status: trainer.run.save(trainer.g_train, trainer.state(), manifest_for(trainer, status))
 
     total = sum(t.opts.iterations - t.iteration for t in trainers)
     bar = tqdm(total=total, disable=not progress, unit="it", dynamic_ncols=True, desc=f"{len(trainers)} targets (rank {rank} of {world})")
@@ -153,22 +147,20 @@ def train_many(plan: list[TrainOptions], out: Path, resume: bool = False, progre
             while active:
                 for trainer in list(active):
                     try:
-                        advance(trainer, bar, saver(trainer))
+                        advance(trainer, bar)
                     except FloatingPointError as exc:
-                        saver(trainer)("failed-nan")
+                        trainer.save("failed-nan")
                         failed.append(f"{trainer.opts.target}: {exc}")
                         active.remove(trainer)
                         continue
                     if trainer.iteration >= trainer.opts.iterations:
                         active.remove(trainer)
-                        judge = base_owning(trainer.opts.generator)
-                        if judge is not None and judge.evaluate is not None and trainer.opts.target is not None:
-                            judge.evaluate(trainer.run.path, str(device))
+                        trainer.judge()
                         write_index(out, plan)
     except KeyboardInterrupt:
         bar.close()
         for trainer in active:
-            saver(trainer)("interrupted")
+            trainer.save("interrupted")
         write_index(out, plan)
         raise NadaError(f"interrupted; every target's state saved, continue with: nada-train --resume {out}") from None
     bar.close()

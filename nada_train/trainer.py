@@ -257,6 +257,23 @@ class Trainer:
                 on_commit(record)
         return record
 
+    # ---- what a run writes -------------------------------------------------------------------
+    def save(self, status: str) -> None:
+        """The run's weights, resume state and manifest, with this status."""
+        self.run.save(self.g_train, self.state(), manifest_for(self, status))
+
+    def start(self) -> None:
+        """A new run's directory, its first samples and a resumable state at iteration 0."""
+        self.run.create()
+        self.write_samples()
+        self.save("running")
+
+    def judge(self) -> None:
+        """A built-in base's own verdict on a finished text-guided run: metrics.json."""
+        base = base_owning(self.opts.generator)
+        if base is not None and base.evaluate is not None and self.opts.target is not None:
+            base.evaluate(self.run.path, str(self.device))
+
     # ---- samples -----------------------------------------------------------------------------
     @torch.no_grad()
     def write_samples(self) -> Path:
@@ -345,12 +362,7 @@ def manifest_for(trainer: Trainer, status: str) -> dict:
     }
 
 
-def _loop(trainer: Trainer, run: RunDir, bar: tqdm, save: Callable[[str], None]) -> None:
-    while trainer.iteration < trainer.opts.iterations:
-        advance(trainer, bar, save)
-
-
-def advance(trainer: Trainer, bar: tqdm, save: Callable[[str], None]) -> None:
+def advance(trainer: Trainer, bar: tqdm) -> None:
     """One step of a run, with its log line, samples, saves and snapshots when they fall due."""
     opts, run = trainer.opts, trainer.run
     record = trainer.step(on_commit=run.log)
@@ -360,10 +372,10 @@ def advance(trainer: Trainer, bar: tqdm, save: Callable[[str], None]) -> None:
     if done or trainer.iteration % opts.sample_every == 0:
         trainer.write_samples()
     if trainer.iteration % opts.save_every == 0:
-        save("finished" if done else "running")
+        trainer.save("finished" if done else "running")
         run.save_snapshot(trainer.g_train, trainer.iteration)
     elif done:
-        save("finished")
+        trainer.save("finished")
 
 
 def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> Path:
@@ -374,29 +386,21 @@ def train(opts: TrainOptions, resume: bool = False, progress: bool = True) -> Pa
         run.check_new()
     trainer = build(opts, run, resume)  # every input is loaded before anything is written
     if not resume:
-        run.create()
-
-    def save(status: str) -> None:
-        run.save(trainer.g_train, trainer.state(), manifest_for(trainer, status))
-
-    if not resume:
-        trainer.write_samples()
-        save("running")
+        trainer.start()
     bar = tqdm(total=opts.iterations, initial=trainer.iteration, disable=not progress, unit="it", dynamic_ncols=True,
                desc=f"{opts.source} -> {opts.target or Path(opts.target_images).name}")
     try:
         with sigterm_as_interrupt():
-            _loop(trainer, run, bar, save)
+            while trainer.iteration < opts.iterations:
+                advance(trainer, bar)
     except KeyboardInterrupt:
         bar.close()
-        save("interrupted")
+        trainer.save("interrupted")
         raise NadaError(f"interrupted at iteration {trainer.iteration}; state saved, continue with: nada-train --resume {run.path}") from None
     except FloatingPointError as exc:
         bar.close()
-        save("failed-nan")
+        trainer.save("failed-nan")
         raise NadaError(f"{exc}; the last good state (iteration {trainer.iteration}) is saved in {run.path}; lower --lr or use --precision fp32") from None
     bar.close()
-    base = base_owning(opts.generator)
-    if base is not None and base.evaluate is not None and opts.target is not None:
-        base.evaluate(run.path, str(trainer.device))  # the base's own judge: metrics.json
+    trainer.judge()
     return run.path

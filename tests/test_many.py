@@ -65,11 +65,11 @@ def test_an_interrupted_run_resumes_every_unfinished_target(tmp_path, rosinality
     train_many(plan(rosinality_ckpt, whole, tiny_clip_spec), whole, progress=False)
     advance, steps = trainer_module.advance, {"n": 0}
 
-    def interrupted(trainer, bar, save):
+    def interrupted(trainer, bar):
         steps["n"] += 1
         if steps["n"] == 5:  # the second round: two targets at 1 iteration, one at 2
             raise KeyboardInterrupt
-        advance(trainer, bar, save)
+        advance(trainer, bar)
 
     monkeypatch.setattr("nada_train.many.advance", interrupted)
     with pytest.raises(NadaError, match=f"continue with: nada-train --resume {out}"):

@@ -5,8 +5,6 @@ leaves nothing behind."""
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from benchmarks.load import Server
 from nada_export.pipeline import export
 from nada_serve.supervisor import stub_processes
 from nada_train.seeds import z_batch
@@ -27,32 +26,10 @@ def repo(tmp_path_factory, three_generators):
     return path
 
 
-class Serving:
-    """nada-serve as a subprocess, its stderr collected line by line."""
-
-    def __init__(self, repo):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from nada_serve.cli.serve import main_entry; sys.argv[0]='nada-serve'; main_entry()",
-             str(repo), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        ready = self.proc.stdout.readline()
-        assert ready.startswith("ready: grpc 127.0.0.1:"), ready + self.proc.stderr.read()
-        self.url, self.http = ready.split()[2], ready.split()[4]
-        self.lines: list[tuple[float, str]] = []
-        threading.Thread(target=lambda: [self.lines.append((time.monotonic(), line)) for line in self.proc.stderr], daemon=True).start()
-
-    def tritonserver_pid(self) -> int:
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-f", "bin/tritonserver"], capture_output=True, text=True).stdout
-        return int(out.split()[0])
-
-    def wait_line(self, pattern: str, after: float, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for t, line in list(self.lines):
-                if t >= after and re.search(pattern, line):
-                    return t
-            time.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r} within {timeout} s: {[line for _, line in self.lines]}")
+def wait_line(serving: Server, pattern: str, after: float, timeout: float) -> float:
+    found = serving.wait_event(re.compile(pattern), after, timeout)
+    assert found, f"no line matching {pattern!r} within {timeout} s: {[line for _, line in serving.events]}"
+    return found[0]
 
 
 def request(client, model: str, seed: int) -> np.ndarray:
@@ -63,7 +40,8 @@ def request(client, model: str, seed: int) -> np.ndarray:
 
 
 def test_a_killed_model_process_and_a_killed_server_come_back(repo):
-    serving = Serving(repo)
+    serving = Server(repo)
+    assert serving.url.startswith("127.0.0.1:")  # nada-serve listens on loopback by default
     stop, results, readiness = threading.Event(), [], []
     try:
 
@@ -97,7 +75,7 @@ def test_a_killed_model_process_and_a_killed_server_come_back(repo):
         assert len(victim) == 1
         t_kill = time.monotonic()
         os.kill(victim[0].pid, signal.SIGKILL)
-        t_back = serving.wait_line(r"neon_synthesis: its python-backend process died; reloaded in [\d.]+ s", t_kill, 30)
+        t_back = wait_line(serving, r"neon_synthesis: its python-backend process died; reloaded in [\d.]+ s", t_kill, 30)
         time.sleep(2.0)
         stop.set()
         for th in threads:
@@ -114,7 +92,7 @@ def test_a_killed_model_process_and_a_killed_server_come_back(repo):
 
         t_kill = time.monotonic()
         os.kill(serving.tritonserver_pid(), signal.SIGKILL)
-        serving.wait_line(r"tritonserver: exited with status -9; restarted on the same ports in [\d.]+ s", t_kill, 60)
+        wait_line(serving, r"tritonserver: exited with status -9; restarted on the same ports in [\d.]+ s", t_kill, 60)
         assert request(grpcclient.InferenceServerClient(serving.url), "neon", 3).shape == (1, 32, 32, 3)
 
         server_pids = processes_mentioning(str(repo)) - {serving.proc.pid}
@@ -127,9 +105,5 @@ def test_a_killed_model_process_and_a_killed_server_come_back(repo):
         assert not processes_mentioning(str(repo)) & server_pids
     finally:
         stop.set()
-        if serving.proc.poll() is None:  # SIGTERM first: a killed nada-serve would leave its tritonserver behind
-            serving.proc.send_signal(signal.SIGTERM)
-            try:
-                serving.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                serving.proc.kill()
+        if serving.proc.poll() is None:
+            serving.stop()
