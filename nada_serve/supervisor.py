@@ -10,7 +10,7 @@ as its process is found gone, so readiness says not ready until the reload has f
 from __future__ import annotations
 
 import os
-import threading
+import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,7 +55,7 @@ def now() -> str:
 
 
 class Supervisor:
-    """Watches `server` every `interval` seconds until `stop` is set (run) or once (check)."""
+    """Watches `server`: `check` once, every `interval` seconds (nada-serve's loop)."""
 
     def __init__(self, server: TritonServer, interval: float = 0.25, log: Callable[[str], None] = print,
                  start_timeout: float = 300.0, max_restarts: int = 5, restart_window_s: float = 300.0):
@@ -63,7 +63,6 @@ class Supervisor:
         self.start_timeout, self.max_restarts, self.restart_window_s = start_timeout, max_restarts, restart_window_s
         self.expected: dict[str, str] = {}  # instance -> model
         self.restarts: list[float] = []
-        self.events: list[dict] = []
 
     def _client(self):
         import tritonclient.grpc as grpcclient
@@ -82,7 +81,22 @@ class Supervisor:
         live = stub_processes(self.server.process.pid)
         broken = sorted({model for instance, model in self.expected.items() if instance not in live})
         for model in broken:
-            self.reload(model)
+            try:
+                self.reload(model)
+            except Exception:
+                # a tritonserver killed outright takes its model processes with it, and may be seen
+                # without them a moment before it is seen dead: then it is the server to restart
+                if not self._server_gone(within=5.0):
+                    raise
+                self.restart_server()
+                return
+
+    def _server_gone(self, within: float) -> bool:
+        try:
+            self.server.process.wait(within)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
 
     def reload(self, model: str) -> None:
         t0 = time.monotonic()
@@ -97,7 +111,7 @@ class Supervisor:
                 if time.monotonic() > deadline:
                     raise NadaError(f"{model}: could not be reloaded in {self.start_timeout:.0f} s: {e}") from None
                 time.sleep(1.0)
-        self._wait_all_ready(deadline)
+        self.server.wait_ready(max(0.0, deadline - time.monotonic()))  # every model, the ensembles too
         self.remember_instances()
         self._event(model, "its python-backend process died", "reloaded", time.monotonic() - t0)
 
@@ -112,20 +126,5 @@ class Supervisor:
         self.remember_instances()
         self._event("tritonserver", f"exited with status {status}", "restarted on the same ports", time.monotonic() - t0)
 
-    def _wait_all_ready(self, deadline: float) -> None:
-        client = self._client()
-        while time.monotonic() < deadline:
-            index = client.get_model_repository_index(headers=self.server.control_headers, as_json=True).get("models", [])
-            if index and all(m.get("state") == "READY" for m in index):
-                return
-            time.sleep(0.1)
-        raise NadaError(f"models not ready again after {self.start_timeout:.0f} s:\n{self.server.errors()}")
-
     def _event(self, subject: str, cause: str, action: str, seconds: float) -> None:
-        self.events.append({"subject": subject, "cause": cause, "action": action, "seconds": round(seconds, 3)})
         self.log(f"nada-serve: {now()} {subject}: {cause}; {action} in {seconds:.1f} s")
-
-    def run(self, stop: threading.Event) -> None:
-        self.remember_instances()
-        while not stop.wait(self.interval):
-            self.check()

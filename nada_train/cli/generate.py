@@ -4,34 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
 import typer
 
 from nada_train.checkpoints import load_generator
 from nada_train.cli.common import run_app, typer_app
 from nada_train.errors import NadaError
-from nada_train.generator.inference import DTYPES, fastest_copy
-from nada_train.images import to_uint8
+from nada_train.generator.inference import DTYPES, fastest_copy, render
 from nada_train.pngs import write_seed_images
-from nada_train.seeds import parse_seeds, z_batch
+from nada_train.seeds import parse_seeds
 from nada_train.trainer import resolve_device
 
 app = typer_app(
     "Render images from a StyleGAN2 checkpoint or a nada-train run directory.\n\n"
     "Seeds follow NVlabs generate.py: z = numpy.random.RandomState(seed).randn(1, z_dim); files seed0000.png, ..."
 )
-
-
-def render(generator, seeds: list[int], truncation: float, noise: str = "const", batch: int = 8) -> np.ndarray:
-    """uint8 images [N, H, W, 3] for these seeds."""
-    device = next(generator.parameters()).device
-    z_all = torch.from_numpy(z_batch(seeds, generator.config.z_dim))
-    out = []
-    with torch.no_grad():
-        for z in z_all.split(batch):
-            out.append(to_uint8(generator(z.to(device), truncation=truncation, noise_mode=noise)).cpu())
-    return torch.cat(out).numpy()
 
 
 @app.command()

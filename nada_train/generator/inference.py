@@ -65,19 +65,20 @@ class Gate:
                 f"(limit {MIN_PSNR_DB:.0f} dB), largest pixel difference {self.max_level_difference} levels")
 
 
-def seed_images(generator: StyleGenerator, seeds=GATE_SEEDS, batch: int = 8) -> np.ndarray:
-    """uint8 images [N, H, W, 3] of these seeds at truncation 1 with the stored noise."""
+def render(generator: StyleGenerator, seeds: list[int], truncation: float, noise: str = "const", batch: int = 8) -> np.ndarray:
+    """uint8 images [N, H, W, 3] of these seeds (NVlabs' z per seed): nada-generate's path."""
     device = next(generator.parameters()).device
+    z_all = torch.from_numpy(z_batch(seeds, generator.config.z_dim))
     out = []
     with torch.no_grad():
-        for z in torch.from_numpy(z_batch(list(seeds), generator.config.z_dim)).split(batch):
-            out.append(to_uint8(generator(z.to(device))).cpu())
+        for z in z_all.split(batch):
+            out.append(to_uint8(generator(z.to(device), truncation=truncation, noise_mode=noise)).cpu())
     return torch.cat(out).numpy()
 
 
 def precision_gate(reference: StyleGenerator, fast: StyleGenerator, precision: str) -> Gate:
     """The worst-seed PSNR of `fast`'s images against `reference`'s (fp32) and the largest pixel difference."""
-    want, got = seed_images(reference), seed_images(fast)
+    want, got = (render(g, list(GATE_SEEDS), 1.0) for g in (reference, fast))
     worst = min(psnr(g, w, 255.0) for g, w in zip(got, want))
     return Gate(precision, worst, int(np.abs(got.astype(int) - want.astype(int)).max()))
 
