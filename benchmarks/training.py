@@ -3,6 +3,8 @@
     python -m benchmarks.training --size 256 --clip ViT-B-32:random --iterations 4
     python -m benchmarks.training --quick          # 64 px, finishes in about a minute on 2 CPU cores
     python -m benchmarks.training --size 64 --layers auto --targets 1 8   # one run of 1 target vs 8 targets
+    python -m benchmarks.training --size 64 --compare --iterations 20     # fp32/bf16 x eager/compiled: speed and results
+    python -m benchmarks.training --size 64 --batching-bound              # can stepping targets batched pay here?
 
 Random weights (generator and CLIP) are fine here: speed does not depend on them.
 """
@@ -21,6 +23,8 @@ from benchmarks.common import machine, machine_line, markdown_table
 from nada_train.fileio import write_json
 from nada_train.checkpoints import random_generator, save_safetensors
 from nada_train.clip import parse_clip_spec
+from nada_train.generator.inference import render
+from nada_train.images import psnr
 from nada_train.run_dir import RunDir
 from nada_train.trainer import TrainOptions, build
 
@@ -70,6 +74,72 @@ def measure_targets(size: int, clips: list[str], layers: str, iterations: int, b
             "iterations": iterations, "wall_s": wall, "s_per_target": wall / count}
 
 
+# PRECISION:COMPILE of --compare; the first is the reference the others are compared with
+VARIANTS = ["fp32:off", "bf16:off", "fp32:inductor", "bf16:inductor"]
+NOISE_SEED = 3  # the yardstick: the reference's run from another seed
+
+
+def compare(size: int, clips: list[str], layers: str, iterations: int, batch: int, device: str, variants: list[str]) -> list[dict]:
+    """Each variant trains `iterations` steps from seed 2; its loss curve, chosen layers and final images
+    (seeds 0-7, no truncation) against the first variant's. The first variant again from seed 3 is the
+    yardstick: what a change of seed alone does. A variant far inside it changes results only by noise."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "g.safetensors"
+        save_safetensors(random_generator(size), ckpt)
+        runs = []
+        warm = TrainOptions(generator=str(ckpt), out=str(Path(tmp) / "warm-up"), target="sketch", clip=[parse_clip_spec(c) for c in clips],
+                            batch=batch, layers=layers, device=device)
+        warm_trainer = build(warm, RunDir(warm.out), resume=False)
+        for _ in range(2):  # the process's first steps are slow (thread pools, allocator): not charged to the reference
+            warm_trainer.step()
+        for precision, compile, seed in [(*v.split(":"), 2) for v in variants] + [(*variants[0].split(":"), NOISE_SEED)]:
+            opts = TrainOptions(generator=str(ckpt), out=str(Path(tmp) / f"{precision}-{compile}-{seed}"), target="sketch",
+                                clip=[parse_clip_spec(c) for c in clips], iterations=iterations, batch=batch, layers=layers,
+                                device=device, precision=precision, compile=compile, seed=seed)
+            trainer = build(opts, RunDir(opts.out), resume=False)
+            records = [trainer.step() for _ in range(iterations)]
+            runs.append({"precision": precision, "compile": compile, "seed": seed, "first_step_s": records[0]["seconds"],
+                         "s_per_it": statistics.median(r["seconds"] for r in records[1:]),
+                         "losses": [r["loss"] for r in records], "layers": [r["layers"] for r in records], "images": render(trainer.g_train, list(range(8)), 1.0)})
+            print(f"  {size}px {precision} compile={compile} seed {seed}: {runs[-1]['s_per_it']:.2f} s/it", flush=True)
+    ref = runs[0]
+    rows = []
+    for r in runs:
+        dev = [abs(a - b) for a, b in zip(r["losses"], ref["losses"])]
+        rows.append({"size": size, "precision": r["precision"], "compile": r["compile"], "seed": r["seed"], "iterations": iterations,
+                     "first_step_s": r["first_step_s"], "s_per_it": r["s_per_it"], "x_speed": ref["s_per_it"] / r["s_per_it"],
+                     "same_layers": f"{sum(a == b for a, b in zip(r['layers'], ref['layers']))}/{iterations}",
+                     "final_loss": statistics.mean(r["losses"][-5:]), "max_loss_dev": max(dev), "mean_loss_dev": statistics.mean(dev),
+                     "image_psnr_db": min(psnr(a, b, 255.0) for a, b in zip(r["images"], ref["images"])), "losses": r["losses"]})
+    return rows
+
+
+def batching_bound(size: int, batch: int, targets: int, device: str, repeats: int = 3) -> dict:
+    """The most that stepping `targets` trained copies batched could save: `targets` forward+backward
+    passes of `batch` images against one pass of targets x batch images through one generator (one
+    generator's weights for all: batched distinct copies cannot beat it)."""
+    g = random_generator(size).to(device)
+    ws = g.broadcast(g.mapping(torch.randn(batch * targets, g.config.z_dim, device=device))).detach()
+
+    def run(n: int, chunks: int) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for part in ws[: n].split(n // chunks):
+                g.zero_grad(set_to_none=True)
+                g.synthesis(part).square().mean().backward()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    run(batch, 1)  # warm-up
+    apart, together = run(batch * targets, targets), run(batch * targets, 1)
+    return {"size": size, "batch": batch, "targets": targets, "apart_s": apart, "together_s": together, "x_bound": apart / together}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, nargs="+", default=[256])
@@ -83,12 +153,37 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="64 px, 2 timed iterations, layers auto only")
     ap.add_argument("--targets", type=int, nargs="+", help="instead: wall time of one run with this many targets each "
                     "(--iterations each, loading included), side by side, e.g. --targets 1 8")
+    ap.add_argument("--compare", action="store_true", help="instead: fp32/bf16 x eager/compiled (Inductor) side by side, "
+                    "--iterations each: speed, loss curve and final images against fp32 eager, with a change of seed as yardstick")
+    ap.add_argument("--variants", nargs="+", default=VARIANTS, help="PRECISION:COMPILE runs of --compare, the first the reference "
+                    f"(default {' '.join(VARIANTS)}; on a GPU add e.g. bf16:cudagraphs)")
+    ap.add_argument("--batching-bound", action="store_true", help="instead: the most that stepping 8 targets batched could "
+                    "save over stepping them in turn (generator forward+backward, one batch of 8 x --batch against 8 of --batch)")
     ap.add_argument("--json", default="benchmarks/out/training.json")
     args = ap.parse_args()
     clips = args.clip or ["ViT-B-32:random"]
     if args.quick:
         args.size, args.iterations, args.layers = [64], 2, ["auto"]
     info = machine()
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    if args.batching_bound:
+        rows = [batching_bound(size, args.batch, 8, device) for size in args.size]
+        write_json(args.json, {"machine": info, "records": rows})
+        print(f"\nStepping 8 targets batched, upper bound of the gain, on {machine_line(info)}\n")
+        print(markdown_table(rows, [("size", "px"), ("batch", "batch"), ("targets", "targets"), ("apart_s", "8 apart s"),
+                                    ("together_s", "batched s"), ("x_bound", "x at most")]))
+        return
+    if args.compare:
+        rows = [row for size in args.size for row in compare(size, clips, args.layers[0], args.iterations, args.batch, args.device,
+                                                               args.variants)]
+        write_json(args.json, {"machine": info, "records": rows})
+        print(f"\nPrecision and compilation of the training step on {machine_line(info)} "
+              f"(deviations against the first row; the first variant from seed {NOISE_SEED}, last row, is the yardstick)\n")
+        print(markdown_table(rows, [("size", "px"), ("precision", "precision"), ("compile", "compile"), ("seed", "seed"),
+                                    ("first_step_s", "first step s"), ("s_per_it", "s/it"), ("x_speed", "x speed"),
+                                    ("same_layers", "same layers chosen"), ("final_loss", "loss, last 5"), ("max_loss_dev", "max |loss dev|"),
+                                    ("mean_loss_dev", "mean |loss dev|"), ("image_psnr_db", "worst image PSNR dB")]))
+        return
     if args.targets:
         rows = [measure_targets(size, clips, args.layers[0], args.iterations, args.batch, args.device, n)
                 for size in args.size for n in args.targets]

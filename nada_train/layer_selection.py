@@ -56,10 +56,12 @@ def select_codes(
     iters: int,
     lr: float = 0.01,
     candidates: list[int] | None = None,
+    synthesis=None,
 ) -> list[int]:
     """Optimise W+ copies of `w` for `iters` SGD steps on the global CLIP loss through G_train and
     return the k codes among `candidates` (default: all) that moved most (mean |change|), most-moved
-    first."""
+    first. `synthesis`: G_train's synthesis as the trainer calls it (compiled or not); default the plain one."""
+    synthesis = synthesis or g_train.synthesis
     ws_start = g_train.broadcast(w.detach()).clone()
     ws = ws_start.clone().requires_grad_(True)
     opt = torch.optim.SGD([ws], lr=lr)
@@ -67,7 +69,7 @@ def select_codes(
     g_train.requires_grad_(False)  # only the codes move here
     try:
         for _ in range(iters):
-            loss = global_loss_fn(g_train.synthesis(ws))
+            loss = global_loss_fn(synthesis(ws))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

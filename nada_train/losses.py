@@ -12,6 +12,7 @@ from PIL import Image
 
 from nada_train.clip import ClipModel
 from nada_train.clip.templates import compose, imagenet_templates
+from nada_train.compiled import compiled
 from nada_train.errors import NadaError
 
 # Step 0: G_train == G_frozen and the image step is zero up to float noise (~1e-7: CLIP's grad and
@@ -87,12 +88,14 @@ def load_style_images(folder: str | Path) -> torch.Tensor:
 class ClipGuide:
     """Several CLIP models with weights; their target directions computed once and cached."""
 
-    def __init__(self, models: list[ClipModel], frozen_memo=None):
+    def __init__(self, models: list[ClipModel], frozen_memo=None, compile: str = "off"):
         """frozen_memo: a trainer.FrozenMemo shared by targets trained together (their frozen images'
-        embeddings computed once a step), or None."""
+        embeddings computed once a step), or None. compile: the training step's image encoders
+        compiled (nada_train.compiled)."""
         if not models:
             raise NadaError("no CLIP model given; pass --clip ViT-B-32 (repeatable)")
         self.models, self.frozen_memo = models, frozen_memo
+        self.encoders = [compiled(m.encode_images, compile) for m in models]
         self.directions: list[torch.Tensor] = []
         self.target_texts: list[torch.Tensor] = []
 
@@ -118,10 +121,10 @@ class ClipGuide:
         """Directional loss per model, plus global_weight x the global loss on the same embeddings
         (the reference's lambda_global; 0 in the paper's training)."""
         total, parts = 0.0, {}
-        for m, direction, text in zip(self.models, self.directions, self.target_texts):
+        for m, encode, direction, text in zip(self.models, self.encoders, self.directions, self.target_texts):
             with torch.no_grad():
-                frozen_emb = m.encode_images(frozen_images) if self.frozen_memo is None else self.frozen_memo.embedding(m, frozen_images)
-            train_emb = m.encode_images(train_images)
+                frozen_emb = encode(frozen_images) if self.frozen_memo is None else self.frozen_memo.embedding(m, encode, frozen_images)
+            train_emb = encode(train_images)
             loss = directional_loss(frozen_emb, train_emb, direction)
             if global_weight:
                 loss = loss + global_weight * global_loss(train_emb, text)
@@ -130,7 +133,7 @@ class ClipGuide:
         return total, parts
 
     def global_(self, images: torch.Tensor) -> torch.Tensor:
-        return sum(m.spec.weight * global_loss(m.encode_images(images), t) for m, t in zip(self.models, self.target_texts))
+        return sum(m.spec.weight * global_loss(encode(images), t) for m, encode, t in zip(self.models, self.encoders, self.target_texts))
 
     @torch.no_grad()
     def direction_similarity(self, frozen_images: torch.Tensor, train_images: torch.Tensor) -> float:

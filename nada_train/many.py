@@ -1,7 +1,8 @@
 """Several targets in one run: one process loads the base and the CLIP models once, draws the same
 latents for every target (one seed), so the frozen generator's images and their CLIP embeddings are
-computed once a step for all; each target trains its own copy, stepped in turn, into its own run
-directory under OUT (everything a single run writes), with OUT/index.json listing them.
+computed once a step for all; each target trains its own copy, stepped in turn (stepping them batched
+would not be faster on the CPU: benchmarks.training --batching-bound, docs/benchmarks.md), into its
+own run directory under OUT (everything a single run writes), with OUT/index.json listing them.
 
 Under torchrun (WORLD_SIZE > 1) the targets are spread over the ranks (gloo on the CPU, NCCL on GPUs):
 rank r trains targets r, r + K, ...; each rank writes its own run directories and refreshes the index

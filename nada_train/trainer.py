@@ -17,6 +17,7 @@ from tqdm import tqdm
 from nada_train.bases import base_owning
 from nada_train.checkpoints import LoadedGenerator, load_generator
 from nada_train.clip import ClipSpec, load_clip
+from nada_train.compiled import COMPILE_CHOICES, check_compile, compiled, drop_unchosen_gradients, step_begins
 from nada_train.errors import NadaError
 from nada_train.generator import Generator
 from nada_train.images import to_uint8
@@ -57,6 +58,7 @@ class TrainOptions:
     precision: str = "fp32"
     tf32: bool = True
     fused: bool = False
+    compile: str = "off"  # off, inductor or cudagraphs: the step's synthesis and CLIP calls compiled (nada_train.compiled)
     n_sample: int = 8
     sample_truncation: float = 0.7
     sample_every: int = 50
@@ -98,6 +100,8 @@ class TrainOptions:
             raise NadaError(f"--global-weight {self.global_weight}: must be 0 (off) or a positive number")
         if self.crop is not None and (len(self.crop) != 4 or not all(isinstance(v, int) for v in self.crop)):
             raise NadaError(f"--crop {self.crop}: give the box as LEFT,TOP,RIGHT,BOTTOM in pixels, e.g. --crop 0,64,512,448")
+        if self.compile not in COMPILE_CHOICES:
+            raise NadaError(f"--compile {self.compile}: choose one of {', '.join(COMPILE_CHOICES)}")
         if self.precision not in ("fp32", "bf16"):
             raise NadaError(f"--precision {self.precision}: choose fp32 or bf16")
 
@@ -117,24 +121,25 @@ def resolve_device(name: str) -> torch.device:
 class FrozenMemo:
     """The frozen generator's images for the last W+ codes, and their CLIP embeddings. Targets trained
     in one process from one seed draw the same codes each step, so these are computed once a step for
-    all of them (the values are the ones each would compute alone)."""
+    all of them (the values are the ones each would compute alone). Kept as copies: a CUDA-graph
+    replay may reuse the memory of a compiled call's outputs."""
 
     def __init__(self):
         self.ws: torch.Tensor | None = None
         self.images: torch.Tensor | None = None
         self.embeddings: dict[int, torch.Tensor] = {}
 
-    def synthesis(self, g_frozen: Generator, ws: torch.Tensor) -> torch.Tensor:
+    def synthesis(self, synthesize: Callable[[torch.Tensor], torch.Tensor], ws: torch.Tensor) -> torch.Tensor:
         if self.ws is None or self.ws.shape != ws.shape or not torch.equal(self.ws, ws):
             with torch.no_grad():
-                self.ws, self.images, self.embeddings = ws.clone(), g_frozen.synthesis(ws), {}
+                self.ws, self.images, self.embeddings = ws.clone(), synthesize(ws).clone(), {}
         return self.images
 
-    def embedding(self, model, images: torch.Tensor) -> torch.Tensor:
+    def embedding(self, model, encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
         if images is not self.images:  # not the memo's images: nothing to share
-            return model.encode_images(images)
+            return encode(images)
         if id(model) not in self.embeddings:
-            self.embeddings[id(model)] = model.encode_images(images)
+            self.embeddings[id(model)] = encode(images).clone()
         return self.embeddings[id(model)]
 
 
@@ -149,8 +154,11 @@ class Trainer:
         self.g_frozen.set_fused(opts.fused)
         self.g_train.set_fused(opts.fused)
         # Adam over every synthesis parameter; those frozen in a step get no gradient and stay put.
-        params = [p for n, p in g_train.named_parameters() if not n.startswith("style.")]
-        self.optimizer = torch.optim.Adam(params, lr=opts.lr * REG_RATIO, betas=(0.0, 0.99**REG_RATIO))
+        self.params = [p for n, p in g_train.named_parameters() if not n.startswith("style.")]
+        self.optimizer = torch.optim.Adam(self.params, lr=opts.lr * REG_RATIO, betas=(0.0, 0.99**REG_RATIO))
+        self.synthesize_train = compiled(g_train.synthesis, opts.compile)
+        self.synthesize_select = compiled(g_train.synthesis, opts.compile)
+        self.synthesize_frozen = compiled(self.g_frozen.synthesis, opts.compile)
         self.auto_k = opts.auto_layer_k or default_auto_k(g_train.n_latent)
         self.selectable_codes = codes_with_layers(g_train, opts.train_torgb)  # never a slot for a code that trains nothing
         self.fixed_layers = None if opts.layers == "auto" else manual_layers(g_train, opts.layers)
@@ -201,7 +209,7 @@ class Trainer:
             w = self.g_frozen.mapping(z)
         with self.autocast:
             codes = select_codes(self.g_train, w, self.guide.global_, self.auto_k, self.opts.auto_layer_iters,
-                                 candidates=self.selectable_codes)
+                                 candidates=self.selectable_codes, synthesis=self.synthesize_select)
         return layers_for_codes(self.g_train, codes, self.opts.train_torgb), codes
 
     def _clock(self) -> float:
@@ -221,14 +229,19 @@ class Trainer:
         rng_before = self.rng.get_state()
         try:
             t0 = self._clock()
+            step_begins(self.opts.compile)
             layers, codes = self.choose_layers()
-            set_trainable(self.g_train, layers)
+            chosen = set_trainable(self.g_train, layers)
+            if self.opts.compile != "off":  # one graph for every choice: all layers get gradients, see nada_train.compiled
+                for p in self.params:
+                    p.requires_grad_(True)
             t_select = self._clock()
             ws = self._latents(self.opts.batch)
             with self.autocast:
                 with torch.no_grad():
-                    frozen = self.g_frozen.synthesis(ws) if self.frozen_memo is None else self.frozen_memo.synthesis(self.g_frozen, ws)
-                trained = self.g_train.synthesis(ws)
+                    frozen = (self.synthesize_frozen(ws) if self.frozen_memo is None
+                              else self.frozen_memo.synthesis(self.synthesize_frozen, ws))
+                trained = self.synthesize_train(ws)
                 t_gen = self._clock()
                 loss, parts = self.guide.directional(frozen, trained, self.opts.global_weight)
             t_clip = self._clock()
@@ -236,6 +249,8 @@ class Trainer:
                 raise FloatingPointError(f"loss is {float(loss)} at iteration {self.iteration + 1}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.opts.compile != "off":
+                drop_unchosen_gradients(self.params, chosen)
             t_backward = self._clock()
             if not all(torch.isfinite(p.grad).all() for p in self.g_train.parameters() if p.grad is not None):
                 raise FloatingPointError(f"gradient is not finite at iteration {self.iteration + 1}")
@@ -300,7 +315,8 @@ def build(opts: TrainOptions, run: RunDir, resume: bool) -> Trainer:
 
 
 def load_base(opts: TrainOptions, device: torch.device) -> LoadedGenerator:
-    """The frozen base, cropped as asked; CUDA's TF32 switches set."""
+    """The frozen base, cropped as asked; CUDA's TF32 switches set; --compile checked against the device."""
+    check_compile(opts.compile, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = opts.tf32
         torch.backends.cudnn.allow_tf32 = opts.tf32
@@ -327,7 +343,7 @@ def make_trainer(opts: TrainOptions, run: RunDir, resume: bool, device: torch.de
         if "generator" not in state:
             raise NadaError(f"--resume '{run.path}': its resume state was written by an older nada without the weights; "
                             f"start a new run from {run.generator_path} instead")
-    guide = ClipGuide(clips, frozen_memo)
+    guide = ClipGuide(clips, frozen_memo, opts.compile)
     if opts.target_images:
         style = load_style_images(opts.target_images)
         z = torch.randn(16, base.generator.config.z_dim, generator=torch.Generator().manual_seed(opts.seed)).to(device)

@@ -99,3 +99,21 @@ def test_load_summary_by_hand():
     assert s["p50_ms"] == pytest.approx(20.0) and s["requests_per_s"] == pytest.approx(2.0)
     assert s["bad_refused_by_kind"]["nan"] == 1 and s["bad_refused_by_kind"]["batch"] == 0
     assert (s["good_failed_before_fault"], s["good_failed_until_recovered"], s["good_after_recovery"], s["good_failed_after_recovery"]) == (0, 1, 1, 0)
+
+
+def test_training_comparison_measures_each_variant_against_the_first(tiny_clip_spec, monkeypatch):
+    """--compare: deviations and image PSNR against the first variant, and the yardstick row (the first
+    variant from another seed) last. Checked by hand from the rows' own loss curves."""
+    from benchmarks import training
+
+    rows = training.compare(16, [tiny_clip_spec], "auto", 3, 1, "cpu", ["fp32:off", "bf16:off"])
+    assert [(r["precision"], r["compile"], r["seed"]) for r in rows] == [("fp32", "off", 2), ("bf16", "off", 2),
+                                                                        ("fp32", "off", training.NOISE_SEED)]
+    ref = rows[0]
+    assert ref["max_loss_dev"] == 0 and ref["image_psnr_db"] == float("inf") and ref["same_layers"] == "3/3"
+    for r in rows[1:]:
+        dev = [abs(a - b) for a, b in zip(r["losses"], ref["losses"])]
+        assert r["max_loss_dev"] == max(dev) and r["mean_loss_dev"] == pytest.approx(sum(dev) / 3)
+        assert r["x_speed"] == pytest.approx(ref["s_per_it"] / r["s_per_it"])
+    assert rows[1]["max_loss_dev"] > 0 and rows[1]["image_psnr_db"] < float("inf")  # bf16 really ran
+    assert rows[2]["max_loss_dev"] > 0 and rows[2]["image_psnr_db"] < rows[1]["image_psnr_db"]  # another seed moves more

@@ -287,12 +287,14 @@ def test_default_run_end_to_end(tmp_path):
     assert (args["layers"], args["lr"], args["global_weight"], args["batch"]) == ("all", 0.01, TARGET_SETTINGS["pixel"]["global_weight"], 4)
     r = subprocess.run([sys.executable, "-c", code, "--eval-only", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and json.loads((out / "metrics.json").read_text()) == metrics
-    # what the user names wins over the world's defaults
-    r = subprocess.run([sys.executable, "-c", code, "--out", str(tmp_path / "own"), "--iterations", "1", "--quiet",
-                        "--layers", "texture", "--lr", "0.005", "--global-weight", "0"], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    args = json.loads((tmp_path / "own" / "manifest.json").read_text())["arguments"]
-    assert (args["layers"], args["lr"], args["global_weight"]) == ("texture", 0.005, 0.0)
+
+
+@needs_weights
+def test_what_the_user_names_wins_over_the_worlds_settings(tmp_path, monkeypatch):
+    from tests.test_cli import parsed_options
+
+    opts = parsed_options(monkeypatch, "--out", str(tmp_path / "own"), "--layers", "texture", "--lr", "0.005", "--global-weight", "0")
+    assert (opts.target, opts.layers, opts.lr, opts.global_weight, opts.batch) == ("pixel", "texture", 0.005, 0.0, 4)
 
 
 def test_world_settings_take_the_target_styles_global_weight():

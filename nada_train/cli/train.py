@@ -67,6 +67,7 @@ def main(
     precision: Optional[str] = typer.Option(None, help=f"fp32 or bf16 (autocast) (default {D['precision']})."),
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="Allow TF32 matmuls on CUDA (default on)."),
     fused: Optional[bool] = typer.Option(None, "--fused", help="Grouped-conv modulated convolutions (often faster on GPU)."),
+    compile: Optional[str] = typer.Option(None, "--compile", help=f"off, inductor (torch.compile the step's synthesis and CLIP calls) or cudagraphs (inductor, then captured in CUDA graphs; CUDA only). The first step compiles: minutes; worth it for long runs (default {D['compile']})."),
     n_sample: Optional[int] = typer.Option(None, help=f"Fixed preview latents (seeds 0..n-1) in samples/ (default {D['n_sample']})."),
     sample_truncation: Optional[float] = typer.Option(None, help=f"Truncation psi of the preview samples (default {D['sample_truncation']}; 1 = none)."),
     sample_every: Optional[int] = typer.Option(None, help=f"Write a sample grid every N iterations (default {D['sample_every']})."),
@@ -90,7 +91,7 @@ def main(
     given = dict(iterations=iterations, batch=batch, lr=lr, layers=layers, auto_layer_k=auto_layer_k,
                  auto_layer_iters=auto_layer_iters, auto_layer_batch=auto_layer_batch, train_torgb=train_torgb,
                  mixing=mixing, global_weight=global_weight, seed=seed, device=device, precision=precision, tf32=tf32,
-                 fused=fused, n_sample=n_sample, sample_truncation=sample_truncation, sample_every=sample_every, save_every=save_every,
+                 fused=fused, compile=compile, n_sample=n_sample, sample_truncation=sample_truncation, sample_every=sample_every, save_every=save_every,
                  crop=parse_crop(crop) if crop is not None else None)
     given = {k: v for k, v in given.items() if v is not None}
     wanted = [Target(t) for t in target] + (parse_targets_file(targets) if targets is not None else [])
