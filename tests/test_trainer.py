@@ -73,6 +73,15 @@ def sigint():
     os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.fixture()
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt, as in a terminal: a test run started in the background
+    (`pytest &` in a script) inherits it ignored, and the Ctrl-C tests would see nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def interrupt_in_layer_selection(monkeypatch, trainer_calls):
     real = ClipGuide.global_
 
@@ -120,7 +129,8 @@ def interrupt_after_optimizer_step(monkeypatch, trainer_calls):
     (interrupt_before_optimizer_step, 3),  # held until the commit is whole: the step counts
     (interrupt_after_optimizer_step, 3),
 ])
-def test_ctrl_c_anywhere_in_a_step_then_resume_equals_a_straight_run(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch, place, saved_at):
+def test_ctrl_c_anywhere_in_a_step_then_resume_equals_a_straight_run(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch, place, saved_at,
+                                                                    ctrl_c_raises):
     """A real SIGINT at each point of iteration 3 (auto layer selection, so every phase runs)."""
     kw = dict(iterations=5, save_every=100, sample_every=100)
     straight = train(options(rosinality_ckpt, tmp_path / "a", tiny_clip_spec, **kw), progress=False)
@@ -433,10 +443,10 @@ def test_k1_auto_selection_never_picks_a_code_that_trains_nothing(tmp_path, rosi
 
     real = ls.select_codes
 
-    def last_code_wins(g, w, fn, k, iters, lr=0.01, candidates=None):
+    def last_code_wins(g, w, fn, k, iters, lr=0.01, candidates=None, synthesis=None):
         candidates = candidates if candidates is not None else list(range(g.n_latent))
         ranked = sorted(candidates, key=lambda c: -c)  # the highest code first: the last one if allowed
-        real(g, w, fn, k, iters, lr, candidates)  # still run the real selection
+        real(g, w, fn, k, iters, lr, candidates, synthesis)  # still run the real selection
         return ranked[:k]
 
     monkeypatch.setattr("nada_train.trainer.select_codes", last_code_wins)
