@@ -252,7 +252,8 @@ class Trainer:
             if self.opts.compile != "off":
                 drop_unchosen_gradients(self.params, chosen)
             t_backward = self._clock()
-            if not all(torch.isfinite(p.grad).all() for p in self.g_train.parameters() if p.grad is not None):
+            grads = [p.grad for p in self.g_train.parameters() if p.grad is not None]
+            if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):  # one wait for the GPU, not one per tensor
                 raise FloatingPointError(f"gradient is not finite at iteration {self.iteration + 1}")
         except BaseException:
             self.rng.set_state(rng_before)
