@@ -174,6 +174,8 @@ def main() -> None:
                                     ("together_s", "batched s"), ("x_bound", "x at most")]))
         return
     if args.compare:
+        if args.iterations < 2:
+            ap.error("--compare needs --iterations 2 or more (the first step is timed apart: it warms up or compiles)")
         rows = [row for size in args.size for row in compare(size, clips, args.layers[0], args.iterations, args.batch, args.device,
                                                                args.variants)]
         write_json(args.json, {"machine": info, "records": rows})
