@@ -31,10 +31,16 @@ from nada_train.trainer import TrainOptions, build
 PHASES = ["layer_selection", "generator_forward", "clip_forward", "backward", "optimizer"]
 
 
+def random_checkpoint(folder: str, size: int) -> Path:
+    """A random config-f generator of `size` px saved in `folder`: what the runs here adapt."""
+    ckpt = Path(folder) / "g.safetensors"
+    save_safetensors(random_generator(size), ckpt)
+    return ckpt
+
+
 def measure(size: int, clips: list[str], layers: str, iterations: int, batch: int, device: str, precision: str, fused: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "g.safetensors"
-        save_safetensors(random_generator(size), ckpt)
+        ckpt = random_checkpoint(tmp, size)
         opts = TrainOptions(generator=str(ckpt), out=str(Path(tmp) / "run"), target="sketch",
                             clip=[parse_clip_spec(c) for c in clips], iterations=iterations + 1, batch=batch,
                             layers=layers, device=device, precision=precision, fused=fused)
@@ -62,8 +68,7 @@ def measure_targets(size: int, clips: list[str], layers: str, iterations: int, b
     from nada_train.many import train_many
 
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "g.safetensors"
-        save_safetensors(random_generator(size), ckpt)
+        ckpt = random_checkpoint(tmp, size)
         plan = [TrainOptions(generator=str(ckpt), out=str(Path(tmp) / "runs" / f"t{i}"), target=f"style number {i}",
                              clip=[parse_clip_spec(c) for c in clips], iterations=iterations, batch=batch, layers=layers,
                              device=device, n_sample=4, sample_every=iterations, save_every=iterations) for i in range(count)]
@@ -84,19 +89,19 @@ def compare(size: int, clips: list[str], layers: str, iterations: int, batch: in
     (seeds 0-7, no truncation) against the first variant's. The first variant again from seed 3 is the
     yardstick: what a change of seed alone does. A variant far inside it changes results only by noise."""
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "g.safetensors"
-        save_safetensors(random_generator(size), ckpt)
-        runs = []
-        warm = TrainOptions(generator=str(ckpt), out=str(Path(tmp) / "warm-up"), target="sketch", clip=[parse_clip_spec(c) for c in clips],
-                            batch=batch, layers=layers, device=device)
-        warm_trainer = build(warm, RunDir(warm.out), resume=False)
+        ckpt = random_checkpoint(tmp, size)
+
+        def trainer_for(name: str, **kw):
+            opts = TrainOptions(generator=str(ckpt), out=str(Path(tmp) / name), target="sketch", clip=[parse_clip_spec(c) for c in clips],
+                                iterations=iterations, batch=batch, layers=layers, device=device, **kw)
+            return build(opts, RunDir(opts.out), resume=False)
+
+        warm_trainer = trainer_for("warm-up")
         for _ in range(2):  # the process's first steps are slow (thread pools, allocator): not charged to the reference
             warm_trainer.step()
+        runs = []
         for precision, compile, seed in [(*v.split(":"), 2) for v in variants] + [(*variants[0].split(":"), NOISE_SEED)]:
-            opts = TrainOptions(generator=str(ckpt), out=str(Path(tmp) / f"{precision}-{compile}-{seed}"), target="sketch",
-                                clip=[parse_clip_spec(c) for c in clips], iterations=iterations, batch=batch, layers=layers,
-                                device=device, precision=precision, compile=compile, seed=seed)
-            trainer = build(opts, RunDir(opts.out), resume=False)
+            trainer = trainer_for(f"{precision}-{compile}-{seed}", precision=precision, compile=compile, seed=seed)
             records = [trainer.step() for _ in range(iterations)]
             runs.append({"precision": precision, "compile": compile, "seed": seed, "first_step_s": records[0]["seconds"],
                          "s_per_it": statistics.median(r["seconds"] for r in records[1:]),
@@ -154,7 +159,7 @@ def main() -> None:
     ap.add_argument("--targets", type=int, nargs="+", help="instead: wall time of one run with this many targets each "
                     "(--iterations each, loading included), side by side, e.g. --targets 1 8")
     ap.add_argument("--compare", action="store_true", help="instead: fp32/bf16 x eager/compiled (Inductor) side by side, "
-                    "--iterations each: speed, loss curve and final images against fp32 eager, with a change of seed as yardstick")
+                    "--iterations each: speed, loss curve, chosen layers and final images against the first variant, with a change of seed as yardstick")
     ap.add_argument("--variants", nargs="+", default=VARIANTS, help="PRECISION:COMPILE runs of --compare, the first the reference "
                     f"(default {' '.join(VARIANTS)}; on a GPU add e.g. bf16:cudagraphs)")
     ap.add_argument("--batching-bound", action="store_true", help="instead: the most that stepping 8 targets batched could "

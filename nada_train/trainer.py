@@ -156,8 +156,7 @@ class Trainer:
         # Adam over every synthesis parameter; those frozen in a step get no gradient and stay put.
         self.params = [p for n, p in g_train.named_parameters() if not n.startswith("style.")]
         self.optimizer = torch.optim.Adam(self.params, lr=opts.lr * REG_RATIO, betas=(0.0, 0.99**REG_RATIO))
-        self.synthesize_train = compiled(g_train.synthesis, opts.compile)
-        self.synthesize_select = compiled(g_train.synthesis, opts.compile)
+        self.synthesize = compiled(g_train.synthesis, opts.compile)  # training and layer selection alike
         self.synthesize_frozen = compiled(self.g_frozen.synthesis, opts.compile)
         self.auto_k = opts.auto_layer_k or default_auto_k(g_train.n_latent)
         self.selectable_codes = codes_with_layers(g_train, opts.train_torgb)  # never a slot for a code that trains nothing
@@ -209,7 +208,7 @@ class Trainer:
             w = self.g_frozen.mapping(z)
         with self.autocast:
             codes = select_codes(self.g_train, w, self.guide.global_, self.auto_k, self.opts.auto_layer_iters,
-                                 candidates=self.selectable_codes, synthesis=self.synthesize_select)
+                                 candidates=self.selectable_codes, synthesis=self.synthesize)
         return layers_for_codes(self.g_train, codes, self.opts.train_torgb), codes
 
     def _clock(self) -> float:
@@ -241,7 +240,7 @@ class Trainer:
                 with torch.no_grad():
                     frozen = (self.synthesize_frozen(ws) if self.frozen_memo is None
                               else self.frozen_memo.synthesis(self.synthesize_frozen, ws))
-                trained = self.synthesize_train(ws)
+                trained = self.synthesize(ws)
                 t_gen = self._clock()
                 loss, parts = self.guide.directional(frozen, trained, self.opts.global_weight)
             t_clip = self._clock()
