@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nada_train.errors import NadaError
+from nada_train.fileio import exchange
 
 # the python-backend model each version folder gets as model.py (found, not imported: it needs Triton's own module)
 PYTHON_MODEL_SOURCE = Path(importlib.util.find_spec("nada_serve.triton_python_model").origin)
@@ -146,7 +147,8 @@ def readme(models: list[ModelSpec], opts: ServeOptions) -> str:
 
 def write_repository(repo: Path, models: list[ModelSpec], opts: ServeOptions, manifest: dict) -> None:
     """Write every model; models already in `repo` that are not rewritten are kept. The new
-    repository is staged beside the old one and swapped in by rename: a failure leaves `repo` as it was."""
+    repository is staged beside the old one and exchanged with it in one step (fileio.exchange), so
+    a failure or a kill at any moment leaves `repo` whole: the old one, or the new one."""
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
         raise NadaError(f"--repository '{repo}' is a file; name a directory")
@@ -169,16 +171,24 @@ def write_repository(repo: Path, models: list[ModelSpec], opts: ServeOptions, ma
         specs = kept + [_spec_json(m) for m in models]
         (staging / "manifest.json").write_text(json.dumps({**manifest, "models": merged, "model_specs": specs}, indent=2) + "\n")
         (staging / "README.md").write_text(readme([_spec_from_json(s) for s in specs], opts))
-        old = None
-        if repo.exists():
-            old = repo.with_name(f".{repo.name}.old-{staging.name.rsplit('-', 1)[-1]}")
-            repo.rename(old)
-        staging.rename(repo)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if not repo.exists():
+            staging.rename(repo)
+        elif not exchange(staging, repo):
+            _swap_in_two_renames(staging, repo)
+        # staging now holds the old repository (or nothing): removed below
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in_two_renames(staging: Path, repo: Path) -> None:
+    """Where the exchange is not to be had (not Linux, some network file systems): the old repository
+    aside, the new one in. A kill between the two leaves no `repo` until recover_interrupted puts the
+    old one back."""
+    old = repo.with_name(f".{repo.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+    repo.rename(old)
+    staging.rename(repo)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -192,8 +202,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def recover_interrupted(repo: Path) -> None:
-    """Undo what a killed export left beside `repo`: its staging folder (removed), and, if it died
-    between moving the old repository aside and moving the new one in, the old one (put back)."""
+    """Undo what a killed export left beside `repo`: its staging folder, whether it held the new
+    repository (killed before the exchange) or the old one (killed after it), is removed; an old
+    repository that the two-rename fallback had moved aside is put back if `repo` is missing."""
     for staging in repo.parent.glob(f".{repo.name}.staging-*"):
         pid = staging.name[len(f".{repo.name}.staging-"):].split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):

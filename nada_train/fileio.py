@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +31,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def exchange(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two existing directory entries in one step (Linux renameat2 with RENAME_EXCHANGE): at
+    every moment each name holds one of the two, whole, so a kill can leave the old or the new
+    content under a name, never none. False where the system or the file system cannot do it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:  # a C library older than glibc 2.28
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # a file system without the exchange (some network ones)
+    raise OSError(code, os.strerror(code), os.fspath(a), None, os.fspath(b))
 
 
 def write_json(path: str | os.PathLike, data: object) -> None:

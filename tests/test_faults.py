@@ -7,27 +7,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
 from nada_export.pipeline import export
-
-pytestmark = pytest.mark.slow
-
+from tests.conftest import wait_for
 
 def console(module: str, prog: str, *args: str, env: dict) -> list[str]:
     return [sys.executable, "-c", f"import sys; from {module} import main_entry; sys.argv[0]='{prog}'; main_entry()", *args]
-
-
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(poll)
 
 
 def log_steps(run: Path) -> list[int]:
@@ -68,8 +57,9 @@ def tree_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("moment", ["exporting", "writing the repository"])
-def test_kill_9_mid_export_leaves_the_repository_as_it_was(tmp_path, three_generators, moment):
+def test_kill_9_mid_export_leaves_the_repository_as_it_was(tmp_path, three_generators):
+    """nada-export killed while it exports its graphs (its progress bar past the first): the
+    repository is byte for byte what it was, and the next export clears what the kill left."""
     from nada_export.triton_repo import recover_interrupted
 
     repo = tmp_path / "repo"
@@ -81,35 +71,91 @@ def test_kill_9_mid_export_leaves_the_repository_as_it_was(tmp_path, three_gener
     with progress.open("w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
     try:
-        if moment == "exporting":  # its progress bar has moved past the first graph
-            wait_for(lambda: "1/4" in progress.read_text() or proc.poll() is not None, 300, "the first graph")
-        else:
-            # the repository is written in a few milliseconds: watch closely
-            wait_for(lambda: any(tmp_path.glob(".repo.staging-*")) or proc.poll() is not None, 300, "the staging folder", poll=0.0005)
+        wait_for(lambda: "1/4" in progress.read_text() or proc.poll() is not None, 300, "the first graph")
         finished_first = proc.poll() is not None
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
         proc.kill()
     assert not finished_first, "the export ended before the kill: nothing was tested"
-    if any(tmp_path.glob(".repo.staging-*")) or moment == "exporting":
-        assert tree_digest(repo) == before
-    else:
-        # on a loaded machine the kill can land after the commit (the staging folder renamed into
-        # place, the old copy not yet removed): then the repository is the new one, whole
-        straight = tmp_path / "straight"
-        export([str(g) for g in three_generators], straight, max_batch=2, progress=False)
-        after = tree_digest(repo)
-        assert after.keys() == tree_digest(straight).keys()
-        assert all(after[f] == digest for f, digest in before.items() if f not in ("manifest.json", "README.md"))
-        shutil.rmtree(straight)
+    assert tree_digest(repo) == before
     recover_interrupted(repo)  # what the next export does first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["progress.txt", "repo"]
 
 
-def test_an_export_killed_between_the_two_renames_is_undone(tmp_path):
-    """Killed after moving the old repository aside and before moving the new one in: the next
-    export puts the old one back (and drops a leftover old copy where the repository exists)."""
+# Run in a child: write_repository with every step that renames the repository (os.rename, os.replace,
+# the exchange) and the removal of the old copy watched; SIGKILL at the chosen moment.
+KILL_AT = """
+import json, os, signal, shutil, sys
+from pathlib import Path
+import nada_export.triton_repo as t
+moment, repo, specs = sys.argv[1], os.path.abspath(sys.argv[2]), json.loads(sys.argv[3])
+state = {"swapped": False}
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+def watched(step):
+    def run(*paths, **kw):
+        if any(os.path.abspath(p) == repo for p in paths):
+            if moment == "before the swap":
+                die()
+            result = step(*paths, **kw)
+            state["swapped"] = True
+            if moment == "after the swap":
+                die()
+            return result
+        return step(*paths, **kw)
+    return run
+os.rename, os.replace, t.exchange = watched(os.rename), watched(os.replace), watched(t.exchange)
+real_rmtree = shutil.rmtree
+def rmtree(path, *args, **kw):
+    if moment == "while the old copy is removed" and state["swapped"]:
+        files = [p for p in Path(path).rglob("*") if p.is_file()]
+        files[0].unlink()  # part of it gone, then the kill
+        die()
+    return real_rmtree(path, *args, **kw)
+shutil.rmtree = rmtree
+models = [t.ModelSpec(m["name"], [t.TensorSpec(*i) for i in m["inputs"]], [t.TensorSpec(*o) for o in m["outputs"]],
+                      m["max_batch"], Path(m["file"])) for m in specs]
+t.write_repository(Path(repo), models, t.ServeOptions(), {"format": "nada-triton-repo/1", "models": {m.name: {} for m in models}})
+"""
+
+
+@pytest.fixture(scope="module")
+def exported_once(tmp_path_factory, three_generators) -> Path:
+    repo = tmp_path_factory.mktemp("exported") / "repo"
+    export([str(three_generators[0])], repo, max_batch=2, progress=False)
+    return repo
+
+
+@pytest.mark.parametrize("moment,whole", [("before the swap", "old"), ("after the swap", "new"),
+                                          ("while the old copy is removed", "new")])
+def test_a_kill_at_any_step_of_the_swap_leaves_the_old_or_the_new_repository_whole(tmp_path, exported_once, moment, whole):
+    """The repository is replaced by one exchange of two directories: killed just before it, the old
+    repository is there, whole; killed just after it or while the old copy is being removed, the new
+    one; never none (two renames, old aside then new in, leave no repository in between). The next
+    export's recovery then leaves nothing beside it."""
+    from nada_export.triton_repo import ModelSpec, ServeOptions, TensorSpec, recover_interrupted, write_repository
+
+    repo, straight = tmp_path / "repo", tmp_path / "straight" / "repo"
+    shutil.copytree(exported_once, repo)
+    shutil.copytree(exported_once, straight)
+    onnx = next(exported_once.glob("base_synthesis/1/*.onnx"))
+    specs = [{"name": name, "inputs": [["ws", "FP32", [8, 32]]], "outputs": [["image", "UINT8", [32, 32, 3]]],
+              "max_batch": 2, "file": str(onnx)} for name in ("sketch_synthesis", "neon_synthesis")]
+    proc = subprocess.run([sys.executable, "-c", KILL_AT, moment, str(repo), json.dumps(specs)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    models = [ModelSpec(m["name"], [TensorSpec(*i) for i in m["inputs"]], [TensorSpec(*o) for o in m["outputs"]], 2, onnx) for m in specs]
+    write_repository(straight, models, ServeOptions(), {"format": "nada-triton-repo/1", "models": {m.name: {} for m in models}})
+    want = {"old": tree_digest(exported_once), "new": tree_digest(straight)}[whole]
+    assert tree_digest(repo) == want
+    recover_interrupted(repo)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo", "straight"] and tree_digest(repo) == want
+
+
+def test_the_two_rename_fallback_killed_between_its_renames_is_undone(tmp_path):
+    """Where the exchange is not to be had, the old repository goes aside and the new one in: killed
+    between the two, the next export puts the old one back and drops the dead export's staging folder."""
     from nada_export.triton_repo import recover_interrupted
 
     repo = tmp_path / "repo"

@@ -19,3 +19,17 @@ def test_atomic_path_replaces_only_on_success_with_usual_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (target.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_exchange_swaps_two_directories_in_one_step_and_names_a_missing_one(tmp_path):
+    from nada_train.fileio import exchange
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x").write_text("from a")
+    (tmp_path / "b" / "y").write_text("from b")
+    assert exchange(tmp_path / "a", tmp_path / "b")  # Linux on a local file system: the exchange is there
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["y"] and [p.name for p in (tmp_path / "b").iterdir()] == ["x"]
+    with pytest.raises(FileNotFoundError, match="No such file or directory: '.*/a' -> '.*/missing'"):
+        exchange(tmp_path / "a", tmp_path / "missing")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["y"]
