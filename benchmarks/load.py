@@ -58,12 +58,14 @@ def server_pids(serve_pid: int) -> list[int]:
 
 
 class Server:
-    """nada-serve as a subprocess on free ports of 127.0.0.1; its log lines kept with their times."""
+    """nada-serve as a subprocess on 127.0.0.1 (on free ports, or the three given); its log lines kept
+    with their times. Returns once nada-serve says it is ready."""
 
-    def __init__(self, repository: Path):
+    def __init__(self, repository: Path, ports: tuple[int, int, int] = (0, 0, 0)):
+        grpc, http, metrics = map(str, ports)
         self.proc = subprocess.Popen([sys.executable, "-c", "import sys; from nada_serve.cli.serve import main_entry; "
-                                      "sys.argv[0]='nada-serve'; main_entry()", str(repository), "--grpc-port", "0",
-                                      "--http-port", "0", "--metrics-port", "0"],
+                                      "sys.argv[0]='nada-serve'; main_entry()", str(repository), "--grpc-port", grpc,
+                                      "--http-port", http, "--metrics-port", metrics],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         ready = self.proc.stdout.readline()
         if not ready.startswith("ready:"):

@@ -3,8 +3,11 @@ ensembles that use it come back with it), a tritonserver that died is started ag
 ports. Each event is logged with the time it took.
 
 Triton alone does neither: a killed stub process leaves its model failing every request ("Stub
-process ... is not healthy") while its readiness still says ready. Here the model is unloaded as soon
-as its process is found gone, so readiness says not ready until the reload has finished.
+process ... is not healthy") while its readiness still says ready. So each look compares what Triton
+says (the models it has READY, and how many instances each python-backend model's config asks for)
+with the stub processes alive under it; a model short of a process is unloaded at once (readiness
+says not ready until the reload has finished) and loaded again. Nothing is remembered from an earlier
+look, so a process that dies at any time, in the first second of serving too, is found.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +58,14 @@ def now() -> str:
     return datetime.now().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def python_instances(config: dict) -> int:
+    """How many stub processes a model's config (Triton's JSON) asks for: one per instance of a
+    python-backend model, none for ensembles and native backends."""
+    if config.get("backend") != "python":
+        return 0
+    return sum(int(g.get("count", 1)) * max(1, len(g.get("gpus", []))) for g in config.get("instance_group", []))
+
+
 class Supervisor:
     """Watches `server`: `check` once, every `interval` seconds (nada-serve's loop)."""
 
@@ -61,7 +73,7 @@ class Supervisor:
                  start_timeout: float = 300.0, max_restarts: int = 5, restart_window_s: float = 300.0):
         self.server, self.interval, self.log = server, interval, log
         self.start_timeout, self.max_restarts, self.restart_window_s = start_timeout, max_restarts, restart_window_s
-        self.expected: dict[str, str] = {}  # instance -> model
+        self.instances: dict[str, int] = {}  # model -> stub processes its config asks for (configs do not change while served)
         self.restarts: list[float] = []
 
     def _client(self):
@@ -69,27 +81,34 @@ class Supervisor:
 
         return grpcclient.InferenceServerClient(self.server.endpoints.grpc)
 
-    def remember_instances(self) -> None:
-        """The stub processes a healthy server has now: the ones to watch."""
-        self.expected = {s.instance: s.model for s in stub_processes(self.server.process.pid).values()}
+    def short_of_processes(self) -> list[str]:
+        """The models Triton has READY whose live stub processes are fewer than their configs ask for."""
+        client = self._client()
+        index = client.get_model_repository_index(headers=self.server.control_headers, as_json=True).get("models", [])
+        live = Counter(s.model for s in stub_processes(self.server.process.pid).values())
+        short = []
+        for model in sorted(m["name"] for m in index if m.get("state") == "READY"):
+            if model not in self.instances:
+                self.instances[model] = python_instances(client.get_model_config(model, as_json=True)["config"])
+            if live[model] < self.instances[model]:
+                short.append(model)
+        return short
 
     def check(self) -> None:
-        """One look: restart a dead server, reload each model that lost a process."""
+        """One look: restart a dead server, reload each model short of a process."""
         if self.server.process.poll() is not None:
             self.restart_server()
             return
-        live = stub_processes(self.server.process.pid)
-        broken = sorted({model for instance, model in self.expected.items() if instance not in live})
-        for model in broken:
-            try:
+        try:
+            broken = self.short_of_processes()
+            for model in broken:
                 self.reload(model)
-            except Exception:
-                # a tritonserver killed outright takes its model processes with it, and may be seen
-                # without them a moment before it is seen dead: then it is the server to restart
-                if not self._server_gone(within=5.0):
-                    raise
-                self.restart_server()
-                return
+        except Exception:
+            # a tritonserver killed outright takes its model processes with it, and may be seen
+            # without them (or not answering) a moment before it is seen dead: then it is the server to restart
+            if not self._server_gone(within=5.0):
+                raise
+            self.restart_server()
 
     def _server_gone(self, within: float) -> bool:
         try:
@@ -112,7 +131,6 @@ class Supervisor:
                     raise NadaError(f"{model}: could not be reloaded in {self.start_timeout:.0f} s: {e}") from None
                 time.sleep(1.0)
         self.server.wait_ready(max(0.0, deadline - time.monotonic()))  # every model, the ensembles too
-        self.remember_instances()
         self._event(model, "its python-backend process died", "reloaded", time.monotonic() - t0)
 
     def restart_server(self) -> None:
@@ -123,7 +141,6 @@ class Supervisor:
             raise NadaError(f"tritonserver died {len(self.restarts)} times in {self.restart_window_s:.0f} s "
                             f"(last status {status}); giving up:\n{self.server.errors()}")
         self.server.start(timeout=self.start_timeout)
-        self.remember_instances()
         self._event("tritonserver", f"exited with status {status}", "restarted on the same ports", time.monotonic() - t0)
 
     def _event(self, subject: str, cause: str, action: str, seconds: float) -> None:

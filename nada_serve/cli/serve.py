@@ -47,12 +47,12 @@ def main(
     signal.signal(signal.SIGTERM, on_signal)
     try:
         server.start(timeout=timeout, echo=verbose)
+        supervisor = Supervisor(server, log=lambda line: print(line, file=sys.stderr, flush=True))
+        supervisor.check()  # a model process that died while the server came up is found before anything is printed
         ep = server.endpoints
         models = ", ".join(m["name"] for m in server.models())
         print(f"ready: grpc {ep.grpc}  http {ep.http}  metrics http://{ep.metrics}/metrics", flush=True)
         print(f"models: {models}", flush=True)
-        supervisor = Supervisor(server, log=lambda line: print(line, file=sys.stderr, flush=True))
-        supervisor.remember_instances()
         while True:
             time.sleep(supervisor.interval)
             supervisor.check()
