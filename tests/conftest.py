@@ -1,19 +1,37 @@
-"""Small models the tests build: a 32-px generator and a 3M-parameter open_clip config."""
+"""Small models the tests build (a 32-px generator, a 3M-parameter open_clip config), one torch
+thread per worker, and the tiers' hooks (tests/tiers.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-if Path.cwd().name == "mutants":  # mutmut forks one process per mutant: an OpenMP pool made before a fork hangs its children
-    torch.set_num_threads(1)
 
-from nada_train.checkpoints import save_rosinality
-from nada_train.generator import Generator, GeneratorConfig
+def threads_per_worker() -> int:
+    """The cores shared out over the xdist workers (one each on two cores): more threads than cores
+    only spin. mutmut forks a process per mutant, and an OpenMP pool made before a fork hangs it."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if "MUTANT_UNDER_TEST" in os.environ or Path.cwd().name == "mutants":
+        return 1
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+THREADS = threads_per_worker()
+torch.set_num_threads(THREADS)
+for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # the subprocesses a test starts: nada commands, torchrun, tritonserver
+    os.environ[variable] = str(THREADS)
+
+from nada_train.checkpoints import save_rosinality  # noqa: E402
+from nada_train.clip.compat import import_open_clip  # noqa: E402
+
+import_open_clip()  # seconds of imports, paid at collection rather than by whichever test loads a CLIP first
+from tests.tiers import pytest_collection_modifyitems, pytest_configure, pytest_runtest_makereport, pytest_runtest_protocol  # noqa: E402,F401
+from nada_train.generator import Generator, GeneratorConfig  # noqa: E402
 
 TINY_CLIP = {
     "embed_dim": 32,
@@ -21,6 +39,32 @@ TINY_CLIP = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
 }
 TINY_CLIP_NAME = "nada-test-tiny"
+OTHER_CLIP = {  # a second, different small CLIP: for runs and losses guided by two models
+    "embed_dim": 24,
+    "vision_cfg": {"image_size": 24, "layers": 1, "width": 64, "patch_size": 6},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 48, "heads": 4, "layers": 1},
+}
+OTHER_CLIP_NAME = "nada-test-other"
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.05) -> None:
+    """Until predicate() holds (a condition, never a fixed sleep); an AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll)
+
+
+def relative_step_difference(a: dict, b: dict, start: dict) -> float:
+    """|(a - start) - (b - start)| / |a - start| over all tensors: how far two trainings from `start`
+    disagree, relative to how far they went. Adam (beta1 0) moves a weight whose gradient is near
+    zero by about lr whatever its sign, so another kernel's rounding can flip single weights: an
+    elementwise tolerance would have to allow that flip, while the relative difference of the whole
+    step stays small (about 1e-4 between kernels) and grows with any real difference in the arithmetic."""
+    da = torch.cat([(a[n] - start[n]).flatten() for n in sorted(a)])
+    db = torch.cat([(b[n] - start[n]).flatten() for n in sorted(a)])
+    return float((da - db).norm() / da.norm().clamp_min(1e-12))
 
 
 def tiny_config(size: int = 32) -> GeneratorConfig:
@@ -43,6 +87,7 @@ def tiny_generator(seed: int = 0, size: int = 32) -> Generator:
 def clip_config_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("clip_configs")
     (folder / f"{TINY_CLIP_NAME}.json").write_text(json.dumps(TINY_CLIP))
+    (folder / f"{OTHER_CLIP_NAME}.json").write_text(json.dumps(OTHER_CLIP))
     os.environ["NADA_CLIP_CONFIG_DIR"] = str(folder)
     return folder
 
@@ -52,13 +97,18 @@ def tiny_clip_spec(clip_config_dir) -> str:
     return f"{TINY_CLIP_NAME}:random"
 
 
-@pytest.fixture()
-def rosinality_ckpt(tmp_path) -> Path:
+def write_base_checkpoint(folder: Path) -> Path:
+    """The tests' base: the tiny generator, its latent_avg drawn right after it, as rosinality's .pt."""
     g = tiny_generator()
     g.set_w_avg(torch.randn(g.config.style_dim) * 0.1)
-    path = tmp_path / "base.pt"
+    path = folder / "base.pt"
     save_rosinality(g, path)
     return path
+
+
+@pytest.fixture()
+def rosinality_ckpt(tmp_path) -> Path:
+    return write_base_checkpoint(tmp_path)
 
 
 def adapted_copy(g: Generator, seed: int) -> Generator:

@@ -18,9 +18,6 @@ from nada_train.errors import NadaError
 from nada_train.generator import Generator, GeneratorConfig
 from tests.test_export import parse_config
 
-pytestmark = pytest.mark.slow
-
-
 def small_generator():
     """8 px, two resolutions: compilation time grows with the number of layers (kernels)."""
     g = Generator(GeneratorConfig(size=8, style_dim=16, n_mlp=2, channels=(16, 8), lr_mlp=0.01))

@@ -117,7 +117,6 @@ def test_tensorflow_era_and_truncated_pickles_get_one_line(tmp_path):
         load_generator(cut)
 
 
-@pytest.mark.slow
 def test_train_generate_and_export_take_a_pkl(tmp_path, tiny_clip_spec, clip_config_dir):
     """The .pkl wherever a checkpoint goes: training records its sha256, nada-generate renders it,
     nada-export verifies and writes it."""

@@ -1,0 +1,259 @@
+"""The suite's two tiers, kept true by code instead of by hand.
+
+slow: every test that uses a subprocess (a nada command, tritonserver, torchrun), an export (ONNX,
+AOTInductor, a Triton repository) or a torch.compile. The quick tier (`pytest -m "not slow"`) is the
+rest: the method's core, in process, each test within its time budget.
+
+Three hooks keep it so (conftest.py installs them):
+- at collection, each test's code, its fixtures' and the test helpers they call (followed through
+  their bytecode) are read for the things in `slow_uses()`; a test that reaches one is marked slow,
+  its `slow` mark saying why;
+- at run time an audit hook (subprocesses) and wrappers of torch's compile and export calls see what
+  a test really starts: a quick-tier test that starts one of them fails, since the reading above
+  missed a path to it;
+- a quick-tier test that takes longer than the budget (setup, call and teardown together) fails.
+
+Tests that share a module-scoped fixture of their own file (a served repository, an export) get one
+xdist group per file, so that `--dist loadgroup` builds the fixture once while every other test is
+spread over the workers on its own.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dis
+import functools
+import importlib
+import os
+import sys
+import types
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+BUDGET_ENV = "NADA_QUICK_BUDGET_S"  # seconds a quick-tier test may take; 5 on a 2-core machine
+DEFAULT_BUDGET_S = 5.0
+
+
+def slow_uses() -> dict[int, tuple[Any, str]]:
+    """id(object) -> (object, what a test that reaches it uses)."""
+    import subprocess
+
+    import torch
+    import torch._dynamo
+
+    from benchmarks import inference, load
+    from nada_export import aoti_engine, onnx_export, pipeline
+    from nada_serve.server import TritonServer
+
+    found: list[tuple[Any, str]] = [
+        *((getattr(subprocess, f), "a subprocess") for f in ("Popen", "run", "call", "check_call", "check_output")),
+        (pipeline.export, "an export (a Triton repository)"),
+        (onnx_export.export_graph, "an ONNX export"), (onnx_export.export_verified, "an ONNX export"),
+        (torch.onnx.export, "an ONNX export"),
+        (aoti_engine.build_package, "an AOTInductor compile"), (pipeline._aoti_verified, "an AOTInductor compile"),
+        (TritonServer, "a tritonserver"), (load.Server, "nada-serve"), (load.main, "nada-serve"),
+        (inference.main, "exports and a tritonserver"),
+        (torch.compile, "a torch.compile"), (torch._dynamo, "a torch.compile (Dynamo)"),
+    ]
+    return {id(obj): (obj, why) for obj, why in found}
+
+
+def ours(obj: Any) -> bool:
+    """A function or class written in the tests folder: its code is followed too."""
+    obj = getattr(obj, "__func__", obj)
+    code = getattr(obj, "__code__", None)
+    if code is not None:
+        return Path(code.co_filename).resolve().is_relative_to(TESTS)
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    path = getattr(module, "__file__", None)
+    return isinstance(obj, type) and path is not None and Path(path).resolve().is_relative_to(TESTS)
+
+
+def _import(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except Exception:  # a module that cannot be imported here: nothing to follow
+        return None
+
+
+def _attribute(obj: Any, name: str) -> Any:
+    if obj is None:
+        return None
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
+
+
+def reached(func: Any, registry: dict[int, tuple[Any, str]], seen: set[int] | None = None) -> str | None:
+    """What slow thing `func` reaches, as 'WHAT via NAME', following the test helpers it names, the
+    classes of the tests folder it names (their methods) and its inner functions; None if nothing."""
+    seen = set() if seen is None else seen
+    func = getattr(func, "__func__", func)
+    code = getattr(func, "__code__", None)
+    if code is None or id(code) in seen:
+        return None
+    seen.add(id(code))
+    return _reached_code(code, getattr(func, "__globals__", {}), registry, seen)
+
+
+def _reached_code(code: types.CodeType, namespace: dict, registry: dict, seen: set[int]) -> str | None:
+    local: dict[str, Any] = {}      # names bound in this code by imports and assignments of what we resolved
+    current, chain = None, ""       # the object the instructions so far name, and how it was named
+    module, module_name = None, ""  # the last IMPORT_NAME's module (IMPORT_FROM reads from it)
+    fromlist: Any = None
+    for ins in dis.get_instructions(code):
+        op, arg = ins.opname, ins.argval
+        if op == "LOAD_CONST":
+            fromlist, current = arg, None
+            if isinstance(arg, types.CodeType):  # an inner function, lambda or comprehension
+                why = _reached_code(arg, namespace, registry, seen)
+                if why:
+                    return why
+            continue
+        if op in ("LOAD_GLOBAL", "LOAD_NAME"):
+            current, chain = namespace.get(arg, getattr(builtins, arg, None)), arg
+        elif op in ("LOAD_FAST", "LOAD_DEREF", "LOAD_FAST_CHECK", "LOAD_FAST_BORROW"):
+            current, chain = local.get(arg), arg
+        elif op in ("LOAD_ATTR", "LOAD_METHOD"):
+            current, chain = _attribute(current, arg), f"{chain}.{arg}"
+        elif op == "IMPORT_NAME":  # `import a.b` binds a; `from a.b import c` reads c off a.b
+            module, module_name = _import(arg), arg
+            current = module if fromlist else sys.modules.get(arg.split(".")[0])
+            chain = arg if fromlist else arg.split(".")[0]
+        elif op == "IMPORT_FROM":
+            current, chain = _attribute(module, arg), f"{module_name}.{arg}"
+        elif op.startswith("STORE_"):
+            if current is not None and isinstance(arg, str):
+                local[arg] = current
+            current = None
+            continue
+        else:
+            current = None
+            continue
+        if current is None:
+            continue
+        if id(current) in registry:
+            return f"{registry[id(current)][1]} via {chain}"
+        if ours(current):
+            targets = list(vars(current).values()) if isinstance(current, type) else [current]
+            for target in targets:
+                why = reached(target, registry, seen)
+                if why:
+                    return f"{why} (in {chain})"
+    return None
+
+
+def item_reason(item: pytest.Item, registry: dict) -> str | None:
+    """Why a collected test is slow: its own code, then each fixture of the tests folder it uses."""
+    functions = [("the test", getattr(item, "function", None))]
+    info = getattr(item, "_fixtureinfo", None)
+    for name in (info.names_closure if info else ()):
+        for fixturedef in info.name2fixturedefs.get(name, ()):
+            if ours(fixturedef.func):
+                functions.append((f"fixture {name}", fixturedef.func))
+    for where, func in functions:
+        why = reached(func, registry) if func is not None else None
+        if why:
+            return f"{where} uses {why}"
+    return None
+
+
+def own_module_fixtures(item: pytest.Item) -> list[str]:
+    """The module- or class-scoped fixtures written in the test's own file that it uses."""
+    info = getattr(item, "_fixtureinfo", None)
+    here = Path(str(item.fspath)).resolve()
+    names = []
+    for name in (info.names_closure if info else ()):
+        for fixturedef in info.name2fixturedefs.get(name, ()):
+            code = getattr(getattr(fixturedef.func, "__func__", fixturedef.func), "__code__", None)
+            if fixturedef.scope in ("module", "class") and code and Path(code.co_filename).resolve() == here:
+                names.append(name)
+    return names
+
+
+# ---- the hooks -------------------------------------------------------------------------------
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    registry = slow_uses()
+    for item in items:
+        why = item_reason(item, registry)
+        if why:
+            item.add_marker(pytest.mark.slow(reason=why))
+        if own_module_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(Path(str(item.fspath)).name))
+
+
+class RuntimeGuard:
+    """What the running test starts: subprocesses (audit events), compiles and exports (wrappers)."""
+
+    def __init__(self):
+        self.quick_test: str | None = None  # the nodeid of the quick-tier test now running
+        self.started: list[str] = []
+        sys.addaudithook(self._audit)
+        import torch
+
+        torch.compile = self._watched(torch.compile, "a torch.compile")
+        torch.onnx.export = self._watched(torch.onnx.export, "an ONNX export")
+        import torch._inductor
+
+        torch._inductor.aoti_compile_and_package = self._watched(torch._inductor.aoti_compile_and_package, "an AOTInductor compile")
+
+    def _audit(self, event: str, args: tuple) -> None:
+        if event == "subprocess.Popen" and self.quick_test is not None:
+            self.started.append(f"a subprocess ({' '.join(map(str, args[1] or [args[0]]))[:120]})")
+
+    def _watched(self, fn: Callable, what: str) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if self.quick_test is not None:
+                self.started.append(what)
+            return fn(*args, **kwargs)
+        return wrapper
+
+
+GUARD: RuntimeGuard | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global GUARD
+    GUARD = RuntimeGuard()
+
+
+def budget_s() -> float:
+    return float(os.environ.get(BUDGET_ENV, DEFAULT_BUDGET_S))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    quick = item.get_closest_marker("slow") is None
+    GUARD.quick_test, GUARD.started = (item.nodeid if quick else None), []
+    item.user_properties.append(("tier", "quick" if quick else "slow"))
+    try:
+        return (yield)
+    finally:
+        GUARD.quick_test = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if item.get_closest_marker("slow") is not None:
+        return report
+    spent = getattr(item, "_nada_seconds", 0.0) + (call.stop - call.start)
+    item._nada_seconds = spent
+    problems = []
+    if GUARD.started and call.when == "call":
+        problems.append(f"it is in the quick tier but started {GUARD.started[0]}; tests/tiers.py did not see the path "
+                        "to it: let the test reach it through a helper that slow_uses() lists, or list it there")
+    if call.when == "teardown" and spent > budget_s():
+        problems.append(f"it is in the quick tier and took {spent:.1f} s (setup, call and teardown), over the budget of "
+                        f"{budget_s():.0f} s ({BUDGET_ENV}): make it faster, or let it use what makes a test slow")
+    if problems and report.outcome != "failed":
+        report.outcome = "failed"
+        report.longrepr = f"{item.nodeid}: " + "; ".join(problems)
+    return report
