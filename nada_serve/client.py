@@ -93,7 +93,7 @@ class GeneratorClient:
         try:
             config = self.client.get_model_config(model, as_json=True)["config"]
         except Exception as exc:
-            raise NadaError(f"--model {model} at {url}: {_message(exc)}") from None
+            raise NadaError(_not_served(model, url, exc)) from None
         self.model = ServedModel(config)
         self.shared = SharedImages(self.client, self.model) if shared_memory else None
 
@@ -148,7 +148,7 @@ async def generate_seeds_async(url: str, model: str, seeds: list[int], truncatio
         try:
             served = ServedModel((await client.get_model_config(model, as_json=True))["config"])
         except Exception as exc:
-            raise NadaError(f"--model {model} at {url}: {_message(exc)}") from None
+            raise NadaError(_not_served(model, url, exc)) from None
         z = z_batch(seeds, served.z_dim)
         parts = _requests(len(z), min(batch or served.max_batch, served.max_batch))
         gate = asyncio.Semaphore(concurrency)
@@ -191,6 +191,15 @@ def wait_until_ready(url: str, model: str, timeout: float, poll: float = 0.25) -
             time.sleep(poll)
     finally:
         client.close()
+
+
+def _not_served(model: str, url: str, exc: Exception) -> str:
+    """Why `model` at `url` cannot be asked: no server there at all (say how to get one), or the server's own words."""
+    status = getattr(exc, "status", None)
+    if callable(status) and status() == "StatusCode.UNAVAILABLE":
+        return (f"--url {url}: no server answers there ({_message(exc)}); start one with nada-serve REPOSITORY, "
+                "or give --wait SECONDS for one that is starting")
+    return f"--model {model} at {url}: {_message(exc)}"
 
 
 def _message(exc: Exception) -> str:

@@ -50,12 +50,13 @@ class RunDir:
         self.check_new()
         self.samples_dir.mkdir(parents=True, exist_ok=True)
 
-    def read_manifest(self) -> dict:
+    def read_manifest(self, option: str = "--resume") -> dict:
+        """The run's manifest; errors name `option`, the command-line option that named this directory."""
         if not self.manifest_path.exists():
-            raise NadaError(f"--resume '{self.path}': no {RUN_MANIFEST} there; is it a nada-train run directory?")
+            raise NadaError(f"{option} '{self.path}': no {RUN_MANIFEST} there; is it a nada-train run directory?")
         manifest = json.loads(self.manifest_path.read_text())
         if manifest.get("format") != MANIFEST_FORMAT:
-            raise NadaError(f"--resume '{self.path}': manifest format {manifest.get('format')!r} is not {MANIFEST_FORMAT}")
+            raise NadaError(f"{option} '{self.path}': manifest format {manifest.get('format')!r} is not {MANIFEST_FORMAT}")
         return manifest
 
     def save(self, generator: Generator, state: dict, manifest: dict) -> None:

@@ -80,15 +80,24 @@ def test_plain_state_dict_without_latent_avg_uses_mean_of_mapped_z(tmp_path):
 
 
 class Payload:
+    """Unpickled, it creates the file `marker` (a stand-in for any code a checkpoint could run)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
     def __reduce__(self):
-        return (print, ("code ran",))
+        return (open, (self.marker, "w"))
 
 
-def test_pickle_with_code_is_refused(tmp_path):
-    path = tmp_path / "evil.pt"
-    torch.save({"g_ema": tiny_generator().state_dict(), "extra": Payload()}, path)
-    with pytest.raises(NadaError, match="refused"):
+def test_pickle_with_code_is_refused_and_its_code_never_runs(tmp_path):
+    path, marker = tmp_path / "evil.pt", tmp_path / "the-payload-ran"
+    torch.save({"g_ema": tiny_generator().state_dict(), "extra": Payload(marker)}, path)
+    with pytest.raises(NadaError, match=f"^generator '{path}': the file holds Python objects beyond tensors and would run "
+                                        "code when loaded; refused. Pass --allow-pickle only if you trust the file$"):
         load_generator(path)
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # what an unrestricted load does: the check above can fail
+    assert marker.exists()
 
 
 def test_a_pkl_without_nvidias_generator_is_refused(tmp_path):

@@ -63,8 +63,55 @@ def test_bad_input_is_one_line_exit_2(tmp_path, rosinality_ckpt, args, needle):
 
 
 def test_generate_bad_seeds(rosinality_ckpt, tmp_path):
-    r = run([*GENERATE, str(rosinality_ckpt), "--seeds", "5-2", "--out", str(tmp_path)])
-    assert r.returncode == 2 and "runs backwards" in r.stderr
+    """As a user meets it, from the installed command's process: one line, exit 2, nothing written."""
+    r = run([*GENERATE, str(rosinality_ckpt), "--seeds", "5-2", "--out", str(tmp_path / "out")])
+    assert r.returncode == 2 and r.stderr.splitlines()[-1] == "nada-generate: error: --seeds '5-2': range 5-2 runs backwards; write 2-5"
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
+
+
+def in_process(monkeypatch, capsys, prog: str, *args: str) -> tuple[int, list[str]]:
+    """A command run through its main_entry in this process: (exit status, stderr lines)."""
+    import importlib
+
+    monkeypatch.setattr(sys, "argv", [prog, *args])
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(CLI_MODULES[prog]).main_entry()
+    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize("prog,args,message", [
+    ("nada-generate", ["{ckpt}", "--seeds", "1,,2"], "--seeds '1,,2': write seeds as 0-3,7 (non-negative integers and ranges)"),
+    ("nada-generate", ["{ckpt}", "--seeds", "-3"], "--seeds '-3': write seeds as 0-3,7 (non-negative integers and ranges)"),
+    ("nada-generate", ["{ckpt}", "--seeds", "a-b"], "--seeds 'a-b': write seeds as 0-3,7 (non-negative integers and ranges)"),
+    ("nada-generate", ["{ckpt}", "--seeds", "3-1"], "--seeds '3-1': range 3-1 runs backwards; write 1-3"),
+    ("nada-generate", ["{ckpt}", "--seeds", "4294967296"], "seed 4294967296: must be in 0..2**32-1"),
+    ("nada-generate", ["{ckpt}", "--noise", "loud"], "--noise loud: choose const, random or none"),
+    ("nada-generate", ["{ckpt}", "--precision", "fp8"], "--precision fp8: choose auto, fp32, fp16 or bf16"),
+    ("nada-train", ["--generator", "{ckpt}", "--target", "x", "--out", "{tmp}/r", "--crop", "1,2,3"],
+     "--crop '1,2,3': give four integers LEFT,TOP,RIGHT,BOTTOM, e.g. --crop 0,64,512,448"),
+    ("nada-train", ["--generator", "{ckpt}", "--target", "x", "--out", "{tmp}/r", "--crop", "a,b,c,d"],
+     "--crop 'a,b,c,d': give four integers LEFT,TOP,RIGHT,BOTTOM, e.g. --crop 0,64,512,448"),
+    ("nada-train", ["--eval-only", "{tmp}"], "--eval-only '{tmp}': no manifest.json there; is it a nada-train run directory?"),
+    ("nada-train", ["--eval-only", "{tmp}/own"], "--eval-only '{tmp}/own': metrics need a built-in base that judges its runs; "
+                                                 "this run adapted {ckpt}"),
+    ("nada-train", ["--eval-only", "{tmp}/guided"], "--eval-only '{tmp}/guided': image-guided runs have no target to judge"),
+    ("nada-client", ["--model", "m", "--seeds", "x"], "--seeds 'x': write seeds as 0-3,7 (non-negative integers and ranges)"),
+])
+def test_bad_values_are_one_whole_line_exit_2(monkeypatch, capsys, tmp_path, rosinality_ckpt, prog, args, message):
+    """Values a command cannot take: the whole message on one line, exit status 2, nothing written.
+    --eval-only is asked of a folder that is no run, a run on a base that judges nothing, and an
+    image-guided run on the built-in world (no target style to judge)."""
+    from nada_train.bases import default_base
+
+    for name, generator, target in (("own", str(rosinality_ckpt), "sketch"), ("guided", str(default_base().generator), None)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"format": "nada-run/1", "target": target,
+                                                                   "arguments": {"generator": generator}}))
+    fill = lambda text: text.format(tmp=tmp_path, ckpt=rosinality_ckpt)  # noqa: E731
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, lines = in_process(monkeypatch, capsys, prog, *map(fill, args), *(["--out", str(tmp_path / "out")] if prog != "nada-train" else []))
+    assert (code, lines) == (2, [f"{prog}: error: {fill(message)}"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 CLI_MODULES = {"nada-train": "nada_train.cli.train", "nada-generate": "nada_train.cli.generate",
@@ -78,11 +125,13 @@ CLI_MODULES = {"nada-train": "nada_train.cli.train", "nada-generate": "nada_trai
     ("nada-train", ["--out"], "'--out' requires an argument"),
     ("nada-generate", [], "Missing argument"),
     ("nada-generate", ["ckpt.pt", "--truncation", "high"], "'--truncation'"),
+    ("nada-generate", ["ckpt.pt", "--bogus"], "No such option: --bogus"),
     ("nada-export", [], "Missing argument"),
     ("nada-export", ["ckpt.pt", "--gpu", "0"], "No such option: --gpu"),
     ("nada-export", ["ckpt.pt", "--max-batch", "many"], "'--max-batch'"),
     ("nada-serve", [], "Missing argument"),
     ("nada-serve", ["repo", "--grpc-port", "x"], "'--grpc-port'"),
+    ("nada-serve", ["repo", "--bogus"], "No such option: --bogus"),
     ("nada-client", [], "Missing option '--model'"),
     ("nada-client", ["--model", "m", "--batch", "x"], "'--batch'"),
     ("nada-client", ["--model", "m", "--bogus"], "No such option: --bogus"),
@@ -155,3 +204,23 @@ def test_builtin_base_settings_fill_what_the_user_left_out(monkeypatch, tmp_path
     assert mine.lr == 0.5 and mine.templates is None  # another CLIP: the ImageNet templates
     named = parsed_options(monkeypatch, "--generator", f"builtin:{base.name}", "--out", str(tmp_path / "r"))
     assert named.generator == opts.generator
+
+
+def test_nada_client_without_a_server_is_one_line_and_wait_gives_up(monkeypatch, capsys, tmp_path):
+    """No server on the port: one line saying so and how to start one; with --wait, it gives up after
+    the seconds asked, in one line naming the endpoint, the model and the last thing it saw."""
+    import re
+    import time
+
+    from nada_serve.server import free_port
+
+    url = f"127.0.0.1:{free_port()}"
+    code, lines = in_process(monkeypatch, capsys, "nada-client", "--url", url, "--model", "m", "--out", str(tmp_path / "out"))
+    assert code == 2 and len(lines) == 1, lines
+    assert re.fullmatch(rf"nada-client: error: --url {url}: no server answers there \(.*Connection refused\); start one with "
+                        r"nada-serve REPOSITORY, or give --wait SECONDS for one that is starting", lines[0]), lines[0]
+    t0 = time.monotonic()
+    code, lines = in_process(monkeypatch, capsys, "nada-client", "--url", url, "--model", "m", "--wait", "0.6", "--out", str(tmp_path / "out"))
+    assert code == 2 and len(lines) == 1 and 0.6 <= time.monotonic() - t0 < 30
+    assert re.fullmatch(rf"nada-client: error: --wait 0.6: {url} did not serve 'm' in time \(.*Connection refused\)", lines[0]), lines[0]
+    assert not (tmp_path / "out").exists()

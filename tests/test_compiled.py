@@ -11,6 +11,7 @@ import torch._dynamo.utils
 
 import nada_train.compiled
 from nada_train.errors import NadaError
+from tests.conftest import relative_step_difference
 from tests.test_trainer import fresh_trainer
 
 
@@ -33,10 +34,10 @@ def test_compiled_steps_follow_the_eager_ones_and_train_only_the_chosen_layers(t
     assert [r["layers"] for r in records["inductor"]] == [r["layers"] for r in records["off"]]
     assert [r["loss"] for r in records["inductor"]] == pytest.approx([r["loss"] for r in records["off"]], abs=5e-3)
     eager, compiled = (dict(t.g_train.named_parameters()) for t in runs.values())
-    assert all(torch.allclose(compiled[n], eager[n], atol=1e-4) for n in eager)
+    base = dict(fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, "base").g_train.named_parameters())
+    assert relative_step_difference(compiled, eager, base) < 2e-3  # rounding only (see the fused test's figures)
     # every synthesis layer got a gradient in the compiled backward; only the chosen ones moved
     chosen = {layer for r in records["inductor"] for layer in r["layers"]}
-    base = dict(fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, "base").g_train.named_parameters())
     moved = {n for n in compiled if not torch.equal(compiled[n], base[n])}
     assert moved and all(any(n.startswith(layer + ".") for layer in chosen) for n in moved)
     last = set(records["inductor"][-1]["layers"])

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +61,19 @@ def test_guide_adds_the_weighted_global_loss(tiny_clip_spec):
     assert float(both) == pytest.approx(float(plain) + 0.5 * float(global_loss(t, target)), rel=1e-5)
 
 
+# sha256 of json.dumps(imagenet_templates) as the reference defines it, list and order: computed from
+# rinongal/StyleGAN-nada at dc8406a, ZSSGAN/utils/text_templates.py, run in a scratch folder
+REFERENCE_TEMPLATES_SHA256 = "c4c6886214105dedaf1e824702383f359986458bcab67b3007fcef4db4dd504a"
+
+
 def test_templates_are_the_reference_79():
+    """Every template, in the reference's order (the text direction is their mean, so a template
+    missing, added or changed moves it)."""
+    import hashlib
+
     t = imagenet_templates()
-    assert len(t) == 79 and len(set(t)) == 79
-    assert "a photo of many {}." not in t and t[0] == "a bad photo of a {}."
-    assert all("{}" in x for x in t)
+    assert len(t) == 79 and "a photo of many {}." not in t
+    assert hashlib.sha256(json.dumps(t).encode()).hexdigest() == REFERENCE_TEMPLATES_SHA256
 
 
 def test_text_direction_matches_hand_computation(tiny_clip_spec):
@@ -113,6 +122,51 @@ def test_global_of_the_guide_is_the_weighted_sum_over_models(tiny_clip_spec):
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
     want = sum(c.spec.weight * float(global_loss(c.encode_images(images), t)) for c, t in zip(clips, guide.target_texts))
     assert float(guide.global_(images)) == pytest.approx(want, rel=1e-6)
+
+
+def test_two_weighted_clips_add_their_directional_losses(tiny_clip_spec):
+    """Two different CLIPs weighted 0.5 and 2: each model's loss uses its own direction and target
+    text (its own embedding space), the parts are each model's loss, the total their weighted sum."""
+    from nada_train.losses import ClipGuide
+    from tests.conftest import OTHER_CLIP_NAME
+
+    clips = [load_clip(parse_clip_spec(tiny_clip_spec, 0.5)), load_clip(parse_clip_spec(f"{OTHER_CLIP_NAME}:random", 2.0))]
+    templates = ["a {}.", "art of a {}."]
+    guide = ClipGuide(clips)
+    guide.set_text_target("photo", "sketch", templates)
+    gen = torch.Generator().manual_seed(4)
+    frozen, train = (torch.rand(3, 3, 32, 32, generator=gen) * 2 - 1 for _ in range(2))
+    total, parts = guide.directional(frozen, train, global_weight=0.3)
+    each = {}
+    for clip in clips:
+        direction = text_direction(clip, "photo", "sketch", templates)
+        target = torch.nn.functional.normalize(clip.encode_texts([t.format("sketch") for t in templates]).mean(0), dim=-1)
+        f, t = clip.encode_images(frozen), clip.encode_images(train)
+        each[str(clip.spec)] = float(directional_loss(f, t, direction) + 0.3 * global_loss(t, target))
+    assert list(parts) == [f"{tiny_clip_spec}", f"{OTHER_CLIP_NAME}:random"]
+    assert parts == pytest.approx(each, rel=1e-5)
+    assert float(total) == pytest.approx(0.5 * each[tiny_clip_spec] + 2.0 * each[f"{OTHER_CLIP_NAME}:random"], rel=1e-5)
+    assert abs(each[tiny_clip_spec] - each[f"{OTHER_CLIP_NAME}:random"]) > 1e-3  # two models that really differ
+
+
+def test_offline_without_cached_weights_is_one_line_saying_where_it_looked(tmp_path, monkeypatch):
+    """A pretrained tag whose weights are in no cache, with the hub out of reach: the whole message,
+    naming the Hugging Face cache it looked in and what to pass instead."""
+    import huggingface_hub.constants as hub
+
+    from nada_train.clip import ClipSpec
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.cache/clip either
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
+    with pytest.raises(NadaError) as info:
+        load_clip(ClipSpec("ViT-B-32", "openai"))
+    assert str(info.value) == (f"--clip ViT-B-32:openai: weights are not cached on this machine and the model hub cannot be reached; "
+                               f"open_clip looks in the Hugging Face cache ({cache}) and ~/.cache/clip; pass a local file as "
+                               "--clip NAME:/path/to/weights.pt, or NAME:random for a smoke test")
 
 
 def test_style_images_keep_their_proportions(tmp_path):

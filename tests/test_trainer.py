@@ -6,6 +6,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from nada_train.clip import parse_clip_spec
@@ -14,7 +15,7 @@ from nada_train.losses import ClipGuide
 from nada_train.run_dir import RunDir
 from nada_train.layer_selection import manual_layers
 from nada_train.trainer import Trainer, TrainOptions, build, resolve_device, train
-from tests.conftest import tiny_generator
+from tests.conftest import relative_step_difference, tiny_generator, write_base_checkpoint
 
 
 def options(ckpt, out, clip, **kw):
@@ -122,6 +123,16 @@ def interrupt_after_optimizer_step(monkeypatch, trainer_calls):
     trainer_calls["post_hook"] = lambda opt, args, kwargs: sigint() if trainer_calls["iteration"] == 2 else None
 
 
+CTRL_C_RUN = dict(iterations=5, save_every=100, sample_every=100)
+
+
+@pytest.fixture(scope="module")
+def straight_five(tmp_path_factory, tiny_clip_spec):
+    """The uninterrupted run every Ctrl-C case is compared with (made once: the same base weights)."""
+    folder = tmp_path_factory.mktemp("straight")
+    return train(options(write_base_checkpoint(folder), folder / "a", tiny_clip_spec, **CTRL_C_RUN), progress=False)
+
+
 @pytest.mark.parametrize("place,saved_at", [
     (interrupt_in_layer_selection, 2),     # rolled back: the step had changed only the RNG
     (interrupt_in_loss, 2),
@@ -130,10 +141,9 @@ def interrupt_after_optimizer_step(monkeypatch, trainer_calls):
     (interrupt_after_optimizer_step, 3),
 ])
 def test_ctrl_c_anywhere_in_a_step_then_resume_equals_a_straight_run(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch, place, saved_at,
-                                                                    ctrl_c_raises):
+                                                                    ctrl_c_raises, straight_five):
     """A real SIGINT at each point of iteration 3 (auto layer selection, so every phase runs)."""
-    kw = dict(iterations=5, save_every=100, sample_every=100)
-    straight = train(options(rosinality_ckpt, tmp_path / "a", tiny_clip_spec, **kw), progress=False)
+    kw, straight = CTRL_C_RUN, straight_five
 
     calls = {"iteration": -1}
     place(monkeypatch, calls)
@@ -159,8 +169,11 @@ def test_ctrl_c_anywhere_in_a_step_then_resume_equals_a_straight_run(tmp_path, r
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     sa, sb = (torch.load(r / "state" / "resume.pt", weights_only=True) for r in (straight, resumed))
     assert sa["iteration"] == sb["iteration"] == 5 and torch.equal(sa["rng"], sb["rng"])
-    for pa, pb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
-        assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert sa["optimizer"]["param_groups"] == sb["optimizer"]["param_groups"]
+    state_a, state_b = sa["optimizer"]["state"], sb["optimizer"]["state"]
+    assert state_a.keys() == state_b.keys() and len(state_a) > 0  # the same parameters have Adam state, in both
+    for k in state_a:
+        assert state_a[k].keys() == state_b[k].keys() and all(torch.equal(state_a[k][n], state_b[k][n]) for n in state_a[k])
     steps = [json.loads(line)["step"] for line in (resumed / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]
 
@@ -242,7 +255,17 @@ def test_bad_options(tmp_path, rosinality_ckpt, tiny_clip_spec, kw, message):
 
 
 def test_the_smallest_values_are_accepted(tmp_path, rosinality_ckpt, tiny_clip_spec):
-    options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, iterations=1, batch=1, n_sample=1, mixing=0.0).validate()
+    """Each option at its smallest allowed value runs a whole training (one step of one latent, one
+    preview, every save), not only passes validation."""
+    run = train(options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, iterations=1, batch=1, n_sample=1, mixing=0.0,
+                        auto_layer_batch=1, auto_layer_iters=1, auto_layer_k=1, sample_every=1, save_every=1,
+                        global_weight=0.0), progress=False)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["iterations_done"] == 1
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1] and len(log[0]["codes"]) == 1
+    assert np.asarray(Image.open(run / "samples" / "step-000001.png")).shape == (2 * 32 + 2, 32, 3)  # one column
+    assert [p.name for p in (run / "snapshots").iterdir()] == ["generator-000001.safetensors"]
 
 
 def test_existing_run_is_not_overwritten(tmp_path, rosinality_ckpt, tiny_clip_spec):
@@ -318,14 +341,18 @@ def test_train_torgb_trains_the_torgb_layers(tmp_path, rosinality_ckpt, tiny_cli
 
 
 def test_fused_training_steps_equal_unfused(tmp_path, rosinality_ckpt, tiny_clip_spec):
-    """The grouped-conv path in training: same losses and, after two steps, the same weights."""
+    """The grouped-conv path in training: the same losses and, after three steps, the same weights, up
+    to rounding. Tolerances against the magnitudes involved (the losses are about 1; fp32 rounding
+    through two networks and three Adam steps moved them by 4e-6 here, 1.2e-5 on another CPU; the
+    steps' relative difference was 9e-5 under three instruction sets). A fused path off by 0.1% in
+    its style moves the losses by 2e-4 and the steps by 1.5e-2."""
     runs = [fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, f"f{fused}", layers="all", fused=fused) for fused in (False, True)]
     losses = [[t.step()["loss"] for _ in range(3)] for t in runs]
     assert runs[1].g_train.convs[0].conv.fused and not runs[0].g_train.convs[0].conv.fused
-    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
-    a, b = (dict(t.g_train.named_parameters()) for t in runs)
-    changed = [n for n in a if not torch.equal(a[n], tiny_generator().state_dict()[n])]
-    assert changed and all(torch.allclose(a[n], b[n], atol=1e-4) for n in a)
+    assert losses[0] == pytest.approx(losses[1], abs=1e-4) and losses[0][0] - losses[0][2] > 0.05  # and it trained
+    start = tiny_generator().state_dict()
+    a, b = ({n: p.detach() for n, p in t.g_train.named_parameters()} for t in runs)
+    assert relative_step_difference(a, b, start) < 2e-3
 
 
 def test_bf16_precision_trains_close_to_fp32(tmp_path, rosinality_ckpt, tiny_clip_spec):
@@ -433,7 +460,9 @@ def test_a_builtin_base_judges_its_runs_after_training(tmp_path, rosinality_ckpt
           progress=False)
     assert len(calls) == 1  # image-guided: no target to judge
     monkeypatch.setattr(trainer_module, "base_owning", lambda g: BuiltinBase(name="mute", generator=rosinality_ckpt, clip=(), default_target="x"))
-    train(options(rosinality_ckpt, tmp_path / "d", tiny_clip_spec, iterations=1), progress=False)  # no evaluate: nothing to call
+    mute = train(options(rosinality_ckpt, tmp_path / "d", tiny_clip_spec, iterations=1), progress=False)  # no evaluate: nothing to call
+    assert len(calls) == 1 and not (mute / "metrics.json").exists()
+    assert json.loads((mute / "manifest.json").read_text())["status"] == "finished"
 
 
 def test_k1_auto_selection_never_picks_a_code_that_trains_nothing(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):

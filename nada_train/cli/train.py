@@ -179,7 +179,7 @@ def parse_crop(text: str) -> list[int]:
 
 
 def evaluate_again(run_dir: Path) -> dict:
-    manifest = RunDir(run_dir).read_manifest()
+    manifest = RunDir(run_dir).read_manifest("--eval-only")
     base = base_owning(manifest["arguments"]["generator"])
     if base is None or base.evaluate is None:
         raise NadaError(f"--eval-only '{run_dir}': metrics need a built-in base that judges its runs; this run adapted {manifest['arguments']['generator']}")
