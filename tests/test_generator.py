@@ -6,6 +6,7 @@ import torch
 
 from nada_train.generator import Generator, GeneratorConfig
 from nada_train.generator.layers import upfirdn2d, blur_kernel_2d
+from nada_train.seeds import z_batch
 from tests.conftest import tiny_config, tiny_generator
 
 
@@ -86,13 +87,31 @@ def test_truncation_moves_towards_w_avg():
 
 
 def test_noise_modes():
+    """const: the stored noise, the same every call; none: no noise at all, i.e. the stored noise
+    replaced by zeros; random: fresh noise every call, drawn from the global RNG. nada-generate's
+    --noise reaches the generator as it is."""
+    from nada_train.generator.inference import render
+
     g = tiny_generator()
     z = torch.randn(2, 32)
     a, b = g(z), g(z)
     assert torch.equal(a, b)  # stored noise is deterministic
     torch.manual_seed(1)
-    r1 = g(z, noise_mode="random")
-    assert not torch.allclose(a, r1)
+    r1, r2 = g(z, noise_mode="random"), g(z, noise_mode="random")
+    torch.manual_seed(1)
+    assert torch.equal(g(z, noise_mode="random"), r1)
+    assert not torch.allclose(a, r1) and not torch.allclose(r1, r2)
+    silent = tiny_generator()
+    with torch.no_grad():
+        for name, buffer in silent.named_buffers():
+            if name.startswith("noises."):
+                buffer.zero_()
+    assert torch.allclose(g(z, noise_mode="none"), silent(z), atol=1e-6) and not torch.allclose(g(z, noise_mode="none"), a)
+    seeds = [3, 4]
+    want = (g(torch.from_numpy(z_batch(seeds, 32)), noise_mode="none").clamp(-1, 1) + 1) * 127.5
+    assert np.abs(render(g, seeds, 1.0, "none").astype(float) - want.detach().permute(0, 2, 3, 1).numpy()).max() <= 1
+    with pytest.raises(ValueError, match="noise mode must be const, random or none, got 'loud'"):
+        g(z, noise_mode="loud")
 
 
 def test_style_mixing_takes_codes_from_both():
