@@ -138,7 +138,9 @@ class ClipGuide:
     @torch.no_grad()
     def direction_similarity(self, frozen_images: torch.Tensor, train_images: torch.Tensor) -> float:
         """Mean cos(image step, target direction) over models: 1 - directional loss, for reports."""
-        sims = []
-        for m, direction in zip(self.models, self.directions):
-            sims.append(1 - float(directional_loss(m.encode_images(frozen_images), m.encode_images(train_images), direction)))
-        return float(np.mean(sims))
+        return self.similarity_of_embeddings([(m.encode_images(frozen_images), m.encode_images(train_images)) for m in self.models])
+
+    @torch.no_grad()
+    def similarity_of_embeddings(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """direction_similarity from each model's (frozen, trained) image embeddings, computed once by a caller that needs them too."""
+        return float(np.mean([1 - float(directional_loss(f, t, d)) for (f, t), d in zip(pairs, self.directions)]))

@@ -14,10 +14,11 @@ from nada_train.checkpoints import load_generator
 from nada_train.clip import load_clip
 from nada_train.errors import NadaError
 from nada_train.fileio import write_json
+from nada_train.generator.inference import inference_copy
 from nada_train.seeds import z_batch
 from nada_train.losses import ClipGuide
 from nada_train.trainer import TrainOptions
-from nada_world.evaluate import adaptation_metrics, zero_shot_predict
+from nada_world.evaluate import adaptation_metrics, zero_shot_of_embeddings
 from nada_world.models import CLIP_WEIGHTS, GENERATOR_WEIGHTS, JUDGE_WEIGHTS, clip_model_name, direction_templates, load_judge
 from nada_world.render import STYLES
 
@@ -78,8 +79,9 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
     if manifest.get("target") is None:
         raise NadaError(f"--eval-only '{run_dir}': image-guided runs have no target style to judge")
     target = check_style(manifest["target"], "--target")
-    frozen_g = load_generator(GENERATOR_WEIGHTS, device).generator
-    adapted_g = load_generator(run_dir, device).generator
+    # channels_last: a quarter faster on the CPU too; fp32 throughout
+    frozen_g = inference_copy(load_generator(GENERATOR_WEIGHTS, device).generator, "fp32", channels_last=True)
+    adapted_g = inference_copy(load_generator(run_dir, device).generator, "fp32", channels_last=True)
     z = torch.from_numpy(z_batch(list(range(n)), frozen_g.config.z_dim)).to(device)
     frozen = torch.cat([frozen_g(x) for x in z.split(64)])
     adapted = torch.cat([adapted_g(x) for x in z.split(64)])
@@ -88,12 +90,14 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
     opts = TrainOptions.from_json(manifest["arguments"])
     guide = ClipGuide([load_clip(s, device) for s in opts.clip])
     guide.set_text_target(manifest["source"], manifest["target"], opts.templates)
-    metrics["directional_clip_similarity"] = guide.direction_similarity(frozen, adapted)
+    embeddings = [tuple(torch.cat([m.encode_images(x) for x in images.split(256)]) for images in (frozen, adapted))
+                  for m in guide.models]  # each image encoded once per model, for both measures below
+    metrics["directional_clip_similarity"] = guide.similarity_of_embeddings(embeddings)
     # the guiding CLIP's own zero-shot call (the world's captions): where it says target and the judge
     # does not, the generator found a shortcut in the CLIP
     clip = guide.models[0]
-    for key, images in (("clip_target_rate", adapted), ("frozen_clip_target_rate", frozen)):
-        style = zero_shot_predict(clip.encode_images, clip.encode_texts, images)[0]
+    for key, emb in (("clip_target_rate", embeddings[0][1]), ("frozen_clip_target_rate", embeddings[0][0])):
+        style = zero_shot_of_embeddings(emb, clip.encode_texts)[0]
         metrics[key] = float((style == target).float().mean())
     metrics.update(target=manifest["target"], source=manifest["source"], iterations=manifest["iterations_done"], seeds=f"0-{n - 1}")
     write_json(run_dir / "metrics.json", metrics)

@@ -25,8 +25,13 @@ def combo_text_embeddings(encode_texts) -> torch.Tensor:
 @torch.no_grad()
 def zero_shot_predict(encode_images, encode_texts, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(style, shape, colour) of the caption with the highest similarity to each image."""
-    text = combo_text_embeddings(encode_texts)
-    pred = torch.cat([encode_images(x) @ text.T for x in images.split(256)]).argmax(1).cpu()
+    return zero_shot_of_embeddings(torch.cat([encode_images(x) for x in images.split(256)]), encode_texts)
+
+
+@torch.no_grad()
+def zero_shot_of_embeddings(embeddings: torch.Tensor, encode_texts) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """zero_shot_predict from the images' (normalised) CLIP embeddings."""
+    pred = (embeddings @ combo_text_embeddings(encode_texts).T).argmax(1).cpu()
     rest = pred % (len(SHAPES) * len(COLOURS))
     return pred // (len(SHAPES) * len(COLOURS)), rest // len(COLOURS), rest % len(COLOURS)
 
