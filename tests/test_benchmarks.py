@@ -1,6 +1,7 @@
 """The benchmark harnesses run and report what they promise, on tiny models (no timing asserted)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -105,7 +106,14 @@ def test_training_comparison_measures_each_variant_against_the_first(tiny_clip_s
     """--compare: deviations and image PSNR against the first variant, and the yardstick row (the first
     variant from another seed) last. Checked by hand from the rows' own loss curves."""
     from benchmarks import training
+    from nada_train.checkpoints import save_safetensors
+    from tests.conftest import tiny_generator
 
+    def small_checkpoint(folder, size):  # the bookkeeping, not the speed: a narrow generator instead of config-f
+        save_safetensors(tiny_generator(size=size), Path(folder) / "g.safetensors")
+        return Path(folder) / "g.safetensors"
+
+    monkeypatch.setattr(training, "random_checkpoint", small_checkpoint)
     rows = training.compare(16, [tiny_clip_spec], "auto", 3, 1, "cpu", ["fp32:off", "bf16:off"])
     assert [(r["precision"], r["compile"], r["seed"]) for r in rows] == [("fp32", "off", 2), ("bf16", "off", 2),
                                                                         ("fp32", "off", training.NOISE_SEED)]

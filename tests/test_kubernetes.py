@@ -74,8 +74,10 @@ def test_the_validator_catches_a_broken_manifest(plant):
     (["--triton-backend", "native", "--kubernetes-repository", "ftp://x"], "--kubernetes-repository ftp://x: use pvc or an object-store URL"),
     (["--triton-backend", "native", "--kubernetes-replicas", "5"], "1 <= replicas <= max replicas"),
 ])
-def test_unworkable_options_are_refused_before_the_export(tmp_path, rosinality_ckpt, args, needle):
-    r = run([*EXPORT, str(rosinality_ckpt), "--repository", str(tmp_path / "repo"), "--kubernetes", str(tmp_path / "k8s"), *args])
-    errors = [line for line in r.stderr.splitlines() if line.startswith("nada-export: error:")]
-    assert r.returncode == 2 and len(errors) == 1 and needle in errors[0], r.stderr
+def test_unworkable_options_are_refused_before_the_export(tmp_path, rosinality_ckpt, args, needle, monkeypatch, capsys):
+    from tests.test_cli import in_process
+
+    code, lines = in_process(monkeypatch, capsys, "nada-export", str(rosinality_ckpt), "--repository", str(tmp_path / "repo"),
+                             "--kubernetes", str(tmp_path / "k8s"), *args)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("nada-export: error:") and needle in lines[0], lines
     assert not (tmp_path / "repo").exists() and not (tmp_path / "k8s").exists()

@@ -313,14 +313,13 @@ def test_world_settings_take_the_target_styles_global_weight():
 
 
 @needs_weights
-def test_unknown_world_style_is_refused(tmp_path):
-    import subprocess
-    import sys
+def test_unknown_world_style_is_refused(tmp_path, monkeypatch, capsys):
+    from tests.test_cli import in_process
 
-    code = "import sys; from nada_train.cli.train import main_entry; sys.argv[0]='nada-train'; main_entry()"
-    r = subprocess.run([sys.executable, "-c", code, "--out", str(tmp_path / "r"), "--target", "watercolour"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "knows the styles photo, sketch, neon, pixel" in r.stderr
+    code, lines = in_process(monkeypatch, capsys, "nada-train", "--out", str(tmp_path / "r"), "--target", "watercolour")
+    assert (code, lines) == (2, ["nada-train: error: --target 'watercolour': the built-in world knows the styles photo, sketch, neon, "
+                                 "pixel; name one of them"])
+    assert not (tmp_path / "r").exists()
 
 
 def test_object_weighted_l1_counts_the_object_five_times():
