@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tiers import under_mutmut
+
 
 def threads_per_worker() -> int:
     """The cores shared out over the xdist workers (one each on two cores): more threads than cores
     only spin. mutmut forks a process per mutant, and an OpenMP pool made before a fork hangs it."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if "MUTANT_UNDER_TEST" in os.environ or Path.cwd().name == "mutants":
+    if under_mutmut():
         return 1
     return max(1, (os.cpu_count() or 1) // workers)
 
@@ -30,7 +32,7 @@ from nada_train.checkpoints import save_rosinality  # noqa: E402
 from nada_train.clip.compat import import_open_clip  # noqa: E402
 
 import_open_clip()  # seconds of imports, paid at collection rather than by whichever test loads a CLIP first
-from tests.tiers import pytest_collection_modifyitems, pytest_configure, pytest_runtest_makereport, pytest_runtest_protocol  # noqa: E402,F401
+from tests.tiers import pytest_collection_modifyitems, pytest_configure, pytest_runtest_makereport, pytest_runtest_protocol  # noqa: E402,F401,I001
 from nada_train.generator import Generator, GeneratorConfig  # noqa: E402
 
 TINY_CLIP = {

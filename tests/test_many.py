@@ -86,17 +86,77 @@ def test_an_interrupted_run_resumes_every_unfinished_target(tmp_path, rosinality
 
 
 def test_targets_file_and_its_errors(tmp_path):
+    """Comments from the first # on, blank lines skipped, ITERATIONS a whole number from 1; errors
+    name the file and the line (counted from 1) in one whole message."""
+    import re
+
     f = tmp_path / "t.txt"
-    f.write_text("# styles\npencil sketch | 300\n\noil painting\nneon|50  # short\n")
+    f.write_text("# styles\npencil sketch | 300\n\noil painting\nneon|50  # short # really\none | 1\n")
     got = parse_targets_file(f)
-    assert [(t.text, t.iterations) for t in got] == [("pencil sketch", 300), ("oil painting", None), ("neon", 50)]
+    assert [(t.text, t.iterations) for t in got] == [("pencil sketch", 300), ("oil painting", None), ("neon", 50), ("one", 1)]
     assert folder_names(["Pencil Sketch!", "pencil sketch", "???"]) == ["pencil-sketch", "pencil-sketch-2", "target"]
-    f.write_text("sketch | many\n")
-    with pytest.raises(NadaError, match="line 1: write TEXT or TEXT | ITERATIONS"):
-        parse_targets_file(f)
+    for text, line in (("sketch | many\n", 1), ("ok\n\nsketch | 0\n", 3), ("ok\n | 5\n", 2), ("ok\nsketch | -2\n", 2)):
+        f.write_text(text)
+        with pytest.raises(NadaError, match=f"^--targets '{re.escape(str(f))}' line {line}: write TEXT or TEXT \\| ITERATIONS "
+                                            r"\(a positive whole number\)$"):
+            parse_targets_file(f)
     f.write_text("# nothing\n")
-    with pytest.raises(NadaError, match="no targets in it"):
+    with pytest.raises(NadaError, match=f"^--targets '{re.escape(str(f))}': no targets in it$"):
         parse_targets_file(f)
+
+
+def test_the_index_lists_every_target_as_it_is_on_disk(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    """index.json: a target not started, one interrupted, one finished with its metrics, in the plan's order."""
+    from nada_train.many import INDEX, write_index
+
+    out = tmp_path / "many"
+    targets = plan(rosinality_ckpt, out, tiny_clip_spec)
+    for opts, (status, done) in zip(targets[1:], (("interrupted", 2), ("finished", 3))):
+        Path(opts.out).mkdir(parents=True)
+        (Path(opts.out) / "manifest.json").write_text(json.dumps({"format": "nada-run/1", "status": status, "iterations_done": done}))
+    (Path(targets[2].out) / "metrics.json").write_text(json.dumps({"target_style_rate": 0.5}))
+    index = write_index(out, targets)
+    assert index == json.loads((out / INDEX).read_text()) == {"format": "nada-runs/1", "runs": [
+        {"target": "pencil sketch", "path": "pencil-sketch", "iterations": 3, "status": "not started", "iterations_done": 0},
+        {"target": "oil painting", "path": "oil-painting", "iterations": 3, "status": "interrupted", "iterations_done": 2},
+        {"target": "neon", "path": "neon", "iterations": 3, "status": "finished", "iterations_done": 3,
+         "metrics": {"target_style_rate": 0.5}}]}
+
+
+def test_plans_and_folders_that_cannot_be_used_are_refused(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    import re
+
+    from nada_train.many import read_plan
+
+    with pytest.raises(NadaError, match=f"^--resume '{re.escape(str(tmp_path))}': no targets.json there; "
+                                        "is it a several-target nada-train directory\\?$"):
+        read_plan(tmp_path)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("")
+    with pytest.raises(NadaError, match=f"^--out '{re.escape(str(tmp_path / 'taken'))}' exists and is not empty; choose a new "
+                                        f"directory, or continue it with --resume {re.escape(str(tmp_path / 'taken'))}$"):
+        train_many(plan(rosinality_ckpt, tmp_path / "taken", tiny_clip_spec), tmp_path / "taken", progress=False)
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["x"]
+
+
+def test_distributed_reads_torchrun_and_starts_the_process_group_once(monkeypatch):
+    """Alone: rank 0 of 1, no process group. Under torchrun (WORLD_SIZE 2): gloo without CUDA (NCCL
+    with it), started only where it is not yet."""
+    import torch.distributed as dist
+
+    from nada_train import many
+
+    started = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: started.append(backend))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    assert many.distributed() == (0, 1) and started == []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for cuda, initialised, want in ((False, False, ["gloo"]), (True, False, ["nccl"]), (False, True, [])):
+        started.clear()
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setattr(dist, "is_initialized", lambda: initialised)
+        assert many.distributed() == (1, 2) and started == want
 
 
 def test_nada_train_with_two_targets_on_two_gloo_ranks_equals_one_process(tmp_path, rosinality_ckpt, tiny_clip_spec, clip_config_dir):
