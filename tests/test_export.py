@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -177,9 +178,17 @@ def test_native_backend_configs(tmp_path, three_generators):
     assert not (repo / "base_synthesis" / "1" / "model.py").exists()
 
 
-def test_failed_export_leaves_repository_as_it_was(tmp_path, three_generators, monkeypatch):
-    repo = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def base_repository(tmp_path_factory, three_generators):
+    """The base alone, exported once: the repository later exports start from (copied)."""
+    repo = tmp_path_factory.mktemp("base") / "repo"
     export([str(three_generators[0])], repo, max_batch=2, progress=False)
+    return repo
+
+
+def test_failed_export_leaves_repository_as_it_was(tmp_path, three_generators, monkeypatch, base_repository):
+    repo = tmp_path / "repo"
+    shutil.copytree(base_repository, repo)
     before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
 
     def boom(*a, **k):
@@ -193,13 +202,13 @@ def test_failed_export_leaves_repository_as_it_was(tmp_path, three_generators, m
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no staging left behind
 
 
-def test_second_export_adds_to_repository(tmp_path, three_generators):
+def test_second_export_adds_to_repository(tmp_path, three_generators, base_repository):
     """A second export adds its models: the first export's models stay byte for byte, and the new
     generator, of the same base, shares the first one's mapping model."""
     from tests.test_faults import tree_digest
 
     repo = tmp_path / "repo"
-    export([str(three_generators[0])], repo, max_batch=2, progress=False)
+    shutil.copytree(base_repository, repo)
     first = {name: tree_digest(repo / name) for name in ("base", "base_synthesis")}
     export([str(three_generators[1])], repo, max_batch=2, progress=False)
     assert {name: tree_digest(repo / name) for name in first} == first

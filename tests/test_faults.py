@@ -57,13 +57,20 @@ def tree_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_kill_9_mid_export_leaves_the_repository_as_it_was(tmp_path, three_generators):
+@pytest.fixture(scope="module")
+def exported_once(tmp_path_factory, three_generators) -> Path:
+    repo = tmp_path_factory.mktemp("exported") / "repo"
+    export([str(three_generators[0])], repo, max_batch=2, progress=False)
+    return repo
+
+
+def test_kill_9_mid_export_leaves_the_repository_as_it_was(tmp_path, three_generators, exported_once):
     """nada-export killed while it exports its graphs (its progress bar past the first): the
     repository is byte for byte what it was, and the next export clears what the kill left."""
     from nada_export.triton_repo import recover_interrupted
 
     repo = tmp_path / "repo"
-    export([str(three_generators[0])], repo, max_batch=2, progress=False)
+    shutil.copytree(exported_once, repo)
     before = tree_digest(repo)
     cmd = console("nada_export.cli.export", "nada-export", str(three_generators[1]), str(three_generators[2]),
                   "--repository", str(repo), "--max-batch", "2", env={})
@@ -120,13 +127,6 @@ t.write_repository(Path(repo), models, t.ServeOptions(), {"format": "nada-triton
 """
 
 
-@pytest.fixture(scope="module")
-def exported_once(tmp_path_factory, three_generators) -> Path:
-    repo = tmp_path_factory.mktemp("exported") / "repo"
-    export([str(three_generators[0])], repo, max_batch=2, progress=False)
-    return repo
-
-
 @pytest.mark.parametrize("moment,whole", [("before the swap", "old"), ("after the swap", "new"),
                                           ("while the old copy is removed", "new")])
 def test_a_kill_at_any_step_of_the_swap_leaves_the_old_or_the_new_repository_whole(tmp_path, exported_once, moment, whole):
@@ -177,9 +177,9 @@ def limited(max_bytes: int):
     return apply
 
 
-def test_a_full_disk_during_export_is_one_line_and_changes_nothing(tmp_path, three_generators):
+def test_a_full_disk_during_export_is_one_line_and_changes_nothing(tmp_path, three_generators, exported_once):
     repo = tmp_path / "repo"
-    export([str(three_generators[0])], repo, max_batch=2, progress=False)
+    shutil.copytree(exported_once, repo)
     before = tree_digest(repo)
     cmd = console("nada_export.cli.export", "nada-export", str(three_generators[1]), "--repository", str(repo), "--quiet", env={})
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=limited(20_000))
