@@ -17,6 +17,7 @@ from nada_train import trainer as trainer_module
 from nada_train.errors import NadaError
 from nada_train.many import folder_names, parse_targets_file, train_many
 from nada_train.trainer import train
+from tests.conftest import write_base_checkpoint
 from tests.test_trainer import options
 
 TEXTS = ["pencil sketch", "oil painting", "neon"]
@@ -36,7 +37,9 @@ def same_weights(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_targets_together_equal_each_alone_and_share_the_frozen_images(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+@pytest.fixture(scope="module")
+def together(tmp_path_factory, tiny_clip_spec) -> tuple[Path, int]:
+    """The three targets trained in one run (once per module), and how many frozen forwards it made."""
     calls = {"frozen": 0}
     synthesis = trainer_module.FrozenMemo.synthesis
 
@@ -45,10 +48,17 @@ def test_targets_together_equal_each_alone_and_share_the_frozen_images(tmp_path,
         calls["frozen"] += fresh
         return synthesis(self, g, ws)
 
-    monkeypatch.setattr(trainer_module.FrozenMemo, "synthesis", counted)
-    out = tmp_path / "many"
-    train_many(plan(rosinality_ckpt, out, tiny_clip_spec), out, progress=False)
-    assert calls["frozen"] == 3  # one frozen forward a step for the three targets
+    folder = tmp_path_factory.mktemp("together")
+    base, out = write_base_checkpoint(folder), folder / "many"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer_module.FrozenMemo, "synthesis", counted)
+        train_many(plan(base, out, tiny_clip_spec), out, progress=False)
+    return out, calls["frozen"]
+
+
+def test_targets_together_equal_each_alone_and_share_the_frozen_images(tmp_path, rosinality_ckpt, tiny_clip_spec, together):
+    out, frozen_forwards = together
+    assert frozen_forwards == 3  # one frozen forward a step for the three targets
     index = json.loads((out / "index.json").read_text())
     assert [(r["target"], r["status"], r["iterations_done"]) for r in index["runs"]] == [(t, "finished", 3) for t in TEXTS]
     alone = plan(rosinality_ckpt, tmp_path / "alone", tiny_clip_spec)
@@ -60,9 +70,8 @@ def test_targets_together_equal_each_alone_and_share_the_frozen_images(tmp_path,
     assert not same_weights(out / "pencil-sketch", out / "neon")
 
 
-def test_an_interrupted_run_resumes_every_unfinished_target(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
-    out, whole = tmp_path / "cut", tmp_path / "whole"
-    train_many(plan(rosinality_ckpt, whole, tiny_clip_spec), whole, progress=False)
+def test_an_interrupted_run_resumes_every_unfinished_target(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch, together):
+    out, whole = tmp_path / "cut", together[0]
     advance, steps = trainer_module.advance, {"n": 0}
 
     def interrupted(trainer, bar):
