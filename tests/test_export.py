@@ -394,3 +394,57 @@ def test_synthesis_psnr_is_against_255_and_the_default_gate_is_fp32():
 
     spike = parity.check_parity(g, "synthesis", engine(two_at_one_pixel), [1])
     assert not spike.passed and spike.psnr_db > 60
+
+
+def test_the_psnr_peak_is_255_even_when_no_pixel_reaches_it():
+    """A generator whose ToRGB layers output nothing draws a flat mid-grey: no pixel near 255. One
+    level off everywhere is still 48.13 dB (peak 255), not the 42 dB a peak read off the image gives."""
+    from nada_export.graphs import SynthesisGraph
+
+    g = tiny_generator()
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.startswith("to_rgb"):
+                p.zero_()
+    graph = SynthesisGraph(g)
+
+    def one_level_up(feed):
+        with torch.no_grad():
+            out = graph(torch.from_numpy(feed["ws"])).numpy()
+        assert out.max() < 200  # the flat image this test needs
+        return out + 1
+
+    p = parity.check_parity(g, "synthesis", one_level_up, [1])
+    assert p.passed and p.psnr_db == pytest.approx(20 * np.log10(255.0))
+
+
+@pytest.mark.parametrize("kind,precision", [("mapping", "fp32"), ("synthesis", "fp32"), ("synthesis", "fp16")])
+def test_parity_feeds_each_batch_and_at_reduced_precision_every_gate_seed(kind, precision):
+    """What check_parity runs the engine on: one fresh feed per batch size; at fp16 or bf16 synthesis
+    also each gate seed's ws alone, so a reduced-precision engine is judged on the images the gate
+    was set on. The result names its kind and batches."""
+    from nada_export.graphs import GRAPHS
+    from nada_train.generator.inference import GATE_SEEDS
+    from nada_train.seeds import z_batch
+
+    g = tiny_generator()
+    cls, input_names, _ = GRAPHS[kind]
+    module, calls = cls(g).eval(), []
+
+    def exact(feed):
+        calls.append(feed)
+        with torch.no_grad():
+            return module(*(torch.from_numpy(feed[n]) for n in input_names)).numpy()
+
+    p = parity.check_parity(g, kind, exact, [1, 3], precision)
+    assert (p.kind, p.batches, p.passed) == (kind, [1, 3], True)
+    assert [sorted(c) for c in calls] == [sorted(input_names)] * len(calls)
+    assert [len(c[input_names[0]]) for c in calls[:2]] == [1, 3]
+    gate = calls[2:]
+    if precision == "fp32":
+        assert gate == []
+    else:
+        with torch.no_grad():
+            want = g.ws(torch.from_numpy(z_batch(list(GATE_SEEDS), g.config.z_dim))).numpy()
+        assert len(gate) == len(GATE_SEEDS) and all(c["ws"].shape == (1, *want.shape[1:]) for c in gate)
+        np.testing.assert_array_equal(np.concatenate([c["ws"] for c in gate]), want)

@@ -701,3 +701,28 @@ def test_resume_states_that_cannot_continue_are_refused_in_one_line(tmp_path, ro
     with pytest.raises(NadaError, match=f"^--resume '{re.escape(str(run))}': its resume state was written by an older nada "
                                         f"without the weights; start a new run from {re.escape(str(run / 'generator.safetensors'))} instead$"):
         resume(run)
+
+
+def test_adam_counts_only_the_steps_that_trained_a_layer(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    """Under --layers auto a layer left out of a step has no gradient (None, not zeros), so Adam skips
+    it: its step count and moments stay where they were, and its bias correction stays right for
+    the next step that picks it. A zero gradient would still advance Adam's count and decay its
+    second moment."""
+    trainer = fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, layers="auto")
+    choices = iter([["convs.0", "convs.1"], ["convs.1"], ["convs.0"], ["convs.1"]])  # what selection picks, step by step
+    monkeypatch.setattr(trainer, "choose_layers", lambda: (next(choices), None))
+    modules = dict(trainer.g_train.named_modules())
+    name_of = {id(p): n for n, p in trainer.g_train.named_parameters()}
+    trained: dict[str, int] = {}
+    v_before = None
+    for i in range(4):
+        record = trainer.step()
+        for layer in record["layers"]:
+            for p in modules[layer].parameters():
+                trained[name_of[id(p)]] = trained.get(name_of[id(p)], 0) + 1
+        if i == 0:
+            v_before = trainer.optimizer.state[modules["convs.0"].conv.weight]["exp_avg_sq"].clone()
+        if i == 1:  # convs.0 sat this step out: its second moment did not decay
+            assert torch.equal(trainer.optimizer.state[modules["convs.0"].conv.weight]["exp_avg_sq"], v_before)
+    counted = {name_of[id(p)]: int(state["step"]) for p, state in trainer.optimizer.state.items()}
+    assert counted == trained and trained["convs.0.conv.weight"] == 2 and trained["convs.1.conv.weight"] == 3
