@@ -149,6 +149,38 @@ def test_two_weighted_clips_add_their_directional_losses(tiny_clip_spec):
     assert abs(each[tiny_clip_spec] - each[f"{OTHER_CLIP_NAME}:random"]) > 1e-3  # two models that really differ
 
 
+def test_targets_trained_together_encode_the_frozen_images_once_per_clip(tiny_clip_spec):
+    """Two targets sharing a FrozenMemo and two CLIPs (as nada_train.many trains them): each CLIP
+    encodes the step's frozen images once for both targets, and each target's losses are the ones
+    it gets alone (each CLIP its own embedding of them)."""
+    from nada_train.losses import ClipGuide
+    from nada_train.trainer import FrozenMemo
+    from tests.conftest import OTHER_CLIP_NAME
+
+    clips = [load_clip(parse_clip_spec(tiny_clip_spec, 0.5)), load_clip(parse_clip_spec(f"{OTHER_CLIP_NAME}:random", 2.0))]
+    gen = torch.Generator().manual_seed(5)
+    ws, frozen = torch.randn(3, 4), torch.rand(3, 3, 32, 32, generator=gen) * 2 - 1
+    trained = {t: torch.rand(3, 3, 32, 32, generator=gen) * 2 - 1 for t in ("sketch", "neon")}
+    memo, calls = FrozenMemo(), []
+    memo_images = memo.synthesis(lambda _: frozen, ws)
+
+    def counted(encode, i):
+        def run(images):
+            calls.append((i, images is memo_images))
+            return encode(images)
+        return run
+
+    for target in ("sketch", "neon"):
+        together, alone = ClipGuide(clips, frozen_memo=memo), ClipGuide(clips)
+        for guide in (together, alone):
+            guide.set_text_target("photo", target, ["a {}."])
+        together.encoders = [counted(e, i) for i, e in enumerate(together.encoders)]
+        got, want = together.directional(memo_images, trained[target], 0.3), alone.directional(frozen, trained[target], 0.3)
+        assert got[1] == pytest.approx(want[1], rel=1e-6) and float(got[0]) == pytest.approx(float(want[0]), rel=1e-6)
+    assert sorted(c for c in calls if c[1]) == [(0, True), (1, True)]  # the frozen images: once per CLIP
+    assert len(calls) == 2 + 4  # and each target's trained images by each CLIP
+
+
 def test_offline_without_cached_weights_is_one_line_saying_where_it_looked(tmp_path, monkeypatch):
     """A pretrained tag whose weights are in no cache, with the hub out of reach: the whole message,
     naming the Hugging Face cache it looked in and what to pass instead."""
