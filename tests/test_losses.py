@@ -307,3 +307,11 @@ def test_grey_and_rgba_style_images_are_read_as_rgb(tmp_path):
     Image.fromarray(np.full((256, 256, 4), 255, np.uint8), mode="RGBA").save(tmp_path / "rgba.png")
     x = load_style_images(tmp_path)
     assert x.shape == (2, 3, 256, 256) and torch.equal(x, torch.ones(2, 3, 256, 256))
+
+
+def test_a_guide_without_clips_is_one_line():
+    from nada_train.losses import ClipGuide
+
+    with pytest.raises(NadaError) as e:
+        ClipGuide([])
+    assert str(e.value) == "no CLIP model given; pass --clip ViT-B-32 (repeatable)"
