@@ -1,0 +1,69 @@
+"""nada_train.compiled's wiring, without compiling: which torch.compile call each --compile mode
+makes, when CUDA graphs are told a step begins, and which gradients a compiled step drops.
+tests/test_compiled.py runs the real compiled step (slow tier)."""
+
+import pytest
+import torch
+
+import nada_train.compiled as compiled_module
+from nada_train.compiled import check_compile, compiled, drop_unchosen_gradients, step_begins
+from nada_train.errors import NadaError
+
+
+def fn(x):
+    return x + 1
+
+
+@pytest.fixture
+def compile_calls(monkeypatch):
+    calls = []
+
+    def recorded(f, **kwargs):
+        calls.append((f, kwargs))
+        return "compiled " + f.__name__
+
+    monkeypatch.setattr(torch, "compile", recorded)
+    return calls
+
+
+def test_off_is_the_function_itself(compile_calls):
+    assert compiled(fn, "off") is fn and compile_calls == []
+
+
+@pytest.mark.parametrize("mode,backend,want", [
+    ("inductor", "inductor", {"mode": None, "dynamic": False}),
+    ("cudagraphs", "inductor", {"mode": "reduce-overhead", "dynamic": False}),  # Inductor's CUDA-graph mode
+    ("inductor", "aot_eager", {"backend": "aot_eager", "dynamic": False}),  # the tests' backend: no code generation
+])
+def test_each_mode_makes_its_torch_compile_call(compile_calls, monkeypatch, mode, backend, want):
+    monkeypatch.setattr(compiled_module, "BACKEND", backend)
+    assert compiled(fn, mode) == "compiled fn"
+    assert compile_calls == [(fn, want)]
+
+
+def test_cuda_graphs_alone_are_told_a_step_begins(monkeypatch):
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    step_begins("off")
+    step_begins("inductor")
+    assert marks == []
+    step_begins("cudagraphs")
+    assert marks == [1]
+
+
+def test_cuda_graphs_need_a_cuda_device():
+    check_compile("inductor", torch.device("cpu"))
+    check_compile("off", torch.device("cpu"))
+    with pytest.raises(NadaError) as e:
+        check_compile("cudagraphs", torch.device("cpu"))
+    assert str(e.value) == ("--compile cudagraphs: CUDA graphs need a CUDA device, this run is on cpu; "
+                            "use --compile inductor")
+
+
+def test_a_compiled_step_keeps_only_the_chosen_layers_gradients():
+    params = [torch.nn.Parameter(torch.ones(2)) for _ in range(3)]
+    for p in params:
+        p.grad = torch.full((2,), 0.5)
+    drop_unchosen_gradients(params, [params[1]])
+    assert params[0].grad is None and params[2].grad is None
+    assert torch.equal(params[1].grad, torch.full((2,), 0.5))
