@@ -94,6 +94,51 @@ def test_an_interrupted_run_resumes_every_unfinished_target(tmp_path, rosinality
     assert [r["status"] for r in json.loads((out / "index.json").read_text())["runs"]] == ["finished"] * 3
 
 
+def test_a_resume_skips_the_finished_target_and_finishes_the_others(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch, together):
+    """Targets of 1 and 3 iterations, interrupted when the first has finished: the resume leaves the
+    finished one's files as they were and brings the other to its straight run's weights (a target
+    trains as it would alone, so the module's three-target run has it). The out folder is nested and
+    made beforehand (empty), as a user may."""
+    from nada_train.many import PLAN, read_plan
+
+    texts = TEXTS[:2]
+
+    def uneven(out):
+        return [options(rosinality_ckpt, out / name, tiny_clip_spec, target=text, layers="auto", iterations=n, sample_every=2, save_every=2)
+                for text, name, n in zip(texts, folder_names(texts), (1, 3))]
+
+    out = tmp_path / "a" / "b" / "cut"
+    out.mkdir(parents=True)
+    advance, steps = trainer_module.advance, {"n": 0}
+
+    def interrupted(trainer, bar):
+        steps["n"] += 1
+        if steps["n"] == 3:  # the second round, after the first target finished in the first
+            raise KeyboardInterrupt
+        advance(trainer, bar)
+
+    monkeypatch.setattr("nada_train.many.advance", interrupted)
+    with pytest.raises(NadaError, match="continue with"):
+        train_many(uneven(out), out, progress=False)
+    assert json.loads((out / PLAN).read_text())["format"] == "nada-targets/1"
+    first = out / folder_names(texts)[0]
+    files = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    assert [r["status"] for r in json.loads((out / "index.json").read_text())["runs"]] == ["finished", "interrupted"]
+    monkeypatch.setattr("nada_train.many.advance", advance)
+    train_many(read_plan(out), out, resume=True, progress=False)
+    assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == files
+    second = folder_names(texts)[1]
+    assert same_weights(out / second, together[0] / second)
+    assert [r["status"] for r in json.loads((out / "index.json").read_text())["runs"]] == ["finished"] * 2
+
+
+def test_one_target_alone_and_long_names(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    out = tmp_path / "not" / "yet" / "one"  # made with its parents
+    train_many(plan(rosinality_ckpt, out, tiny_clip_spec, texts=["neon"]), out, progress=False)
+    assert json.loads((out / "index.json").read_text())["runs"][0]["status"] == "finished"
+    assert folder_names(["a" * 100, "b" * 59 + " c"]) == ["a" * 60, "b" * 59 + "-"]  # cut at 60 after the dashes are trimmed
+
+
 def test_targets_file_and_its_errors(tmp_path):
     """Comments from the first # on, blank lines skipped, ITERATIONS a whole number from 1; errors
     name the file and the line (counted from 1) in one whole message."""
