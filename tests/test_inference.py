@@ -106,3 +106,43 @@ def test_nada_generate_renders_at_the_precision_asked(tmp_path, rosinality_ckpt,
                                     "--out", str(tmp_path / "bf16"))
     assert code == 0, err
     assert out.startswith(f"wrote 2 images to {tmp_path / 'bf16'} (bf16: PSNR") and (tmp_path / "bf16" / "seed0001.png").exists()
+
+
+def test_the_gate_reads_as_one_line_and_its_psnr_is_against_255():
+    from nada_train.generator.inference import Gate
+
+    assert Gate("fp16", 41.26, 7).describe() == ("fp16: PSNR 41.3 dB against fp32 on seeds 0-15 (limit 40 dB), "
+                                                 "largest pixel difference 7 levels")
+    g = tiny_generator()
+    fast = inference_copy(g, "bf16")
+    got, want = (render(x, list(range(16)), 1.0).astype(np.float64) for x in (fast, g))
+    mse = ((got - want) ** 2).reshape(16, -1).mean(1)
+    assert precision_gate(g, fast, "bf16").psnr_db == pytest.approx(float(np.min(10 * np.log10(255.0**2 / mse))), rel=1e-9)
+
+
+def test_the_copy_and_path_refusals_are_whole_lines(monkeypatch):
+    g = tiny_generator()
+    with pytest.raises(NadaError) as e:
+        inference_copy(g, "fp8")
+    assert str(e.value) == "--precision fp8: choose fp32, fp16 or bf16"
+    with pytest.raises(NadaError) as e:
+        inference_copy(sg3(), "bf16")
+    assert str(e.value) == ("--precision bf16: reduced precision and channels_last are built for StyleGAN2 bases; "
+                            "render this StyleGAN3 base at fp32")
+    reduced = ModulatedConv2d._forward_reduced
+    monkeypatch.setattr(ModulatedConv2d, "_forward_reduced", lambda self, x, s, w: reduced(self, x, (s * 10).round() / 10, w))
+    gate = precision_gate(g, inference_copy(g, "fp16"), "fp16")
+    with pytest.raises(NadaError) as e:
+        fastest_copy(g, "fp16")
+    assert str(e.value) == f"--precision fp16: its images drift too far from fp32's ({gate.describe()}); render at fp32 or with --precision auto"
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32", "fp16"])
+def test_on_the_cpu_no_path_is_channels_last(precision):
+    """channels_last pays on a GPU's tensor cores; on the CPU every path keeps the default layout,
+    and fp32 asked for by name is the plain copy, described as fp32."""
+    g = tiny_generator()
+    fast, how = fastest_copy(g, precision)
+    assert fast.input.memory_format == torch.contiguous_format and fast is not g
+    if precision != "fp16":
+        assert how == "fp32" and all(p.dtype == torch.float32 for p in fast.parameters())
