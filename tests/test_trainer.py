@@ -726,3 +726,34 @@ def test_adam_counts_only_the_steps_that_trained_a_layer(tmp_path, rosinality_ck
             assert torch.equal(trainer.optimizer.state[modules["convs.0"].conv.weight]["exp_avg_sq"], v_before)
     counted = {name_of[id(p)]: int(state["step"]) for p, state in trainer.optimizer.state.items()}
     assert counted == trained and trained["convs.0.conv.weight"] == 2 and trained["convs.1.conv.weight"] == 3
+
+
+def test_the_frozen_memo_renders_once_per_codes_and_encodes_once_per_model():
+    """FrozenMemo: the same codes again reuse the images (and their embeddings); other codes, or
+    codes of another shape, render anew; images that are not the memo's are encoded as they are."""
+    from nada_train.trainer import FrozenMemo
+
+    renders, encodes = [], []
+
+    def synthesize(ws):
+        renders.append(ws.shape)
+        return ws.sum(dim=(1, 2)).view(-1, 1, 1, 1) * torch.ones(len(ws), 3, 2, 2)
+
+    def encode(images):
+        encodes.append(images.shape)
+        return images.flatten(1)
+
+    memo, ws = FrozenMemo(), torch.randn(2, 3, 4)
+    first = memo.synthesis(synthesize, ws)
+    assert memo.synthesis(synthesize, ws.clone()) is first and len(renders) == 1
+    model_a, model_b = object(), object()
+    ea = memo.embedding(model_a, encode, first)
+    assert memo.embedding(model_a, encode, first) is ea and len(encodes) == 1
+    assert memo.embedding(model_b, encode, first) is not ea and len(encodes) == 2
+    other = torch.randn(5, 3, 2, 2)
+    assert torch.equal(memo.embedding(model_a, encode, other), other.flatten(1)) and len(encodes) == 3
+    memo.synthesis(synthesize, ws[:1])  # another batch size
+    memo.synthesis(synthesize, ws[:1] + 1)  # other codes
+    assert renders == [(2, 3, 4), (1, 3, 4), (1, 3, 4)]
+    memo.embedding(model_a, encode, memo.images)  # a new step: embeddings anew
+    assert len(encodes) == 4
