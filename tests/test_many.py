@@ -125,11 +125,38 @@ def test_a_resume_skips_the_finished_target_and_finishes_the_others(tmp_path, ro
     files = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
     assert [r["status"] for r in json.loads((out / "index.json").read_text())["runs"]] == ["finished", "interrupted"]
     monkeypatch.setattr("nada_train.many.advance", advance)
+    import nada_train.many as many
+
+    totals, tqdm = [], many.tqdm
+    monkeypatch.setattr(many, "tqdm", lambda **kw: totals.append(kw["total"]) or tqdm(**kw))
     train_many(read_plan(out), out, resume=True, progress=False)
+    assert totals == [2]  # the progress bar counts the steps left: the second target's 3 - 1
     assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == files
     second = folder_names(texts)[1]
     assert same_weights(out / second, together[0] / second)
     assert [r["status"] for r in json.loads((out / "index.json").read_text())["runs"]] == ["finished"] * 2
+
+
+def test_a_target_whose_loss_is_nan_fails_alone(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    """One target's loss turns NaN at its first step, another's at its last (after the third has
+    finished): both are saved as failed-nan, the third finishes, the index says so, and the error
+    names each target and its cause in one line."""
+    advance = trainer_module.advance
+
+    def nan_for_oil(trainer, bar):
+        if trainer.opts.target == "oil painting" or (trainer.opts.target == "neon" and trainer.iteration == 2):
+            raise FloatingPointError(f"loss is nan at iteration {trainer.iteration + 1}")
+        advance(trainer, bar)
+
+    monkeypatch.setattr("nada_train.many.advance", nan_for_oil)
+    out = tmp_path / "many"
+    with pytest.raises(NadaError) as e:
+        train_many(plan(rosinality_ckpt, out, tiny_clip_spec), out, progress=False)
+    assert str(e.value) == ("2 target(s) failed (the others are saved): oil painting: loss is nan at iteration 1; "
+                            "neon: loss is nan at iteration 3")
+    runs = json.loads((out / "index.json").read_text())["runs"]
+    assert [(r["target"], r["status"], r["iterations_done"]) for r in runs] == [
+        ("pencil sketch", "finished", 3), ("oil painting", "failed-nan", 0), ("neon", "failed-nan", 2)]
 
 
 def test_one_target_alone_and_long_names(tmp_path, rosinality_ckpt, tiny_clip_spec):
