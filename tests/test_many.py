@@ -159,6 +159,32 @@ def test_a_target_whose_loss_is_nan_fails_alone(tmp_path, rosinality_ckpt, tiny_
         ("pencil sketch", "finished", 3), ("oil painting", "failed-nan", 0), ("neon", "failed-nan", 2)]
 
 
+def test_targets_share_each_clip_they_name(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+    """Every target gets the CLIPs its options name, in their order, and a CLIP named by several
+    targets is loaded for them once (one model object)."""
+    import nada_train.many as many
+    from tests.conftest import OTHER_CLIP_NAME
+
+    given, make = [], many.make_trainer
+
+    def recorded(opts, run, started, device, base, models, *rest):
+        given.append((opts.target, models))
+        return make(opts, run, started, device, base, models, *rest)
+
+    monkeypatch.setattr(many, "make_trainer", recorded)
+    clips = [tiny_clip_spec, f"{OTHER_CLIP_NAME}:random"]
+    out = tmp_path / "two-clips"
+    from nada_train.clip import parse_clip_spec
+
+    targets = [options(rosinality_ckpt, out / name, tiny_clip_spec, target=text, iterations=2)
+               for text, name in zip(TEXTS[:2], folder_names(TEXTS[:2]))]
+    for opts in targets:
+        opts.clip = [parse_clip_spec(c) for c in clips]
+    train_many(targets, out, progress=False)
+    assert [(t, [str(m.spec) for m in models]) for t, models in given] == [(t, clips) for t in TEXTS[:2]]
+    assert all(a is b for a, b in zip(given[0][1], given[1][1]))
+
+
 def test_one_target_alone_and_long_names(tmp_path, rosinality_ckpt, tiny_clip_spec):
     out = tmp_path / "not" / "yet" / "one"  # made with its parents
     train_many(plan(rosinality_ckpt, out, tiny_clip_spec, texts=["neon"]), out, progress=False)
