@@ -500,12 +500,11 @@ def test_save_every_keeps_numbered_snapshots_that_load(tmp_path, rosinality_ckpt
         train(options(rosinality_ckpt, tmp_path / "bad", tiny_clip_spec, save_every=0), progress=False)
 
 
-def test_a_crop_box_is_what_clip_samples_generate_and_export_see(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
+def test_a_crop_box_is_what_clip_samples_and_generate_see(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
     """--crop for generators whose content fills part of the frame (LSUN cars): recorded in the run,
-    applied before CLIP, in the samples, in nada-generate's images and in the exported model."""
+    applied before CLIP, in the samples and in nada-generate's images."""
     from PIL import Image
 
-    from nada_export.onnx_export import export_verified, onnx_session
     from nada_train.checkpoints import load_generator
     from nada_train.cli.generate import render
 
@@ -523,16 +522,24 @@ def test_a_crop_box_is_what_clip_samples_generate_and_export_see(tmp_path, rosin
     grid = np.asarray(Image.open(run / "samples" / "step-000002.png"))
     assert grid.shape == (2 * 16 + 2, 2 * 24 + 2, 3)
     adapted = load_generator(run).generator
-    full = load_generator(rosinality_ckpt).generator
+    assert adapted.config.crop == (4, 8, 28, 24)
     images = render(adapted, [0, 1], 1.0)
     assert images.shape == (2, 16, 24, 3)
-    base_crop = render(full, [0, 1], 1.0)[:, 8:24, 4:28]
-    assert images.shape == base_crop.shape
+    plain = train(options(rosinality_ckpt, tmp_path / "plain", tiny_clip_spec, iterations=1), progress=False)
+    assert load_generator(plain).generator.config.crop is None  # no --crop: the whole frame
+    with pytest.raises(NadaError, match="--crop 4,8,40,24: crop .* is not a box inside the 32x32 image"):
+        train(options(rosinality_ckpt, tmp_path / "bad", tiny_clip_spec, crop=[4, 8, 40, 24]), progress=False)
+
+
+def test_an_exported_cropped_run_serves_the_box(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    from nada_export.onnx_export import export_verified, onnx_session
+    from nada_train.checkpoints import load_generator
+
+    run = train(options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, iterations=1, crop=[4, 8, 28, 24]), progress=False)
+    adapted = load_generator(run).generator
     parity = export_verified(adapted, "synthesis", tmp_path / "s.onnx", max_batch=2)
     out = onnx_session(tmp_path / "s.onnx").run(None, {"ws": adapted.ws(torch.zeros(2, 32)).detach().numpy()})[0]
     assert parity.passed and out.shape == (2, 16, 24, 3)
-    with pytest.raises(NadaError, match="--crop 4,8,40,24: crop .* is not a box inside the 32x32 image"):
-        train(options(rosinality_ckpt, tmp_path / "bad", tiny_clip_spec, crop=[4, 8, 40, 24]), progress=False)
 
 
 def test_the_manifest_names_the_base_by_its_absolute_path(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
