@@ -146,3 +146,13 @@ def test_on_the_cpu_no_path_is_channels_last(precision):
     assert fast.input.memory_format == torch.contiguous_format and fast is not g
     if precision != "fp16":
         assert how == "fp32" and all(p.dtype == torch.float32 for p in fast.parameters())
+
+
+def test_the_defaults_are_the_plain_fp32_copy_and_auto():
+    """What a notebook gets without arguments: inference_copy an fp32 copy in the default layout,
+    fastest_copy the automatic choice (fp32 on the CPU)."""
+    g = tiny_generator()
+    plain = inference_copy(g)
+    assert plain is not g and plain.input.memory_format == torch.contiguous_format
+    assert all(p.dtype == torch.float32 and not p.requires_grad for p in plain.parameters())
+    assert fastest_copy(g)[1] == "fp32"
