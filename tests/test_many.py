@@ -160,16 +160,19 @@ def test_a_target_whose_loss_is_nan_fails_alone(tmp_path, rosinality_ckpt, tiny_
 
 
 def test_targets_share_each_clip_they_name(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
-    """Every target gets the CLIPs its options name, in their order, and a CLIP named by several
-    targets is loaded for them once (one model object)."""
+    """Every target gets the CLIPs its options name, in their order, a CLIP named by several targets
+    is loaded for them once (one model object), and their guides share one frozen memo."""
     import nada_train.many as many
     from tests.conftest import OTHER_CLIP_NAME
 
     given, make = [], many.make_trainer
 
+    made = []
+
     def recorded(opts, run, started, device, base, models, *rest):
         given.append((opts.target, models))
-        return make(opts, run, started, device, base, models, *rest)
+        made.append(make(opts, run, started, device, base, models, *rest))
+        return made[-1]
 
     monkeypatch.setattr(many, "make_trainer", recorded)
     clips = [tiny_clip_spec, f"{OTHER_CLIP_NAME}:random"]
@@ -183,6 +186,8 @@ def test_targets_share_each_clip_they_name(tmp_path, rosinality_ckpt, tiny_clip_
     train_many(targets, out, progress=False)
     assert [(t, [str(m.spec) for m in models]) for t, models in given] == [(t, clips) for t in TEXTS[:2]]
     assert all(a is b for a, b in zip(given[0][1], given[1][1]))
+    memo = made[0].guide.frozen_memo  # and one memo of the frozen images and their embeddings for both
+    assert memo is not None and made[1].guide.frozen_memo is memo and made[0].frozen_memo is memo
 
 
 def test_one_target_alone_and_long_names(tmp_path, rosinality_ckpt, tiny_clip_spec):
