@@ -142,3 +142,14 @@ def three_generators(tmp_path_factory) -> list[Path]:
         save_safetensors(adapted_copy(base, i + 1), folder / f"{name}.safetensors")
         paths.append(folder / f"{name}.safetensors")
     return paths
+
+
+@pytest.fixture(scope="session")
+def base_repository(tmp_path_factory, three_generators) -> Path:
+    """The base alone exported once (max batch 2): the repository that export and fault tests copy
+    and export into. Never changed in place."""
+    from nada_export.pipeline import export
+
+    repo = tmp_path_factory.mktemp("base-repository") / "repo"
+    export([str(three_generators[0])], repo, max_batch=2, progress=False)
+    return repo

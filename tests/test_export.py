@@ -178,14 +178,6 @@ def test_native_backend_configs(tmp_path, three_generators):
     assert not (repo / "base_synthesis" / "1" / "model.py").exists()
 
 
-@pytest.fixture(scope="module")
-def base_repository(tmp_path_factory, three_generators):
-    """The base alone, exported once: the repository later exports start from (copied)."""
-    repo = tmp_path_factory.mktemp("base") / "repo"
-    export([str(three_generators[0])], repo, max_batch=2, progress=False)
-    return repo
-
-
 def test_failed_export_leaves_repository_as_it_was(tmp_path, three_generators, monkeypatch, base_repository):
     repo = tmp_path / "repo"
     shutil.copytree(base_repository, repo)

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from nada_export.pipeline import export
 from tests.conftest import wait_for
 
 def console(module: str, prog: str, *args: str, env: dict) -> list[str]:
@@ -57,20 +56,13 @@ def tree_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def exported_once(tmp_path_factory, three_generators) -> Path:
-    repo = tmp_path_factory.mktemp("exported") / "repo"
-    export([str(three_generators[0])], repo, max_batch=2, progress=False)
-    return repo
-
-
-def test_kill_9_mid_export_leaves_the_repository_as_it_was(tmp_path, three_generators, exported_once):
+def test_kill_9_mid_export_leaves_the_repository_as_it_was(tmp_path, three_generators, base_repository):
     """nada-export killed while it exports its graphs (its progress bar past the first): the
     repository is byte for byte what it was, and the next export clears what the kill left."""
     from nada_export.triton_repo import recover_interrupted
 
     repo = tmp_path / "repo"
-    shutil.copytree(exported_once, repo)
+    shutil.copytree(base_repository, repo)
     before = tree_digest(repo)
     cmd = console("nada_export.cli.export", "nada-export", str(three_generators[1]), str(three_generators[2]),
                   "--repository", str(repo), "--max-batch", "2", env={})
@@ -129,7 +121,7 @@ t.write_repository(Path(repo), models, t.ServeOptions(), {"format": "nada-triton
 
 @pytest.mark.parametrize("moment,whole", [("before the swap", "old"), ("after the swap", "new"),
                                           ("while the old copy is removed", "new")])
-def test_a_kill_at_any_step_of_the_swap_leaves_the_old_or_the_new_repository_whole(tmp_path, exported_once, moment, whole):
+def test_a_kill_at_any_step_of_the_swap_leaves_the_old_or_the_new_repository_whole(tmp_path, base_repository, moment, whole):
     """The repository is replaced by one exchange of two directories: killed just before it, the old
     repository is there, whole; killed just after it or while the old copy is being removed, the new
     one; never none (two renames, old aside then new in, leave no repository in between). The next
@@ -137,9 +129,9 @@ def test_a_kill_at_any_step_of_the_swap_leaves_the_old_or_the_new_repository_who
     from nada_export.triton_repo import ModelSpec, ServeOptions, TensorSpec, recover_interrupted, write_repository
 
     repo, straight = tmp_path / "repo", tmp_path / "straight" / "repo"
-    shutil.copytree(exported_once, repo)
-    shutil.copytree(exported_once, straight)
-    onnx = next(exported_once.glob("base_synthesis/1/*.onnx"))
+    shutil.copytree(base_repository, repo)
+    shutil.copytree(base_repository, straight)
+    onnx = next(base_repository.glob("base_synthesis/1/*.onnx"))
     specs = [{"name": name, "inputs": [["ws", "FP32", [8, 32]]], "outputs": [["image", "UINT8", [32, 32, 3]]],
               "max_batch": 2, "file": str(onnx)} for name in ("sketch_synthesis", "neon_synthesis")]
     proc = subprocess.run([sys.executable, "-c", KILL_AT, moment, str(repo), json.dumps(specs)], capture_output=True, text=True,
@@ -147,7 +139,7 @@ def test_a_kill_at_any_step_of_the_swap_leaves_the_old_or_the_new_repository_who
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     models = [ModelSpec(m["name"], [TensorSpec(*i) for i in m["inputs"]], [TensorSpec(*o) for o in m["outputs"]], 2, onnx) for m in specs]
     write_repository(straight, models, ServeOptions(), {"format": "nada-triton-repo/1", "models": {m.name: {} for m in models}})
-    want = {"old": tree_digest(exported_once), "new": tree_digest(straight)}[whole]
+    want = {"old": tree_digest(base_repository), "new": tree_digest(straight)}[whole]
     assert tree_digest(repo) == want
     recover_interrupted(repo)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo", "straight"] and tree_digest(repo) == want
@@ -177,9 +169,9 @@ def limited(max_bytes: int):
     return apply
 
 
-def test_a_full_disk_during_export_is_one_line_and_changes_nothing(tmp_path, three_generators, exported_once):
+def test_a_full_disk_during_export_is_one_line_and_changes_nothing(tmp_path, three_generators, base_repository):
     repo = tmp_path / "repo"
-    shutil.copytree(exported_once, repo)
+    shutil.copytree(base_repository, repo)
     before = tree_digest(repo)
     cmd = console("nada_export.cli.export", "nada-export", str(three_generators[1]), "--repository", str(repo), "--quiet", env={})
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=limited(20_000))

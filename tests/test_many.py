@@ -163,29 +163,20 @@ def test_targets_share_each_clip_they_name(tmp_path, rosinality_ckpt, tiny_clip_
     """Every target gets the CLIPs its options name, in their order, a CLIP named by several targets
     is loaded for them once (one model object), and their guides share one frozen memo."""
     import nada_train.many as many
+    from nada_train.clip import parse_clip_spec
     from tests.conftest import OTHER_CLIP_NAME
 
-    given, make = [], many.make_trainer
-
-    made = []
-
-    def recorded(opts, run, started, device, base, models, *rest):
-        given.append((opts.target, models))
-        made.append(make(opts, run, started, device, base, models, *rest))
-        return made[-1]
-
-    monkeypatch.setattr(many, "make_trainer", recorded)
+    made, make = [], many.make_trainer
+    monkeypatch.setattr(many, "make_trainer", lambda *args: made.append(make(*args)) or made[-1])
     clips = [tiny_clip_spec, f"{OTHER_CLIP_NAME}:random"]
     out = tmp_path / "two-clips"
-    from nada_train.clip import parse_clip_spec
-
     targets = [options(rosinality_ckpt, out / name, tiny_clip_spec, target=text, iterations=2)
                for text, name in zip(TEXTS[:2], folder_names(TEXTS[:2]))]
     for opts in targets:
         opts.clip = [parse_clip_spec(c) for c in clips]
     train_many(targets, out, progress=False)
-    assert [(t, [str(m.spec) for m in models]) for t, models in given] == [(t, clips) for t in TEXTS[:2]]
-    assert all(a is b for a, b in zip(given[0][1], given[1][1]))
+    assert [(t.opts.target, [str(m.spec) for m in t.guide.models]) for t in made] == [(t, clips) for t in TEXTS[:2]]
+    assert all(a is b for a, b in zip(made[0].guide.models, made[1].guide.models))
     memo = made[0].guide.frozen_memo  # and one memo of the frozen images and their embeddings for both
     assert memo is not None and made[1].guide.frozen_memo is memo and made[0].frozen_memo is memo
 
