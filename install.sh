@@ -11,7 +11,7 @@ pip install -q --upgrade pip
 # this project is developed; on a GPU machine the same pin installs the CUDA build.
 pip install -q torch==2.13.0 torchvision==0.28.0
 pip install -q -e '.[all,test,bench]'
-echo "installed: $(python -c 'import nada_train, torch; print("nada", nada_train.__version__, "torch", torch.__version__)')"
+echo "installed: $(python -c 'import nada, torch; print("nada", nada.__version__, "torch", torch.__version__)')"
 
 if [ "${NADA_SKIP_DEMO:-0}" = "1" ]; then exit 0; fi
 # The main job on the built-in default: the built-in world's 64-px generator (trained on photos of

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import machine, machine_line, markdown_table
-from nada_train.fileio import write_json
+from nada_core.fileio import write_json
 from nada_export.graphs import MappingGraph, SynthesisGraph
 from nada_train.checkpoints import load_generator, save_safetensors
 from nada_train.generator import Generator
@@ -256,7 +256,7 @@ def measure_triton(g_path: Path, folder: Path, batches, concurrencies, warmup, r
     rows = []
     with TritonServer(repo) as server:
         url = server.endpoints.grpc
-        config = load_generator(g_path).generator.config
+        config = load_generator(g_path, "cpu").generator.config
         z_dim, size = config.z_dim, config.size
         for b in batches:
             for c in concurrencies:

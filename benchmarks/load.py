@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine, machine_line, markdown_table
-from nada_train.fileio import write_json
+from nada_core.fileio import write_json
 
 BAD_KINDS = ("nan", "shape", "dtype", "batch", "model")
 EVENT = re.compile(r"nada-serve: \S+ \S+ (\S+): (.*); (reloaded|restarted on the same ports) in ([\d.]+) s")

@@ -20,13 +20,14 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import machine, machine_line, markdown_table
-from nada_train.fileio import write_json
+from nada_core.fileio import write_json
 from nada_train.checkpoints import random_generator, save_safetensors
 from nada_train.clip import parse_clip_spec
 from nada_train.generator.inference import render
 from nada_train.images import psnr
 from nada_train.run_dir import RunDir
-from nada_train.trainer import TrainOptions, build
+from nada_train.factory import build
+from nada_train.options import TrainOptions
 
 PHASES = ["layer_selection", "generator_forward", "clip_forward", "backward", "optimizer"]
 

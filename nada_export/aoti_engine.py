@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from nada_export.graphs import export_spec
-from nada_train.fileio import atomic_path
+from nada_core.fileio import atomic_path
 from nada_train.generator import StyleGenerator
 from nada_train.generator.inference import inference_copy
 

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from nada_train.errors import NadaError
-from nada_train.fileio import atomic_path
+from nada_core.errors import FieldError
+from nada_core.fileio import atomic_path
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
@@ -44,13 +44,13 @@ class KubernetesOptions:
 
 def _check(opts: KubernetesOptions, backend: str) -> None:
     if opts.repository != "pvc" and not opts.repository.startswith(OBJECT_STORES):
-        raise NadaError(f"--kubernetes-repository {opts.repository}: use pvc or an object-store URL ({', '.join(OBJECT_STORES)}...)")
+        raise FieldError(f"{{kubernetes_repository}} {opts.repository}: use pvc or an object-store URL ({', '.join(OBJECT_STORES)}...)")
     if backend == "python" and opts.image == TRITON_IMAGE:
-        raise NadaError("--kubernetes: the python backend's models need numpy and onnxruntime (or torch) inside the image; "
-                        "export with --triton-backend native (Triton's own onnxruntime/tensorrt backends), or name an image "
-                        "that carries them with --kubernetes-image")
+        raise FieldError("{kubernetes}: the python backend's models need numpy and onnxruntime (or torch) inside the image; "
+                        "export with {triton_backend} native (Triton's own onnxruntime/tensorrt backends), or name an image "
+                        "that carries them with {kubernetes_image}")
     if opts.gpus < 0 or not 1 <= opts.replicas <= opts.max_replicas:
-        raise NadaError(f"--kubernetes: need gpus >= 0 and 1 <= replicas <= max replicas (got {opts.gpus}, {opts.replicas}, {opts.max_replicas})")
+        raise FieldError(f"{{kubernetes}}: need gpus >= 0 and 1 <= replicas <= max replicas (got {opts.gpus}, {opts.replicas}, {opts.max_replicas})")
 
 
 def manifests(opts: KubernetesOptions, backend: str = "native") -> dict[str, list[dict]]:

@@ -9,8 +9,8 @@ import torch
 
 from nada_export.graphs import GRAPHS, export_spec
 from nada_export.parity import Parity, check_parity, parity_batches, parity_limit
-from nada_train.errors import NadaError
-from nada_train.fileio import atomic_path
+from nada_core.errors import NadaError
+from nada_core.fileio import atomic_path
 from nada_train.generator import Generator
 
 OPSET = 18

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from nada_export.graphs import GRAPHS, example_inputs
-from nada_train.errors import NadaError
+from nada_core.errors import NadaError
 from nada_train.generator import Generator
 from nada_train.generator.inference import GATE_SEEDS, MIN_PSNR_DB
 from nada_train.images import psnr
-from nada_train.seeds import z_batch
+from nada_core.seeds import z_batch
 
 # Refuse a model whose outputs differ more than this from PyTorch's (fp32).
 MAX_WS_ERROR = 1e-3     # mapping output, absolute (w values are O(1))

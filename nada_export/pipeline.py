@@ -7,6 +7,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -15,7 +16,10 @@ from nada_export.onnx_export import export_verified
 from nada_export.parity import Parity, check_parity, parity_batches, parity_limit
 from nada_export.triton_repo import BACKENDS, ModelSpec, ServeOptions, TensorSpec, write_repository
 from nada_train.checkpoints import LoadedGenerator, load_generator
-from nada_train.errors import NadaError
+
+if TYPE_CHECKING:
+    from nada_train.runs import Run
+from nada_core.errors import FieldError, NadaError
 
 ENGINES = ("onnx", "trt", "aoti")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -49,13 +53,21 @@ def default_name(loaded: LoadedGenerator) -> str:
     return name or "generator"
 
 
-def export(checkpoints: list[str], repository: Path, engine: str = "onnx", names: list[str] | None = None,
-           max_batch: int = 8, precision: str = "fp32", serve: ServeOptions | None = None,
-           allow_pickle: bool = False, progress: bool = True, device: str = "auto") -> ExportReport:
+def export(checkpoints: list[str | Path | LoadedGenerator | Run], repository: str | Path = "triton_models", *,
+           names: list[str] | None = None, engine: str = "onnx", max_batch: int = 8, precision: str = "fp32",
+           serve: ServeOptions | None = None, allow_pickle: bool = False, progress: bool = True,
+           device: str = "auto") -> ExportReport:
+    """Export generators (checkpoints, run directories, Runs or loaded generators) into a Triton
+    model repository: per base one mapping model (z, truncation -> W+), per generator a synthesis
+    model (W+ -> image) and an ensemble NAME (z, truncation -> image). Every graph is checked against
+    PyTorch at batch 1, 3 and max_batch; one that differs is refused and the repository is left as it
+    was. engine: onnx, trt (TensorRT engines; a GPU) or aoti (AOTInductor packages for `device`).
+    names: the served model names, in order (default: file or run folder name)."""
     serve = serve or ServeOptions()
+    checkpoints = [source_of(c) for c in checkpoints]
     _validate(checkpoints, engine, names, max_batch, precision, serve, device)
     if engine == "aoti":
-        from nada_train.trainer import resolve_device  # auto: cuda where a GPU is visible, else cpu
+        from nada_train.devices import resolve_device  # auto: cuda where a GPU is visible, else cpu
 
         device = resolve_device(device).type
     if engine == "trt":
@@ -64,16 +76,16 @@ def export(checkpoints: list[str], repository: Path, engine: str = "onnx", names
         import_tensorrt()
         reason = tensorrt_missing_reason()
         if reason:
-            raise NadaError(f"--engine trt: {reason}")
+            raise FieldError(f"{{engine}} trt: {reason}")
     t_start = time.perf_counter()
     loaded = [load_generator(c, "cpu", allow_pickle=allow_pickle) for c in checkpoints]
     names = names or [default_name(g) for g in loaded]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
-        raise NadaError(f"two generators would both be served as '{sorted(dupes)[0]}'; give each a --name")
+        raise FieldError(f"two generators would both be served as '{sorted(dupes)[0]}'; give each a {{names}}")
     for n in names:
         if not NAME_RE.match(n) or n.startswith("mapping_"):
-            raise NadaError(f"--name '{n}': use lowercase letters, digits, _ and - (not starting with mapping_)")
+            raise FieldError(f"{{names}} '{n}': use lowercase letters, digits, _ and - (not starting with mapping_)")
 
     report = ExportReport(Path(repository), [])
     specs: list[ModelSpec] = []
@@ -122,6 +134,18 @@ def export(checkpoints: list[str], repository: Path, engine: str = "onnx", names
         write_repository(Path(repository), specs, serve, manifest)
     report.seconds = time.perf_counter() - t_start
     return report
+
+
+def source_of(item) -> str:
+    """What load_generator reads for an item of export's list: a path as given, a Run's directory,
+    a loaded generator's source."""
+    if isinstance(item, (str, Path)):
+        return str(item)
+    if isinstance(item, LoadedGenerator):
+        return item.source
+    if hasattr(item, "dir") and hasattr(item, "manifest"):  # a nada_train.runs.Run
+        return str(item.path)
+    raise FieldError(f"{{checkpoints}}: cannot export a {type(item).__name__}; give a path, a Run or a loaded generator")
 
 
 def _runtime(engine: str) -> str:
@@ -173,30 +197,30 @@ def _validate(checkpoints, engine, names, max_batch, precision, serve: ServeOpti
     if not checkpoints:
         raise NadaError("name at least one checkpoint or run directory to export")
     if engine not in ENGINES:
-        raise NadaError(f"--engine {engine}: choose onnx, trt or aoti")
+        raise FieldError(f"{{engine}} {engine}: choose onnx, trt or aoti")
     if precision not in PRECISIONS:
-        raise NadaError(f"--precision {precision}: choose fp32, fp16 or bf16")
+        raise FieldError(f"{{precision}} {precision}: choose fp32, fp16 or bf16")
     if precision != "fp32" and engine == "onnx":
-        raise NadaError(f"--precision {precision} is built by TensorRT or AOTInductor: use --engine trt or aoti, or fp32 with --engine onnx")
+        raise FieldError(f"{{precision}} {precision} is built by TensorRT or AOTInductor: use {{engine}} trt or aoti, or fp32 with {{engine}} onnx")
     if precision == "bf16" and engine == "trt":
-        raise NadaError("--precision bf16: TensorRT engines are built at fp32 or fp16; bf16 is for --engine aoti")
+        raise FieldError("{precision} bf16: TensorRT engines are built at fp32 or fp16; bf16 is for {engine} aoti")
     if device not in DEVICES:
-        raise NadaError(f"--device {device}: choose auto, cpu or cuda")
+        raise FieldError(f"{{device}} {device}: choose auto, cpu or cuda")
     if engine == "aoti" and device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise NadaError("--device cuda: no CUDA GPU is visible to PyTorch here; build with --device cpu, or on the GPU machine")
+            raise FieldError("{device} cuda: no CUDA GPU is visible to PyTorch here; build with {device} cpu, or on the GPU machine")
     if engine == "aoti" and serve.backend == "native":
-        raise NadaError("--engine aoti is served by the python backend (Triton's native backends do not load .pt2 packages); "
-                        "drop --triton-backend native")
+        raise FieldError("{engine} aoti is served by the python backend (Triton's native backends do not load .pt2 packages); "
+                        "drop {backend} native")
     if not 1 <= max_batch <= 1024:
-        raise NadaError(f"--max-batch {max_batch}: between 1 and 1024")
+        raise FieldError(f"{{max_batch}} {max_batch}: between 1 and 1024")
     if serve.backend not in BACKENDS:
-        raise NadaError(f"--triton-backend {serve.backend}: choose native or python")
+        raise FieldError(f"{{backend}} {serve.backend}: choose native or python")
     if serve.instance_kind not in ("auto", "cpu", "gpu"):
-        raise NadaError(f"--instance-kind {serve.instance_kind}: choose auto, cpu or gpu")
+        raise FieldError(f"{{instance_kind}} {serve.instance_kind}: choose auto, cpu or gpu")
     if serve.instance_count < 1:
-        raise NadaError(f"--instances {serve.instance_count}: at least 1")
+        raise FieldError(f"{{instance_count}} {serve.instance_count}: at least 1")
     if names and len(names) != len(checkpoints):
-        raise NadaError(f"--name given {len(names)} times for {len(checkpoints)} checkpoints; give one name per checkpoint, in order")
+        raise FieldError(f"{{names}} given {len(names)} times for {len(checkpoints)} checkpoints; give one name per checkpoint, in order")

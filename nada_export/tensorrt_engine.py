@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nada_train.errors import NadaError
-from nada_train.fileio import atomic_path
+from nada_core.errors import FieldError, NadaError
+from nada_core.fileio import atomic_path
 
 # In fp16 engines these layer types stay fp32: the style affines (matmul), the demodulation
 # (sum of squares, rsqrt) and powers. Convolutions - nearly all the work - run in fp16.
@@ -23,9 +23,9 @@ def import_tensorrt():
     try:
         import tensorrt as trt  # noqa: PLC0415 (lazy on purpose)
     except ImportError as exc:
-        raise NadaError(
+        raise FieldError(
             f"TensorRT is not installed ({exc}); install NVIDIA's tensorrt wheel on a machine with a GPU "
-            "(pip install tensorrt from NVIDIA's index), or export with --engine onnx"
+            "(pip install tensorrt from NVIDIA's index), or export with {engine} onnx"
         ) from None
     return trt
 
@@ -74,7 +74,7 @@ def build_engine(onnx_path: Path, engine_path: Path, shapes: dict[str, tuple[int
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         keep_fp32_where_needed(trt, network)
     elif precision != "fp32":
-        raise NadaError(f"--precision {precision}: choose fp32 or fp16")
+        raise FieldError(f"{{precision}} {precision}: choose fp32 or fp16")
     profile = builder.create_optimization_profile()
     opt_batch = max(1, min(max_batch, 8))
     for name, shape in shapes.items():

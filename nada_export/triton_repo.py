@@ -17,8 +17,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nada_train.errors import NadaError
-from nada_train.fileio import exchange
+from nada_core.errors import FieldError
+from nada_core.fileio import exchange
 
 # the python-backend model each version folder gets as model.py (found, not imported: it needs Triton's own module)
 PYTHON_MODEL_SOURCE = Path(importlib.util.find_spec("nada_serve.triton_python_model").origin)
@@ -151,7 +151,7 @@ def write_repository(repo: Path, models: list[ModelSpec], opts: ServeOptions, ma
     a failure or a kill at any moment leaves `repo` whole: the old one, or the new one."""
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
-        raise NadaError(f"--repository '{repo}' is a file; name a directory")
+        raise FieldError(f"{{repository}} '{repo}' is a file; name a directory")
     repo.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted(repo)
     staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.staging-{os.getpid()}-", dir=repo.parent))

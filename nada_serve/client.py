@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-from nada_train.errors import NadaError
-from nada_train.seeds import z_batch
+from nada_core.errors import FieldError, NadaError
+from nada_core.seeds import z_batch
 
 
 class ServedModel:
@@ -64,8 +64,8 @@ class SharedImages:
             client.register_system_shared_memory(self.name, "/" + self.name, self.byte_size)
         except Exception as exc:
             shm.destroy_shared_memory_region(self.handle)
-            raise NadaError(f"shared memory: the server could not map the region ({_message(exc)}); "
-                            "it works only on the server's own host; drop --shared-memory") from None
+            raise FieldError(f"shared memory: the server could not map the region ({_message(exc)}); "
+                            "it works only on the server's own host; drop {shared_memory}") from None
 
     def requested(self, module, output: str, batch: int):
         out = module.InferRequestedOutput(output)
@@ -93,7 +93,7 @@ class GeneratorClient:
         try:
             config = self.client.get_model_config(model, as_json=True)["config"]
         except Exception as exc:
-            raise NadaError(_not_served(model, url, exc)) from None
+            raise FieldError(_not_served(model, url, exc)) from None
         self.model = ServedModel(config)
         self.shared = SharedImages(self.client, self.model) if shared_memory else None
 
@@ -148,7 +148,7 @@ async def generate_seeds_async(url: str, model: str, seeds: list[int], truncatio
         try:
             served = ServedModel((await client.get_model_config(model, as_json=True))["config"])
         except Exception as exc:
-            raise NadaError(_not_served(model, url, exc)) from None
+            raise FieldError(_not_served(model, url, exc)) from None
         z = z_batch(seeds, served.z_dim)
         parts = _requests(len(z), min(batch or served.max_batch, served.max_batch))
         gate = asyncio.Semaphore(concurrency)
@@ -187,19 +187,19 @@ def wait_until_ready(url: str, model: str, timeout: float, poll: float = 0.25) -
             except Exception as exc:  # server not up yet: connection refused
                 last = _message(exc)
             if time.monotonic() >= deadline:
-                raise NadaError(f"--wait {timeout:g}: {url} did not serve '{model}' in time ({last})")
+                raise FieldError(f"{{wait}} {timeout:g}: {url} did not serve '{model}' in time ({last})")
             time.sleep(poll)
     finally:
         client.close()
 
 
 def _not_served(model: str, url: str, exc: Exception) -> str:
-    """Why `model` at `url` cannot be asked: no server there at all (say how to get one), or the server's own words."""
+    """A FieldError template: why `model` at `url` cannot be asked: no server there at all (say how to get one), or the server's own words."""
     status = getattr(exc, "status", None)
     if callable(status) and status() == "StatusCode.UNAVAILABLE":
-        return (f"--url {url}: no server answers there ({_message(exc)}); start one with nada-serve REPOSITORY, "
-                "or give --wait SECONDS for one that is starting")
-    return f"--model {model} at {url}: {_message(exc)}"
+        return (f"{{url}} {url}: no server answers there ({_message(exc)}); start one with nada-serve REPOSITORY, "
+                "or give {wait} SECONDS for one that is starting")
+    return f"{{model}} {model} at {url}: {_message(exc)}"
 
 
 def _message(exc: Exception) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from threading import Thread
 
-from nada_train.errors import NadaError
+from nada_core.errors import FieldError, NadaError
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -110,7 +110,7 @@ class TritonServer:
             free_port(bind)  # can we listen there at all?
             self.ports = (grpc_port or free_port(bind), http_port or free_port(bind), metrics_port or free_port(bind))
         except OSError as e:
-            raise NadaError(f"--host {host}: cannot listen there ({e.strerror or e}); use 127.0.0.1, 0.0.0.0 or an address "
+            raise FieldError(f"{{host}} {host}: cannot listen there ({e.strerror or e}); use 127.0.0.1, 0.0.0.0 or an address "
                             "of this machine") from None
         self.log_verbose = log_verbose
         self.process: subprocess.Popen | None = None

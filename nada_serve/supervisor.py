@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from nada_serve.server import TritonServer
-from nada_train.errors import NadaError
+from nada_core.errors import NadaError
 
 STUB = "triton_python_backend_stub"
 

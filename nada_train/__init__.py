@@ -1,3 +1,2 @@
-"""nada: StyleGAN-NADA domain adaptation, trained here and shipped through ONNX, TensorRT and Triton."""
-
-__version__ = "0.1.0"
+"""The method: StyleGAN2/3 generators in plain PyTorch, their checkpoints, CLIP guidance, the losses,
+adaptive layer selection and the trainer (StyleGAN-NADA, Gal et al. 2021)."""

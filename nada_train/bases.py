@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Callable
 
-from nada_train.errors import NadaError
+from nada_core.errors import FieldError
 
 ENTRY_POINT_GROUP = "nada.bases"
 BUILTIN_PREFIX = "builtin:"  # --generator builtin:NAME names a registered base
@@ -69,7 +69,7 @@ def default_base() -> BuiltinBase:
     """The base nada-train adapts when no --generator is given: the first registered, by name."""
     bases = builtin_bases()
     if not bases:
-        raise NadaError("--generator is required: no built-in base is installed (pip install the package that ships one, e.g. nada's nada_world)")
+        raise FieldError("{generator} is required: no built-in base is installed (pip install the package that ships one, e.g. nada's nada_world)")
     return next(iter(bases.values()))
 
 
@@ -78,7 +78,7 @@ def named_base(spec: str) -> BuiltinBase:
     name = spec[len(BUILTIN_PREFIX):]
     bases = builtin_bases()
     if name not in bases:
-        raise NadaError(f"--generator {spec}: no built-in base '{name}'; installed: {', '.join(bases) or 'none'}")
+        raise FieldError(f"{{generator}} {spec}: no built-in base '{name}'; installed: {', '.join(bases) or 'none'}")
     return bases[name]
 
 

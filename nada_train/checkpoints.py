@@ -1,8 +1,8 @@
 """Generator checkpoints in, generator checkpoints out.
 
 Read: rosinality torch files ({"g_ema": state_dict, "latent_avg": w}), NVIDIA's .pkl network
-snapshots (nada_train.nvidia_pickle: read as data, their code never run), nada's own safetensors, and
-run directories written by nada-train. Pickles are never executed by default: torch files are read
+snapshots (nada_train.nvidia_pickle: read as data, their code never run), nada's own safetensors,
+run directories written by nada-train, and built-in bases (builtin:NAME). Pickles are never executed by default: torch files are read
 with weights_only=True.
 Write: safetensors (nada's format; the config travels in the metadata) and rosinality's format.
 """
@@ -10,6 +10,8 @@ Write: safetensors (nada's format; the config travels in the metadata) and rosin
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import os
 import pickle
@@ -17,14 +19,21 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
+
+import numpy as np
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from nada_train.errors import NadaError
-from nada_train.fileio import atomic_path, sha256_file
+from nada_core.errors import FieldError, NadaError
+from nada_core.fileio import atomic_path, sha256_file
+from nada_core.seeds import parse_seeds, z_batch
+from nada_train.bases import BUILTIN_PREFIX, named_base
+from nada_train.devices import resolve_device
 from nada_train.generator import AnyConfig, Generator, GeneratorConfig, StyleGenerator, build_generator, config_from_dict
+from nada_train.images import to_uint8
 from nada_train.nvidia_pickle import load_nvidia_generator
 
 RUN_GENERATOR = "generator.safetensors"
@@ -34,11 +43,73 @@ LATENT_AVG_KEY = "latent_avg"
 
 @dataclass
 class LoadedGenerator:
+    """A generator as a user holds it: where it came from, and images by seed or from W+ codes.
+
+    generator: the StyleGAN2/3 network (torch.nn.Module); images are uint8 [N, H, W, 3] numpy arrays,
+    seeds follow NVlabs' generate.py (z = RandomState(seed).randn(1, z_dim)), as nada-generate's PNGs.
+    """
+
     generator: StyleGenerator
-    source: str          # what the user named
+    source: str          # what the user named (a path, random:SIZE; a built-in base's checkpoint path)
     kind: str            # "rosinality", "nvidia", "safetensors", "run", "random"
     sha256: str | None   # of the weights file, for the manifest
     base: dict | None = None  # for run directories: the base checkpoint the run started from
+    rendering: str = "fp32"   # how it renders: its precision, and the gate's verdict where one ran
+
+    @property
+    def config(self) -> AnyConfig:
+        return self.generator.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    def generate(self, seeds: int | str | Iterable[int], truncation: float = 1.0, noise: str = "const", batch: int = 8) -> np.ndarray:
+        """uint8 images [N, H, W, 3] of these seeds (an int, a list, a range, or text such as "0-3,7").
+        noise: const (the checkpoint's stored noise), random or none."""
+        from nada_train.generator.inference import render
+
+        return render(self.generator, seed_list(seeds), truncation, noise, batch)
+
+    def ws(self, seeds: int | str | Iterable[int], truncation: float = 1.0) -> torch.Tensor:
+        """W+ codes [N, n_latent, w_dim] of these seeds (the mapping, then truncation toward w_avg)."""
+        z = torch.from_numpy(z_batch(seed_list(seeds), self.config.z_dim)).to(self.device)
+        with torch.no_grad():
+            return self.generator.ws(z, truncation)
+
+    def synthesize(self, ws: torch.Tensor, noise: str = "const") -> np.ndarray:
+        """uint8 images [N, H, W, 3] from W+ codes [N, n_latent, w_dim] (inverted or edited images)."""
+        from nada_train.generator.inference import check_noise
+
+        check_noise(noise)
+        want = (self.generator.n_latent, self.config.style_dim)
+        if ws.ndim != 3 or tuple(ws.shape[1:]) != want:
+            raise FieldError(f"{{ws}} of shape {list(ws.shape)}: give W+ codes [N, {want[0]}, {want[1]}]")
+        with torch.no_grad():
+            images = self.generator.synthesis(ws.to(self.device, torch.float32), noise_mode=noise)
+        return to_uint8(images).cpu().numpy()
+
+    def to(self, device: str | torch.device = "auto", precision: str = "fp32") -> "LoadedGenerator":
+        """A frozen copy on `device` at `precision`: fp32, fp16 or bf16 (refused when its images drift
+        from fp32's: PSNR < 40 dB on seeds 0-15), or auto (fp16 with channels_last on a GPU where it
+        passes that gate, else fp32). The copy's `rendering` says which."""
+        from nada_train.generator.inference import fastest_copy
+
+        moved = copy.deepcopy(self.generator).to(resolve_device(device))
+        fast, how = fastest_copy(moved, precision)
+        return dataclasses.replace(self, generator=fast, rendering=how)
+
+
+def seed_list(seeds: int | str | Iterable[int]) -> list[int]:
+    """Seeds as an int, text ("0-3,7") or any iterable of ints -> a list."""
+    if isinstance(seeds, str):
+        return parse_seeds(seeds)
+    if isinstance(seeds, int):
+        return [seeds]
+    out = [int(s) for s in seeds]
+    if not out:
+        raise FieldError("{seeds} is empty; give at least one seed, e.g. [0, 1, 2]")
+    return out
 
 
 def random_generator(size: int, seed: int = 0, channel_multiplier: int = 2, style_dim: int = 512, n_mlp: int = 8) -> Generator:
@@ -57,9 +128,15 @@ def _parse_random_spec(spec: str) -> Generator:
         raise NadaError(f"generator '{spec}': write random:SIZE with SIZE a power of two >= 8, e.g. random:256") from None
 
 
-def load_generator(spec: str | Path, device: str | torch.device = "cpu", allow_pickle: bool = False) -> LoadedGenerator:
-    """Load a generator from a checkpoint file, a run directory, or `random:SIZE`."""
+def load_generator(spec: str | Path, device: str | torch.device = "auto", allow_pickle: bool = False) -> LoadedGenerator:
+    """Load a generator: a rosinality .pt, an NVIDIA .pkl (read as data), a nada .safetensors, a
+    nada-train run directory, builtin:NAME (a built-in base) or random:SIZE (random weights, for
+    smoke tests). device: auto (CUDA where visible), cpu, cuda, cuda:N. allow_pickle: read a torch
+    file that holds Python objects beyond tensors, which runs code from it: only for files you trust."""
     spec_s = str(spec)
+    device = resolve_device(device)
+    if spec_s.startswith(BUILTIN_PREFIX):
+        spec_s = str(named_base(spec_s).generator)
     if spec_s.startswith("random:"):
         warnings.warn(f"{spec_s}: generator with RANDOM weights (benchmarks/smoke tests only)", stacklevel=2)
         return LoadedGenerator(_parse_random_spec(spec_s).to(device).eval(), spec_s, "random", None)
@@ -89,9 +166,9 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> LoadedGenerator:
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise NadaError(
+            raise FieldError(
                 f"generator '{path}': the file holds Python objects beyond tensors and would run code when loaded; "
-                "refused. Pass --allow-pickle only if you trust the file"
+                "refused. Pass {allow_pickle} only if you trust the file"
             ) from None
         raise NadaError(f"generator '{path}': not a readable torch checkpoint ({first})") from None
     except Exception as exc:  # a corrupt file can fail anywhere in the unpickler

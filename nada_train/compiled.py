@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from nada_train.errors import NadaError
+from nada_core.errors import FieldError
 
 COMPILE_CHOICES = ("off", "inductor", "cudagraphs")
 # torch.compile's backend. The tests set "aot_eager": the same capture (Dynamo) and autograd graphs
@@ -25,7 +25,7 @@ BACKEND = "inductor"
 def check_compile(mode: str, device: torch.device) -> None:
     """The device can run the mode (TrainOptions.validate checks the mode is one of COMPILE_CHOICES)."""
     if mode == "cudagraphs" and device.type != "cuda":
-        raise NadaError(f"--compile cudagraphs: CUDA graphs need a CUDA device, this run is on {device}; use --compile inductor")
+        raise FieldError(f"{{compile}} cudagraphs: CUDA graphs need a CUDA device, this run is on {device}; use {{compile}} inductor")
 
 
 def compiled(fn: Callable, mode: str) -> Callable:

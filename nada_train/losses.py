@@ -13,7 +13,7 @@ from PIL import Image
 from nada_train.clip import ClipModel
 from nada_train.clip.templates import compose, imagenet_templates
 from nada_train.compiled import compiled
-from nada_train.errors import NadaError
+from nada_core.errors import FieldError
 
 # Step 0: G_train == G_frozen and the image step is zero up to float noise (~1e-7: CLIP's grad and
 # no-grad kernels differ). Steps shorter than this floor are divided by the floor, not normalised,
@@ -71,16 +71,16 @@ def load_style_images(folder: str | Path) -> torch.Tensor:
     preprocessing then resizes to its own input)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise NadaError(f"--target-images '{folder}': not a directory; pass a folder of .png/.jpg images")
+        raise FieldError(f"{{target_images}} '{folder}': not a directory; pass a folder of .png/.jpg images")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise NadaError(f"--target-images '{folder}': no .png, .jpg or .jpeg files in it")
+        raise FieldError(f"{{target_images}} '{folder}': no .png, .jpg or .jpeg files in it")
     arrays = []
     for p in files:
         try:
             img = square_crop(Image.open(p).convert("RGB"))
         except OSError as exc:
-            raise NadaError(f"--target-images: cannot read '{p}' ({exc}); remove it or replace it") from None
+            raise FieldError(f"{{target_images}}: cannot read '{p}' ({exc}); remove it or replace it") from None
         arrays.append(np.asarray(img, dtype=np.float32) / 127.5 - 1)
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
@@ -93,7 +93,7 @@ class ClipGuide:
         embeddings computed once a step), or None. compile: the training step's image encoders
         compiled (nada_train.compiled)."""
         if not models:
-            raise NadaError("no CLIP model given; pass --clip ViT-B-32 (repeatable)")
+            raise FieldError("no CLIP model given; name one in {clip}, e.g. ViT-B-32")
         self.models, self.frozen_memo = models, frozen_memo
         self.encoders = [compiled(m.encode_images, compile) for m in models]
         self.directions: list[torch.Tensor] = []

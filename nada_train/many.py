@@ -11,7 +11,6 @@ from what is on disk whenever one of its runs ends, so a rank that fails loses n
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -22,11 +21,14 @@ import torch
 from tqdm import tqdm
 
 from nada_train.clip import load_clip
-from nada_train.errors import NadaError
-from nada_train.fileio import write_json
-from nada_train.interrupts import sigterm_as_interrupt
+from nada_core.errors import FieldError, NadaError, TrainingInterrupted
+from nada_core.fileio import write_json
 from nada_train.run_dir import RunDir
-from nada_train.trainer import FrozenMemo, TrainOptions, Trainer, advance, load_base, make_trainer, resolve_device
+from nada_train.devices import resolve_device
+from nada_train.factory import load_base, make_trainer
+from nada_train.loop import Callback, run_to_end
+from nada_train.options import TrainOptions
+from nada_train.trainer import FrozenMemo, Trainer
 
 PLAN = "targets.json"   # the TrainOptions of every target: what --resume OUT continues
 INDEX = "index.json"
@@ -41,7 +43,7 @@ class Target:
 def parse_targets_file(path: Path) -> list[Target]:
     """One target a line, optionally `| ITERATIONS` after it; blank lines and # comments skipped."""
     if not Path(path).is_file():
-        raise NadaError(f"--targets '{path}': no such file")
+        raise FieldError(f"{{targets}} '{path}': no such file")
     targets = []
     for number, line in enumerate(Path(path).read_text().splitlines(), 1):
         line = line.split("#", 1)[0].strip()
@@ -49,10 +51,10 @@ def parse_targets_file(path: Path) -> list[Target]:
             continue
         text, _, count = (part.strip() for part in line.partition("|"))
         if not text or (count and not (count.isdigit() and int(count) > 0)):
-            raise NadaError(f"--targets '{path}' line {number}: write TEXT or TEXT | ITERATIONS (a positive whole number)")
+            raise FieldError(f"{{targets}} '{path}' line {number}: write TEXT or TEXT | ITERATIONS (a positive whole number)")
         targets.append(Target(text, int(count) if count else None))
     if not targets:
-        raise NadaError(f"--targets '{path}': no targets in it")
+        raise FieldError(f"{{targets}} '{path}': no targets in it")
     return targets
 
 
@@ -97,11 +99,12 @@ def write_index(out: Path, plan: list[TrainOptions]) -> dict:
 
 def read_plan(out: Path) -> list[TrainOptions]:
     if not (out / PLAN).exists():
-        raise NadaError(f"--resume '{out}': no {PLAN} there; is it a several-target nada-train directory?")
+        raise FieldError(f"{{resume}} '{out}': no {PLAN} there; is it a several-target nada-train directory?")
     return [TrainOptions.from_json(d) for d in json.loads((out / PLAN).read_text())["targets"]]
 
 
-def train_many(plan: list[TrainOptions], out: Path, resume: bool = False, progress: bool = True) -> Path:
+def train_many(plan: list[TrainOptions], out: Path, resume: bool = False, progress: bool = True,
+               callback: Callback | None = None) -> Path:
     """Train every target of `plan` (each TrainOptions' out is its run directory under `out`); with
     resume, the finished ones are skipped and the others continued or started."""
     out = Path(out)
@@ -110,7 +113,7 @@ def train_many(plan: list[TrainOptions], out: Path, resume: bool = False, progre
         opts.validate()
     if not resume:
         if out.exists() and any(out.iterdir()) and rank == 0:
-            raise NadaError(f"--out '{out}' exists and is not empty; choose a new directory, or continue it with --resume {out}")
+            raise FieldError(f"{{out}} '{out}' exists and is not empty; choose a new directory, or continue it with {{resume}} {out}")
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             write_json(out / PLAN, {"format": "nada-targets/1", "targets": [o.to_json() for o in plan]})
@@ -134,37 +137,18 @@ def train_many(plan: list[TrainOptions], out: Path, resume: bool = False, progre
         if not started:
             run.check_new()
         models = [clips.setdefault(spec, load_clip(spec, device)) for spec in opts.clip]
-        g_train = copy.deepcopy(base.generator)
-        trainer = make_trainer(opts, run, started, device, base, models, g_train, memo)
+        trainer = make_trainer(opts, run, started, device, base, models, memo)
         if not started:
             trainer.start()
         trainers.append(trainer)
 
     total = sum(t.opts.iterations - t.iteration for t in trainers)
     bar = tqdm(total=total, disable=not progress, unit="it", dynamic_ncols=True, desc=f"{len(trainers)} targets (rank {rank} of {world})")
-    active, failed = list(trainers), []
     try:
-        with sigterm_as_interrupt():
-            while active:
-                for trainer in list(active):
-                    try:
-                        advance(trainer, bar)
-                    except FloatingPointError as exc:
-                        trainer.save("failed-nan")
-                        failed.append(f"{trainer.opts.target}: {exc}")
-                        active.remove(trainer)
-                        continue
-                    if trainer.iteration >= trainer.opts.iterations:
-                        active.remove(trainer)
-                        trainer.judge()
-                        write_index(out, plan)
+        failed = run_to_end(trainers, bar, callback, finished=lambda trainer: write_index(out, plan))
     except KeyboardInterrupt:
-        bar.close()
-        for trainer in active:
-            trainer.save("interrupted")
         write_index(out, plan)
-        raise NadaError(f"interrupted; every target's state saved, continue with: nada-train --resume {out}") from None
-    bar.close()
+        raise TrainingInterrupted(str(out), None, f"nada.resume('{out}')") from None
     if world > 1:
         import torch.distributed as dist
 
@@ -172,5 +156,6 @@ def train_many(plan: list[TrainOptions], out: Path, resume: bool = False, progre
     if rank == 0:
         write_index(out, plan)
     if failed:
-        raise NadaError(f"{len(failed)} target(s) failed (the others are saved): {'; '.join(failed)}")
+        why = "; ".join(f"{trainer.opts.target}: {exc}" for trainer, exc in failed)
+        raise NadaError(f"{len(failed)} target(s) failed (the others are saved): {why}")
     return out

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nada_train.errors import NadaError
+from nada_core.errors import NadaError
 from nada_train.generator import AliasFreeLayerSpec, Generator, GeneratorConfig, StyleGAN3Config, StyleGAN3Generator, StyleGenerator
 from nada_train.generator.layers import blur_kernel_2d
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from nada_train import __version__
+from nada_core import __version__
 from nada_train.checkpoints import RUN_GENERATOR, RUN_MANIFEST, save_safetensors
-from nada_train.errors import NadaError
-from nada_train.fileio import append_jsonl, atomic_path, write_json
+from nada_core.errors import FieldError
+from nada_core.fileio import append_jsonl, atomic_path, write_json
 from nada_train.generator import Generator
 
 MANIFEST_FORMAT = "nada-run/1"
@@ -43,20 +43,20 @@ class RunDir:
     def check_new(self) -> None:
         if self.path.exists() and any(self.path.iterdir()):
             if self.manifest_path.exists():
-                raise NadaError(f"--out '{self.path}' already holds a run; continue it with --resume {self.path} or choose a new --out")
-            raise NadaError(f"--out '{self.path}' exists and is not empty; choose a new or empty directory")
+                raise FieldError(f"{{out}} '{self.path}' already holds a run; continue it with {{resume}} {self.path} or choose a new {{out}}")
+            raise FieldError(f"{{out}} '{self.path}' exists and is not empty; choose a new or empty directory")
 
     def create(self) -> None:
         self.check_new()
         self.samples_dir.mkdir(parents=True, exist_ok=True)
 
-    def read_manifest(self, option: str = "--resume") -> dict:
-        """The run's manifest; errors name `option`, the command-line option that named this directory."""
+    def read_manifest(self, field: str = "resume") -> dict:
+        """The run's manifest; errors name `field`, the input that named this directory."""
         if not self.manifest_path.exists():
-            raise NadaError(f"{option} '{self.path}': no {RUN_MANIFEST} there; is it a nada-train run directory?")
+            raise FieldError(f"{{{field}}} '{self.path}': no {RUN_MANIFEST} there; is it a nada-train run directory?")
         manifest = json.loads(self.manifest_path.read_text())
         if manifest.get("format") != MANIFEST_FORMAT:
-            raise NadaError(f"{option} '{self.path}': manifest format {manifest.get('format')!r} is not {MANIFEST_FORMAT}")
+            raise FieldError(f"{{{field}}} '{self.path}': manifest format {manifest.get('format')!r} is not {MANIFEST_FORMAT}")
         return manifest
 
     def save(self, generator: Generator, state: dict, manifest: dict) -> None:
@@ -79,7 +79,7 @@ class RunDir:
 
     def load_state(self) -> dict:
         if not self.state_path.exists():
-            raise NadaError(f"--resume '{self.path}': {self.state_path} is missing; the run cannot be continued exactly")
+            raise FieldError(f"{{resume}} '{self.path}': {self.state_path} is missing; the run cannot be continued exactly")
         return torch.load(self.state_path, map_location="cpu", weights_only=True)
 
     def log(self, record: dict) -> None:

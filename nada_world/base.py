@@ -12,12 +12,12 @@ import torch
 from nada_train.bases import BuiltinBase
 from nada_train.checkpoints import load_generator
 from nada_train.clip import load_clip
-from nada_train.errors import NadaError
-from nada_train.fileio import write_json
+from nada_core.errors import FieldError
+from nada_core.fileio import write_json
 from nada_train.generator.inference import inference_copy
-from nada_train.seeds import z_batch
+from nada_core.seeds import z_batch
 from nada_train.losses import ClipGuide
-from nada_train.trainer import TrainOptions
+from nada_train.options import TrainOptions
 from nada_world.evaluate import adaptation_metrics, zero_shot_of_embeddings
 from nada_world.models import CLIP_WEIGHTS, GENERATOR_WEIGHTS, JUDGE_WEIGHTS, clip_model_name, direction_templates, load_judge
 from nada_world.render import STYLES
@@ -50,17 +50,17 @@ def world() -> BuiltinBase:
 
 def options_for(source: str, target: str | None) -> dict:
     """RUN_SETTINGS with the target style's own settings; texts must be the world's styles."""
-    check_style(source, "--source")
+    check_style(source, "source")
     if target is None:  # image-guided: no style to look up
         return dict(RUN_SETTINGS)
-    style = STYLES[check_style(target, "--target")]
+    style = STYLES[check_style(target, "target")]
     return {**RUN_SETTINGS, **TARGET_SETTINGS.get(style, {})}
 
 
-def check_style(name: str, what: str) -> int:
+def check_style(name: str, field: str) -> int:
     key = name.strip().lower()
     if key not in STYLES:
-        raise NadaError(f"{what} '{name}': the built-in world knows the styles {', '.join(STYLES)}; name one of them")
+        raise FieldError(f"{{{field}}} '{name}': the built-in world knows the styles {', '.join(STYLES)}; name one of them")
     return STYLES.index(key)
 
 
@@ -72,13 +72,13 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
     run_dir = Path(run_dir)
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.exists():
-        raise NadaError(f"--eval-only '{run_dir}': no manifest.json; is it a nada-train run directory?")
+        raise FieldError(f"{{eval_only}} '{run_dir}': no manifest.json; is it a nada-train run directory?")
     manifest = json.loads(manifest_path.read_text())
     if not world().owns(manifest["arguments"]["generator"]):
-        raise NadaError(f"--eval-only '{run_dir}': metrics need the built-in world generator as base; this run adapted {manifest['arguments']['generator']}")
+        raise FieldError(f"{{eval_only}} '{run_dir}': metrics need the built-in world generator as base; this run adapted {manifest['arguments']['generator']}")
     if manifest.get("target") is None:
-        raise NadaError(f"--eval-only '{run_dir}': image-guided runs have no target style to judge")
-    target = check_style(manifest["target"], "--target")
+        raise FieldError(f"{{eval_only}} '{run_dir}': image-guided runs have no target style to judge")
+    target = check_style(manifest["target"], "target")
     # channels_last: a quarter faster on the CPU too; fp32 throughout
     frozen_g = inference_copy(load_generator(GENERATOR_WEIGHTS, device).generator, "fp32", channels_last=True)
     adapted_g = inference_copy(load_generator(run_dir, device).generator, "fp32", channels_last=True)

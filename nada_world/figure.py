@@ -16,8 +16,8 @@ import torch
 
 from nada_train.checkpoints import load_generator
 from nada_train.images import to_uint8
-from nada_train.pngs import grid, save_png
-from nada_train.seeds import parse_seeds, z_batch
+from nada_core.pngs import grid, save_png
+from nada_core.seeds import parse_seeds, z_batch
 from nada_world.data import from_scenes
 from nada_world.models import GENERATOR_WEIGHTS, Z_DIM, scene_of_z
 
@@ -28,7 +28,7 @@ def before_after(runs: list[Path], seeds: list[int], scale: int = 2) -> np.ndarr
     sources = [GENERATOR_WEIGHTS, *runs]
     rows = []
     for source in sources:
-        g = load_generator(source).generator.eval()
+        g = load_generator(source, "cpu").generator.eval()
         z = torch.from_numpy(z_batch(seeds, g.config.z_dim))
         rows.append(to_uint8(g(z)))
     mosaic = grid(torch.cat(rows).cpu().numpy(), rows=len(sources))
@@ -40,7 +40,7 @@ def intended_and_drawn(generators: list[Path], seeds: list[int], scale: int = 2)
     """[H, W, 3] uint8: row 0 the render of scene_of_z for each seed, row i the i-th generator's sample."""
     z = torch.from_numpy(z_batch(seeds, Z_DIM))
     rows = [to_uint8(from_scenes(scene_of_z(z)).images)]
-    rows += [to_uint8(load_generator(path).generator.eval()(z)) for path in generators]
+    rows += [to_uint8(load_generator(path, "cpu").generator.eval()(z)) for path in generators]
     mosaic = grid(torch.cat(rows).cpu().numpy(), rows=len(rows))
     return mosaic.repeat(scale, 0).repeat(scale, 1)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nada_train.fileio import write_json
+from nada_core.fileio import write_json
 from nada_train.losses import ClipGuide
 from nada_world.data import sample
 from nada_world.evaluate import zero_shot_predict

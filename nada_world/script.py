@@ -10,7 +10,7 @@ import time
 import torch
 import typer
 
-from nada_train.cli.common import run_app, typer_app
+from nada_core.cli import run_app, typer_app
 
 
 def script_app(doc: str) -> typer.Typer:

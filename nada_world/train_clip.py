@@ -41,7 +41,7 @@ import typer
 from safetensors.torch import save_file
 
 from nada_train.clip.compat import import_open_clip
-from nada_train.fileio import atomic_path
+from nada_core.fileio import atomic_path
 from nada_world.data import Batch, DevicePool, RenderedBatches, from_scenes, render_stream, sample
 from nada_world.evaluate import prediction_accuracy, style_accuracy_by_backdrop, zero_shot_predict
 from nada_world.models import ASSETS, CAPTION_TEMPLATES, CLIP_WEIGHTS, augment, caption

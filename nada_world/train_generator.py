@@ -230,7 +230,7 @@ def main(
     if continue_from:
         from nada_train.checkpoints import load_generator
 
-        g = load_generator(continue_from).generator.train()
+        g = load_generator(continue_from, "cpu").generator.train()
     else:
         g = Generator(generator_config())
         enc = FactorEncoder()

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import typer
 from safetensors.torch import save_file
 
-from nada_train.fileio import atomic_path
+from nada_core.fileio import atomic_path
 from nada_world.data import Pool, sample
 from nada_world.evaluate import prediction_accuracy, style_accuracy_by_backdrop
 from nada_world.models import JUDGE_WEIGHTS, Judge, augment

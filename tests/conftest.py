@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,14 @@ def base_repository(tmp_path_factory, three_generators) -> Path:
     repo = tmp_path_factory.mktemp("base-repository") / "repo"
     export([str(three_generators[0])], repo, max_batch=2, progress=False)
     return repo
+
+
+@contextmanager
+def refused(pattern: str):
+    """Expect a NadaError whose message as a command prints it (flags, not field names) matches `pattern`."""
+    from nada_core.errors import NadaError
+
+    with pytest.raises(NadaError) as caught:
+        yield caught
+    line = caught.value.for_command_line()
+    assert re.search(pattern, line), f"{line!r} does not match {pattern!r}"

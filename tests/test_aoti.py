@@ -13,8 +13,8 @@ from nada_export.triton_repo import ServeOptions
 from nada_serve.client import GeneratorClient
 from nada_serve.server import TritonServer
 from nada_train.checkpoints import load_generator, save_safetensors
-from nada_train.cli.generate import render
-from nada_train.errors import NadaError
+from nada_train.generator.inference import render
+from nada_core.errors import NadaError
 from nada_train.generator import Generator, GeneratorConfig
 from tests.test_export import parse_config
 

@@ -1,5 +1,7 @@
-"""The house's rules, read off the source with ast: dependencies run one way (the built-in world
-uses the method, never the reverse), no import circles, and the client side needs no torch."""
+"""The house's rules, read off the source with ast: dependencies run one way (the torch-free
+foundation nada_core <- the method nada_train <- the export nada_export <- the serving nada_serve; the
+built-in world beside them, standing on the method; nada on top, importing the rest lazily), no import
+circles, and the client side needs no torch."""
 
 import ast
 import sys
@@ -8,7 +10,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("nada_train", "nada_export", "nada_serve", "nada_world")
+PACKAGES = ("nada", "nada_core", "nada_train", "nada_export", "nada_serve", "nada_world")
+# the packages each one may import: every dependency points down this table
+STANDS_ON = {
+    "nada_core": set(),
+    "nada_train": {"nada_core"},
+    "nada_export": {"nada_core", "nada_train"},
+    "nada_serve": {"nada_core", "nada_train", "nada_export"},
+    "nada_world": {"nada_core", "nada_train"},
+    "nada": {"nada_core"},  # and the others by name, on first use (nada.__getattr__)
+}
 
 
 def module_name(path: Path) -> str:
@@ -33,10 +44,27 @@ def project_graph() -> dict[str, set[str]]:
     return {m: {i for i in imports_of(p) if i in files} for m, p in files.items()}
 
 
-def test_method_and_export_never_import_the_world():
-    offenders = {m: sorted(i for i in deps if i.startswith("nada_world"))
-                 for m, deps in project_graph().items() if m.startswith(("nada_train", "nada_export", "nada_serve"))}
-    assert {m: i for m, i in offenders.items() if i} == {}
+def wrong_way_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Each module's imports of a package it does not stand on."""
+    found = {m: sorted(d for d in deps if d.split(".")[0] not in STANDS_ON[m.split(".")[0]] | {m.split(".")[0]})
+             for m, deps in graph.items()}
+    return {m: d for m, d in found.items() if d}
+
+
+def test_dependencies_run_one_way():
+    assert wrong_way_imports(project_graph()) == {}
+
+
+def test_the_public_names_of_nada_are_the_libraries_objects():
+    """Every lazy name of `import nada` resolves to the object its module defines."""
+    import importlib
+
+    import nada
+
+    for name, (module, attribute) in nada._NAMES.items():
+        assert getattr(nada, name) is getattr(importlib.import_module(module), attribute), name
+    with pytest.raises(AttributeError, match="has no attribute 'train'"):
+        nada.train  # noqa: B018
 
 
 def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -75,18 +103,19 @@ def test_the_checks_see_a_planted_circle(tmp_path, monkeypatch):
     graph = project_graph()
     assert graph == {"nada_train.a": {"nada_world.b"}, "nada_world.b": {"nada_train.a"}}
     assert import_circles(graph) == [["nada_train.a", "nada_world.b", "nada_train.a"]]
+    assert wrong_way_imports(graph) == {"nada_train.a": ["nada_world.b"]}
     with pytest.raises(AssertionError):
-        test_method_and_export_never_import_the_world()
+        test_dependencies_run_one_way()
 
 
-CLIENT_SIDE = ("nada_serve.client", "nada_serve.cli.client", "nada_train.seeds", "nada_train.pngs", "nada_train.cli.common",
-               "nada_train.cli.launch", "nada_train.errors", "nada_train.fileio")
+CLIENT_SIDE = ("nada", "nada_core", "nada_serve.client", "nada_serve.cli.client", "nada_core.seeds", "nada_core.pngs", "nada_core.cli",
+               "nada_core.entry_points", "nada_core.errors", "nada_core.fileio")
 
 
 def test_client_side_imports_no_torch_stack():
     """What nada-client imports, followed through the project's modules: no torch, open_clip, onnx."""
     graph = project_graph()
-    seen, todo = set(), ["nada_serve.cli.client", "nada_train.cli.launch"]
+    seen, todo = set(), ["nada", "nada_serve.cli.client", "nada_core.entry_points"]
     while todo:
         m = todo.pop()
         if m not in seen:
@@ -101,6 +130,20 @@ def test_client_side_imports_no_torch_stack():
         top = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         top |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not top & heavy, (m, top & heavy)
+
+
+def test_import_nada_needs_no_torch_and_says_what_a_name_needs():
+    """On a client machine (torch, open_clip, onnxruntime impossible to import) `import nada` works and
+    nada.Client is there; nada.adapt fails with the ImportError of what it needs."""
+    import subprocess
+
+    code = ("import sys; sys.modules['torch'] = sys.modules['open_clip'] = sys.modules['onnxruntime'] = None\n"
+            "import nada\n"
+            "assert nada.Client.__name__ == 'GeneratorClient' and nada.__version__\n"
+            "try:\n    nada.adapt\nexcept ImportError as e:\n    print('needs', e.name)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "needs torch"
 
 
 def test_client_extra_brings_no_torch():

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 
@@ -100,6 +101,10 @@ def in_process(monkeypatch, capsys, prog: str, *args: str) -> tuple[int, list[st
      "--crop '1,2,3': give four integers LEFT,TOP,RIGHT,BOTTOM, e.g. --crop 0,64,512,448"),
     ("nada-train", ["--generator", "{ckpt}", "--target", "x", "--out", "{tmp}/r", "--crop", "a,b,c,d"],
      "--crop 'a,b,c,d': give four integers LEFT,TOP,RIGHT,BOTTOM, e.g. --crop 0,64,512,448"),
+    ("nada-train", ["--resume", "{tmp}", "--lr", "0.1"],
+     "--resume continues a run with the settings it started with; --lr cannot be given with it (only --iterations, a new total)"),
+    ("nada-train", ["--resume", "{tmp}", "--clip-weight", "2"],
+     "--resume continues a run with the settings it started with; --clip-weight cannot be given with it (only --iterations, a new total)"),
     ("nada-train", ["--eval-only", "{tmp}"], "--eval-only '{tmp}': no manifest.json there; is it a nada-train run directory?"),
     ("nada-train", ["--eval-only", "{tmp}/own"], "--eval-only '{tmp}/own': metrics need a built-in base that judges its runs; "
                                                  "this run adapted {ckpt}"),
@@ -169,17 +174,43 @@ def test_installed_console_script_usage_error():
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_nada_adapt_is_nada_train_and_generate_is_nada_generate(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch, capsys):
+    """The API and the commands are one path: the same options make the same run, bit for bit, and a
+    generator's images are the PNGs nada-generate writes of it."""
+    import nada
+    from safetensors.torch import load_file
+
+    run = nada.adapt(str(rosinality_ckpt), target="pencil sketch", out=tmp_path / "api", clip=[tiny_clip_spec], progress=False,
+                     iterations=2, n_sample=2, sample_every=1, seed=5, mixing=0.5)
+    code, _, err = run_in_process(monkeypatch, capsys, "nada-train", "--generator", str(rosinality_ckpt), "--target", "pencil sketch",
+                                  "--out", str(tmp_path / "cli"), "--clip", tiny_clip_spec, "--iterations", "2", "--n-sample", "2",
+                                  "--sample-every", "1", "--seed", "5", "--mixing", "0.5", "--quiet")
+    assert code == 0, err
+    cli = nada.Run(tmp_path / "cli")
+    mine, theirs = load_file(run.path / "generator.safetensors"), load_file(cli.path / "generator.safetensors")
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert {**run.manifest["arguments"], "out": None} == {**cli.manifest["arguments"], "out": None}
+    assert [p.name for p in run.samples] == [p.name for p in cli.samples] == [f"step-{i:06d}.png" for i in range(3)]
+    images = run.generator.generate("0-2,5", truncation=0.7)
+    code, _, err = run_in_process(monkeypatch, capsys, "nada-generate", str(cli.path), "--seeds", "0-2,5", "--truncation", "0.7",
+                                  "--out", str(tmp_path / "pngs"))
+    assert code == 0, err
+    pngs = np.stack([np.asarray(Image.open(tmp_path / "pngs" / f"seed{i:04d}.png")) for i in (0, 1, 2, 5)])
+    assert images.dtype == np.uint8 and np.array_equal(pngs, images)
+
+
 def parsed_options(monkeypatch, *args):
     """The TrainOptions nada-train builds from a command line (training itself replaced)."""
     import nada_train.cli.train as cli
+    import nada_train.runs as runs
 
     seen = {}
 
-    def fake_train(opts, resume=False, progress=True):
+    def fake_train(opts, resume=False, progress=True, callback=None):
         seen["opts"] = opts
         raise SystemExit(0)
 
-    monkeypatch.setattr(cli, "train", fake_train)
+    monkeypatch.setattr(runs, "train", fake_train)
     monkeypatch.setattr(sys, "argv", ["nada-train", *args])
     with pytest.raises(SystemExit):
         cli.main_entry()
@@ -189,7 +220,7 @@ def parsed_options(monkeypatch, *args):
 def test_cli_defaults_are_train_options_defaults(monkeypatch, tmp_path):
     from dataclasses import fields
 
-    from nada_train.trainer import TrainOptions
+    from nada_train.options import TrainOptions
 
     opts = parsed_options(monkeypatch, "--generator", "random:8", "--target", "sketch", "--out", str(tmp_path / "r"))
     reference = TrainOptions(generator="random:8", out=str((tmp_path / "r").resolve()), target="sketch")

@@ -7,7 +7,7 @@ import torch
 
 import nada_train.compiled as compiled_module
 from nada_train.compiled import check_compile, compiled, drop_unchosen_gradients, step_begins
-from nada_train.errors import NadaError
+from nada_core.errors import NadaError
 
 
 def fn(x):
@@ -56,7 +56,7 @@ def test_cuda_graphs_need_a_cuda_device():
     check_compile("off", torch.device("cpu"))
     with pytest.raises(NadaError) as e:
         check_compile("cudagraphs", torch.device("cpu"))
-    assert str(e.value) == ("--compile cudagraphs: CUDA graphs need a CUDA device, this run is on cpu; "
+    assert e.value.for_command_line() == ("--compile cudagraphs: CUDA graphs need a CUDA device, this run is on cpu; "
                             "use --compile inductor")
 
 

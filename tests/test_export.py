@@ -12,7 +12,7 @@ from nada_export.onnx_export import export_verified, onnx_session
 from nada_export.pipeline import export
 from nada_export.tensorrt_engine import tensorrt_missing_reason
 from nada_export.triton_repo import ServeOptions
-from nada_train.errors import NadaError
+from nada_core.errors import NadaError
 from nada_train.images import to_uint8
 from tests.conftest import tiny_generator
 
@@ -417,7 +417,7 @@ def test_parity_feeds_each_batch_and_at_reduced_precision_every_gate_seed(kind, 
     was set on. The result names its kind and batches."""
     from nada_export.graphs import GRAPHS
     from nada_train.generator.inference import GATE_SEEDS
-    from nada_train.seeds import z_batch
+    from nada_core.seeds import z_batch
 
     g = tiny_generator()
     cls, input_names, _ = GRAPHS[kind]

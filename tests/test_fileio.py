@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from nada_train.fileio import atomic_path
+from nada_core.fileio import atomic_path
 
 
 def test_atomic_path_replaces_only_on_success_with_usual_mode(tmp_path):
@@ -22,7 +22,7 @@ def test_atomic_path_replaces_only_on_success_with_usual_mode(tmp_path):
 
 
 def test_exchange_swaps_two_directories_in_one_step_and_names_a_missing_one(tmp_path):
-    from nada_train.fileio import exchange
+    from nada_core.fileio import exchange
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -6,7 +6,7 @@ import torch
 
 from nada_train.generator import Generator, GeneratorConfig
 from nada_train.generator.layers import upfirdn2d, blur_kernel_2d
-from nada_train.seeds import z_batch
+from nada_core.seeds import z_batch
 from tests.conftest import tiny_config, tiny_generator
 
 

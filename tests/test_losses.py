@@ -7,8 +7,9 @@ import torch
 
 from nada_train.clip import load_clip, parse_clip_spec
 from nada_train.clip.templates import imagenet_templates
-from nada_train.errors import NadaError
+from nada_core.errors import NadaError
 from nada_train.losses import directional_loss, global_loss, image_direction, text_direction
+from tests.conftest import refused
 
 
 def unit(v):
@@ -196,7 +197,7 @@ def test_offline_without_cached_weights_is_one_line_saying_where_it_looked(tmp_p
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
     with pytest.raises(NadaError) as info:
         load_clip(ClipSpec("ViT-B-32", "openai"))
-    assert str(info.value) == (f"--clip ViT-B-32:openai: weights are not cached on this machine and the model hub cannot be reached; "
+    assert info.value.for_command_line() == (f"--clip ViT-B-32:openai: weights are not cached on this machine and the model hub cannot be reached; "
                                f"open_clip looks in the Hugging Face cache ({cache}) and ~/.cache/clip; pass a local file as "
                                "--clip NAME:/path/to/weights.pt, or NAME:random for a smoke test")
 
@@ -230,12 +231,12 @@ def test_style_images_keep_their_proportions(tmp_path):
     (lambda d: (d.mkdir(), (d / "broken.png").write_bytes(b"not a png")), "cannot read '.*broken.png'"),
 ])
 def test_style_image_folder_errors(tmp_path, setup, match):
-    from nada_train.errors import NadaError
+    from nada_core.errors import NadaError
     from nada_train.losses import load_style_images
 
     folder = tmp_path / "styles"
     setup(folder)
-    with pytest.raises(NadaError, match=f"--target-images.*{match}"):
+    with refused(f"--target-images.*{match}"):
         load_style_images(folder)
 
 
@@ -314,4 +315,4 @@ def test_a_guide_without_clips_is_one_line():
 
     with pytest.raises(NadaError) as e:
         ClipGuide([])
-    assert str(e.value) == "no CLIP model given; pass --clip ViT-B-32 (repeatable)"
+    assert e.value.for_command_line() == "no CLIP model given; name one in --clip, e.g. ViT-B-32"

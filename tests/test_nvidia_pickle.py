@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from nada_train.checkpoints import load_generator
-from nada_train.cli.generate import render
-from nada_train.errors import NadaError
-from nada_train.fileio import sha256_file
+from nada_train.generator.inference import render
+from nada_core.errors import NadaError
+from nada_core.fileio import sha256_file
 
 DATA = Path(__file__).parent / "data" / "nvidia"
 NAMES = ["ada32_clamp", "ada16_zw_fp16", "sg3repo-ada16_zw_fp16"]  # the last: stylegan3's StyleGAN2 networks
@@ -122,7 +122,8 @@ def test_train_generate_and_export_take_a_pkl(tmp_path, tiny_clip_spec, clip_con
     nada-export verifies and writes it."""
     from nada_export.pipeline import export
     from nada_train.clip import parse_clip_spec
-    from nada_train.trainer import TrainOptions, train
+    from nada_train.loop import train
+    from nada_train.options import TrainOptions
 
     pkl = DATA / "ada16_zw_fp16.pkl"
     run = train(TrainOptions(generator=str(pkl), out=str(tmp_path / "run"), target="sketch", clip=[parse_clip_spec(tiny_clip_spec)],
@@ -131,7 +132,7 @@ def test_train_generate_and_export_take_a_pkl(tmp_path, tiny_clip_spec, clip_con
 
     base = json.loads((run / "manifest.json").read_text())["base"]
     assert base == {"path": str(pkl.resolve()), "sha256": sha256_file(pkl), "kind": "nvidia"}
-    code = "import sys; from nada_train.cli.launch import generate; sys.argv[0] = 'nada-generate'; generate()"
+    code = "import sys; from nada_core.entry_points import generate; sys.argv[0] = 'nada-generate'; generate()"
     r = subprocess.run([sys.executable, "-c", code, str(pkl), "--seeds", "0-3", "--out", str(tmp_path / "png")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

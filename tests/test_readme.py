@@ -82,3 +82,40 @@ def test_the_no_download_block_runs_as_written(tmp_path):
 def test_block_extraction_finds_the_commands():
     block = the_no_download_block()
     assert block.splitlines()[1].startswith("nada-generate runs/default") and "nada-client" in block
+
+
+def the_python_block() -> str:
+    section = README.split("## From Python", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+
+
+# what the README names that needs downloads -> what this machine has (random weights, two steps)
+WITHOUT_DOWNLOADS = {'"stylegan2-ffhq-config-f.pt"': '"random:64"', '"ViT-B-32"': '"ViT-B-32:random"',
+                     "iterations=300": "iterations=1"}
+
+
+def test_the_python_block_runs_and_equals_the_commands(tmp_path, monkeypatch, capsys):
+    """The README's Python, as written but for weights: its images are the PNGs nada-generate writes
+    of its run, and the served images are its images. (That nada.adapt's run is nada-train's bit for
+    bit: test_cli.py, on a tiny CLIP, since ViT-B-32 costs half a minute a run here.)"""
+    from nada_serve.server import TritonServer
+    from tests.test_cli import run_in_process
+
+    block = the_python_block()
+    for real, here in WITHOUT_DOWNLOADS.items():
+        assert real in block, real
+        block = block.replace(real, here)
+    local, served = block.split("with nada.Client(", 1)
+    monkeypatch.chdir(tmp_path)
+    space: dict = {}
+    exec(local, space)
+    run, images = space["run"], space["images"]
+    assert run.status == "finished" and images.dtype == np.uint8 and images.shape == (8, 64, 64, 3)
+    code, _, err = run_in_process(monkeypatch, capsys, "nada-generate", str(run.path), "--seeds", "0-7", "--truncation", "0.7",
+                                  "--out", "pngs")
+    assert code == 0, err
+    pngs = np.stack([np.asarray(Image.open(tmp_path / "pngs" / f"seed{i:04d}.png")) for i in range(8)])
+    assert np.array_equal(pngs, images)
+    with TritonServer(tmp_path / "triton_models") as server:
+        exec("with nada.Client(" + served.replace("127.0.0.1:8001", server.endpoints.grpc), space)
+    assert np.abs(space["served"].astype(int) - images.astype(int)).max() <= 1

@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 from benchmarks.load import Server
 from nada_export.pipeline import export
 from nada_serve.supervisor import stub_processes
-from nada_train.seeds import z_batch
+from nada_core.seeds import z_batch
 from tests.conftest import wait_for
 from tests.test_serving import processes_mentioning
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nada_train.checkpoints import load_generator
-from nada_train.cli.generate import render
+from nada_train.generator.inference import render
 from nada_train.images import to_uint8
 
 DATA = Path(__file__).parent / "data" / "rosinality"

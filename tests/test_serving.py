@@ -16,9 +16,9 @@ from nada_serve.client import GeneratorClient
 from nada_export.pipeline import export
 from nada_serve.server import TritonServer
 from nada_train.checkpoints import load_generator
-from nada_train.cli.generate import render
-from nada_train.errors import NadaError
-from nada_train.seeds import z_batch
+from nada_train.generator.inference import render
+from nada_core.errors import NadaError
+from nada_core.seeds import z_batch
 from tests.conftest import wait_for
 
 MAX_BATCH = 4
@@ -294,7 +294,7 @@ def test_bad_request_batched_with_good_ones_fails_alone(patient_server, three_ge
 def without_torch(command: str, prog: str) -> str:
     """python -c code running a console script where torch, open_clip and onnxruntime cannot be imported."""
     return ("import sys; sys.modules['torch'] = sys.modules['open_clip'] = sys.modules['onnxruntime'] = None; "
-            f"from nada_train.cli.launch import {command}; sys.argv[0] = '{prog}'; {command}()")
+            f"from nada_core.entry_points import {command}; sys.argv[0] = '{prog}'; {command}()")
 
 
 def test_nada_client_works_where_torch_cannot_be_imported(server, three_generators, tmp_path):
@@ -312,6 +312,14 @@ def test_nada_client_works_where_torch_cannot_be_imported(server, three_generato
         assert np.abs(got - want[i].astype(int)).max() <= 1
     r = subprocess.run([sys.executable, "-c", without_torch("train", "nada-train"), "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "install it with: pip install 'nada[train]'" in r.stderr and "Traceback" not in r.stderr
+    # the Python API on the same machine: `import nada` and nada.Client, torch still impossible
+    api = ("import sys; sys.modules['torch'] = sys.modules['open_clip'] = sys.modules['onnxruntime'] = None\n"
+           "import numpy as np, nada\n"
+           f"with nada.Client('{server.endpoints.grpc}', 'neon') as c:\n"
+           f"    np.save(r'{tmp_path / 'api.npy'}', c.generate_seeds([3, 4]))\n")
+    r = subprocess.run([sys.executable, "-c", api], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert np.abs(np.load(tmp_path / "api.npy").astype(int) - want.astype(int)).max() <= 1
 
 
 def test_nada_serve_listens_on_loopback_unless_told_and_warns_when_told(tmp_path):

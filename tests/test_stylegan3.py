@@ -10,12 +10,12 @@ import torch
 
 from nada_export.onnx_export import export_verified, onnx_session
 from nada_train.checkpoints import load_generator, save_safetensors
-from nada_train.cli.generate import render
-from nada_train.errors import NadaError
+from nada_train.generator.inference import render
+from nada_core.errors import NadaError
 from nada_train.generator import StyleGAN3Generator
 from nada_train.generator.stylegan3_layers import fir, pad_or_crop
 from nada_train.layer_selection import codes_with_layers, manual_layers
-from nada_train.trainer import train
+from nada_train.loop import train
 from tests.test_trainer import options
 
 DATA = Path(__file__).parent / "data" / "nvidia"

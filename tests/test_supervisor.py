@@ -8,7 +8,7 @@ import pytest
 
 from nada_serve import supervisor as module
 from nada_serve.supervisor import Stub, Supervisor, python_instances
-from nada_train.errors import NadaError
+from nada_core.errors import NadaError
 
 CONFIGS = {
     "one": {"backend": "python", "instance_group": [{"kind": "KIND_CPU", "count": 1}]},

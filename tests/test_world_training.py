@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nada_train.errors import NadaError
+from nada_core.errors import NadaError
 from nada_world.data import DevicePool, RenderedBatches, from_scenes, render_stream
 from nada_world.models import CLIP_NAME, caption, clip_model_name, scene_of_z
 from nada_world.render import COLOURS, SHAPES, STYLES

@@ -12,6 +12,6 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-d
 export NADA_CLIP_CONFIG_DIR=$PWD/nada_world/assets  # world CLIP files written elsewhere name these configs
 cat > "$L/nada-train" <<'EOF'
 #!/bin/sh
-exec python3 -c 'import sys; from nada_train.cli.launch import train; sys.argv[0] = "nada-train"; train()' "$@"
+exec python3 -c 'import sys; from nada_core.entry_points import train; sys.argv[0] = "nada-train"; train()' "$@"
 EOF
 chmod +x "$L/nada-train"

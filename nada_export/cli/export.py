@@ -9,7 +9,7 @@ import typer
 from nada_export.kubernetes import TRITON_IMAGE, KubernetesOptions, manifests, write_manifests
 from nada_export.pipeline import export
 from nada_export.triton_repo import ServeOptions
-from nada_train.cli.common import run_app, typer_app
+from nada_core.cli import run_app, typer_app
 
 app = typer_app(
     "Export generators to ONNX (TensorRT engines, or AOTInductor packages) and write a Triton model repository serving all of them.\n\n"
@@ -48,7 +48,8 @@ def main(
                             kubernetes_gpus, kubernetes_replicas, kubernetes_max_replicas)
     if kubernetes is not None:
         manifests(k8s, serve.backend)  # refuse bad options before the export's long work
-    report = export(checkpoints, repository, engine, name or None, max_batch, precision, serve, allow_pickle, not quiet, device)
+    report = export(checkpoints, repository, names=name or None, engine=engine, max_batch=max_batch, precision=precision,
+                    serve=serve, allow_pickle=allow_pickle, progress=not quiet, device=device)
     for f in report.files:
         print(f"  {f.model:32s} {f.path:40s} {f.bytes / 2**20:8.1f} MiB  {f.export_seconds:6.1f} s  {f.parity.describe()}")
     print(f"wrote {report.repository} ({', '.join(report.models)}) in {report.seconds:.1f} s; serve it with: nada-serve {report.repository}")
@@ -58,4 +59,4 @@ def main(
 
 
 def main_entry() -> None:
-    run_app(app, "nada-export")
+    run_app(app, "nada-export", {"names": "--name", "checkpoints": "CHECKPOINTS", "backend": "--triton-backend", "instance_count": "--instances"})

@@ -8,9 +8,9 @@ from pathlib import Path
 import typer
 
 from nada_serve.client import GeneratorClient, generate_seeds_async, wait_until_ready
-from nada_train.cli.common import run_app, typer_app
-from nada_train.pngs import write_seed_images
-from nada_train.seeds import parse_seeds
+from nada_core.cli import run_app, typer_app
+from nada_core.pngs import write_seed_images
+from nada_core.seeds import parse_seeds
 
 app = typer_app(
     "Request images from a generator served by Triton over gRPC.\n\n"

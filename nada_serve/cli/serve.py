@@ -12,7 +12,7 @@ import typer
 
 from nada_serve.server import TritonServer, is_loopback
 from nada_serve.supervisor import Supervisor
-from nada_train.cli.common import run_app, typer_app
+from nada_core.cli import run_app, typer_app
 
 app = typer_app(
     "Serve a model repository written by nada-export with tritonserver on 127.0.0.1 (or --host).\n\n"

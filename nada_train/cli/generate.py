@@ -7,12 +7,10 @@ from pathlib import Path
 import typer
 
 from nada_train.checkpoints import load_generator
-from nada_train.cli.common import run_app, typer_app
-from nada_train.errors import NadaError
-from nada_train.generator.inference import DTYPES, fastest_copy, render
-from nada_train.pngs import write_seed_images
-from nada_train.seeds import parse_seeds
-from nada_train.trainer import resolve_device
+from nada_train.generator.inference import check_noise, check_render_precision
+from nada_core.cli import run_app, typer_app
+from nada_core.pngs import write_seed_images
+from nada_core.seeds import parse_seeds
 
 app = typer_app(
     "Render images from a StyleGAN2 checkpoint or a nada-train run directory.\n\n"
@@ -33,16 +31,13 @@ def main(
                                   "PSNR >= 40 dB against fp32 on seeds 0-15; on the CPU: fp32), fp32, fp16 or bf16."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a checkpoint holding arbitrary Python objects (runs code from the file)."),
 ) -> None:
-    if noise not in ("const", "random", "none"):
-        raise NadaError(f"--noise {noise}: choose const, random or none")
-    if precision not in ("auto", *DTYPES):
-        raise NadaError(f"--precision {precision}: choose auto, fp32, fp16 or bf16")
+    check_noise(noise)  # refused before a large checkpoint is read
+    check_render_precision(precision)
     seed_list = parse_seeds(seeds)
-    loaded = load_generator(checkpoint, resolve_device(device), allow_pickle=allow_pickle)
-    generator, how = fastest_copy(loaded.generator, precision)
-    images = render(generator, seed_list, truncation, noise)
+    loaded = load_generator(checkpoint, device, allow_pickle=allow_pickle).to(device, precision)
+    images = loaded.generate(seed_list, truncation, noise)
     write_seed_images(images, seed_list, out, grid_png)
-    print(f"wrote {len(images)} images to {out} ({how})")
+    print(f"wrote {len(images)} images to {out} ({loaded.rendering})")
 
 
 def main_entry() -> None:

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from nada_train.bases import BUILTIN_PREFIX, BuiltinBase, base_owning, default_base, named_base
-from nada_train.cli.common import run_app, typer_app
-from nada_train.clip import parse_clip_spec
-from nada_train.errors import NadaError
-from nada_train.many import INDEX, PLAN, Target, folder_names, parse_targets_file, read_plan, train_many
+from nada_core.cli import run_app, typer_app
+from nada_core.errors import NadaError, option_of
+from nada_train.bases import base_owning
+from nada_train.many import INDEX, Target, parse_targets_file
+from nada_train.options import option_defaults
 from nada_train.run_dir import RunDir
-from nada_train.trainer import TrainOptions, train
-
-
-def option_defaults() -> dict:
-    """TrainOptions' defaults: the one place they are written."""
-    out = {}
-    for f in fields(TrainOptions):
-        if f.default is not MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not MISSING:
-            out[f.name] = f.default_factory()
-    out["clip"] = [str(c).removesuffix(":openai") for c in out["clip"]]
-    return out
+from nada_train.runs import Run, adapt
+from nada_train.runs import resume as resume_run
 
 
 D = option_defaults()
@@ -81,43 +69,41 @@ def main(
     if eval_only is not None:
         print(json.dumps(evaluate_again(eval_only), indent=2))
         return
-    if resume is not None and (resume / PLAN).exists():
-        plan = read_plan(resume)
-        if iterations is not None:
-            for opts in plan:
-                opts.iterations = iterations
-        report_many(train_many(plan, resume, resume=True, progress=not quiet))
-        return
-    given = dict(iterations=iterations, batch=batch, lr=lr, layers=layers, auto_layer_k=auto_layer_k,
-                 auto_layer_iters=auto_layer_iters, auto_layer_batch=auto_layer_batch, train_torgb=train_torgb,
-                 mixing=mixing, global_weight=global_weight, seed=seed, device=device, precision=precision, tf32=tf32,
-                 fused=fused, compile=compile, n_sample=n_sample, sample_truncation=sample_truncation, sample_every=sample_every, save_every=save_every,
-                 crop=parse_crop(crop) if crop is not None else None)
-    given = {k: v for k, v in given.items() if v is not None}
-    wanted = [Target(t) for t in target] + (parse_targets_file(targets) if targets is not None else [])
-    if resume is None and len(wanted) > 1 or targets is not None:
-        if target_images is not None:
-            raise NadaError("--target-images trains one target; give several --target texts, or one run per style folder")
-        if out is None:
-            raise NadaError("--out is required: a new folder for the runs, one per target")
-        plan = [options(generator, source, t.text, None, out / name, clip, clip_weight, allow_pickle,
-                        {**given, **({"iterations": t.iterations} if t.iterations else {})})
-                for t, name in zip(wanted, folder_names([t.text for t in wanted]))]
-        report_many(train_many(plan, out, progress=not quiet))
-        return
-    target = wanted[0].text if wanted else None
+    settings = dict(iterations=iterations, batch=batch, lr=lr, layers=layers, auto_layer_k=auto_layer_k,
+                    auto_layer_iters=auto_layer_iters, auto_layer_batch=auto_layer_batch, train_torgb=train_torgb,
+                    mixing=mixing, global_weight=global_weight, seed=seed, device=device, precision=precision, tf32=tf32,
+                    fused=fused, compile=compile, n_sample=n_sample, sample_truncation=sample_truncation,
+                    sample_every=sample_every, save_every=save_every, crop=parse_crop(crop) if crop is not None else None)
+    settings = {k: v for k, v in settings.items() if v is not None}
     if resume is not None:
-        run = RunDir(resume)
-        opts = TrainOptions.from_json(run.read_manifest()["arguments"])
-        if iterations is not None:
-            opts.iterations = iterations
-        path = train(opts, resume=True, progress=not quiet)
-    else:
-        opts = options(generator, source, target, target_images, out, clip, clip_weight, allow_pickle, given)
-        path = train(opts, progress=not quiet)
-    print(f"done: {path}/generator.safetensors  (samples in {path}/samples)")
-    if (path / "metrics.json").exists():
-        print_metrics(json.loads((path / "metrics.json").read_text()))
+        inputs = dict(generator=generator, target=target or None, targets=targets, target_images=target_images, out=out,
+                      clip=clip or None, clip_weight=clip_weight or None, allow_pickle=allow_pickle or None,
+                      source=None if source == D["source"] else source)
+        refused = [name for name, value in {**inputs, **settings}.items() if value is not None and name != "iterations"]
+        if refused:
+            raise NadaError(f"--resume continues a run with the settings it started with; {option_of(refused[0])} cannot be "
+                            "given with it (only --iterations, a new total)")
+        report(resume, resume_run(resume, iterations, progress=not quiet))
+        return
+    wanted = [Target(t) for t in target] + (parse_targets_file(targets) if targets is not None else [])
+    several = len(wanted) > 1 or targets is not None
+    if several and target_images is not None:
+        raise NadaError("--target-images trains one target; give several --target texts, or one run per style folder")
+    if several and out is None:
+        raise NadaError("--out is required: a new folder for the runs, one per target")
+    result = adapt(generator, None if several or not wanted else wanted[0].text, out=out, targets=wanted if several else None,
+                   source=source, target_images=target_images, clip=clip or None, clip_weights=clip_weight or None,
+                   allow_pickle=allow_pickle, progress=not quiet, **settings)
+    report(out, result)
+
+
+def report(out: Path, result: Run | list[Run]) -> None:
+    if isinstance(result, list):
+        report_many(out)
+        return
+    print(f"done: {result.path}/generator.safetensors  (samples in {result.path}/samples)")
+    if result.metrics is not None:
+        print_metrics(result.metrics)
 
 
 def report_many(out: Path) -> None:
@@ -132,42 +118,6 @@ def report_many(out: Path) -> None:
     print(f"done: {out}/index.json")
 
 
-def options(generator: str | None, source: str, target: str | None, target_images: Path | None, out: Path | None,
-            clip: list[str], clip_weight: list[float], allow_pickle: bool, given: dict) -> TrainOptions:
-    """TrainOptions from the command line: what the user gave, else the built-in base's settings for
-    its target, else TrainOptions' defaults."""
-    base: BuiltinBase | None
-    if generator is None:
-        base = default_base()
-    elif generator.startswith(BUILTIN_PREFIX):
-        base = named_base(generator)
-    else:
-        base = base_owning(generator)
-    settings = {}
-    if base is not None:
-        generator = str(base.generator)
-        if target is None and target_images is None:
-            target = base.default_target
-        settings = base.options_for(source, None if target_images else target)
-        if not clip:
-            clip = list(base.clip)
-            settings["templates"] = list(base.templates) if base.templates else None
-    if out is None:
-        raise NadaError("--out is required: a new directory for the run")
-    clip = clip or list(D["clip"])
-    if clip_weight and len(clip_weight) != len(clip):
-        raise NadaError(f"--clip-weight given {len(clip_weight)} times for {len(clip)} --clip models; give one weight per model")
-    weights = clip_weight or [1.0] * len(clip)
-    # absolute paths: --resume may run from another directory
-    generator = str(Path(generator).resolve()) if Path(generator).exists() else generator
-    return TrainOptions(
-        generator=generator, out=str(out.resolve()), source=source, target=target,
-        target_images=str(target_images.resolve()) if target_images else None,
-        clip=[parse_clip_spec(c, w) for c, w in zip(clip, weights)], allow_pickle=allow_pickle,
-        **{**settings, **given},
-    )
-
-
 def parse_crop(text: str) -> list[int]:
     try:
         box = [int(v) for v in text.split(",")]
@@ -179,7 +129,7 @@ def parse_crop(text: str) -> list[int]:
 
 
 def evaluate_again(run_dir: Path) -> dict:
-    manifest = RunDir(run_dir).read_manifest("--eval-only")
+    manifest = RunDir(run_dir).read_manifest("eval_only")
     base = base_owning(manifest["arguments"]["generator"])
     if base is None or base.evaluate is None:
         raise NadaError(f"--eval-only '{run_dir}': metrics need a built-in base that judges its runs; this run adapted {manifest['arguments']['generator']}")
@@ -199,5 +149,9 @@ def print_metrics(m: dict) -> None:
     print(line)
 
 
+# library fields whose option has another name
+FLAGS = {"clip_weights": "--clip-weight", "base": "--generator"}
+
+
 def main_entry() -> None:
-    run_app(app, "nada-train")
+    run_app(app, "nada-train", FLAGS)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nada_train.clip.compat import import_open_clip
-from nada_train.errors import NadaError
+from nada_core.errors import FieldError
 
 RANDOM_TAG = "random"
 DEFAULT_TAG = "openai"
@@ -39,7 +39,7 @@ class ClipSpec:
 def parse_clip_spec(text: str, weight: float = 1.0) -> ClipSpec:
     text = text.strip()
     if not text:
-        raise NadaError("--clip is empty; name an open_clip model such as ViT-B-32")
+        raise FieldError("{clip} is empty; name an open_clip model such as ViT-B-32")
     if text.startswith("hf-hub:"):
         return ClipSpec(text, "", weight)
     name, _, pretrained = text.partition(":")
@@ -147,14 +147,14 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
         register_model_configs(folder)  # extra model configs (JSON), e.g. small CLIPs for tests
     pretrained = spec.pretrained or None
     if pretrained and _looks_like_path(pretrained) and not Path(pretrained).is_file():
-        raise NadaError(f"--clip {spec}: weights file '{pretrained}' does not exist; {_weights_hint()}")
+        raise FieldError(f"{{clip}} {spec}: weights file '{pretrained}' does not exist; {_weights_hint()}")
     if pretrained and (Path(pretrained).parent / f"{spec.name}.json").is_file():
         register_model_configs(Path(pretrained).parent)  # a model of your own: config beside its weights
     known = open_clip.list_models()
     if spec.name not in known and not spec.name.startswith("hf-hub:"):
         close = [m for m in known if spec.name.lower().replace("/", "-") in m.lower()][:5]
         hint = f" (did you mean {', '.join(close)}?)" if close else " (open_clip.list_models() lists them)"
-        raise NadaError(f"--clip {spec}: unknown CLIP model '{spec.name}'{hint}; note open_clip writes ViT-B-32, not ViT-B/32")
+        raise FieldError(f"{{clip}} {spec}: unknown CLIP model '{spec.name}'{hint}; note open_clip writes ViT-B-32, not ViT-B/32")
     if spec.pretrained == RANDOM_TAG:
         warnings.warn(
             f"CLIP {spec.name} has RANDOM weights: its guidance is meaningless (smoke tests and speed benchmarks only)",
@@ -167,9 +167,9 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
         if pretrained and not Path(pretrained).is_file():
             tags = open_clip.list_pretrained_tags_by_model(spec.name)
             if pretrained not in tags:
-                raise NadaError(f"--clip {spec}: unknown pretrained tag '{pretrained}' for {spec.name}; known tags: {', '.join(tags) or 'none'} (or 'random', or a local file)")
+                raise FieldError(f"{{clip}} {spec}: unknown pretrained tag '{pretrained}' for {spec.name}; known tags: {', '.join(tags) or 'none'} (or 'random', or a local file)")
         if pretrained and not Path(pretrained).is_file() and not _weights_cached(open_clip, spec.name, pretrained) and not _hub_reachable():
-            raise NadaError(f"--clip {spec}: weights are not cached on this machine and the model hub cannot be reached; {_weights_hint()}")
+            raise FieldError(f"{{clip}} {spec}: weights are not cached on this machine and the model hub cannot be reached; {_weights_hint()}")
         # build the network the weights were trained as: OpenAI's CLIPs used QuickGELU, and open_clip
         # (since 2.29) builds plain GELU for them unless told (it only warns)
         tag_cfg = (open_clip.get_pretrained_cfg(spec.name, pretrained) or {}) if pretrained and not Path(pretrained).is_file() else {}
@@ -178,7 +178,7 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
                                            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)))
         except Exception as exc:  # network, hub and file errors all mean: no weights here
             reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-            raise NadaError(f"--clip {spec}: could not load the weights ({reason}); {_weights_hint()}") from None
+            raise FieldError(f"{{clip}} {spec}: could not load the weights ({reason}); {_weights_hint()}") from None
     cfg = getattr(model.visual, "preprocess_cfg", None) or {}
     size = cfg.get("size", getattr(model.visual, "image_size", 224))
     size = size[0] if isinstance(size, (tuple, list)) else int(size)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from nada_train.errors import NadaError
+from nada_core.errors import NadaError
 
 
 class LatentAndFrame:

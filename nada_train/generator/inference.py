@@ -11,28 +11,29 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nada_train.errors import NadaError
+from nada_core.errors import FieldError
 from nada_train.generator.layers import ModulatedConv2d, ToRGB
 from nada_train.generator.network import Generator, StyleGenerator
 from nada_train.images import psnr, to_uint8
-from nada_train.seeds import z_batch
+from nada_core.seeds import z_batch
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 MIN_PSNR_DB = 40.0        # a reduced-precision image against fp32's: rounding moves single pixels by several
                           # levels, so the gate is the image's PSNR, not its worst pixel
 GATE_SEEDS = range(16)    # the seeds every reduced-precision path is checked on
+NOISE_MODES = ("const", "random", "none")  # the checkpoint's stored noise, fresh noise, no noise
 
 
 def inference_copy(generator: StyleGenerator, precision: str = "fp32", channels_last: bool = False) -> StyleGenerator:
     """A frozen eval copy of `generator` (on its device) at `precision`; inputs (z, ws) and images stay
     fp32, so it drops in wherever the generator renders."""
     if precision not in DTYPES:
-        raise NadaError(f"--precision {precision}: choose fp32, fp16 or bf16")
+        raise FieldError(f"{{precision}} {precision}: choose fp32, fp16 or bf16")
     g = copy.deepcopy(generator).eval().requires_grad_(False)
     if precision == "fp32" and not channels_last:
         return g
     if not isinstance(g, Generator):
-        raise NadaError(f"--precision {precision}: reduced precision and channels_last are built for StyleGAN2 bases; "
+        raise FieldError(f"{{precision}} {precision}: reduced precision and channels_last are built for StyleGAN2 bases; "
                         "render this StyleGAN3 base at fp32")
     g.to(DTYPES[precision])
     g.style.float()
@@ -67,6 +68,7 @@ class Gate:
 
 def render(generator: StyleGenerator, seeds: list[int], truncation: float, noise: str = "const", batch: int = 8) -> np.ndarray:
     """uint8 images [N, H, W, 3] of these seeds (NVlabs' z per seed): nada-generate's path."""
+    check_noise(noise)
     device = next(generator.parameters()).device
     z_all = torch.from_numpy(z_batch(seeds, generator.config.z_dim))
     out = []
@@ -74,6 +76,16 @@ def render(generator: StyleGenerator, seeds: list[int], truncation: float, noise
         for z in z_all.split(batch):
             out.append(to_uint8(generator(z.to(device), truncation=truncation, noise_mode=noise)).cpu())
     return torch.cat(out).numpy()
+
+
+def check_noise(noise: str) -> None:
+    if noise not in NOISE_MODES:
+        raise FieldError(f"{{noise}} {noise}: choose {', '.join(NOISE_MODES[:-1])} or {NOISE_MODES[-1]}")
+
+
+def check_render_precision(precision: str) -> None:
+    if precision not in ("auto", *DTYPES):
+        raise FieldError(f"{{precision}} {precision}: choose auto, fp32, fp16 or bf16")
 
 
 def precision_gate(reference: StyleGenerator, fast: StyleGenerator, precision: str) -> Gate:
@@ -87,6 +99,7 @@ def fastest_copy(generator: StyleGenerator, precision: str = "auto") -> tuple[St
     """The copy nada-generate renders with, and a line saying what it is. auto: on a GPU fp16 with
     channels_last where it passes the gate (else fp32), on the CPU fp32 (its reduced-precision
     convolutions are slower than fp32's). A precision asked for by name must pass the gate."""
+    check_render_precision(precision)
     on_gpu = next(generator.parameters()).device.type == "cuda"
     stylegan2 = isinstance(generator, Generator)
     if precision == "auto":
@@ -102,6 +115,6 @@ def fastest_copy(generator: StyleGenerator, precision: str = "auto") -> tuple[St
         return fast, "fp32"
     gate = precision_gate(generator, fast, precision)
     if not gate.passed:
-        raise NadaError(f"--precision {precision}: its images drift too far from fp32's ({gate.describe()}); "
-                        "render at fp32 or with --precision auto")
+        raise FieldError(f"{{precision}} {precision}: its images drift too far from fp32's ({gate.describe()}); "
+                        "render at fp32 or with {precision} auto")
     return fast, gate.describe()

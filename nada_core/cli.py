@@ -9,17 +9,19 @@ import warnings
 
 import typer
 
-from nada_train.errors import NadaError
+from nada_core.errors import NadaError, option_of
 
 
-def run_app(app: typer.Typer, prog: str) -> None:
-    """Run a typer app; NadaError -> 'prog: error: message' on stderr, exit status 2."""
+def run_app(app: typer.Typer, prog: str, flags: dict[str, str] | None = None) -> None:
+    """Run a typer app; NadaError -> 'prog: error: message' on stderr, exit status 2, the fields the
+    library names written as this command's options (--field-name, or as `flags` maps them)."""
     warnings.filterwarnings("once", category=UserWarning)
     logging.getLogger("root").setLevel(logging.ERROR)  # open_clip's "initialized randomly" notice; we warn ourselves
     try:
         app(prog_name=prog, standalone_mode=False)
     except NadaError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        message = exc.for_command_line(lambda field: (flags or {}).get(field) or option_of(field))
+        print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
         print(f"{prog}: aborted", file=sys.stderr)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nada_train.fileio import atomic_path
+from nada_core.fileio import atomic_path
 
 
 def save_png(pixels: np.ndarray, path: str | Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-from nada_train.cli.common import exit_for_missing_module
+from nada_core.cli import exit_for_missing_module
 
 
 def launch(module: str, prog: str) -> None:

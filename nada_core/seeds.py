@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from nada_train.errors import NadaError
+from nada_core.errors import FieldError, NadaError
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -17,13 +17,13 @@ def parse_seeds(text: str) -> list[int]:
         part = part.strip()
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not m:
-            raise NadaError(f"--seeds '{text}': write seeds as 0-3,7 (non-negative integers and ranges)")
+            raise FieldError(f"{{seeds}} '{text}': write seeds as 0-3,7 (non-negative integers and ranges)")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
-            raise NadaError(f"--seeds '{text}': range {part} runs backwards; write {hi}-{lo}")
+            raise FieldError(f"{{seeds}} '{text}': range {part} runs backwards; write {hi}-{lo}")
         seeds.extend(range(lo, hi + 1))
     if not seeds:
-        raise NadaError("--seeds is empty; write e.g. 0-7")
+        raise FieldError("{seeds} is empty; write e.g. 0-7")
     return seeds
 
 
