@@ -10,8 +10,12 @@ import torch
 
 
 def machine() -> dict:
-    info = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -31,6 +35,7 @@ def machine_line(info: dict) -> str:
 
 def markdown_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     """columns: (key, header); floats printed with 3 significant decimals."""
+
     def fmt(v):
         if isinstance(v, float):
             return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.1f}"

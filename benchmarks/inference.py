@@ -51,7 +51,9 @@ def macs_per_image(g: Generator) -> float:
     return counter.get_total_flops() / 2
 
 
-def matmul_gflops(device: torch.device, dtype=torch.float32, n: int = 2048, repeats: int = 5, trials: int = 5) -> float:
+def matmul_gflops(
+    device: torch.device, dtype=torch.float32, n: int = 2048, repeats: int = 5, trials: int = 5
+) -> float:
     """Peak rate of an n^3 matmul: the best of several trials (a shared machine only ever slows it)."""
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     for _ in range(2):
@@ -75,9 +77,14 @@ def sync(device: torch.device) -> None:
 # ---- timing ----------------------------------------------------------------------------------
 def summarise(latencies: list[float], images: int, wall: float) -> dict:
     ms = np.array(latencies) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)),
-            "images_per_s": images / wall, "requests": len(latencies)}
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "images_per_s": images / wall,
+        "requests": len(latencies),
+    }
 
 
 def time_calls(call, batch: int, warmup: int, requests: int, min_seconds: float) -> dict:
@@ -117,12 +124,15 @@ def torch_backend(g: Generator, kind: str, device: torch.device, precision: str)
         def run(z, t):
             with torch.inference_mode():
                 return fn(z, t)
+
         return run
 
     if kind == "eager":
         return run_with(model)
     if kind == "compiled":
-        compiled = torch.compile(model, mode="max-autotune-no-cudagraphs" if device.type == "cuda" else "default", dynamic=False)
+        compiled = torch.compile(
+            model, mode="max-autotune-no-cudagraphs" if device.type == "cuda" else "default", dynamic=False
+        )
         return run_with(compiled)
     if kind == "cudagraph":
         return None if device.type != "cuda" else cuda_graph_runner(run_with(model))
@@ -175,27 +185,50 @@ def measure_torch(g, kind, device, precision, batches, warmup, requests, min_sec
         row = time_calls(call, b, warmup, requests, min_seconds)
         row.update(backend=kind, batch=b, concurrency=1, first_call_s=first)
         rows.append(row)
-        print(f"  {kind:12s} batch {b:3d}: p50 {row['p50_ms']:9.1f} ms  {row['images_per_s']:8.2f} img/s", flush=True)
+        print(
+            f"  {kind:12s} batch {b:3d}: p50 {row['p50_ms']:9.1f} ms  {row['images_per_s']:8.2f} img/s",
+            flush=True,
+        )
     return rows
 
 
-def measure_aoti(g, folder: Path, device: torch.device, batches, warmup, requests, min_seconds, max_batch, precision) -> list[dict]:
+def measure_aoti(
+    g, folder: Path, device: torch.device, batches, warmup, requests, min_seconds, max_batch, precision
+) -> list[dict]:
     """The packages nada-export --engine aoti builds (freezing on), run in process."""
     from nada_export.aoti_engine import AotiRunner, build_package
 
     runners = {}
     for kind in ("mapping", "synthesis"):
         t0 = time.perf_counter()
-        build_package(g, kind, folder / f"{kind}.pt2", max_batch, device.type, precision if kind == "synthesis" else "fp32")
+        build_package(
+            g,
+            kind,
+            folder / f"{kind}.pt2",
+            max_batch,
+            device.type,
+            precision if kind == "synthesis" else "fp32",
+        )
         print(f"  (aoti {kind} compiled in {time.perf_counter() - t0:.1f} s)", flush=True)
-        runners[kind] = AotiRunner(folder / f"{kind}.pt2", str(device), ["z", "truncation"] if kind == "mapping" else ["ws"])
+        runners[kind] = AotiRunner(
+            folder / f"{kind}.pt2", str(device), ["z", "truncation"] if kind == "mapping" else ["ws"]
+        )
     rows = []
     for b in batches:
         z, t = (x.cpu().numpy() for x in inputs(g, b, "cpu"))
-        row = time_calls(lambda: runners["synthesis"]({"ws": runners["mapping"]({"z": z, "truncation": t})}), b, warmup, requests, min_seconds)
+        row = time_calls(
+            lambda: runners["synthesis"]({"ws": runners["mapping"]({"z": z, "truncation": t})}),
+            b,
+            warmup,
+            requests,
+            min_seconds,
+        )
         row.update(backend=f"aoti-{precision}" if precision != "fp32" else "aoti", batch=b, concurrency=1)
         rows.append(row)
-        print(f"  aoti         batch {b:3d}: p50 {row['p50_ms']:9.1f} ms  {row['images_per_s']:8.2f} img/s", flush=True)
+        print(
+            f"  aoti         batch {b:3d}: p50 {row['p50_ms']:9.1f} ms  {row['images_per_s']:8.2f} img/s",
+            flush=True,
+        )
     return rows
 
 
@@ -221,9 +254,14 @@ def measure_onnxruntime(g, paths, batches, warmup, requests, min_seconds, thread
             synthesis.run(None, {"ws": ws})
 
         row = time_calls(call, b, warmup, requests, min_seconds)
-        row.update(backend="onnxruntime", batch=b, concurrency=1, providers=",".join(synthesis.get_providers()))
+        row.update(
+            backend="onnxruntime", batch=b, concurrency=1, providers=",".join(synthesis.get_providers())
+        )
         rows.append(row)
-        print(f"  onnxruntime  batch {b:3d}: p50 {row['p50_ms']:9.1f} ms  {row['images_per_s']:8.2f} img/s", flush=True)
+        print(
+            f"  onnxruntime  batch {b:3d}: p50 {row['p50_ms']:9.1f} ms  {row['images_per_s']:8.2f} img/s",
+            flush=True,
+        )
     return rows
 
 
@@ -237,22 +275,48 @@ def measure_triton_shm(url: str, z_dim: int, batches, warmup, requests, min_seco
         for b in batches:
             z = np.random.randn(b, z_dim).astype(np.float32)
             row = time_calls(lambda: client.generate(z, 0.7), b, warmup, requests, min_seconds)
-            row.update(backend="triton-shm", batch=b, concurrency=1, request_bytes=b * (z_dim + 1) * 4, response_bytes=0)
+            row.update(
+                backend="triton-shm",
+                batch=b,
+                concurrency=1,
+                request_bytes=b * (z_dim + 1) * 4,
+                response_bytes=0,
+            )
             rows.append(row)
-            print(f"  triton-shm   batch {b:3d}: p50 {row['p50_ms']:9.1f} ms  {row['images_per_s']:8.2f} img/s", flush=True)
+            print(
+                f"  triton-shm   batch {b:3d}: p50 {row['p50_ms']:9.1f} ms  {row['images_per_s']:8.2f} img/s",
+                flush=True,
+            )
     return rows
 
 
-def measure_triton(g_path: Path, folder: Path, batches, concurrencies, warmup, requests, min_seconds, max_batch, threads,
-                   shared_memory: bool = False) -> list[dict]:
+def measure_triton(
+    g_path: Path,
+    folder: Path,
+    batches,
+    concurrencies,
+    warmup,
+    requests,
+    min_seconds,
+    max_batch,
+    threads,
+    shared_memory: bool = False,
+) -> list[dict]:
     import tritonclient.grpc as grpcclient
 
     from nada_export.pipeline import export
-    from nada_serve.server import TritonServer
     from nada_export.triton_repo import ServeOptions
+    from nada_serve.server import TritonServer
 
     repo = folder / "repo"
-    export([str(g_path)], repo, names=["bench"], max_batch=max_batch, serve=ServeOptions(threads=threads, queue_delay_us=2000), progress=False)
+    export(
+        [str(g_path)],
+        repo,
+        names=["bench"],
+        max_batch=max_batch,
+        serve=ServeOptions(threads=threads, queue_delay_us=2000),
+        progress=False,
+    )
     rows = []
     with TritonServer(repo) as server:
         url = server.endpoints.grpc
@@ -301,10 +365,20 @@ def measure_triton(g_path: Path, folder: Path, batches, concurrencies, warmup, r
                     th.join()
                 wall = time.perf_counter() - t_start
                 row = summarise(latencies, b * len(latencies), wall)
-                row.update(backend="triton", batch=b, concurrency=c, errors=errors[0],
-                           request_bytes=b * (z_dim + 1) * 4, response_bytes=b * size**2 * 3)
+                row.update(
+                    backend="triton",
+                    batch=b,
+                    concurrency=c,
+                    errors=errors[0],
+                    request_bytes=b * (z_dim + 1) * 4,
+                    response_bytes=b * size**2 * 3,
+                )
                 rows.append(row)
-                print(f"  triton       batch {b:3d} conc {c:3d}: p50 {row['p50_ms']:9.1f} ms  {row['images_per_s']:8.2f} img/s", flush=True)
+                print(
+                    f"  triton       batch {b:3d} conc {c:3d}: p50 {row['p50_ms']:9.1f} ms  "
+                    f"{row['images_per_s']:8.2f} img/s",
+                    flush=True,
+                )
                 for cl in clients:
                     cl.close()
         if shared_memory:
@@ -312,7 +386,9 @@ def measure_triton(g_path: Path, folder: Path, batches, concurrencies, warmup, r
     return rows
 
 
-def measure_tensorrt(g, folder, paths, batches, warmup, requests, min_seconds, max_batch, precision) -> list[dict]:
+def measure_tensorrt(
+    g, folder, paths, batches, warmup, requests, min_seconds, max_batch, precision
+) -> list[dict]:
     from nada_export.tensorrt_engine import EngineRunner, build_engine, tensorrt_missing_reason
 
     reason = tensorrt_missing_reason()
@@ -320,12 +396,20 @@ def measure_tensorrt(g, folder, paths, batches, warmup, requests, min_seconds, m
         print(f"  tensorrt     skipped: {reason}")
         return []
     c = g.config
-    mapping = EngineRunner(build_engine(paths["mapping"], folder / "m.plan", {"z": (c.z_dim,), "truncation": (1,)}, max_batch))
-    synthesis = EngineRunner(build_engine(paths["synthesis"], folder / "s.plan", {"ws": (c.n_latent, c.style_dim)}, max_batch, precision))
+    mapping = EngineRunner(
+        build_engine(paths["mapping"], folder / "m.plan", {"z": (c.z_dim,), "truncation": (1,)}, max_batch)
+    )
+    synthesis = EngineRunner(
+        build_engine(
+            paths["synthesis"], folder / "s.plan", {"ws": (c.n_latent, c.style_dim)}, max_batch, precision
+        )
+    )
     rows = []
     for b in batches:
         z, t = (x.numpy() for x in inputs(g, b, "cpu"))
-        row = time_calls(lambda: synthesis({"ws": mapping({"z": z, "truncation": t})}), b, warmup, requests, min_seconds)
+        row = time_calls(
+            lambda: synthesis({"ws": mapping({"z": z, "truncation": t})}), b, warmup, requests, min_seconds
+        )
         row.update(backend=f"tensorrt-{precision}", batch=b, concurrency=1)
         rows.append(row)
     return rows
@@ -358,12 +442,19 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for backend in dict.fromkeys(r["backend"] for r in rows):
-        mine = sorted((r for r in rows if r["backend"] == backend), key=lambda r: (r["batch"], r["concurrency"]))
+        mine = sorted(
+            (r for r in rows if r["backend"] == backend), key=lambda r: (r["batch"], r["concurrency"])
+        )
         pts = [(r["images_per_s"], r["p50_ms"], r) for r in mine]  # joined in order of load
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=backend)
         for x, y, r in pts:
-            ax.annotate(f"b{r['batch']}" + (f"c{r['concurrency']}" if r["concurrency"] > 1 else ""), (x, y), fontsize=7,
-                        textcoords="offset points", xytext=(3, 3))
+            ax.annotate(
+                f"b{r['batch']}" + (f"c{r['concurrency']}" if r["concurrency"] > 1 else ""),
+                (x, y),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(3, 3),
+            )
     ax.set_xlabel("throughput (images/s)")
     ax.set_ylabel("p50 latency per request (ms)")
     ax.set_yscale("log")
@@ -378,25 +469,50 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=256, help="generator resolution (config-f widths, random weights)")
+    ap.add_argument(
+        "--size", type=int, default=256, help="generator resolution (config-f widths, random weights)"
+    )
     ap.add_argument("--generator", help="benchmark this checkpoint instead of a random config-f generator")
-    ap.add_argument("--backends", nargs="+", default=["eager", "compiled", "onnxruntime", "triton", "tensorrt", "cudagraph"], choices=ALL_BACKENDS)
+    ap.add_argument(
+        "--backends",
+        nargs="+",
+        default=["eager", "compiled", "onnxruntime", "triton", "tensorrt", "cudagraph"],
+        choices=ALL_BACKENDS,
+    )
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--requests", type=int, default=20, help="timed requests per point (at least)")
-    ap.add_argument("--min-seconds", type=float, default=2.0, help="keep sampling until this much time has passed")
+    ap.add_argument(
+        "--min-seconds", type=float, default=2.0, help="keep sampling until this much time has passed"
+    )
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="precision of the torch and aoti backends' synthesis convolutions (fp32 styles and demodulation)")
+    ap.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="precision of the torch and aoti backends' synthesis convolutions (fp32 styles and demodulation)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = all cores)")
-    ap.add_argument("--quick", action="store_true", help="64 px; eager, onnxruntime, triton; batches 1 4; concurrency 1 4")
+    ap.add_argument(
+        "--quick", action="store_true", help="64 px; eager, onnxruntime, triton; batches 1 4; concurrency 1 4"
+    )
     ap.add_argument("--json", default="benchmarks/out/inference.json")
     ap.add_argument("--plot", default="benchmarks/out/inference.png")
     args = ap.parse_args(argv)
     if args.quick:
-        args.size, args.backends, args.batches, args.concurrency = 64, ["eager", "onnxruntime", "triton"], [1, 4], [1, 4]
+        args.size, args.backends, args.batches, args.concurrency = (
+            64,
+            ["eager", "onnxruntime", "triton"],
+            [1, 4],
+            [1, 4],
+        )
         args.requests, args.min_seconds = 6, 1.0
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     info = machine()
     # Triton's max_batch_size must let the dynamic batcher merge `concurrency` single-image requests
@@ -416,15 +532,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
         # the floor at the precision measured: on a GPU a large product (a 2048^3 one is launch-bound there)
         rate = matmul_gflops(device, dtype, n=8192 if device.type == "cuda" else 2048)
         floor_ms = 2 * macs / (rate * 1e9) * 1000
-        print(f"{g.config.size} px: {macs / 1e9:.1f} GMAC/image; matmul {rate:.0f} GFLOP/s -> floor {floor_ms:.1f} ms/image "
-              f"on {machine_line(info)}", flush=True)
+        print(
+            f"{g.config.size} px: {macs / 1e9:.1f} GMAC/image; matmul {rate:.0f} GFLOP/s -> floor "
+            f"{floor_ms:.1f} ms/image "
+            f"on {machine_line(info)}",
+            flush=True,
+        )
         rows: list[dict] = []
         for kind in ("eager", "compiled", "cudagraph"):
             if kind in args.backends:
-                rows += measure_torch(g, kind, device, args.dtype, args.batches, args.warmup, args.requests, args.min_seconds)
+                rows += measure_torch(
+                    g, kind, device, args.dtype, args.batches, args.warmup, args.requests, args.min_seconds
+                )
         if "aoti" in args.backends:
-            rows += measure_aoti(load_generator(g_path, "cpu").generator, folder, device, args.batches, args.warmup, args.requests,
-                                 args.min_seconds, max_batch, args.dtype)
+            rows += measure_aoti(
+                load_generator(g_path, "cpu").generator,
+                folder,
+                device,
+                args.batches,
+                args.warmup,
+                args.requests,
+                args.min_seconds,
+                max_batch,
+                args.dtype,
+            )
         needs_onnx = {"onnxruntime", "triton", "triton-shm", "tensorrt"} & set(args.backends)
         if needs_onnx:
             g_cpu = load_generator(g_path, "cpu").generator
@@ -432,31 +563,79 @@ def main(argv: list[str] | None = None) -> list[dict]:
             paths = export_onnx(g_cpu, folder, max_batch)
             print(f"  (ONNX export {time.perf_counter() - t0:.1f} s)", flush=True)
             if "onnxruntime" in args.backends:
-                rows += measure_onnxruntime(g_cpu, paths, args.batches, args.warmup, args.requests, args.min_seconds, args.threads)
+                rows += measure_onnxruntime(
+                    g_cpu, paths, args.batches, args.warmup, args.requests, args.min_seconds, args.threads
+                )
             if "tensorrt" in args.backends:
-                rows += measure_tensorrt(g_cpu, folder, paths, args.batches, args.warmup, args.requests, args.min_seconds, max_batch,
-                                         "fp16" if args.dtype != "fp32" else "fp32")
+                rows += measure_tensorrt(
+                    g_cpu,
+                    folder,
+                    paths,
+                    args.batches,
+                    args.warmup,
+                    args.requests,
+                    args.min_seconds,
+                    max_batch,
+                    "fp16" if args.dtype != "fp32" else "fp32",
+                )
             if {"triton", "triton-shm"} & set(args.backends):
-                rows += measure_triton(g_path, folder, args.batches, args.concurrency, args.warmup, args.requests,
-                                       args.min_seconds, max_batch, args.threads, shared_memory="triton-shm" in args.backends)
+                rows += measure_triton(
+                    g_path,
+                    folder,
+                    args.batches,
+                    args.concurrency,
+                    args.warmup,
+                    args.requests,
+                    args.min_seconds,
+                    max_batch,
+                    args.threads,
+                    shared_memory="triton-shm" in args.backends,
+                )
     for r in rows:
         r.update(resolution=g.config.size, device=str(device), dtype=args.dtype)
         r.setdefault("errors", 0)
     add_ratios(rows, floor_ms, macs)
-    write_json(args.json, {"machine": info, "gmac_per_image": macs / 1e9, "matmul_gflops": rate, "floor_ms_per_image": floor_ms,
-                           "records": rows})
+    write_json(
+        args.json,
+        {
+            "machine": info,
+            "gmac_per_image": macs / 1e9,
+            "matmul_gflops": rate,
+            "floor_ms_per_image": floor_ms,
+            "records": rows,
+        },
+    )
     title = f"nada inference, {g.config.size} px, {machine_line(info)}"
     plot(rows, Path(args.plot), title.replace(", ", "\n", 1))
-    cols = [("backend", "backend"), ("batch", "batch"), ("concurrency", "conc"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
-            ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"), ("images_per_s", "img/s"), ("ms_per_image", "ms/img"),
-            ("speedup_vs_eager", "x eager"), ("floor_share", "share of floor"), ("errors", "errors")]
+    cols = [
+        ("backend", "backend"),
+        ("batch", "batch"),
+        ("concurrency", "conc"),
+        ("p50_ms", "p50 ms"),
+        ("p90_ms", "p90 ms"),
+        ("p95_ms", "p95 ms"),
+        ("p99_ms", "p99 ms"),
+        ("images_per_s", "img/s"),
+        ("ms_per_image", "ms/img"),
+        ("speedup_vs_eager", "x eager"),
+        ("floor_share", "share of floor"),
+        ("errors", "errors"),
+    ]
     wire = next((r for r in rows if "request_bytes" in r), None)
-    print(f"\n{title}: {macs / 1e9:.1f} GMAC/image, floor {floor_ms:.1f} ms/image ({rate:.0f} GFLOP/s matmul)")
+    print(
+        f"\n{title}: {macs / 1e9:.1f} GMAC/image, floor {floor_ms:.1f} ms/image ({rate:.0f} GFLOP/s matmul)"
+    )
     if wire:
-        print(f"gRPC payload per image: request {wire['request_bytes'] // wire['batch']} B (z + truncation, FP32), "
-              f"response {wire['response_bytes'] // wire['batch']} B (UINT8 image)")
+        print(
+            f"gRPC payload per image: request {wire['request_bytes'] // wire['batch']} B (z + truncation, "
+            "FP32), "
+            f"response {wire['response_bytes'] // wire['batch']} B (UINT8 image)"
+        )
     for b, share in transfer_shares(rows).items():
-        print(f"batch {b}: the response's gRPC transfer is {100 * share:.0f}% of the triton p50 (triton vs triton-shm, concurrency 1)")
+        print(
+            f"batch {b}: the response's gRPC transfer is {100 * share:.0f}% of the triton p50 (triton vs "
+            "triton-shm, concurrency 1)"
+        )
     print(f"JSON: {args.json}  plot: {args.plot}\n")
     print(markdown_table(rows, cols))
     return rows

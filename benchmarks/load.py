@@ -50,10 +50,15 @@ def rss_bytes(pids: list[int]) -> int:
 
 def server_pids(serve_pid: int) -> list[int]:
     """tritonserver under nada-serve, and its python-backend processes."""
-    out = subprocess.run(["pgrep", "-P", str(serve_pid), "-f", "bin/tritonserver"], capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        ["pgrep", "-P", str(serve_pid), "-f", "bin/tritonserver"], capture_output=True, text=True
+    ).stdout.split()
     pids = [int(p) for p in out]
     for p in list(pids):
-        pids += [int(c) for c in subprocess.run(["pgrep", "-P", str(p)], capture_output=True, text=True).stdout.split()]
+        pids += [
+            int(c)
+            for c in subprocess.run(["pgrep", "-P", str(p)], capture_output=True, text=True).stdout.split()
+        ]
     return pids
 
 
@@ -63,17 +68,35 @@ class Server:
 
     def __init__(self, repository: Path, ports: tuple[int, int, int] = (0, 0, 0)):
         grpc, http, metrics = map(str, ports)
-        self.proc = subprocess.Popen([sys.executable, "-c", "import sys; from nada_serve.cli.serve import main_entry; "
-                                      "sys.argv[0]='nada-serve'; main_entry()", str(repository), "--grpc-port", grpc,
-                                      "--http-port", http, "--metrics-port", metrics],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from nada_serve.cli.serve import main_entry; "
+                "sys.argv[0]='nada-serve'; main_entry()",
+                str(repository),
+                "--grpc-port",
+                grpc,
+                "--http-port",
+                http,
+                "--metrics-port",
+                metrics,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         ready = self.proc.stdout.readline()
         if not ready.startswith("ready:"):
             raise SystemExit(f"nada-serve did not start: {ready}{self.proc.stderr.read()}")
         self.url = ready.split()[2]
         self.events: list[tuple[float, str]] = []
-        threading.Thread(target=lambda: [self.events.append((time.monotonic(), line.strip())) for line in self.proc.stderr],
-                         daemon=True).start()
+        threading.Thread(
+            target=lambda: [
+                self.events.append((time.monotonic(), line.strip())) for line in self.proc.stderr
+            ],
+            daemon=True,
+        ).start()
 
     def tritonserver_pid(self) -> int:
         return server_pids(self.proc.pid)[0]
@@ -121,16 +144,30 @@ def read_manifest(repo: Path) -> tuple[list[str], int, int]:
     return list(models), int(first["z_dim"]), int(manifest["max_batch"])
 
 
-def request_arrays(kind: str, rng: np.random.Generator, z_dim: int, max_batch: int) -> tuple[np.ndarray, np.ndarray]:
+def request_arrays(
+    kind: str, rng: np.random.Generator, z_dim: int, max_batch: int
+) -> tuple[np.ndarray, np.ndarray]:
     batch = max_batch + 1 if kind == "batch" else 1
-    z = rng.standard_normal((batch, z_dim // 2 if kind == "shape" else z_dim)).astype(np.float64 if kind == "dtype" else np.float32)
+    z = rng.standard_normal((batch, z_dim // 2 if kind == "shape" else z_dim)).astype(
+        np.float64 if kind == "dtype" else np.float32
+    )
     if kind == "nan":
         z[0, 0] = np.nan
     return z, np.full((batch, 1), 0.7, np.float32)
 
 
-def run_load(url: str, models: list[str], z_dim: int, max_batch: int, clients: int, requests: int, bad_share: float,
-             fault=None, fault_at: float = 0.5, seed: int = 0) -> list[dict]:
+def run_load(
+    url: str,
+    models: list[str],
+    z_dim: int,
+    max_batch: int,
+    clients: int,
+    requests: int,
+    bad_share: float,
+    fault=None,
+    fault_at: float = 0.5,
+    seed: int = 0,
+) -> list[dict]:
     """Each client sends `requests` requests one after another; returns one record per request."""
     import tritonclient.grpc as grpcclient
 
@@ -156,7 +193,15 @@ def run_load(url: str, models: list[str], z_dim: int, max_batch: int, clients: i
                 ok, error = image is not None and image.shape[0] == z.shape[0], ""
             except Exception as e:  # noqa: BLE001 - every failure is a result here
                 ok, error = False, str(e).splitlines()[0][:200]
-            rec = {"client": c, "kind": kind, "model": model, "start": t0, "seconds": time.monotonic() - t0, "ok": ok, "error": error}
+            rec = {
+                "client": c,
+                "kind": kind,
+                "model": model,
+                "start": t0,
+                "seconds": time.monotonic() - t0,
+                "ok": ok,
+                "error": error,
+            }
             with lock:
                 records.append(rec)
                 sent[0] += 1
@@ -178,12 +223,19 @@ def summarise(records: list[dict], wall: float, fault_time: float | None, back_t
     good = [r for r in records if r["kind"] == "good"]
     bad = [r for r in records if r["kind"] != "good"]
     lat = np.array([r["seconds"] for r in good if r["ok"]]) * 1000
-    out = {"requests": len(records), "good": len(good), "good_answered": sum(r["ok"] for r in good),
-           "good_failed": sum(not r["ok"] for r in good), "bad": len(bad), "bad_refused": sum(not r["ok"] for r in bad),
-           "bad_accepted": sum(r["ok"] for r in bad),
-           "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-           "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
-           "requests_per_s": len(records) / wall, "wall_s": wall}
+    out = {
+        "requests": len(records),
+        "good": len(good),
+        "good_answered": sum(r["ok"] for r in good),
+        "good_failed": sum(not r["ok"] for r in good),
+        "bad": len(bad),
+        "bad_refused": sum(not r["ok"] for r in bad),
+        "bad_accepted": sum(r["ok"] for r in bad),
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+        "requests_per_s": len(records) / wall,
+        "wall_s": wall,
+    }
     out["bad_refused_by_kind"] = {k: sum(not r["ok"] for r in bad if r["kind"] == k) for k in BAD_KINDS}
     out["bad_by_kind"] = {k: sum(1 for r in bad if r["kind"] == k) for k in BAD_KINDS}
     if fault_time is not None:
@@ -197,13 +249,19 @@ def summarise(records: list[dict], wall: float, fault_time: float | None, back_t
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repository", type=Path, help="a repository nada-export wrote (default: the built-in base at 64 px)")
+    ap.add_argument(
+        "--repository", type=Path, help="a repository nada-export wrote (default: the built-in base at 64 px)"
+    )
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=1000, help="requests per client")
-    ap.add_argument("--bad", type=float, default=0.1, help="share of bad requests, spread over: " + ", ".join(BAD_KINDS))
+    ap.add_argument(
+        "--bad", type=float, default=0.1, help="share of bad requests, spread over: " + ", ".join(BAD_KINDS)
+    )
     ap.add_argument("--fault", choices=["none", "kill-model", "kill-server"], default="none")
     ap.add_argument("--fault-at", type=float, default=0.5, help="when, as a share of the requests sent")
-    ap.add_argument("--fault-model", help="whose process kill-model kills (default: the first generator's synthesis)")
+    ap.add_argument(
+        "--fault-model", help="whose process kill-model kills (default: the first generator's synthesis)"
+    )
     ap.add_argument("--max-batch", type=int, default=4, help="of the repository made when none is given")
     ap.add_argument("--json", default="benchmarks/out/load.json")
     args = ap.parse_args(argv)
@@ -229,16 +287,31 @@ def main(argv: list[str] | None = None) -> dict:
                     signal_pid = tritonserver
                 else:
                     target = args.fault_model or f"{models[0]}_synthesis"
-                    signal_pid = next(s.pid for s in stub_processes(tritonserver).values() if s.model == target)
-                print(f"  fault: kill -9 {'tritonserver' if args.fault == 'kill-server' else target} (pid {signal_pid})", flush=True)
+                    signal_pid = next(
+                        s.pid for s in stub_processes(tritonserver).values() if s.model == target
+                    )
+                print(
+                    f"  fault: kill -9 {'tritonserver' if args.fault == 'kill-server' else target} (pid "
+                    f"{signal_pid})",
+                    flush=True,
+                )
                 os.kill(signal_pid, signal.SIGKILL)
                 # the client that struck waits for nada-serve's word that it recovered (the others go on
                 # sending meanwhile), so requests after the recovery are always measured
                 server.wait_event(EVENT, fault_time[0], 60)
 
             t0 = time.monotonic()
-            records = run_load(server.url, models, z_dim, max_batch, args.clients, args.requests, args.bad,
-                               fault if args.fault != "none" else None, args.fault_at)
+            records = run_load(
+                server.url,
+                models,
+                z_dim,
+                max_batch,
+                args.clients,
+                args.requests,
+                args.bad,
+                fault if args.fault != "none" else None,
+                args.fault_at,
+            )
             wall = time.monotonic() - t0
             rss_after = rss_bytes(server_pids(server.proc.pid))
             recovered = server.wait_event(EVENT, fault_time[0], 0) if fault_time else None
@@ -246,22 +319,43 @@ def main(argv: list[str] | None = None) -> dict:
             status = server.stop()
     back_time = recovered[0] if recovered else None
     summary = summarise(records, wall, fault_time[0] if fault_time else None, back_time)
-    summary.update(clients=args.clients, requests_per_client=args.requests, bad_share=args.bad, fault=args.fault,
-                   rss_before_mib=rss_before / 2**20, rss_after_mib=rss_after / 2**20,
-                   rss_growth=(rss_after - rss_before) / rss_before if rss_before else float("nan"),
-                   recovery_s=float(recovered[1].group(4)) if recovered else None,
-                   detected_and_recovered_s=(back_time - fault_time[0]) if recovered else None,
-                   nada_serve_exit_status=status, machine=machine())
+    summary.update(
+        clients=args.clients,
+        requests_per_client=args.requests,
+        bad_share=args.bad,
+        fault=args.fault,
+        rss_before_mib=rss_before / 2**20,
+        rss_after_mib=rss_after / 2**20,
+        rss_growth=(rss_after - rss_before) / rss_before if rss_before else float("nan"),
+        recovery_s=float(recovered[1].group(4)) if recovered else None,
+        detected_and_recovered_s=(back_time - fault_time[0]) if recovered else None,
+        nada_serve_exit_status=status,
+        machine=machine(),
+    )
     print(f"\nnada-serve load, {machine_line(summary['machine'])}; models {', '.join(models)}\n")
-    cols = [("clients", "clients"), ("requests", "requests"), ("good_answered", "good answered"), ("good_failed", "good failed"),
-            ("bad_refused", "bad refused"), ("bad_accepted", "bad accepted"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
-            ("requests_per_s", "req/s"), ("rss_before_mib", "RSS before MiB"), ("rss_after_mib", "RSS after MiB")]
+    cols = [
+        ("clients", "clients"),
+        ("requests", "requests"),
+        ("good_answered", "good answered"),
+        ("good_failed", "good failed"),
+        ("bad_refused", "bad refused"),
+        ("bad_accepted", "bad accepted"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("requests_per_s", "req/s"),
+        ("rss_before_mib", "RSS before MiB"),
+        ("rss_after_mib", "RSS after MiB"),
+    ]
     print(markdown_table([summary], cols))
     if args.fault != "none":
-        print(f"\nfault {args.fault}: recovered in {summary['recovery_s']} s by nada-serve's log "
-              f"({summary['detected_and_recovered_s']} s from the kill to the log line); good requests failed until then: "
-              f"{summary.get('good_failed_until_recovered')}, after: {summary.get('good_failed_after_recovery')} "
-              f"of {summary.get('good_after_recovery')}")
+        print(
+            f"\nfault {args.fault}: recovered in {summary['recovery_s']} s by nada-serve's log "
+            f"({summary['detected_and_recovered_s']} s from the kill to the log line); good requests failed "
+            "until then: "
+            f"{summary.get('good_failed_until_recovered')}, after: "
+            f"{summary.get('good_failed_after_recovery')} "
+            f"of {summary.get('good_after_recovery')}"
+        )
     write_json(args.json, summary)
     print(f"JSON: {args.json}")
     return summary

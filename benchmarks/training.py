@@ -3,7 +3,7 @@
     python -m benchmarks.training --size 256 --clip ViT-B-32:random --iterations 4
     python -m benchmarks.training --quick          # 64 px, finishes in about a minute on 2 CPU cores
     python -m benchmarks.training --size 64 --layers auto --targets 1 8   # one run of 1 target vs 8 targets
-    python -m benchmarks.training --size 64 --compare --iterations 20     # fp32/bf16 x eager/compiled: speed and results
+    python -m benchmarks.training --size 64 --compare --iterations 20     # fp32/bf16 x eager/compiled
     python -m benchmarks.training --size 64 --batching-bound              # can stepping targets batched pay here?
 
 Random weights (generator and CLIP) are fine here: speed does not depend on them.
@@ -23,11 +23,11 @@ from benchmarks.common import machine, machine_line, markdown_table
 from nada_core.fileio import write_json
 from nada_train.checkpoints import random_generator, save_safetensors
 from nada_train.clip import parse_clip_spec
+from nada_train.factory import build
 from nada_train.generator.inference import render
 from nada_train.images import psnr
-from nada_train.run_dir import RunDir
-from nada_train.factory import build
 from nada_train.options import TrainOptions
+from nada_train.run_dir import RunDir
 
 PHASES = ["layer_selection", "generator_forward", "clip_forward", "backward", "optimizer"]
 
@@ -39,12 +39,30 @@ def random_checkpoint(folder: str, size: int) -> Path:
     return ckpt
 
 
-def measure(size: int, clips: list[str], layers: str, iterations: int, batch: int, device: str, precision: str, fused: bool) -> dict:
+def measure(
+    size: int,
+    clips: list[str],
+    layers: str,
+    iterations: int,
+    batch: int,
+    device: str,
+    precision: str,
+    fused: bool,
+) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = random_checkpoint(tmp, size)
-        opts = TrainOptions(generator=str(ckpt), out=str(Path(tmp) / "run"), target="sketch",
-                            clip=[parse_clip_spec(c) for c in clips], iterations=iterations + 1, batch=batch,
-                            layers=layers, device=device, precision=precision, fused=fused)
+        opts = TrainOptions(
+            generator=str(ckpt),
+            out=str(Path(tmp) / "run"),
+            target="sketch",
+            clip=[parse_clip_spec(c) for c in clips],
+            iterations=iterations + 1,
+            batch=batch,
+            layers=layers,
+            device=device,
+            precision=precision,
+            fused=fused,
+        )
         trainer = build(opts, RunDir(opts.out), resume=False)
         if trainer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -52,10 +70,17 @@ def measure(size: int, clips: list[str], layers: str, iterations: int, batch: in
         records = [trainer.step() for _ in range(iterations + 1)]
         wall = time.perf_counter() - t0
     timed = records[1:]  # the first step warms up kernels and caches
-    row = {"size": size, "batch": batch, "clip": "+".join(clips), "layers": layers, "precision": precision,
-           "fused": fused, "iterations_timed": len(timed),
-           "s_per_it": statistics.mean(r["seconds"] for r in timed),
-           "wall_s_incl_warmup": wall}
+    row = {
+        "size": size,
+        "batch": batch,
+        "clip": "+".join(clips),
+        "layers": layers,
+        "precision": precision,
+        "fused": fused,
+        "iterations_timed": len(timed),
+        "s_per_it": statistics.mean(r["seconds"] for r in timed),
+        "wall_s_incl_warmup": wall,
+    }
     for p in PHASES:
         row[p] = statistics.mean(r["phases"][p] for r in timed)
     row["min_per_300_it"] = row["s_per_it"] * 300 / 60
@@ -64,20 +89,43 @@ def measure(size: int, clips: list[str], layers: str, iterations: int, batch: in
     return row
 
 
-def measure_targets(size: int, clips: list[str], layers: str, iterations: int, batch: int, device: str, count: int) -> dict:
+def measure_targets(
+    size: int, clips: list[str], layers: str, iterations: int, batch: int, device: str, count: int
+) -> dict:
     """Wall time of one nada-train run of `count` targets (nada_train.many), loading included."""
     from nada_train.many import train_many
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = random_checkpoint(tmp, size)
-        plan = [TrainOptions(generator=str(ckpt), out=str(Path(tmp) / "runs" / f"t{i}"), target=f"style number {i}",
-                             clip=[parse_clip_spec(c) for c in clips], iterations=iterations, batch=batch, layers=layers,
-                             device=device, n_sample=4, sample_every=iterations, save_every=iterations) for i in range(count)]
+        plan = [
+            TrainOptions(
+                generator=str(ckpt),
+                out=str(Path(tmp) / "runs" / f"t{i}"),
+                target=f"style number {i}",
+                clip=[parse_clip_spec(c) for c in clips],
+                iterations=iterations,
+                batch=batch,
+                layers=layers,
+                device=device,
+                n_sample=4,
+                sample_every=iterations,
+                save_every=iterations,
+            )
+            for i in range(count)
+        ]
         t0 = time.perf_counter()
         train_many(plan, Path(tmp) / "runs", progress=False)
         wall = time.perf_counter() - t0
-    return {"size": size, "batch": batch, "clip": "+".join(clips), "layers": layers, "targets": count,
-            "iterations": iterations, "wall_s": wall, "s_per_target": wall / count}
+    return {
+        "size": size,
+        "batch": batch,
+        "clip": "+".join(clips),
+        "layers": layers,
+        "targets": count,
+        "iterations": iterations,
+        "wall_s": wall,
+        "s_per_target": wall / count,
+    }
 
 
 # PRECISION:COMPILE of --compare; the first is the reference the others are compared with
@@ -85,7 +133,9 @@ VARIANTS = ["fp32:off", "bf16:off", "fp32:inductor", "bf16:inductor"]
 NOISE_SEED = 3  # the yardstick: the reference's run from another seed
 
 
-def compare(size: int, clips: list[str], layers: str, iterations: int, batch: int, device: str, variants: list[str]) -> list[dict]:
+def compare(
+    size: int, clips: list[str], layers: str, iterations: int, batch: int, device: str, variants: list[str]
+) -> list[dict]:
     """Each variant trains `iterations` steps from seed 2; its loss curve, chosen layers and final images
     (seeds 0-7, no truncation) against the first variant's. The first variant again from seed 3 is the
     yardstick: what a change of seed alone does. A variant far inside it changes results only by noise."""
@@ -93,30 +143,70 @@ def compare(size: int, clips: list[str], layers: str, iterations: int, batch: in
         ckpt = random_checkpoint(tmp, size)
 
         def trainer_for(name: str, **kw):
-            opts = TrainOptions(generator=str(ckpt), out=str(Path(tmp) / name), target="sketch", clip=[parse_clip_spec(c) for c in clips],
-                                iterations=iterations, batch=batch, layers=layers, device=device, **kw)
+            opts = TrainOptions(
+                generator=str(ckpt),
+                out=str(Path(tmp) / name),
+                target="sketch",
+                clip=[parse_clip_spec(c) for c in clips],
+                iterations=iterations,
+                batch=batch,
+                layers=layers,
+                device=device,
+                **kw,
+            )
             return build(opts, RunDir(opts.out), resume=False)
 
         warm_trainer = trainer_for("warm-up")
-        for _ in range(2):  # the process's first steps are slow (thread pools, allocator): not charged to the reference
+        for _ in range(
+            2
+        ):  # the process's first steps are slow (thread pools, allocator): not charged to the reference
             warm_trainer.step()
         runs = []
-        for precision, compile, seed in [(*v.split(":"), 2) for v in variants] + [(*variants[0].split(":"), NOISE_SEED)]:
-            trainer = trainer_for(f"{precision}-{compile}-{seed}", precision=precision, compile=compile, seed=seed)
+        for precision, compile, seed in [(*v.split(":"), 2) for v in variants] + [
+            (*variants[0].split(":"), NOISE_SEED)
+        ]:
+            trainer = trainer_for(
+                f"{precision}-{compile}-{seed}", precision=precision, compile=compile, seed=seed
+            )
             records = [trainer.step() for _ in range(iterations)]
-            runs.append({"precision": precision, "compile": compile, "seed": seed, "first_step_s": records[0]["seconds"],
-                         "s_per_it": statistics.median(r["seconds"] for r in records[1:]),
-                         "losses": [r["loss"] for r in records], "layers": [r["layers"] for r in records], "images": render(trainer.g_train, list(range(8)), 1.0)})
-            print(f"  {size}px {precision} compile={compile} seed {seed}: {runs[-1]['s_per_it']:.2f} s/it", flush=True)
+            runs.append(
+                {
+                    "precision": precision,
+                    "compile": compile,
+                    "seed": seed,
+                    "first_step_s": records[0]["seconds"],
+                    "s_per_it": statistics.median(r["seconds"] for r in records[1:]),
+                    "losses": [r["loss"] for r in records],
+                    "layers": [r["layers"] for r in records],
+                    "images": render(trainer.g_train, list(range(8)), 1.0),
+                }
+            )
+            print(
+                f"  {size}px {precision} compile={compile} seed {seed}: {runs[-1]['s_per_it']:.2f} s/it",
+                flush=True,
+            )
     ref = runs[0]
     rows = []
     for r in runs:
         dev = [abs(a - b) for a, b in zip(r["losses"], ref["losses"])]
-        rows.append({"size": size, "precision": r["precision"], "compile": r["compile"], "seed": r["seed"], "iterations": iterations,
-                     "first_step_s": r["first_step_s"], "s_per_it": r["s_per_it"], "x_speed": ref["s_per_it"] / r["s_per_it"],
-                     "same_layers": f"{sum(a == b for a, b in zip(r['layers'], ref['layers']))}/{iterations}",
-                     "final_loss": statistics.mean(r["losses"][-5:]), "max_loss_dev": max(dev), "mean_loss_dev": statistics.mean(dev),
-                     "image_psnr_db": min(psnr(a, b, 255.0) for a, b in zip(r["images"], ref["images"])), "losses": r["losses"]})
+        rows.append(
+            {
+                "size": size,
+                "precision": r["precision"],
+                "compile": r["compile"],
+                "seed": r["seed"],
+                "iterations": iterations,
+                "first_step_s": r["first_step_s"],
+                "s_per_it": r["s_per_it"],
+                "x_speed": ref["s_per_it"] / r["s_per_it"],
+                "same_layers": f"{sum(a == b for a, b in zip(r['layers'], ref['layers']))}/{iterations}",
+                "final_loss": statistics.mean(r["losses"][-5:]),
+                "max_loss_dev": max(dev),
+                "mean_loss_dev": statistics.mean(dev),
+                "image_psnr_db": min(psnr(a, b, 255.0) for a, b in zip(r["images"], ref["images"])),
+                "losses": r["losses"],
+            }
+        )
     return rows
 
 
@@ -133,7 +223,7 @@ def batching_bound(size: int, batch: int, targets: int, device: str, repeats: in
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            for part in ws[: n].split(n // chunks):
+            for part in ws[:n].split(n // chunks):
                 g.zero_grad(set_to_none=True)
                 g.synthesis(part).square().mean().backward()
             if device.startswith("cuda"):
@@ -143,7 +233,14 @@ def batching_bound(size: int, batch: int, targets: int, device: str, repeats: in
 
     run(batch, 1)  # warm-up
     apart, together = run(batch * targets, targets), run(batch * targets, 1)
-    return {"size": size, "batch": batch, "targets": targets, "apart_s": apart, "together_s": together, "x_bound": apart / together}
+    return {
+        "size": size,
+        "batch": batch,
+        "targets": targets,
+        "apart_s": apart,
+        "together_s": together,
+        "x_bound": apart / together,
+    }
 
 
 def main() -> None:
@@ -157,62 +254,149 @@ def main() -> None:
     ap.add_argument("--precision", nargs="+", default=["fp32"])
     ap.add_argument("--fused", action="store_true", help="grouped-conv modulated convolutions")
     ap.add_argument("--quick", action="store_true", help="64 px, 2 timed iterations, layers auto only")
-    ap.add_argument("--targets", type=int, nargs="+", help="instead: wall time of one run with this many targets each "
-                    "(--iterations each, loading included), side by side, e.g. --targets 1 8")
-    ap.add_argument("--compare", action="store_true", help="instead: fp32/bf16 x eager/compiled (Inductor) side by side, "
-                    "--iterations each: speed, loss curve, chosen layers and final images against the first variant, with a change of seed as yardstick")
-    ap.add_argument("--variants", nargs="+", default=VARIANTS, help="PRECISION:COMPILE runs of --compare, the first the reference "
-                    f"(default {' '.join(VARIANTS)}; on a GPU add e.g. bf16:cudagraphs)")
-    ap.add_argument("--batching-bound", action="store_true", help="instead: the most that stepping 8 targets batched could "
-                    "save over stepping them in turn (generator forward+backward, one batch of 8 x --batch against 8 of --batch)")
+    ap.add_argument(
+        "--targets",
+        type=int,
+        nargs="+",
+        help="instead: wall time of one run with this many targets each "
+        "(--iterations each, loading included), side by side, e.g. --targets 1 8",
+    )
+    ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="instead: fp32/bf16 x eager/compiled (Inductor) side by side, "
+        "--iterations each: speed, loss curve, chosen layers and final images against the first variant, "
+        "with a change of seed as yardstick",
+    )
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=VARIANTS,
+        help="PRECISION:COMPILE runs of --compare, the first the reference "
+        f"(default {' '.join(VARIANTS)}; on a GPU add e.g. bf16:cudagraphs)",
+    )
+    ap.add_argument(
+        "--batching-bound",
+        action="store_true",
+        help="instead: the most that stepping 8 targets batched could "
+        "save over stepping them in turn (generator forward+backward, one batch of 8 x --batch against 8 of "
+        "--batch)",
+    )
     ap.add_argument("--json", default="benchmarks/out/training.json")
     args = ap.parse_args()
     clips = args.clip or ["ViT-B-32:random"]
     if args.quick:
         args.size, args.iterations, args.layers = [64], 2, ["auto"]
     info = machine()
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    device = (
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     if args.batching_bound:
         rows = [batching_bound(size, args.batch, 8, device) for size in args.size]
         write_json(args.json, {"machine": info, "records": rows})
         print(f"\nStepping 8 targets batched, upper bound of the gain, on {machine_line(info)}\n")
-        print(markdown_table(rows, [("size", "px"), ("batch", "batch"), ("targets", "targets"), ("apart_s", "8 apart s"),
-                                    ("together_s", "batched s"), ("x_bound", "x at most")]))
+        print(
+            markdown_table(
+                rows,
+                [
+                    ("size", "px"),
+                    ("batch", "batch"),
+                    ("targets", "targets"),
+                    ("apart_s", "8 apart s"),
+                    ("together_s", "batched s"),
+                    ("x_bound", "x at most"),
+                ],
+            )
+        )
         return
     if args.compare:
         if args.iterations < 2:
-            ap.error("--compare needs --iterations 2 or more (the first step is timed apart: it warms up or compiles)")
-        rows = [row for size in args.size for row in compare(size, clips, args.layers[0], args.iterations, args.batch, args.device,
-                                                               args.variants)]
+            ap.error(
+                "--compare needs --iterations 2 or more (the first step is timed apart: it warms up or "
+                "compiles)"
+            )
+        rows = [
+            row
+            for size in args.size
+            for row in compare(
+                size, clips, args.layers[0], args.iterations, args.batch, args.device, args.variants
+            )
+        ]
         write_json(args.json, {"machine": info, "records": rows})
-        print(f"\nPrecision and compilation of the training step on {machine_line(info)} "
-              f"(deviations against the first row; the first variant from seed {NOISE_SEED}, last row, is the yardstick)\n")
-        print(markdown_table(rows, [("size", "px"), ("precision", "precision"), ("compile", "compile"), ("seed", "seed"),
-                                    ("first_step_s", "first step s"), ("s_per_it", "s/it"), ("x_speed", "x speed"),
-                                    ("same_layers", "same layers chosen"), ("final_loss", "loss, last 5"), ("max_loss_dev", "max |loss dev|"),
-                                    ("mean_loss_dev", "mean |loss dev|"), ("image_psnr_db", "worst image PSNR dB")]))
+        print(
+            f"\nPrecision and compilation of the training step on {machine_line(info)} "
+            f"(deviations against the first row; the first variant from seed {NOISE_SEED}, last row, is the "
+            "yardstick)\n"
+        )
+        print(
+            markdown_table(
+                rows,
+                [
+                    ("size", "px"),
+                    ("precision", "precision"),
+                    ("compile", "compile"),
+                    ("seed", "seed"),
+                    ("first_step_s", "first step s"),
+                    ("s_per_it", "s/it"),
+                    ("x_speed", "x speed"),
+                    ("same_layers", "same layers chosen"),
+                    ("final_loss", "loss, last 5"),
+                    ("max_loss_dev", "max |loss dev|"),
+                    ("mean_loss_dev", "mean |loss dev|"),
+                    ("image_psnr_db", "worst image PSNR dB"),
+                ],
+            )
+        )
         return
     if args.targets:
-        rows = [measure_targets(size, clips, args.layers[0], args.iterations, args.batch, args.device, n)
-                for size in args.size for n in args.targets]
+        rows = [
+            measure_targets(size, clips, args.layers[0], args.iterations, args.batch, args.device, n)
+            for size in args.size
+            for n in args.targets
+        ]
         for r in rows:
             one = next(o for o in rows if o["size"] == r["size"] and o["targets"] == min(args.targets))
             r["x_wall_of_fewest"] = r["wall_s"] / one["wall_s"]
         write_json(args.json, {"machine": info, "records": rows})
         print(f"\nSeveral targets in one run on {machine_line(info)}\n")
-        print(markdown_table(rows, [("size", "px"), ("clip", "CLIP"), ("layers", "layers"), ("targets", "targets"),
-                                    ("iterations", "it each"), ("wall_s", "wall s"), ("s_per_target", "s per target"),
-                                    ("x_wall_of_fewest", f"x wall of {min(args.targets)}")]))
+        print(
+            markdown_table(
+                rows,
+                [
+                    ("size", "px"),
+                    ("clip", "CLIP"),
+                    ("layers", "layers"),
+                    ("targets", "targets"),
+                    ("iterations", "it each"),
+                    ("wall_s", "wall s"),
+                    ("s_per_target", "s per target"),
+                    ("x_wall_of_fewest", f"x wall of {min(args.targets)}"),
+                ],
+            )
+        )
         return
     rows = []
     for size in args.size:
         for layers in args.layers:
             for precision in args.precision:
-                rows.append(measure(size, clips, layers, args.iterations, args.batch, args.device, precision, args.fused))
+                rows.append(
+                    measure(
+                        size, clips, layers, args.iterations, args.batch, args.device, precision, args.fused
+                    )
+                )
                 print(f"  {size}px layers={layers} {precision}: {rows[-1]['s_per_it']:.2f} s/it", flush=True)
     write_json(args.json, {"machine": info, "records": rows})
-    cols = [("size", "px"), ("batch", "batch"), ("clip", "CLIP"), ("layers", "layers"), ("precision", "precision"),
-            ("s_per_it", "s/it"), ("min_per_300_it", "min/300 it")] + [(p, p + " s") for p in PHASES]
+    cols = [
+        ("size", "px"),
+        ("batch", "batch"),
+        ("clip", "CLIP"),
+        ("layers", "layers"),
+        ("precision", "precision"),
+        ("s_per_it", "s/it"),
+        ("min_per_300_it", "min/300 it"),
+    ] + [(p, p + " s") for p in PHASES]
     if any("peak_gpu_gib" in r for r in rows):
         cols.append(("peak_gpu_gib", "peak GPU GiB"))
     print(f"\nTraining speed on {machine_line(info)}\n")

@@ -9,18 +9,19 @@ import warnings
 
 import typer
 
-from nada_core.errors import NadaError, option_of
+from nada_core.errors import NadaError
 
 
 def run_app(app: typer.Typer, prog: str, flags: dict[str, str] | None = None) -> None:
     """Run a typer app; NadaError -> 'prog: error: message' on stderr, exit status 2, the fields the
     library names written as this command's options (--field-name, or as `flags` maps them)."""
     warnings.filterwarnings("once", category=UserWarning)
-    logging.getLogger("root").setLevel(logging.ERROR)  # open_clip's "initialized randomly" notice; we warn ourselves
+    # open_clip's "initialized randomly" notice; we warn ourselves
+    logging.getLogger("root").setLevel(logging.ERROR)
     try:
         app(prog_name=prog, standalone_mode=False)
     except NadaError as exc:
-        message = exc.for_command_line(lambda field: (flags or {}).get(field) or option_of(field))
+        message = exc.for_command_line(flags)
         print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
@@ -35,9 +36,12 @@ def run_app(app: typer.Typer, prog: str, flags: dict[str, str] | None = None) ->
         if exc.errno not in DISK_FULL:
             raise
         where = f" writing {exc.filename}" if exc.filename else ""
-        print(f"{prog}: error: the disk is full{where} ({exc.strerror}); free space or write elsewhere. "
-              "Nothing was left half-written: outputs are written under temporary names and renamed when complete",
-              file=sys.stderr)
+        print(
+            f"{prog}: error: the disk is full{where} ({exc.strerror}); free space or write elsewhere. "
+            "Nothing was left half-written: outputs are written under temporary names and renamed when "
+            "complete",
+            file=sys.stderr,
+        )
         sys.exit(1)
     except usage_error_types() as exc:  # unknown option, a value of the wrong type, a missing argument
         print(f"{prog}: error: {one_line(exc.format_message())} (see {prog} --help)", file=sys.stderr)
@@ -48,9 +52,18 @@ def run_app(app: typer.Typer, prog: str, flags: dict[str, str] | None = None) ->
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 # a module the command needs -> the extra that installs it (pyproject.toml)
-MISSING_MODULE_EXTRA = {"torch": "train", "torchvision": "train", "open_clip": "train", "safetensors": "train", "tqdm": "train",
-                        "onnx": "export", "onnxruntime": "export", "onnxscript": "export", "tritonclient": "client",
-                        "pytriton": "serve"}
+MISSING_MODULE_EXTRA = {
+    "torch": "train",
+    "torchvision": "train",
+    "open_clip": "train",
+    "safetensors": "train",
+    "tqdm": "train",
+    "onnx": "export",
+    "onnxruntime": "export",
+    "onnxscript": "export",
+    "tritonclient": "client",
+    "pytriton": "serve",
+}
 
 
 def exit_for_missing_module(exc: ModuleNotFoundError, prog: str) -> None:
@@ -58,7 +71,11 @@ def exit_for_missing_module(exc: ModuleNotFoundError, prog: str) -> None:
     extra = MISSING_MODULE_EXTRA.get((exc.name or "").split(".")[0])
     if extra is None:
         raise exc
-    print(f"{prog}: error: it needs {exc.name}, which this installation lacks; install it with: pip install 'nada[{extra}]'", file=sys.stderr)
+    print(
+        f"{prog}: error: it needs {exc.name}, which this installation lacks; install it with: pip install "
+        f"'nada[{extra}]'",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 
@@ -84,6 +101,10 @@ def one_line(text: str) -> str:
 
 
 def typer_app(help_text: str) -> typer.Typer:
-    return typer.Typer(help=help_text, add_completion=False, no_args_is_help=False,
-                       context_settings={"help_option_names": ["-h", "--help"]}, pretty_exceptions_enable=False)
-
+    return typer.Typer(
+        help=help_text,
+        add_completion=False,
+        no_args_is_help=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        pretty_exceptions_enable=False,
+    )

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Mapping
 
 FIELD = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 
@@ -13,8 +13,9 @@ FIELD = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 class NadaError(Exception):
     """A problem with the user's input: the message names the input and the fix."""
 
-    def for_command_line(self, flag: Callable[[str], str] | None = None) -> str:
-        """The message as a command prints it; `flag` maps a field to its option (default: --field-name)."""
+    def for_command_line(self, flags: Mapping[str, str] | None = None) -> str:
+        """The message as a command prints it: each field as its option, --field-name unless `flags`
+        names another (nada-export: names -> --name)."""
         return str(self)
 
 
@@ -26,9 +27,8 @@ class FieldError(NadaError):
         self.template = template
         super().__init__(FIELD.sub(lambda m: m.group(1), template))
 
-    def for_command_line(self, flag: Callable[[str], str] | None = None) -> str:
-        flag = flag or option_of
-        return FIELD.sub(lambda m: flag(m.group(1)), self.template)
+    def for_command_line(self, flags: Mapping[str, str] | None = None) -> str:
+        return FIELD.sub(lambda m: (flags or {}).get(m.group(1)) or option_of(m.group(1)), self.template)
 
 
 def option_of(field: str) -> str:
@@ -45,5 +45,5 @@ class TrainingInterrupted(NadaError):
         super().__init__(f"interrupted{at}; state saved in {run}; continue with: {resume_with}")
         self._at = at
 
-    def for_command_line(self, flag: Callable[[str], str] | None = None) -> str:
+    def for_command_line(self, flags: Mapping[str, str] | None = None) -> str:
         return f"interrupted{self._at}; state saved, continue with: nada-train --resume {self.run}"

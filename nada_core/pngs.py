@@ -27,7 +27,7 @@ def grid(pixels: np.ndarray, rows: int, pad: int = 2) -> np.ndarray:
     out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, 3), 255, np.uint8)
     for i in range(n):
         r, c = divmod(i, cols)
-        out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = pixels[i]
+        out[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = pixels[i]
     return out
 
 

@@ -15,13 +15,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nada_export.graphs import export_spec
 from nada_core.fileio import atomic_path
+from nada_export.graphs import export_spec
 from nada_train.generator import StyleGenerator
 from nada_train.generator.inference import inference_copy
 
-def build_package(generator: StyleGenerator, kind: str, path: Path, max_batch: int, device: str = "cpu",
-                  precision: str = "fp32") -> None:
+
+def build_package(
+    generator: StyleGenerator,
+    kind: str,
+    path: Path,
+    max_batch: int,
+    device: str = "cpu",
+    precision: str = "fp32",
+) -> None:
     """Export kind ('mapping' or 'synthesis') and compile it for `device` into `path` (.pt2), written
     under a temporary name and renamed when complete."""
     # the synthesis at a reduced precision is the inference copy's mixed precision (fp32 styles,
@@ -34,8 +41,9 @@ def build_package(generator: StyleGenerator, kind: str, path: Path, max_batch: i
         program = torch.export.export(module, inputs, dynamic_shapes=dynamic)
         # freezing folds the weights into the compiled code as constants (2x faster on the CPU)
         with tempfile.TemporaryDirectory(prefix="nada-aoti-") as work:
-            built = torch._inductor.aoti_compile_and_package(program, package_path=str(Path(work) / "model.pt2"),
-                                                             inductor_configs={"freezing": True})
+            built = torch._inductor.aoti_compile_and_package(
+                program, package_path=str(Path(work) / "model.pt2"), inductor_configs={"freezing": True}
+            )
             with atomic_path(path) as tmp:
                 shutil.copyfile(built, tmp)
 
@@ -52,5 +60,7 @@ class AotiRunner:
     def __call__(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         names = self.input_names or list(feed)
         with torch.no_grad():
-            out = self.model(*[torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device) for n in names])
+            out = self.model(
+                *[torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device) for n in names]
+            )
         return out.cpu().numpy()

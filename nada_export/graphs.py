@@ -61,8 +61,10 @@ def example_inputs(generator: Generator, kind: str, batch: int, seed: int = 0) -
     gen = torch.Generator().manual_seed(seed)
     c = generator.config
     if kind == "mapping":
-        return {"z": torch.randn(batch, c.z_dim, generator=gen),
-                "truncation": torch.rand(batch, 1, generator=gen) * 0.5 + 0.5}
+        return {
+            "z": torch.randn(batch, c.z_dim, generator=gen),
+            "truncation": torch.rand(batch, 1, generator=gen) * 0.5 + 0.5,
+        }
     with torch.no_grad():
         w = generator.mapping(torch.randn(batch, c.z_dim, generator=gen))
         ws = generator.broadcast(generator.truncate(w, 0.7)).clone()
@@ -70,7 +72,9 @@ def example_inputs(generator: Generator, kind: str, batch: int, seed: int = 0) -
     return {"ws": ws}
 
 
-def export_spec(generator: Generator, kind: str, max_batch: int) -> tuple[nn.Module, tuple[torch.Tensor, ...], dict]:
+def export_spec(
+    generator: Generator, kind: str, max_batch: int
+) -> tuple[nn.Module, tuple[torch.Tensor, ...], dict]:
     """What torch.export (for ONNX and for AOTInductor alike) takes for kind's graph: the module,
     example inputs at batch 2, and each input's batch axis free over 1..max_batch. Grouped ("fused")
     convolutions are switched off: their weights depend on the batch."""

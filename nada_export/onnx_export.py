@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from nada_export.graphs import GRAPHS, export_spec
-from nada_export.parity import Parity, check_parity, parity_batches, parity_limit
 from nada_core.errors import NadaError
 from nada_core.fileio import atomic_path
+from nada_export.graphs import GRAPHS, export_spec
+from nada_export.parity import Parity, check_parity, parity_batches, parity_limit
 from nada_train.generator import Generator
 
 OPSET = 18
@@ -22,9 +22,18 @@ def export_graph(generator: Generator, kind: str, path: Path, max_batch: int) ->
     module, inputs, dynamic = export_spec(generator, kind, max_batch)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, inputs, str(tmp), input_names=input_names,
-                          output_names=output_names, dynamic_shapes=dynamic, opset_version=OPSET, dynamo=True,
-                          external_data=False, verbose=False)
+        torch.onnx.export(
+            module,
+            inputs,
+            str(tmp),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=dynamic,
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
 
 
 def onnx_session(path: Path, threads: int = 0):
@@ -33,7 +42,9 @@ def onnx_session(path: Path, threads: int = 0):
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    providers = [
+        p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
+    ]
     return ort.InferenceSession(str(path), opts, providers=providers)
 
 
@@ -44,5 +55,8 @@ def export_verified(generator: Generator, kind: str, path: Path, max_batch: int)
     parity = check_parity(generator, kind, lambda feed: session.run(None, feed)[0], parity_batches(max_batch))
     if not parity.passed:
         path.unlink(missing_ok=True)
-        raise NadaError(f"exported {kind} model does not match PyTorch ({parity.describe()}; {parity_limit(kind)}); nothing written")
+        raise NadaError(
+            f"exported {kind} model does not match PyTorch ({parity.describe()}; {parity_limit(kind)}); "
+            "nothing written"
+        )
     return parity

@@ -10,16 +10,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from nada_export.graphs import GRAPHS, example_inputs
 from nada_core.errors import NadaError
+from nada_core.seeds import z_batch
+from nada_export.graphs import GRAPHS, example_inputs
 from nada_train.generator import Generator
 from nada_train.generator.inference import GATE_SEEDS, MIN_PSNR_DB
 from nada_train.images import psnr
-from nada_core.seeds import z_batch
 
 # Refuse a model whose outputs differ more than this from PyTorch's (fp32).
-MAX_WS_ERROR = 1e-3     # mapping output, absolute (w values are O(1))
-MAX_PIXEL_ERROR = 1     # fp32 synthesis output, 8-bit levels (implies PSNR >= 48.1 dB)
+MAX_WS_ERROR = 1e-3  # mapping output, absolute (w values are O(1))
+MAX_PIXEL_ERROR = 1  # fp32 synthesis output, 8-bit levels (implies PSNR >= 48.1 dB)
 # reduced-precision (fp16/bf16) synthesis: MIN_PSNR_DB against fp32, every gate seed's image and each batch
 
 
@@ -55,7 +55,9 @@ def check_parity(generator: Generator, kind: str, run, batches: list[int], preci
             want = module(*(inputs[n] for n in input_names)).numpy()
         got = run({n: inputs[n].numpy() for n in input_names})
         if got.shape != want.shape:
-            raise NadaError(f"{kind}: exported model returned shape {got.shape} for batch {b}, PyTorch {want.shape}")
+            raise NadaError(
+                f"{kind}: exported model returned shape {got.shape} for batch {b}, PyTorch {want.shape}"
+            )
         err = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max())
         peak = 255.0 if kind == "synthesis" else float(np.abs(want).max() or 1.0)
         worst, worst_psnr = max(worst, err), min(worst_psnr, psnr(got, want, peak))
@@ -70,7 +72,11 @@ def check_parity(generator: Generator, kind: str, run, batches: list[int], preci
 def parity_limit(kind: str, precision: str = "fp32") -> str:
     if kind == "mapping":
         return f"limit: {MAX_WS_ERROR} for ws"
-    return f"limit: {MAX_PIXEL_ERROR} level" if precision == "fp32" else f"limit: PSNR {MIN_PSNR_DB} dB at {precision}"
+    return (
+        f"limit: {MAX_PIXEL_ERROR} level"
+        if precision == "fp32"
+        else f"limit: PSNR {MIN_PSNR_DB} dB at {precision}"
+    )
 
 
 def parity_batches(max_batch: int) -> list[int]:

@@ -51,8 +51,14 @@ def engine_filename(stem: str, precision: str) -> str:
     return f"{stem}.{precision}.trt{trt.__version__}.{gpu}.plan"
 
 
-def build_engine(onnx_path: Path, engine_path: Path, shapes: dict[str, tuple[int, ...]], max_batch: int,
-                 precision: str = "fp32", workspace_gib: float = 4.0) -> Path:
+def build_engine(
+    onnx_path: Path,
+    engine_path: Path,
+    shapes: dict[str, tuple[int, ...]],
+    max_batch: int,
+    precision: str = "fp32",
+    workspace_gib: float = 4.0,
+) -> Path:
     """Build and write a serialized engine with one optimization profile over batch 1..max_batch.
 
     shapes: per input, its shape without the batch axis.
@@ -116,7 +122,9 @@ class EngineRunner:
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
-            raise NadaError(f"TensorRT could not load {engine_path}: built by another TensorRT version or GPU?")
+            raise NadaError(
+                f"TensorRT could not load {engine_path}: built by another TensorRT version or GPU?"
+            )
         self.context = self.engine.create_execution_context()
         self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]

@@ -51,17 +51,17 @@ class ModelSpec:
     outputs: list[TensorSpec]
     max_batch: int
     file: Path | None = None
-    runtime: str = "onnxruntime"        # onnxruntime | tensorrt | aoti
-    device: str = "cpu"                 # what an aoti package was built for: cpu | cuda
+    runtime: str = "onnxruntime"  # onnxruntime | tensorrt | aoti
+    device: str = "cpu"  # what an aoti package was built for: cpu | cuda
     steps: list[dict] = field(default_factory=list)  # ensemble steps
     description: str = ""
 
 
 @dataclass
 class ServeOptions:
-    backend: str = "python"             # python | native
+    backend: str = "python"  # python | native
     instance_count: int = 1
-    instance_kind: str = "auto"         # auto | cpu | gpu
+    instance_kind: str = "auto"  # auto | cpu | gpu
     queue_delay_us: int = 2000
     threads: int = 0
 
@@ -69,7 +69,11 @@ class ServeOptions:
 def _instance_kind(spec: ModelSpec, opts: ServeOptions) -> str:
     if opts.instance_kind != "auto":
         return f"KIND_{opts.instance_kind.upper()}"
-    on_gpu = spec.runtime == "tensorrt" or (spec.runtime == "aoti" and spec.device == "cuda") or opts.backend == "native"
+    on_gpu = (
+        spec.runtime == "tensorrt"
+        or (spec.runtime == "aoti" and spec.device == "cuda")
+        or opts.backend == "native"
+    )
     return "KIND_GPU" if on_gpu else "KIND_CPU"
 
 
@@ -84,7 +88,9 @@ def config_pbtxt(spec: ModelSpec, opts: ServeOptions) -> str:
     if spec.steps:
         lines.append('platform: "ensemble"')
     elif opts.backend == "native":
-        lines.append('platform: "tensorrt_plan"' if spec.runtime == "tensorrt" else 'platform: "onnxruntime_onnx"')
+        lines.append(
+            'platform: "tensorrt_plan"' if spec.runtime == "tensorrt" else 'platform: "onnxruntime_onnx"'
+        )
     else:
         lines.append('backend: "python"')
     lines.append(f"max_batch_size: {spec.max_batch}")
@@ -101,8 +107,13 @@ def config_pbtxt(spec: ModelSpec, opts: ServeOptions) -> str:
     lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {opts.queue_delay_us} }}")
     lines.append(f"instance_group [ {{ count: {opts.instance_count} kind: {_instance_kind(spec, opts)} }} ]")
     if opts.backend == "python":
-        params = {"runtime": spec.runtime, "model_file": model_filename(spec, opts), "check_finite": "1",
-                  "threads": str(opts.threads), **({"device": spec.device} if spec.runtime == "aoti" else {})}
+        params = {
+            "runtime": spec.runtime,
+            "model_file": model_filename(spec, opts),
+            "check_finite": "1",
+            "threads": str(opts.threads),
+            **({"device": spec.device} if spec.runtime == "aoti" else {}),
+        }
         for k, v in params.items():
             lines.append(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}')
     else:
@@ -126,23 +137,43 @@ def readme(models: list[ModelSpec], opts: ServeOptions) -> str:
     for m in models:
         ins = ", ".join(f"`{t.name}` {t.dtype} {list(t.dims)}" for t in m.inputs)
         outs = ", ".join(f"`{t.name}` {t.dtype} {list(t.dims)}" for t in m.outputs)
-        largest = (f"{mib(sum(t.nbytes(m.max_batch) for t in m.inputs))} / "
-                   f"{mib(sum(t.nbytes(m.max_batch) for t in m.outputs))}")
+        largest = (
+            f"{mib(sum(t.nbytes(m.max_batch) for t in m.inputs))} / "
+            f"{mib(sum(t.nbytes(m.max_batch) for t in m.outputs))}"
+        )
         rows.append(f"| `{m.name}` | {ins} | {outs} | {m.max_batch} | {largest} | {m.description} |")
-    backend = ("python backend (onnxruntime, TensorRT or an AOTInductor package inside; runs on the tritonserver bundled in nvidia-pytriton)"
-               if opts.backend == "python" else "Triton's own onnxruntime/tensorrt backends (NGC tritonserver container)")
-    return "\n".join([
-        "# nada Triton model repository", "",
-        f"Written by `nada-export`; models use the {backend}. Every model is batched: dims below exclude "
-        "the batch axis (max_batch_size in each config.pbtxt). Start it with `nada-serve <this folder>`.", "",
-        "Images are RGB, UINT8, height x width x 3, ready to encode. Seeds: z = numpy.random.RandomState(seed).randn(1, z_dim).", "",
-        "| model | inputs | outputs | max batch | largest request / response | what it is |", "|---|---|---|---|---|---|", *rows, "",
-        "Limits a client meets, enforced by the server: these dtypes and shapes only, at most `max batch` items a "
-        "request (so a valid request or response is never larger than the sizes shown); NaN or infinity in any input "
-        "is refused with `input 'NAME' contains NaN or infinity`. Model loading and the repository index are "
-        "restricted to nada-serve itself.", "",
-        "`manifest.json` lists the same, with where each generator came from.", "",
-    ])
+    backend = (
+        "python backend (onnxruntime, TensorRT or an AOTInductor package inside; runs on the tritonserver "
+        "bundled in nvidia-pytriton)"
+        if opts.backend == "python"
+        else "Triton's own onnxruntime/tensorrt backends (NGC tritonserver container)"
+    )
+    return "\n".join(
+        [
+            "# nada Triton model repository",
+            "",
+            f"Written by `nada-export`; models use the {backend}. Every model is batched: dims below exclude "
+            "the batch axis (max_batch_size in each config.pbtxt). Start it with `nada-serve <this folder>`.",
+            "",
+            "Images are RGB, UINT8, height x width x 3, ready to encode. Seeds: z = "
+            "numpy.random.RandomState(seed).randn(1, z_dim).",
+            "",
+            "| model | inputs | outputs | max batch | largest request / response | what it is |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "Limits a client meets, enforced by the server: these dtypes and shapes only, at most `max "
+            "batch` items a "
+            "request (so a valid request or response is never larger than the sizes shown); NaN or infinity "
+            "in any input "
+            "is refused with `input 'NAME' contains NaN or infinity`. Model loading and the repository index "
+            "are "
+            "restricted to nada-serve itself.",
+            "",
+            "`manifest.json` lists the same, with where each generator came from.",
+            "",
+        ]
+    )
 
 
 def write_repository(repo: Path, models: list[ModelSpec], opts: ServeOptions, manifest: dict) -> None:
@@ -169,7 +200,9 @@ def write_repository(repo: Path, models: list[ModelSpec], opts: ServeOptions, ma
         merged = {**old_manifest.get("models", {}), **manifest["models"]}
         kept = [m for m in old_manifest.get("model_specs", []) if m["name"] not in names]
         specs = kept + [_spec_json(m) for m in models]
-        (staging / "manifest.json").write_text(json.dumps({**manifest, "models": merged, "model_specs": specs}, indent=2) + "\n")
+        (staging / "manifest.json").write_text(
+            json.dumps({**manifest, "models": merged, "model_specs": specs}, indent=2) + "\n"
+        )
         (staging / "README.md").write_text(readme([_spec_from_json(s) for s in specs], opts))
         if not repo.exists():
             staging.rename(repo)
@@ -206,7 +239,7 @@ def recover_interrupted(repo: Path) -> None:
     repository (killed before the exchange) or the old one (killed after it), is removed; an old
     repository that the two-rename fallback had moved aside is put back if `repo` is missing."""
     for staging in repo.parent.glob(f".{repo.name}.staging-*"):
-        pid = staging.name[len(f".{repo.name}.staging-"):].split("-", 1)[0]
+        pid = staging.name[len(f".{repo.name}.staging-") :].split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(staging, ignore_errors=True)
     olds = sorted(repo.parent.glob(f".{repo.name}.old-*"), key=lambda p: p.stat().st_mtime)
@@ -217,11 +250,20 @@ def recover_interrupted(repo: Path) -> None:
 
 
 def _spec_json(m: ModelSpec) -> dict:
-    return {"name": m.name, "max_batch": m.max_batch, "description": m.description,
-            "inputs": [[t.name, t.dtype, list(t.dims)] for t in m.inputs],
-            "outputs": [[t.name, t.dtype, list(t.dims)] for t in m.outputs]}
+    return {
+        "name": m.name,
+        "max_batch": m.max_batch,
+        "description": m.description,
+        "inputs": [[t.name, t.dtype, list(t.dims)] for t in m.inputs],
+        "outputs": [[t.name, t.dtype, list(t.dims)] for t in m.outputs],
+    }
 
 
 def _spec_from_json(d: dict) -> ModelSpec:
-    return ModelSpec(d["name"], [TensorSpec(n, t, tuple(s)) for n, t, s in d["inputs"]],
-                     [TensorSpec(n, t, tuple(s)) for n, t, s in d["outputs"]], d["max_batch"], description=d["description"])
+    return ModelSpec(
+        d["name"],
+        [TensorSpec(n, t, tuple(s)) for n, t, s in d["inputs"]],
+        [TensorSpec(n, t, tuple(s)) for n, t, s in d["outputs"]],
+        d["max_batch"],
+        description=d["description"],
+    )

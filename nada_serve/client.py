@@ -64,8 +64,10 @@ class SharedImages:
             client.register_system_shared_memory(self.name, "/" + self.name, self.byte_size)
         except Exception as exc:
             shm.destroy_shared_memory_region(self.handle)
-            raise FieldError(f"shared memory: the server could not map the region ({_message(exc)}); "
-                            "it works only on the server's own host; drop {shared_memory}") from None
+            raise FieldError(
+                f"shared memory: the server could not map the region ({_message(exc)}); "
+                "it works only on the server's own host; drop {shared_memory}"
+            ) from None
 
     def requested(self, module, output: str, batch: int):
         out = module.InferRequestedOutput(output)
@@ -104,7 +106,11 @@ class GeneratorClient:
             result = self.client.infer(self.model.name, inputs, outputs=outputs, client_timeout=self.timeout)
         except Exception as exc:
             raise NadaError(f"{self.model.name}: {_message(exc)}") from None
-        return self.shared.read(result, self.model.output) if self.shared is not None else result.as_numpy(self.model.output)
+        return (
+            self.shared.read(result, self.model.output)
+            if self.shared is not None
+            else result.as_numpy(self.model.output)
+        )
 
     def generate(self, z: np.ndarray, truncation: float = 1.0) -> np.ndarray:
         out = []
@@ -131,15 +137,21 @@ class GeneratorClient:
             self.shared = None
         self.client.close()
 
-    def __enter__(self) -> "GeneratorClient":
+    def __enter__(self) -> GeneratorClient:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-async def generate_seeds_async(url: str, model: str, seeds: list[int], truncation: float = 1.0,
-                               batch: int | None = None, concurrency: int = 4) -> np.ndarray:
+async def generate_seeds_async(
+    url: str,
+    model: str,
+    seeds: list[int],
+    truncation: float = 1.0,
+    batch: int | None = None,
+    concurrency: int = 4,
+) -> np.ndarray:
     """Seeds split into requests of `batch` (default: the model's max), `concurrency` in flight."""
     import tritonclient.grpc.aio as aioclient
 
@@ -194,11 +206,15 @@ def wait_until_ready(url: str, model: str, timeout: float, poll: float = 0.25) -
 
 
 def _not_served(model: str, url: str, exc: Exception) -> str:
-    """A FieldError template: why `model` at `url` cannot be asked: no server there at all (say how to get one), or the server's own words."""
+    """A FieldError template: why `model` at `url` cannot be asked: no server there at all (say how
+    to get one), or the server's own words."""
     status = getattr(exc, "status", None)
     if callable(status) and status() == "StatusCode.UNAVAILABLE":
-        return (f"{{url}} {url}: no server answers there ({_message(exc)}); start one with nada-serve REPOSITORY, "
-                "or give {wait} SECONDS for one that is starting")
+        return (
+            f"{{url}} {url}: no server answers there ({_message(exc)}); start one with nada-serve "
+            "REPOSITORY, "
+            "or give {wait} SECONDS for one that is starting"
+        )
     return f"{{model}} {model} at {url}: {_message(exc)}"
 
 

@@ -39,7 +39,9 @@ def pytriton_root() -> Path:
     try:
         import pytriton  # noqa: PLC0415
     except ImportError:
-        raise NadaError("nvidia-pytriton is not installed (it bundles tritonserver): pip install 'nada[serve]'") from None
+        raise NadaError(
+            "nvidia-pytriton is not installed (it bundles tritonserver): pip install 'nada[serve]'"
+        ) from None
     root = Path(pytriton.__file__).parent / "tritonserver"
     if not (root / "bin" / "tritonserver").exists():
         raise NadaError(f"no tritonserver binary under {root}; reinstall nvidia-pytriton")
@@ -53,7 +55,11 @@ def backend_directory(cache: Path | None = None) -> Path:
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.exists():
         raise NadaError(f"nvidia-pytriton has no python-backend stub for Python {version}")
-    cache = cache or Path(os.environ.get("NADA_CACHE", Path.home() / ".cache" / "nada")) / f"triton-backends-py{version}"
+    cache = (
+        cache
+        or Path(os.environ.get("NADA_CACHE", Path.home() / ".cache" / "nada"))
+        / f"triton-backends-py{version}"
+    )
     python_dir = cache / "python"
     if not (python_dir / "triton_python_backend_stub").exists():
         python_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +76,9 @@ def server_environment() -> dict[str, str]:
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     bundled = pytriton_root().parent.parent / "nvidia_pytriton.libs"
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [libdir, str(bundled), env.get("LD_LIBRARY_PATH", "")]))
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        filter(None, [libdir, str(bundled), env.get("LD_LIBRARY_PATH", "")])
+    )
     return env
 
 
@@ -99,8 +107,15 @@ class TritonServer:
     Models are loaded under explicit model control so that a broken one can be reloaded; that API
     (and the repository index) is restricted to requests carrying a token only this object knows."""
 
-    def __init__(self, repository: str | Path, grpc_port: int = 0, http_port: int = 0, metrics_port: int = 0,
-                 log_verbose: int = 0, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        repository: str | Path,
+        grpc_port: int = 0,
+        http_port: int = 0,
+        metrics_port: int = 0,
+        log_verbose: int = 0,
+        host: str = "127.0.0.1",
+    ):
         self.repository = Path(repository)
         if not self.repository.is_dir():
             raise NadaError(f"model repository '{repository}' is not a directory; write one with nada-export")
@@ -108,10 +123,17 @@ class TritonServer:
         bind = "127.0.0.1" if is_loopback(host) else host
         try:
             free_port(bind)  # can we listen there at all?
-            self.ports = (grpc_port or free_port(bind), http_port or free_port(bind), metrics_port or free_port(bind))
+            self.ports = (
+                grpc_port or free_port(bind),
+                http_port or free_port(bind),
+                metrics_port or free_port(bind),
+            )
         except OSError as e:
-            raise FieldError(f"{{host}} {host}: cannot listen there ({e.strerror or e}); use 127.0.0.1, 0.0.0.0 or an address "
-                            "of this machine") from None
+            raise FieldError(
+                f"{{host}} {host}: cannot listen there ({e.strerror or e}); use 127.0.0.1, 0.0.0.0 or an "
+                "address "
+                "of this machine"
+            ) from None
         self.log_verbose = log_verbose
         self.process: subprocess.Popen | None = None
         self.log_lines: deque[str] = deque(maxlen=400)
@@ -132,17 +154,36 @@ class TritonServer:
     def command(self) -> list[str]:
         g, h, m = self.ports
         token = self.control_token
-        return [str(pytriton_root() / "bin" / "tritonserver"), f"--model-repository={self.repository.resolve()}",
-                f"--backend-directory={backend_directory()}", f"--grpc-address={self.host}", f"--grpc-port={g}",
-                f"--http-address={self.host}", f"--http-port={h}", f"--metrics-address={self.host}", f"--metrics-port={m}",
-                "--exit-on-error=true", "--strict-readiness=true", f"--log-verbose={self.log_verbose}",
-                "--exit-timeout-secs=10", "--model-control-mode=explicit", "--load-model=*",
-                f"--grpc-restricted-protocol=model-repository:{CONTROL_HEADER}={token}",
-                f"--http-restricted-api=model-repository:{CONTROL_HEADER}={token}"]
+        return [
+            str(pytriton_root() / "bin" / "tritonserver"),
+            f"--model-repository={self.repository.resolve()}",
+            f"--backend-directory={backend_directory()}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={g}",
+            f"--http-address={self.host}",
+            f"--http-port={h}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={m}",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            f"--log-verbose={self.log_verbose}",
+            "--exit-timeout-secs=10",
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            f"--grpc-restricted-protocol=model-repository:{CONTROL_HEADER}={token}",
+            f"--http-restricted-api=model-repository:{CONTROL_HEADER}={token}",
+        ]
 
-    def start(self, timeout: float = 120.0, echo: bool = False) -> "TritonServer":
-        self.process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        env=server_environment(), cwd=tempfile.gettempdir(), start_new_session=True)
+    def start(self, timeout: float = 120.0, echo: bool = False) -> TritonServer:
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=server_environment(),
+            cwd=tempfile.gettempdir(),
+            start_new_session=True,
+        )
         Thread(target=self._pump, args=(echo,), daemon=True).start()
         self.wait_ready(timeout)
         return self
@@ -173,11 +214,15 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 time.sleep(0.2)  # let the pump read the last lines
-                raise NadaError(f"tritonserver exited with status {self.process.returncode} while loading "
-                                f"{self.repository}:\n{self.errors()}")
+                raise NadaError(
+                    f"tritonserver exited with status {self.process.returncode} while loading "
+                    f"{self.repository}:\n{self.errors()}"
+                )
             try:
                 if client.is_server_ready():
-                    index = client.get_model_repository_index(headers=self.control_headers, as_json=True).get("models", [])
+                    index = client.get_model_repository_index(headers=self.control_headers, as_json=True).get(
+                        "models", []
+                    )
                     if index and all(m.get("state") == "READY" for m in index):
                         return
             except Exception:  # not listening yet
@@ -189,8 +234,11 @@ class TritonServer:
     def models(self) -> list[dict]:
         import tritonclient.grpc as grpcclient
 
-        return grpcclient.InferenceServerClient(self.endpoints.grpc).get_model_repository_index(
-            headers=self.control_headers, as_json=True).get("models", [])
+        return (
+            grpcclient.InferenceServerClient(self.endpoints.grpc)
+            .get_model_repository_index(headers=self.control_headers, as_json=True)
+            .get("models", [])
+        )
 
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.process is None or self.process.poll() is not None:
@@ -202,7 +250,7 @@ class TritonServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait()
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -16,13 +16,13 @@ import os
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
-from nada_serve.server import TritonServer
 from nada_core.errors import NadaError
+from nada_serve.server import TritonServer
 
 STUB = "triton_python_backend_stub"
 
@@ -63,17 +63,32 @@ def python_instances(config: dict) -> int:
     python-backend model, none for ensembles and native backends."""
     if config.get("backend") != "python":
         return 0
-    return sum(int(g.get("count", 1)) * max(1, len(g.get("gpus", []))) for g in config.get("instance_group", []))
+    return sum(
+        int(g.get("count", 1)) * max(1, len(g.get("gpus", []))) for g in config.get("instance_group", [])
+    )
 
 
 class Supervisor:
     """Watches `server`: `check` once, every `interval` seconds (nada-serve's loop)."""
 
-    def __init__(self, server: TritonServer, interval: float = 0.25, log: Callable[[str], None] = print,
-                 start_timeout: float = 300.0, max_restarts: int = 5, restart_window_s: float = 300.0):
+    def __init__(
+        self,
+        server: TritonServer,
+        interval: float = 0.25,
+        log: Callable[[str], None] = print,
+        start_timeout: float = 300.0,
+        max_restarts: int = 5,
+        restart_window_s: float = 300.0,
+    ):
         self.server, self.interval, self.log = server, interval, log
-        self.start_timeout, self.max_restarts, self.restart_window_s = start_timeout, max_restarts, restart_window_s
-        self.instances: dict[str, int] = {}  # model -> stub processes its config asks for (configs do not change while served)
+        self.start_timeout, self.max_restarts, self.restart_window_s = (
+            start_timeout,
+            max_restarts,
+            restart_window_s,
+        )
+        self.instances: dict[
+            str, int
+        ] = {}  # model -> stub processes its config asks for (configs do not change while served)
         self.restarts: list[float] = []
 
     def _client(self):
@@ -84,12 +99,16 @@ class Supervisor:
     def short_of_processes(self) -> list[str]:
         """The models Triton has READY whose live stub processes are fewer than their configs ask for."""
         client = self._client()
-        index = client.get_model_repository_index(headers=self.server.control_headers, as_json=True).get("models", [])
+        index = client.get_model_repository_index(headers=self.server.control_headers, as_json=True).get(
+            "models", []
+        )
         live = Counter(s.model for s in stub_processes(self.server.process.pid).values())
         short = []
         for model in sorted(m["name"] for m in index if m.get("state") == "READY"):
             if model not in self.instances:
-                self.instances[model] = python_instances(client.get_model_config(model, as_json=True)["config"])
+                self.instances[model] = python_instances(
+                    client.get_model_config(model, as_json=True)["config"]
+                )
             if live[model] < self.instances[model]:
                 short.append(model)
         return short
@@ -128,7 +147,9 @@ class Supervisor:
                 break
             except Exception as e:  # a load that fails is retried until the deadline
                 if time.monotonic() > deadline:
-                    raise NadaError(f"{model}: could not be reloaded in {self.start_timeout:.0f} s: {e}") from None
+                    raise NadaError(
+                        f"{model}: could not be reloaded in {self.start_timeout:.0f} s: {e}"
+                    ) from None
                 time.sleep(1.0)
         self.server.wait_ready(max(0.0, deadline - time.monotonic()))  # every model, the ensembles too
         self._event(model, "its python-backend process died", "reloaded", time.monotonic() - t0)
@@ -138,10 +159,17 @@ class Supervisor:
         status = self.server.process.returncode
         self.restarts = [t for t in self.restarts if t0 - t < self.restart_window_s] + [t0]
         if len(self.restarts) > self.max_restarts:
-            raise NadaError(f"tritonserver died {len(self.restarts)} times in {self.restart_window_s:.0f} s "
-                            f"(last status {status}); giving up:\n{self.server.errors()}")
+            raise NadaError(
+                f"tritonserver died {len(self.restarts)} times in {self.restart_window_s:.0f} s "
+                f"(last status {status}); giving up:\n{self.server.errors()}"
+            )
         self.server.start(timeout=self.start_timeout)
-        self._event("tritonserver", f"exited with status {status}", "restarted on the same ports", time.monotonic() - t0)
+        self._event(
+            "tritonserver",
+            f"exited with status {status}",
+            "restarted on the same ports",
+            time.monotonic() - t0,
+        )
 
     def _event(self, subject: str, cause: str, action: str, seconds: float) -> None:
         self.log(f"nada-serve: {now()} {subject}: {cause}; {action} in {seconds:.1f} s")

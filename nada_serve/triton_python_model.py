@@ -25,7 +25,9 @@ class _OnnxRuntime:
         # Idle worker threads would spin for a while after each run, taking the cores from the next
         # model of the ensemble (another process). Servers share cores: let them sleep.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(path, opts, providers=onnx_providers(ort.get_available_providers(), want_gpu))
+        self.session = ort.InferenceSession(
+            path, opts, providers=onnx_providers(ort.get_available_providers(), want_gpu)
+        )
 
     def __call__(self, feed):
         return self.session.run(None, feed)[0]
@@ -74,7 +76,9 @@ class TritonPythonModel:
             bad = [n for n, a in arrays.items() if self.check_finite and not np.isfinite(a).all()]
             if bad:
                 responses[i] = pb_utils.InferenceResponse(
-                    output_tensors=[], error=pb_utils.TritonError(f"input '{bad[0]}' contains NaN or infinity"))
+                    output_tensors=[],
+                    error=pb_utils.TritonError(f"input '{bad[0]}' contains NaN or infinity"),
+                )
                 continue
             for n, a in arrays.items():
                 feeds[n].append(a)
@@ -85,8 +89,12 @@ class TritonPythonModel:
                 out = self.run({n: np.concatenate(v) for n, v in feeds.items()})
             except Exception as exc:  # report to every caller of this batch, keep serving
                 for i in live:
-                    responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc)))
+                    responses[i] = pb_utils.InferenceResponse(
+                        output_tensors=[], error=pb_utils.TritonError(str(exc))
+                    )
                 return responses
             for i, chunk in zip(live, np.split(out, np.cumsum(sizes)[:-1])):
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output_name, chunk)])
+                responses[i] = pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(self.output_name, chunk)]
+                )
         return responses

@@ -9,10 +9,10 @@ nothing here knows it by name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Callable
 
 from nada_core.errors import FieldError
 
@@ -59,7 +59,10 @@ def builtin_bases() -> dict[str, BuiltinBase]:
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         base = ep.load()()
         if not isinstance(base, BuiltinBase):
-            raise TypeError(f"entry point {ep.name} = {ep.value} of group {ENTRY_POINT_GROUP} returned {type(base).__name__}, not BuiltinBase")
+            raise TypeError(
+                f"entry point {ep.name} = {ep.value} of group {ENTRY_POINT_GROUP} returned "
+                f"{type(base).__name__}, not BuiltinBase"
+            )
         if base.generator.is_file():
             found[base.name] = base
     return found
@@ -69,16 +72,21 @@ def default_base() -> BuiltinBase:
     """The base nada-train adapts when no --generator is given: the first registered, by name."""
     bases = builtin_bases()
     if not bases:
-        raise FieldError("{generator} is required: no built-in base is installed (pip install the package that ships one, e.g. nada's nada_world)")
+        raise FieldError(
+            "{generator} is required: no built-in base is installed (pip install the package that ships one, "
+            "e.g. nada's nada_world)"
+        )
     return next(iter(bases.values()))
 
 
 def named_base(spec: str) -> BuiltinBase:
     """The base --generator builtin:NAME names."""
-    name = spec[len(BUILTIN_PREFIX):]
+    name = spec[len(BUILTIN_PREFIX) :]
     bases = builtin_bases()
     if name not in bases:
-        raise FieldError(f"{{generator}} {spec}: no built-in base '{name}'; installed: {', '.join(bases) or 'none'}")
+        raise FieldError(
+            f"{{generator}} {spec}: no built-in base '{name}'; installed: {', '.join(bases) or 'none'}"
+        )
     return bases[name]
 
 

@@ -2,8 +2,8 @@
 
 Read: rosinality torch files ({"g_ema": state_dict, "latent_avg": w}), NVIDIA's .pkl network
 snapshots (nada_train.nvidia_pickle: read as data, their code never run), nada's own safetensors,
-run directories written by nada-train, and built-in bases (builtin:NAME). Pickles are never executed by default: torch files are read
-with weights_only=True.
+run directories written by nada-train, and built-in bases (builtin:NAME). Pickles are never executed
+by default: torch files are read with weights_only=True.
 Write: safetensors (nada's format; the config travels in the metadata) and rosinality's format.
 """
 
@@ -17,12 +17,11 @@ import os
 import pickle
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
-
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -32,7 +31,14 @@ from nada_core.fileio import atomic_path, sha256_file
 from nada_core.seeds import parse_seeds, z_batch
 from nada_train.bases import BUILTIN_PREFIX, named_base
 from nada_train.devices import resolve_device
-from nada_train.generator import AnyConfig, Generator, GeneratorConfig, StyleGenerator, build_generator, config_from_dict
+from nada_train.generator import (
+    AnyConfig,
+    Generator,
+    GeneratorConfig,
+    StyleGenerator,
+    build_generator,
+    config_from_dict,
+)
 from nada_train.images import to_uint8
 from nada_train.nvidia_pickle import load_nvidia_generator
 
@@ -50,11 +56,11 @@ class LoadedGenerator:
     """
 
     generator: StyleGenerator
-    source: str          # what the user named (a path, random:SIZE; a built-in base's checkpoint path)
-    kind: str            # "rosinality", "nvidia", "safetensors", "run", "random"
-    sha256: str | None   # of the weights file, for the manifest
+    source: str  # what the user named (a path, random:SIZE; a built-in base's checkpoint path)
+    kind: str  # "rosinality", "nvidia", "safetensors", "run", "random"
+    sha256: str | None  # of the weights file, for the manifest
     base: dict | None = None  # for run directories: the base checkpoint the run started from
-    rendering: str = "fp32"   # how it renders: its precision, and the gate's verdict where one ran
+    rendering: str = "fp32"  # how it renders: its precision, and the gate's verdict where one ran
 
     @property
     def config(self) -> AnyConfig:
@@ -64,7 +70,9 @@ class LoadedGenerator:
     def device(self) -> torch.device:
         return next(self.generator.parameters()).device
 
-    def generate(self, seeds: int | str | Iterable[int], truncation: float = 1.0, noise: str = "const", batch: int = 8) -> np.ndarray:
+    def generate(
+        self, seeds: int | str | Iterable[int], truncation: float = 1.0, noise: str = "const", batch: int = 8
+    ) -> np.ndarray:
         """uint8 images [N, H, W, 3] of these seeds (an int, a list, a range, or text such as "0-3,7").
         noise: const (the checkpoint's stored noise), random or none."""
         from nada_train.generator.inference import render
@@ -89,7 +97,7 @@ class LoadedGenerator:
             images = self.generator.synthesis(ws.to(self.device, torch.float32), noise_mode=noise)
         return to_uint8(images).cpu().numpy()
 
-    def to(self, device: str | torch.device = "auto", precision: str = "fp32") -> "LoadedGenerator":
+    def to(self, device: str | torch.device = "auto", precision: str = "fp32") -> LoadedGenerator:
         """A frozen copy on `device` at `precision`: fp32, fp16 or bf16 (refused when its images drift
         from fp32's: PSNR < 40 dB on seeds 0-15), or auto (fp16 with channels_last on a GPU where it
         passes that gate, else fp32). The copy's `rendering` says which."""
@@ -112,7 +120,9 @@ def seed_list(seeds: int | str | Iterable[int]) -> list[int]:
     return out
 
 
-def random_generator(size: int, seed: int = 0, channel_multiplier: int = 2, style_dim: int = 512, n_mlp: int = 8) -> Generator:
+def random_generator(
+    size: int, seed: int = 0, channel_multiplier: int = 2, style_dim: int = 512, n_mlp: int = 8
+) -> Generator:
     """A config-f-shaped generator with random weights: for benchmarks and smoke runs only."""
     torch.manual_seed(seed)
     g = Generator(GeneratorConfig.rosinality(size, style_dim, n_mlp, channel_multiplier))
@@ -125,10 +135,14 @@ def _parse_random_spec(spec: str) -> Generator:
         size = int(spec.split(":", 1)[1])
         return random_generator(size)
     except (ValueError, IndexError):
-        raise NadaError(f"generator '{spec}': write random:SIZE with SIZE a power of two >= 8, e.g. random:256") from None
+        raise NadaError(
+            f"generator '{spec}': write random:SIZE with SIZE a power of two >= 8, e.g. random:256"
+        ) from None
 
 
-def load_generator(spec: str | Path, device: str | torch.device = "auto", allow_pickle: bool = False) -> LoadedGenerator:
+def load_generator(
+    spec: str | Path, device: str | torch.device = "auto", allow_pickle: bool = False
+) -> LoadedGenerator:
     """Load a generator: a rosinality .pt, an NVIDIA .pkl (read as data), a nada .safetensors, a
     nada-train run directory, builtin:NAME (a built-in base) or random:SIZE (random weights, for
     smoke tests). device: auto (CUDA where visible), cpu, cuda, cuda:N. allow_pickle: read a torch
@@ -142,7 +156,10 @@ def load_generator(spec: str | Path, device: str | torch.device = "auto", allow_
         return LoadedGenerator(_parse_random_spec(spec_s).to(device).eval(), spec_s, "random", None)
     path = Path(spec_s)
     if not path.exists():
-        raise NadaError(f"generator '{spec_s}': no such file or directory; pass a rosinality .pt checkpoint, an NVIDIA .pkl, a .safetensors file or a nada-train run directory")
+        raise NadaError(
+            f"generator '{spec_s}': no such file or directory; pass a rosinality .pt checkpoint, an NVIDIA "
+            ".pkl, a .safetensors file or a nada-train run directory"
+        )
     if path.is_dir():
         loaded = _load_run_dir(path)
     elif path.suffix == ".safetensors":
@@ -167,7 +184,8 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> LoadedGenerator:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise FieldError(
-                f"generator '{path}': the file holds Python objects beyond tensors and would run code when loaded; "
+                f"generator '{path}': the file holds Python objects beyond tensors and would run code when "
+                "loaded; "
                 "refused. Pass {allow_pickle} only if you trust the file"
             ) from None
         raise NadaError(f"generator '{path}': not a readable torch checkpoint ({first})") from None
@@ -182,12 +200,17 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> LoadedGenerator:
         state, latent_avg = ckpt, ckpt.get(LATENT_AVG_KEY)
     else:
         keys = ", ".join(list(ckpt)[:6])
-        raise NadaError(f"generator '{path}': no 'g_ema' generator in the checkpoint (keys: {keys}); is it a rosinality-format StyleGAN2 checkpoint?")
+        raise NadaError(
+            f"generator '{path}': no 'g_ema' generator in the checkpoint (keys: {keys}); is it a "
+            "rosinality-format StyleGAN2 checkpoint?"
+        )
     generator = _build(state, latent_avg, str(path))
     return LoadedGenerator(generator, str(path), "rosinality", sha256_file(path))
 
 
-def _build(state: dict, latent_avg: torch.Tensor | None, source: str, config: AnyConfig | None = None) -> StyleGenerator:
+def _build(
+    state: dict, latent_avg: torch.Tensor | None, source: str, config: AnyConfig | None = None
+) -> StyleGenerator:
     state = {k: v for k, v in state.items() if k != LATENT_AVG_KEY}
     config = config or GeneratorConfig.infer(state, source)
     generator = build_generator(config)
@@ -195,7 +218,10 @@ def _build(state: dict, latent_avg: torch.Tensor | None, source: str, config: An
         generator.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
-        raise NadaError(f"generator '{source}': tensors do not fit a {config.architecture} generator of size {config.size} ({detail})") from None
+        raise NadaError(
+            f"generator '{source}': tensors do not fit a {config.architecture} generator of size "
+            f"{config.size} ({detail})"
+        ) from None
     generator.set_w_avg(latent_avg)
     return generator
 
@@ -215,18 +241,26 @@ def _load_safetensors(path: Path) -> LoadedGenerator:
 def _load_run_dir(path: Path) -> LoadedGenerator:
     weights, manifest_path = path / RUN_GENERATOR, path / RUN_MANIFEST
     if not weights.exists() or not manifest_path.exists():
-        raise NadaError(f"run directory '{path}': needs {RUN_GENERATOR} and {RUN_MANIFEST}; is it a finished or saved nada-train run?")
+        raise NadaError(
+            f"run directory '{path}': needs {RUN_GENERATOR} and {RUN_MANIFEST}; is it a finished or saved "
+            "nada-train run?"
+        )
     loaded = _load_safetensors(weights)
     manifest = json.loads(manifest_path.read_text())
     return LoadedGenerator(loaded.generator, str(path), "run", loaded.sha256, base=manifest.get("base"))
 
 
-def save_safetensors(generator: StyleGenerator, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
+def save_safetensors(
+    generator: StyleGenerator, path: str | Path, extra_metadata: dict[str, str] | None = None
+) -> None:
     """nada's own format: every tensor plus latent_avg; the config in the metadata."""
     state = {k: v.detach().contiguous().cpu() for k, v in generator.state_dict().items()}
     if generator.w_avg_known:
         state[LATENT_AVG_KEY] = generator.w_avg.detach().cpu().clone()
-    meta = {"nada_config": json.dumps(generator.config.to_dict()), "format": f"nada-{generator.config.architecture}"}
+    meta = {
+        "nada_config": json.dumps(generator.config.to_dict()),
+        "format": f"nada-{generator.config.architecture}",
+    }
     meta.update(extra_metadata or {})
     with atomic_path(path) as tmp:
         try:
@@ -242,11 +276,18 @@ def save_rosinality(generator: StyleGenerator, path: str | Path) -> None:
     """rosinality's format, readable by its generate.py and by the StyleGAN-NADA reference."""
     c = generator.config
     if c.architecture != "stylegan2":
-        raise NadaError(f"{path}: rosinality's format holds StyleGAN2 generators only; save this {c.architecture} generator as .safetensors")
+        raise NadaError(
+            f"{path}: rosinality's format holds StyleGAN2 generators only; save this {c.architecture} "
+            "generator as .safetensors"
+        )
     if not c.rosinality_compatible:
-        raise NadaError(f"{path}: rosinality's format cannot record lr_mlp={c.lr_mlp}, blur kernel {list(c.blur_kernel)}, "
-                        f"z width {c.z_dim}, mapping width {c.mlp_features}, conv_clamp {c.conv_clamp} (its loader assumes "
-                        "0.01, [1, 3, 3, 1], one width for z and w, no clamp); save as .safetensors instead")
+        raise NadaError(
+            f"{path}: rosinality's format cannot record lr_mlp={c.lr_mlp}, blur kernel "
+            f"{list(c.blur_kernel)}, "
+            f"z width {c.z_dim}, mapping width {c.mlp_features}, conv_clamp {c.conv_clamp} (its loader "
+            "assumes "
+            "0.01, [1, 3, 3, 1], one width for z and w, no clamp); save as .safetensors instead"
+        )
     ckpt = {"g_ema": {k: v.detach().cpu() for k, v in generator.state_dict().items()}}
     if generator.w_avg_known:
         ckpt[LATENT_AVG_KEY] = generator.w_avg.detach().cpu().clone()

@@ -10,7 +10,7 @@ every choice of layers, with the same update. The price is the weight gradients 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -25,7 +25,10 @@ BACKEND = "inductor"
 def check_compile(mode: str, device: torch.device) -> None:
     """The device can run the mode (TrainOptions.validate checks the mode is one of COMPILE_CHOICES)."""
     if mode == "cudagraphs" and device.type != "cuda":
-        raise FieldError(f"{{compile}} cudagraphs: CUDA graphs need a CUDA device, this run is on {device}; use {{compile}} inductor")
+        raise FieldError(
+            f"{{compile}} cudagraphs: CUDA graphs need a CUDA device, this run is on {device}; use "
+            f"{{compile}} inductor"
+        )
 
 
 def compiled(fn: Callable, mode: str) -> Callable:

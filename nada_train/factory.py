@@ -34,7 +34,9 @@ def load_base(opts: TrainOptions, device: torch.device) -> LoadedGenerator:
         torch.backends.cudnn.allow_tf32 = opts.tf32
     base = load_generator(opts.generator, device, allow_pickle=opts.allow_pickle)
     if base.kind == "run":
-        raise FieldError(f"{{generator}} '{opts.generator}' is a run directory; adapt its base, or export/generate from it")
+        raise FieldError(
+            f"{{generator}} '{opts.generator}' is a run directory; adapt its base, or export/generate from it"
+        )
     if opts.crop is not None:
         try:
             base.generator.set_crop(opts.crop)
@@ -43,23 +45,38 @@ def load_base(opts: TrainOptions, device: torch.device) -> LoadedGenerator:
     return base
 
 
-def make_trainer(opts: TrainOptions, run: RunDir, resume: bool, device: torch.device, base: LoadedGenerator,
-                 clips: list, frozen_memo: FrozenMemo | None = None) -> Trainer:
+def make_trainer(
+    opts: TrainOptions,
+    run: RunDir,
+    resume: bool,
+    device: torch.device,
+    base: LoadedGenerator,
+    clips: list,
+    frozen_memo: FrozenMemo | None = None,
+) -> Trainer:
     """A Trainer for one target from inputs already loaded (several targets share the base and CLIP
     models); the trained copy starts as a copy of the base, cropped as it is."""
     if resume:
         manifest = run.read_manifest()
         recorded = manifest["base"].get("sha256")
         if recorded and base.sha256 != recorded:
-            raise FieldError(f"{{resume}}: base checkpoint '{opts.generator}' changed since the run started (sha256 differs); restore it to resume")
+            raise FieldError(
+                f"{{resume}}: base checkpoint '{opts.generator}' changed since the run started (sha256 "
+                "differs); restore it to resume"
+            )
         state = run.load_state()
         if "generator" not in state:
-            raise FieldError(f"{{resume}} '{run.path}': its resume state was written by an older nada without the weights; "
-                            f"start a new run from {run.generator_path} instead")
+            raise FieldError(
+                f"{{resume}} '{run.path}': its resume state was written by an older nada without the "
+                "weights; "
+                f"start a new run from {run.generator_path} instead"
+            )
     guide = ClipGuide(clips, frozen_memo, opts.compile)
     if opts.target_images:
         style = load_style_images(opts.target_images)
-        z = torch.randn(16, base.generator.config.z_dim, generator=torch.Generator().manual_seed(opts.seed)).to(device)
+        z = torch.randn(
+            16, base.generator.config.z_dim, generator=torch.Generator().manual_seed(opts.seed)
+        ).to(device)
         with torch.no_grad():
             source = base.generator(z)
         guide.set_image_target(source, style.to(device))
@@ -71,6 +88,8 @@ def make_trainer(opts: TrainOptions, run: RunDir, resume: bool, device: torch.de
             trainer.load_state(state)
         except RuntimeError as exc:  # shapes of another generator
             detail = " ".join(str(exc).split())[:200]
-            raise FieldError(f"{{resume}} '{run.path}': its saved weights do not fit the base checkpoint ({detail})") from None
+            raise FieldError(
+                f"{{resume}} '{run.path}': its saved weights do not fit the base checkpoint ({detail})"
+            ) from None
         run.truncate_log(trainer.iteration)
     return trainer

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

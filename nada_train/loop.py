@@ -5,9 +5,9 @@ being finite saved as failed without stopping the others."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tqdm import tqdm
 
@@ -23,14 +23,14 @@ from nada_train.trainer import Trainer
 class Progress:
     """What a callback hears after each step of each target."""
 
-    run: Path                 # the target's run directory
-    target: str | None        # its text (None: image-guided)
-    step: int                 # iterations done
-    iterations: int           # the run's total
+    run: Path  # the target's run directory
+    target: str | None  # its text (None: image-guided)
+    step: int  # iterations done
+    iterations: int  # the run's total
     loss: float
     clip_losses: list[float]  # the directional (and global) loss per CLIP model
-    seconds: float            # this step's time
-    sample: Path | None       # the newest sample grid (frozen row above adapted row)
+    seconds: float  # this step's time
+    sample: Path | None  # the newest sample grid (frozen row above adapted row)
 
 
 Callback = Callable[[Progress], None]
@@ -51,12 +51,26 @@ def advance(trainer: Trainer, bar: tqdm, callback: Callback | None = None) -> No
     elif done:
         trainer.save("finished")
     if callback is not None:
-        callback(Progress(run.path, opts.target, trainer.iteration, opts.iterations, record["loss"], record["clip_losses"],
-                          record["seconds"], trainer.latest_sample))
+        callback(
+            Progress(
+                run.path,
+                opts.target,
+                trainer.iteration,
+                opts.iterations,
+                record["loss"],
+                record["clip_losses"],
+                record["seconds"],
+                trainer.latest_sample,
+            )
+        )
 
 
-def run_to_end(trainers: list[Trainer], bar: tqdm, callback: Callback | None = None,
-               finished: Callable[[Trainer], None] = lambda trainer: None) -> list[tuple[Trainer, FloatingPointError]]:
+def run_to_end(
+    trainers: list[Trainer],
+    bar: tqdm,
+    callback: Callback | None = None,
+    finished: Callable[[Trainer], None] = lambda trainer: None,
+) -> list[tuple[Trainer, FloatingPointError]]:
     """Step the trainers in turn until each has done its iterations; each finished one is judged (a
     built-in base's metrics) and passed to `finished`. One whose loss or gradient is not finite is
     saved as failed-nan and dropped: the failures are returned. Ctrl-C or SIGTERM saves every
@@ -87,7 +101,9 @@ def run_to_end(trainers: list[Trainer], bar: tqdm, callback: Callback | None = N
     return failed
 
 
-def train(opts: TrainOptions, resume: bool = False, progress: bool = True, callback: Callback | None = None) -> Path:
+def train(
+    opts: TrainOptions, resume: bool = False, progress: bool = True, callback: Callback | None = None
+) -> Path:
     """Run (or continue) one training run; returns its directory. Ctrl-C saves a resumable state
     (TrainingInterrupted); a loss that is not finite saves the last good state (FieldError)."""
     run = RunDir(opts.out)
@@ -97,13 +113,21 @@ def train(opts: TrainOptions, resume: bool = False, progress: bool = True, callb
     trainer = build(opts, run, resume)  # every input is loaded before anything is written
     if not resume:
         trainer.start()
-    bar = tqdm(total=opts.iterations, initial=trainer.iteration, disable=not progress, unit="it", dynamic_ncols=True,
-               desc=f"{opts.source} -> {opts.target or Path(opts.target_images).name}")
+    bar = tqdm(
+        total=opts.iterations,
+        initial=trainer.iteration,
+        disable=not progress,
+        unit="it",
+        dynamic_ncols=True,
+        desc=f"{opts.source} -> {opts.target or Path(opts.target_images).name}",
+    )
     try:
         failed = run_to_end([trainer], bar, callback)
     except KeyboardInterrupt:
         raise TrainingInterrupted(str(run.path), trainer.iteration, f"nada.resume('{run.path}')") from None
     if failed:
-        raise FieldError(f"{failed[0][1]}; the last good state (iteration {trainer.iteration}) is saved in {run.path}; "
-                         "lower {lr} or use {precision} fp32")
+        raise FieldError(
+            f"{failed[0][1]}; the last good state (iteration {trainer.iteration}) is saved in {run.path}; "
+            "lower {lr} or use {precision} fp32"
+        )
     return run.path

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from nada_core.errors import FieldError
 from nada_train.clip import ClipModel
 from nada_train.clip.templates import compose, imagenet_templates
 from nada_train.compiled import compiled
-from nada_core.errors import FieldError
 
 # Step 0: G_train == G_frozen and the image step is zero up to float noise (~1e-7: CLIP's grad and
 # no-grad kernels differ). Steps shorter than this floor are divided by the floor, not normalised,
@@ -28,7 +28,9 @@ def text_embedding(clip: ClipModel, text: str, templates: list[str]) -> torch.Te
     return clip.encode_texts(compose(text, templates))
 
 
-def text_direction(clip: ClipModel, source: str, target: str, templates: list[str] | None = None) -> torch.Tensor:
+def text_direction(
+    clip: ClipModel, source: str, target: str, templates: list[str] | None = None
+) -> torch.Tensor:
     """normalise(mean_i(target_i - source_i)) over the 79 templates, each embedding normalised."""
     templates = templates or imagenet_templates()
     delta = text_embedding(clip, target, templates) - text_embedding(clip, source, templates)
@@ -40,7 +42,9 @@ def image_direction(source_embeddings: torch.Tensor, target_embeddings: torch.Te
     return F.normalize(target_embeddings.mean(0) - source_embeddings.mean(0), dim=-1)
 
 
-def directional_loss(frozen_emb: torch.Tensor, train_emb: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+def directional_loss(
+    frozen_emb: torch.Tensor, train_emb: torch.Tensor, direction: torch.Tensor
+) -> torch.Tensor:
     """mean over the batch of 1 - cos(normalise(train - frozen), direction); embeddings normalised."""
     step = train_emb - frozen_emb
     step = step / step.norm(dim=-1, keepdim=True).clamp_min(DIRECTION_EPS)
@@ -80,7 +84,9 @@ def load_style_images(folder: str | Path) -> torch.Tensor:
         try:
             img = square_crop(Image.open(p).convert("RGB"))
         except OSError as exc:
-            raise FieldError(f"{{target_images}}: cannot read '{p}' ({exc}); remove it or replace it") from None
+            raise FieldError(
+                f"{{target_images}}: cannot read '{p}' ({exc}); remove it or replace it"
+            ) from None
         arrays.append(np.asarray(img, dtype=np.float32) / 127.5 - 1)
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
@@ -116,14 +122,19 @@ class ClipGuide:
             self.directions.append(image_direction(src, tgt))
             self.target_texts.append(F.normalize(tgt.mean(0), dim=-1))
 
-    def directional(self, frozen_images: torch.Tensor, train_images: torch.Tensor,
-                    global_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    def directional(
+        self, frozen_images: torch.Tensor, train_images: torch.Tensor, global_weight: float = 0.0
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Directional loss per model, plus global_weight x the global loss on the same embeddings
         (the reference's lambda_global; 0 in the paper's training)."""
         total, parts = 0.0, {}
         for m, encode, direction, text in zip(self.models, self.encoders, self.directions, self.target_texts):
             with torch.no_grad():
-                frozen_emb = encode(frozen_images) if self.frozen_memo is None else self.frozen_memo.embedding(m, encode, frozen_images)
+                frozen_emb = (
+                    encode(frozen_images)
+                    if self.frozen_memo is None
+                    else self.frozen_memo.embedding(m, encode, frozen_images)
+                )
             train_emb = encode(train_images)
             loss = directional_loss(frozen_emb, train_emb, direction)
             if global_weight:
@@ -133,14 +144,22 @@ class ClipGuide:
         return total, parts
 
     def global_(self, images: torch.Tensor) -> torch.Tensor:
-        return sum(m.spec.weight * global_loss(encode(images), t) for m, encode, t in zip(self.models, self.encoders, self.target_texts))
+        return sum(
+            m.spec.weight * global_loss(encode(images), t)
+            for m, encode, t in zip(self.models, self.encoders, self.target_texts)
+        )
 
     @torch.no_grad()
     def direction_similarity(self, frozen_images: torch.Tensor, train_images: torch.Tensor) -> float:
         """Mean cos(image step, target direction) over models: 1 - directional loss, for reports."""
-        return self.similarity_of_embeddings([(m.encode_images(frozen_images), m.encode_images(train_images)) for m in self.models])
+        return self.similarity_of_embeddings(
+            [(m.encode_images(frozen_images), m.encode_images(train_images)) for m in self.models]
+        )
 
     @torch.no_grad()
     def similarity_of_embeddings(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-        """direction_similarity from each model's (frozen, trained) image embeddings, computed once by a caller that needs them too."""
-        return float(np.mean([1 - float(directional_loss(f, t, d)) for (f, t), d in zip(pairs, self.directions)]))
+        """direction_similarity from each model's (frozen, trained) image embeddings, computed once by
+        a caller that needs them too."""
+        return float(
+            np.mean([1 - float(directional_loss(f, t, d)) for (f, t), d in zip(pairs, self.directions)])
+        )

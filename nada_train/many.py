@@ -20,17 +20,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from nada_train.clip import load_clip
 from nada_core.errors import FieldError, NadaError, TrainingInterrupted
 from nada_core.fileio import write_json
-from nada_train.run_dir import RunDir
+from nada_train.clip import load_clip
 from nada_train.devices import resolve_device
 from nada_train.factory import load_base, make_trainer
 from nada_train.loop import Callback, run_to_end
 from nada_train.options import TrainOptions
+from nada_train.run_dir import RunDir
 from nada_train.trainer import FrozenMemo, Trainer
 
-PLAN = "targets.json"   # the TrainOptions of every target: what --resume OUT continues
+PLAN = "targets.json"  # the TrainOptions of every target: what --resume OUT continues
 INDEX = "index.json"
 
 
@@ -51,7 +51,10 @@ def parse_targets_file(path: Path) -> list[Target]:
             continue
         text, _, count = (part.strip() for part in line.partition("|"))
         if not text or (count and not (count.isdigit() and int(count) > 0)):
-            raise FieldError(f"{{targets}} '{path}' line {number}: write TEXT or TEXT | ITERATIONS (a positive whole number)")
+            raise FieldError(
+                f"{{targets}} '{path}' line {number}: write TEXT or TEXT | ITERATIONS (a positive whole "
+                "number)"
+            )
         targets.append(Target(text, int(count) if count else None))
     if not targets:
         raise FieldError(f"{{targets}} '{path}': no targets in it")
@@ -85,7 +88,13 @@ def write_index(out: Path, plan: list[TrainOptions]) -> dict:
     runs = []
     for opts in plan:
         run = RunDir(opts.out)
-        entry = {"target": opts.target, "path": run.path.name, "iterations": opts.iterations, "status": "not started", "iterations_done": 0}
+        entry = {
+            "target": opts.target,
+            "path": run.path.name,
+            "iterations": opts.iterations,
+            "status": "not started",
+            "iterations_done": 0,
+        }
         if run.manifest_path.exists():
             manifest = run.read_manifest()
             entry.update(status=manifest["status"], iterations_done=manifest["iterations_done"])
@@ -103,8 +112,13 @@ def read_plan(out: Path) -> list[TrainOptions]:
     return [TrainOptions.from_json(d) for d in json.loads((out / PLAN).read_text())["targets"]]
 
 
-def train_many(plan: list[TrainOptions], out: Path, resume: bool = False, progress: bool = True,
-               callback: Callback | None = None) -> Path:
+def train_many(
+    plan: list[TrainOptions],
+    out: Path,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callback | None = None,
+) -> Path:
     """Train every target of `plan` (each TrainOptions' out is its run directory under `out`); with
     resume, the finished ones are skipped and the others continued or started."""
     out = Path(out)
@@ -113,7 +127,10 @@ def train_many(plan: list[TrainOptions], out: Path, resume: bool = False, progre
         opts.validate()
     if not resume:
         if out.exists() and any(out.iterdir()) and rank == 0:
-            raise FieldError(f"{{out}} '{out}' exists and is not empty; choose a new directory, or continue it with {{resume}} {out}")
+            raise FieldError(
+                f"{{out}} '{out}' exists and is not empty; choose a new directory, or continue it with "
+                f"{{resume}} {out}"
+            )
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             write_json(out / PLAN, {"format": "nada-targets/1", "targets": [o.to_json() for o in plan]})
@@ -143,7 +160,13 @@ def train_many(plan: list[TrainOptions], out: Path, resume: bool = False, progre
         trainers.append(trainer)
 
     total = sum(t.opts.iterations - t.iteration for t in trainers)
-    bar = tqdm(total=total, disable=not progress, unit="it", dynamic_ncols=True, desc=f"{len(trainers)} targets (rank {rank} of {world})")
+    bar = tqdm(
+        total=total,
+        disable=not progress,
+        unit="it",
+        dynamic_ncols=True,
+        desc=f"{len(trainers)} targets (rank {rank} of {world})",
+    )
     try:
         failed = run_to_end(trainers, bar, callback, finished=lambda trainer: write_index(out, plan))
     except KeyboardInterrupt:

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from nada_core.errors import NadaError
-from nada_train.generator import AliasFreeLayerSpec, Generator, GeneratorConfig, StyleGAN3Config, StyleGAN3Generator, StyleGenerator
+from nada_train.generator import (
+    AliasFreeLayerSpec,
+    Generator,
+    GeneratorConfig,
+    StyleGAN3Config,
+    StyleGAN3Generator,
+    StyleGenerator,
+)
 from nada_train.generator.layers import blur_kernel_2d
 
 
@@ -40,7 +47,7 @@ class PersistentObject:
         value = self.state.get(name, default)
         return value.item() if isinstance(value, np.generic) else value
 
-    def child(self, name: str) -> "PersistentObject":
+    def child(self, name: str) -> PersistentObject:
         child = (self.state.get("_modules") or {}).get(name)
         if not isinstance(child, PersistentObject):
             raise KeyError(name)
@@ -113,13 +120,27 @@ def read_pickle(path: Path) -> object:
     except _Refused as exc:
         name = str(exc)
         if name.startswith("dnnlib.tflib"):
-            raise NadaError(f"generator '{path}': a TensorFlow-era StyleGAN pickle ({name}); convert it with "
-                            "stylegan2-ada-pytorch's legacy.py (or rosinality's convert_weight.py) first") from None
-        raise NadaError(f"generator '{path}': the pickle asks for {name}, which NVIDIA's generator files do not hold; "
-                        "refused without running anything") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
+            raise NadaError(
+                f"generator '{path}': a TensorFlow-era StyleGAN pickle ({name}); convert it with "
+                "stylegan2-ada-pytorch's legacy.py (or rosinality's convert_weight.py) first"
+            ) from None
+        raise NadaError(
+            f"generator '{path}': the pickle asks for {name}, which NVIDIA's generator files do not hold; "
+            "refused without running anything"
+        ) from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        RuntimeError,
+    ) as exc:
         detail = " ".join(str(exc).split())[:120] or type(exc).__name__
-        raise NadaError(f"generator '{path}': not a readable NVIDIA pickle ({detail}); is the file complete?") from None
+        raise NadaError(
+            f"generator '{path}': not a readable NVIDIA pickle ({detail}); is the file complete?"
+        ) from None
 
 
 def load_nvidia_generator(path: str | Path) -> StyleGenerator:
@@ -128,8 +149,10 @@ def load_nvidia_generator(path: str | Path) -> StyleGenerator:
     data = read_pickle(path)
     if not isinstance(data, dict) or "G_ema" not in data:
         keys = ", ".join(map(str, data)) if isinstance(data, dict) else type(data).__name__
-        raise NadaError(f"generator '{path}': no G_ema in this pickle (it holds: {keys}); pass a network snapshot "
-                        "with its generator, as NVIDIA's training writes them")
+        raise NadaError(
+            f"generator '{path}': no G_ema in this pickle (it holds: {keys}); pass a network snapshot "
+            "with its generator, as NVIDIA's training writes them"
+        )
     g = data["G_ema"]
     if not isinstance(g, PersistentObject) or g.class_name != "Generator":
         raise NadaError(f"generator '{path}': G_ema is {g!r}, not one of NVIDIA's Generator networks")
@@ -139,14 +162,18 @@ def load_nvidia_generator(path: str | Path) -> StyleGenerator:
             return _stylegan3(g, str(path))
         return _stylegan2(g, str(path))
     except KeyError as exc:
-        raise NadaError(f"generator '{path}': G_ema lacks {exc}; not a StyleGAN2 generator nada can read") from None
+        raise NadaError(
+            f"generator '{path}': G_ema lacks {exc}; not a StyleGAN2 generator nada can read"
+        ) from None
 
 
 def _check_unconditional_rgb(g: PersistentObject, source: str) -> None:
     c_dim = int(g.attr("c_dim", 0) or 0)
     if c_dim:
-        raise NadaError(f"generator '{source}': a class-conditional generator (c_dim {c_dim}); nada adapts "
-                        "unconditional generators only")
+        raise NadaError(
+            f"generator '{source}': a class-conditional generator (c_dim {c_dim}); nada adapts "
+            "unconditional generators only"
+        )
     if int(g.attr("img_channels", 3)) != 3:
         raise NadaError(f"generator '{source}': {g.attr('img_channels')} image channels; nada needs RGB (3)")
 
@@ -163,8 +190,13 @@ def _mapping(g: PersistentObject, source: str, state: dict[str, torch.Tensor]) -
     for i, fc in enumerate(fcs):
         state[f"style.{i + 1}.weight"] = fc.tensor("weight")
         state[f"style.{i + 1}.bias"] = fc.tensor("bias")
-    return dict(style_dim=w_dim, n_mlp=n_mlp, lr_mlp=float(fcs[0].attr("bias_gain")),
-                z_features=z_dim if z_dim != w_dim else None, mlp_features=hidden if hidden != w_dim else None)
+    return dict(
+        style_dim=w_dim,
+        n_mlp=n_mlp,
+        lr_mlp=float(fcs[0].attr("bias_gain")),
+        z_features=z_dim if z_dim != w_dim else None,
+        mlp_features=hidden if hidden != w_dim else None,
+    )
 
 
 def _loaded(generator: StyleGenerator, state: dict, w_avg: torch.Tensor, source: str) -> StyleGenerator:
@@ -174,7 +206,9 @@ def _loaded(generator: StyleGenerator, state: dict, w_avg: torch.Tensor, source:
     try:
         generator.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise NadaError(f"generator '{source}': tensors do not fit ({' '.join(str(exc).split())[:200]})") from None
+        raise NadaError(
+            f"generator '{source}': tensors do not fit ({' '.join(str(exc).split())[:200]})"
+        ) from None
     generator.set_w_avg(w_avg)
     return generator.eval()
 
@@ -187,19 +221,26 @@ def _stylegan2(g: PersistentObject, source: str) -> Generator:
     blocks = [synthesis.child(f"b{r}") for r in resolutions]
     for block in blocks:
         if block.attr("architecture") != "skip":
-            raise NadaError(f"generator '{source}': synthesis architecture '{block.attr('architecture')}'; nada reads "
-                            "'skip' (StyleGAN2 config-f and stylegan2-ada's default)")
+            raise NadaError(
+                f"generator '{source}': synthesis architecture '{block.attr('architecture')}'; nada reads "
+                "'skip' (StyleGAN2 config-f and stylegan2-ada's default)"
+            )
     first = blocks[0].child("conv1")
     clamp = first.attr("conv_clamp")
     taps = (1, 3, 3, 1)
     if not torch.allclose(blocks[0].tensor("resample_filter"), blur_kernel_2d(taps)):
         raise NadaError(f"generator '{source}': a resample filter other than [1, 3, 3, 1]")
     config = GeneratorConfig(
-        size=int(g.attr("img_resolution")), channels=tuple(int(b.child("conv1").tensor("weight").shape[0]) for b in blocks),
-        blur_kernel=taps, conv_clamp=None if clamp is None else float(clamp), **mapping_fields)
+        size=int(g.attr("img_resolution")),
+        channels=tuple(int(b.child("conv1").tensor("weight").shape[0]) for b in blocks),
+        blur_kernel=taps,
+        conv_clamp=None if clamp is None else float(clamp),
+        **mapping_fields,
+    )
     state["input.input"] = blocks[0].tensor("const")[None]
     layers = [("conv1", blocks[0].child("conv1"))] + [
-        (f"convs.{2 * j + k}", block.child(f"conv{k}")) for j, block in enumerate(blocks[1:]) for k in (0, 1)]
+        (f"convs.{2 * j + k}", block.child(f"conv{k}")) for j, block in enumerate(blocks[1:]) for k in (0, 1)
+    ]
     for noise_index, (name, layer) in enumerate(layers):
         _styled_conv(state, name, layer, noise_index)
     _to_rgb(state, "to_rgb1", blocks[0].child("torgb"))
@@ -220,14 +261,26 @@ def _stylegan3(g: PersistentObject, source: str) -> StyleGAN3Generator:
         layer = synthesis.child(name)
         in_size, out_size = (np.asarray(layer.attr(k)).reshape(-1) for k in ("in_size", "out_size"))
         if in_size.min() != in_size.max() or out_size.min() != out_size.max():
-            raise NadaError(f"generator '{source}': layer {name} is not square ({list(in_size)} -> {list(out_size)}); nada reads square StyleGAN3 generators")
-        specs.append(AliasFreeLayerSpec(
-            in_channels=int(layer.attr("in_channels")), out_channels=int(layer.attr("out_channels")),
-            in_size=int(in_size[0]), out_size=int(out_size[0]), kernel=int(layer.attr("conv_kernel")),
-            up=int(layer.attr("up_factor")), down=int(layer.attr("down_factor")),
-            padding=tuple(int(p) for p in layer.attr("padding")), up_taps=int(layer.attr("up_taps")),
-            down_taps=int(layer.attr("down_taps")), radial=bool(layer.attr("down_radial", False)),
-            torgb=bool(layer.attr("is_torgb"))))
+            raise NadaError(
+                f"generator '{source}': layer {name} is not square ({list(in_size)} -> {list(out_size)}); "
+                "nada reads square StyleGAN3 generators"
+            )
+        specs.append(
+            AliasFreeLayerSpec(
+                in_channels=int(layer.attr("in_channels")),
+                out_channels=int(layer.attr("out_channels")),
+                in_size=int(in_size[0]),
+                out_size=int(out_size[0]),
+                kernel=int(layer.attr("conv_kernel")),
+                up=int(layer.attr("up_factor")),
+                down=int(layer.attr("down_factor")),
+                padding=tuple(int(p) for p in layer.attr("padding")),
+                up_taps=int(layer.attr("up_taps")),
+                down_taps=int(layer.attr("down_taps")),
+                radial=bool(layer.attr("down_radial", False)),
+                torgb=bool(layer.attr("is_torgb")),
+            )
+        )
         prefix = "to_rgb" if i == len(names) - 1 else f"layers.{i}"
         for key in ("weight", "bias", "magnitude_ema"):
             state[f"{prefix}.{key}"] = layer.tensor(key)
@@ -243,10 +296,16 @@ def _stylegan3(g: PersistentObject, source: str) -> StyleGAN3Generator:
     size = np.asarray(source_input.attr("size")).reshape(-1)
     try:
         config = StyleGAN3Config(
-            size=int(g.attr("img_resolution")), input_channels=int(source_input.attr("channels")), input_size=int(size[0]),
-            input_sampling_rate=float(source_input.attr("sampling_rate")), input_bandwidth=float(source_input.attr("bandwidth")),
-            layers=tuple(specs), conv_clamp=None if clamp is None else float(clamp),
-            output_scale=float(synthesis.attr("output_scale", 1.0)), **mapping_fields)
+            size=int(g.attr("img_resolution")),
+            input_channels=int(source_input.attr("channels")),
+            input_size=int(size[0]),
+            input_sampling_rate=float(source_input.attr("sampling_rate")),
+            input_bandwidth=float(source_input.attr("bandwidth")),
+            layers=tuple(specs),
+            conv_clamp=None if clamp is None else float(clamp),
+            output_scale=float(synthesis.attr("output_scale", 1.0)),
+            **mapping_fields,
+        )
     except ValueError as exc:
         raise NadaError(f"generator '{source}': {exc}") from None
     for key in ("weight", "transform", "freqs", "phases"):
@@ -257,7 +316,8 @@ def _stylegan3(g: PersistentObject, source: str) -> StyleGAN3Generator:
 
 
 def _styled_conv(state: dict, name: str, layer: PersistentObject, noise_index: int) -> None:
-    weight = layer.tensor("weight")  # [out, in, k, k]: NVIDIA applies no fan-in gain (demodulation cancels it)
+    # [out, in, k, k]: NVIDIA applies no fan-in gain (demodulation cancels it)
+    weight = layer.tensor("weight")
     fan_in = weight.shape[1] * weight.shape[2] * weight.shape[3]
     state[f"{name}.conv.weight"] = (weight * math.sqrt(fan_in))[None]  # ours multiplies by 1/sqrt(fan_in)
     state[f"{name}.conv.modulation.weight"] = layer.child("affine").tensor("weight")
@@ -273,7 +333,8 @@ def _styled_conv(state: dict, name: str, layer: PersistentObject, noise_index: i
 
 
 def _to_rgb(state: dict, name: str, layer: PersistentObject) -> None:
-    weight = layer.tensor("weight")  # [3, in, 1, 1]; NVIDIA scales the styles by 1/sqrt(in), ours the weight: the same product
+    # [3, in, 1, 1]; NVIDIA scales the styles by 1/sqrt(in), ours the weight: the same product
+    weight = layer.tensor("weight")
     state[f"{name}.conv.weight"] = weight[None]
     state[f"{name}.conv.modulation.weight"] = layer.child("affine").tensor("weight")
     state[f"{name}.conv.modulation.bias"] = layer.child("affine").tensor("bias")

@@ -42,7 +42,8 @@ class TrainOptions:
     precision: str = "fp32"
     tf32: bool = True
     fused: bool = False
-    compile: str = "off"  # off, inductor or cudagraphs: the step's synthesis and CLIP calls compiled (nada_train.compiled)
+    # off, inductor or cudagraphs: the step's synthesis and CLIP calls compiled (nada_train.compiled)
+    compile: str = "off"
     n_sample: int = 8
     sample_truncation: float = 0.7
     sample_every: int = 50
@@ -53,7 +54,7 @@ class TrainOptions:
         return asdict(self)  # nested ClipSpecs become dicts too
 
     @classmethod
-    def from_json(cls, d: dict) -> "TrainOptions":
+    def from_json(cls, d: dict) -> TrainOptions:
         d = dict(d)
         d["clip"] = [ClipSpec(**c) for c in d["clip"]]
         known = {f for f in cls.__dataclass_fields__}
@@ -62,16 +63,28 @@ class TrainOptions:
     def validate(self) -> None:
         if self.target_images is None:
             if self.target is None or not self.target.strip():
-                raise FieldError("{target} is empty; name the new domain, e.g. {target} 'pencil sketch' (or pass {target_images} DIR)")
+                raise FieldError(
+                    "{target} is empty; name the new domain, e.g. {target} 'pencil sketch' (or pass "
+                    "{target_images} DIR)"
+                )
             if not self.source.strip():
                 raise FieldError("{source} is empty; name the generator's domain, e.g. {source} photo")
             if self.source.strip().lower() == self.target.strip().lower():
-                raise FieldError(f"{{source}} and {{target}} are both '{self.source}'; the direction between them is zero, name a different target")
+                raise FieldError(
+                    f"{{source}} and {{target}} are both '{self.source}'; the direction between them is "
+                    "zero, name a different target"
+                )
         if self.layers not in LAYER_CHOICES:
             raise FieldError(f"{{layers}} '{self.layers}': choose one of {', '.join(LAYER_CHOICES)}")
-        for name, value, low in (("{iterations}", self.iterations, 1), ("{batch}", self.batch, 1), ("{n_sample}", self.n_sample, 1),
-                                 ("{auto_layer_batch}", self.auto_layer_batch, 1), ("{auto_layer_iters}", self.auto_layer_iters, 1),
-                                 ("{sample_every}", self.sample_every, 1), ("{save_every}", self.save_every, 1)):
+        for name, value, low in (
+            ("{iterations}", self.iterations, 1),
+            ("{batch}", self.batch, 1),
+            ("{n_sample}", self.n_sample, 1),
+            ("{auto_layer_batch}", self.auto_layer_batch, 1),
+            ("{auto_layer_iters}", self.auto_layer_iters, 1),
+            ("{sample_every}", self.sample_every, 1),
+            ("{save_every}", self.save_every, 1),
+        ):
             if value < low:
                 raise FieldError(f"{name} {value}: must be at least {low}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -79,11 +92,17 @@ class TrainOptions:
         if not 0 <= self.mixing <= 1:
             raise FieldError(f"{{mixing}} {self.mixing}: a probability, between 0 and 1")
         if not math.isfinite(self.sample_truncation):
-            raise FieldError(f"{{sample_truncation}} {self.sample_truncation}: must be a number (1 = no truncation, 0.7 is common)")
+            raise FieldError(
+                f"{{sample_truncation}} {self.sample_truncation}: must be a number (1 = no truncation, 0.7 "
+                "is common)"
+            )
         if not (self.global_weight >= 0 and math.isfinite(self.global_weight)):
             raise FieldError(f"{{global_weight}} {self.global_weight}: must be 0 (off) or a positive number")
         if self.crop is not None and (len(self.crop) != 4 or not all(isinstance(v, int) for v in self.crop)):
-            raise FieldError(f"{{crop}} {self.crop}: give the box as LEFT,TOP,RIGHT,BOTTOM in pixels, e.g. {{crop}} 0,64,512,448")
+            raise FieldError(
+                f"{{crop}} {self.crop}: give the box as LEFT,TOP,RIGHT,BOTTOM in pixels, e.g. {{crop}} "
+                "0,64,512,448"
+            )
         if self.compile not in COMPILE_CHOICES:
             raise FieldError(f"{{compile}} {self.compile}: choose one of {', '.join(COMPILE_CHOICES)}")
         if self.precision not in PRECISIONS:
@@ -102,18 +121,36 @@ def option_defaults() -> dict:
     return out
 
 
-SETTINGS = {f.name for f in fields(TrainOptions)} - {"generator", "out", "source", "target", "target_images", "clip", "allow_pickle"}
+SETTINGS = {f.name for f in fields(TrainOptions)} - {
+    "generator",
+    "out",
+    "source",
+    "target",
+    "target_images",
+    "clip",
+    "allow_pickle",
+}
 
 
-def resolve_options(generator: str | Path | None, out: str | Path | None, source: str = "photo", target: str | None = None,
-                    target_images: str | Path | None = None, clip: list[str] | None = None,
-                    clip_weights: list[float] | None = None, allow_pickle: bool = False, **settings) -> TrainOptions:
+def resolve_options(
+    generator: str | Path | None,
+    out: str | Path | None,
+    source: str = "photo",
+    target: str | None = None,
+    target_images: str | Path | None = None,
+    clip: list[str] | None = None,
+    clip_weights: list[float] | None = None,
+    allow_pickle: bool = False,
+    **settings,
+) -> TrainOptions:
     """TrainOptions for a new run. generator: a checkpoint, builtin:NAME, random:SIZE, or None for the
     default built-in base; a built-in base brings its CLIP, templates, default target and per-target
     settings, which `settings` (TrainOptions fields such as iterations=, lr=) override."""
     unknown = sorted(set(settings) - SETTINGS)
     if unknown:
-        raise FieldError(f"{{{unknown[0]}}}: not a training setting; the settings are {', '.join(sorted(SETTINGS))}")
+        raise FieldError(
+            f"{{{unknown[0]}}}: not a training setting; the settings are {', '.join(sorted(SETTINGS))}"
+        )
     given = {k: v for k, v in settings.items() if v is not None}
     base: BuiltinBase | None
     if generator is None:
@@ -136,13 +173,20 @@ def resolve_options(generator: str | Path | None, out: str | Path | None, source
         raise FieldError("{out} is required: a new directory for the run")
     clip = clip or list(option_defaults()["clip"])
     if clip_weights and len(clip_weights) != len(clip):
-        raise FieldError(f"{{clip_weights}} given {len(clip_weights)} times for {len(clip)} {{clip}} models; give one weight per model")
+        raise FieldError(
+            f"{{clip_weights}} given {len(clip_weights)} times for {len(clip)} {{clip}} models; give one "
+            "weight per model"
+        )
     weights = clip_weights or [1.0] * len(clip)
     # absolute paths: a resumed run may start from another directory
     generator = str(Path(generator).resolve()) if Path(generator).exists() else str(generator)
     return TrainOptions(
-        generator=generator, out=str(Path(out).resolve()), source=source, target=target,
+        generator=generator,
+        out=str(Path(out).resolve()),
+        source=source,
+        target=target,
         target_images=str(Path(target_images).resolve()) if target_images else None,
-        clip=[parse_clip_spec(c, w) for c, w in zip(clip, weights)], allow_pickle=allow_pickle,
+        clip=[parse_clip_spec(c, w) for c, w in zip(clip, weights)],
+        allow_pickle=allow_pickle,
         **{**chosen, **given},
     )

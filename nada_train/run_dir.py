@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from nada_core import __version__
-from nada_train.checkpoints import RUN_GENERATOR, RUN_MANIFEST, save_safetensors
 from nada_core.errors import FieldError
 from nada_core.fileio import append_jsonl, atomic_path, write_json
+from nada_train.checkpoints import RUN_GENERATOR, RUN_MANIFEST, save_safetensors
 from nada_train.generator import Generator
 
 MANIFEST_FORMAT = "nada-run/1"
@@ -43,8 +43,13 @@ class RunDir:
     def check_new(self) -> None:
         if self.path.exists() and any(self.path.iterdir()):
             if self.manifest_path.exists():
-                raise FieldError(f"{{out}} '{self.path}' already holds a run; continue it with {{resume}} {self.path} or choose a new {{out}}")
-            raise FieldError(f"{{out}} '{self.path}' exists and is not empty; choose a new or empty directory")
+                raise FieldError(
+                    f"{{out}} '{self.path}' already holds a run; continue it with {{resume}} {self.path} or "
+                    f"choose a new {{out}}"
+                )
+            raise FieldError(
+                f"{{out}} '{self.path}' exists and is not empty; choose a new or empty directory"
+            )
 
     def create(self) -> None:
         self.check_new()
@@ -53,15 +58,22 @@ class RunDir:
     def read_manifest(self, field: str = "resume") -> dict:
         """The run's manifest; errors name `field`, the input that named this directory."""
         if not self.manifest_path.exists():
-            raise FieldError(f"{{{field}}} '{self.path}': no {RUN_MANIFEST} there; is it a nada-train run directory?")
+            raise FieldError(
+                f"{{{field}}} '{self.path}': no {RUN_MANIFEST} there; is it a nada-train run directory?"
+            )
         manifest = json.loads(self.manifest_path.read_text())
         if manifest.get("format") != MANIFEST_FORMAT:
-            raise FieldError(f"{{{field}}} '{self.path}': manifest format {manifest.get('format')!r} is not {MANIFEST_FORMAT}")
+            raise FieldError(
+                f"{{{field}}} '{self.path}': manifest format {manifest.get('format')!r} is not "
+                f"{MANIFEST_FORMAT}"
+            )
         return manifest
 
     def save(self, generator: Generator, state: dict, manifest: dict) -> None:
         """Weights, then resume state, then manifest: the manifest only ever names saved files."""
-        save_safetensors(generator, self.generator_path, {"iterations_done": str(manifest["iterations_done"])})
+        save_safetensors(
+            generator, self.generator_path, {"iterations_done": str(manifest["iterations_done"])}
+        )
         self.state_path.parent.mkdir(exist_ok=True)
         with atomic_path(self.state_path) as tmp:
             torch.save(state, tmp)
@@ -79,7 +91,9 @@ class RunDir:
 
     def load_state(self) -> dict:
         if not self.state_path.exists():
-            raise FieldError(f"{{resume}} '{self.path}': {self.state_path} is missing; the run cannot be continued exactly")
+            raise FieldError(
+                f"{{resume}} '{self.path}': {self.state_path} is missing; the run cannot be continued exactly"
+            )
         return torch.load(self.state_path, map_location="cpu", weights_only=True)
 
     def log(self, record: dict) -> None:

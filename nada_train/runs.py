@@ -4,9 +4,9 @@ resume() continues one. nada-train stands on these; a notebook or a web page cal
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable
 
 from nada_core.errors import FieldError
 from nada_train.checkpoints import LoadedGenerator, load_generator
@@ -26,7 +26,9 @@ class Run:
         self.manifest = self.dir.read_manifest("run")
 
     def __repr__(self) -> str:
-        return f"Run('{self.path}': {self.target or 'image-guided'}, {self.status}, {self.iterations_done} it)"
+        return (
+            f"Run('{self.path}': {self.target or 'image-guided'}, {self.status}, {self.iterations_done} it)"
+        )
 
     path = property(lambda self: self.dir.path)
     status = property(lambda self: self.manifest["status"])  # running, interrupted, finished, failed-nan
@@ -49,15 +51,28 @@ class Run:
         """The adapted generator, loaded once (on the CPU; .to(device) for another)."""
         return load_generator(self.path, "cpu")
 
-    def resume(self, iterations: int | None = None, progress: bool = True, callback: Callback | None = None) -> "Run":
+    def resume(
+        self, iterations: int | None = None, progress: bool = True, callback: Callback | None = None
+    ) -> Run:
         """Continue this run with its own settings; `iterations` raises (or lowers) the total."""
         return resume(self.path, iterations, progress, callback)
 
 
-def adapt(base: BaseLike = None, target: str | None = None, *, out: str | Path, targets: Iterable[str | Target] | None = None,
-          source: str = "photo", target_images: str | Path | None = None, clip: list[str] | None = None,
-          clip_weights: list[float] | None = None, allow_pickle: bool = False, progress: bool = True,
-          callback: Callback | None = None, **settings) -> Run | list[Run]:
+def adapt(
+    base: BaseLike = None,
+    target: str | None = None,
+    *,
+    out: str | Path,
+    targets: Iterable[str | Target] | None = None,
+    source: str = "photo",
+    target_images: str | Path | None = None,
+    clip: list[str] | None = None,
+    clip_weights: list[float] | None = None,
+    allow_pickle: bool = False,
+    progress: bool = True,
+    callback: Callback | None = None,
+    **settings,
+) -> Run | list[Run]:
     """Adapt `base` from `source` to `target` (text), or to the style of the images in `target_images`.
 
     base: a checkpoint path, builtin:NAME, random:SIZE, a LoadedGenerator, or None (the built-in base,
@@ -72,22 +87,38 @@ def adapt(base: BaseLike = None, target: str | None = None, *, out: str | Path, 
     generator = _generator_spec(base)
     if targets is not None:
         if target is not None or target_images is not None:
-            raise FieldError("give {target} (or {target_images}) for one run, or {targets} for several, not both")
+            raise FieldError(
+                "give {target} (or {target_images}) for one run, or {targets} for several, not both"
+            )
         wanted = [t if isinstance(t, Target) else Target(str(t)) for t in targets]
         if not wanted:
             raise FieldError("{targets} is empty; give at least one target text")
         folder = Path(out)
-        plan = [resolve_options(generator, folder / name, source, t.text, None, clip, clip_weights, allow_pickle,
-                                **{**settings, **({"iterations": t.iterations} if t.iterations else {})})
-                for t, name in zip(wanted, folder_names([t.text for t in wanted]))]
+        plan = [
+            resolve_options(
+                generator,
+                folder / name,
+                source,
+                t.text,
+                None,
+                clip,
+                clip_weights,
+                allow_pickle,
+                **{**settings, **({"iterations": t.iterations} if t.iterations else {})},
+            )
+            for t, name in zip(wanted, folder_names([t.text for t in wanted]))
+        ]
         train_many(plan, folder, progress=progress, callback=callback)
         return _runs_of(folder)
-    opts = resolve_options(generator, out, source, target, target_images, clip, clip_weights, allow_pickle, **settings)
+    opts = resolve_options(
+        generator, out, source, target, target_images, clip, clip_weights, allow_pickle, **settings
+    )
     return Run(train(opts, progress=progress, callback=callback))
 
 
-def resume(path: str | Path, iterations: int | None = None, progress: bool = True,
-           callback: Callback | None = None) -> Run | list[Run]:
+def resume(
+    path: str | Path, iterations: int | None = None, progress: bool = True, callback: Callback | None = None
+) -> Run | list[Run]:
     """Continue an interrupted (or finished, with more `iterations`) run with its own settings: a run
     directory gives its Run back, a several-target folder its list of Runs."""
     path = Path(path)
@@ -106,7 +137,10 @@ def resume(path: str | Path, iterations: int | None = None, progress: bool = Tru
 def _generator_spec(base: BaseLike) -> str | None:
     if isinstance(base, LoadedGenerator):
         if base.kind == "run":
-            raise FieldError(f"{{base}} '{base.source}' is a run: adapt its base, or pass the run's generator file to start from it")
+            raise FieldError(
+                f"{{base}} '{base.source}' is a run: adapt its base, or pass the run's generator file to "
+                "start from it"
+            )
         return base.source
     return None if base is None else str(base)
 

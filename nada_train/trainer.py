@@ -6,9 +6,9 @@ global CLIP loss moves most are trained at each step. The Trainer also writes wh
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -20,8 +20,14 @@ from nada_train.compiled import compiled, drop_unchosen_gradients, step_begins
 from nada_train.generator import StyleGenerator
 from nada_train.images import to_uint8
 from nada_train.interrupts import interrupts_deferred
-from nada_train.layer_selection import (codes_with_layers, default_auto_k, layers_for_codes, manual_layers, select_codes,
-                                       set_trainable)
+from nada_train.layer_selection import (
+    codes_with_layers,
+    default_auto_k,
+    layers_for_codes,
+    manual_layers,
+    select_codes,
+    set_trainable,
+)
 from nada_train.losses import ClipGuide
 from nada_train.options import TrainOptions
 from nada_train.run_dir import RunDir
@@ -47,7 +53,9 @@ class FrozenMemo:
                 self.ws, self.images, self.embeddings = ws.clone(), synthesize(ws).clone(), {}
         return self.images
 
-    def embedding(self, model, encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    def embedding(
+        self, model, encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor
+    ) -> torch.Tensor:
         if images is not self.images:  # not the memo's images: nothing to share
             return encode(images)
         if id(model) not in self.embeddings:
@@ -56,8 +64,16 @@ class FrozenMemo:
 
 
 class Trainer:
-    def __init__(self, opts: TrainOptions, run: RunDir, base: LoadedGenerator, g_train: StyleGenerator, guide: ClipGuide, device: torch.device,
-                 frozen_memo: FrozenMemo | None = None):
+    def __init__(
+        self,
+        opts: TrainOptions,
+        run: RunDir,
+        base: LoadedGenerator,
+        g_train: StyleGenerator,
+        guide: ClipGuide,
+        device: torch.device,
+        frozen_memo: FrozenMemo | None = None,
+    ):
         self.opts, self.run, self.base, self.device, self.guide = opts, run, base, device, guide
         self.frozen_memo = frozen_memo
         self.g_frozen = base.generator.requires_grad_(False).eval()
@@ -71,7 +87,8 @@ class Trainer:
         self.synthesize = compiled(g_train.synthesis, opts.compile)  # training and layer selection alike
         self.synthesize_frozen = compiled(self.g_frozen.synthesis, opts.compile)
         self.auto_k = opts.auto_layer_k or default_auto_k(g_train.n_latent)
-        self.selectable_codes = codes_with_layers(g_train, opts.train_torgb)  # never a slot for a code that trains nothing
+        # never a slot for a code that trains nothing
+        self.selectable_codes = codes_with_layers(g_train, opts.train_torgb)
         self.fixed_layers = None if opts.layers == "auto" else manual_layers(g_train, opts.layers)
         if self.fixed_layers and opts.train_torgb:
             self.fixed_layers += g_train.torgb_names()
@@ -79,7 +96,9 @@ class Trainer:
         self.iteration = 0
         z_dim = g_train.config.z_dim
         self.sample_z = torch.from_numpy(z_batch(list(range(opts.n_sample)), z_dim)).to(device)
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if opts.precision == "bf16" else nullcontext()
+        self.autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16) if opts.precision == "bf16" else nullcontext()
+        )
         samples = sorted(run.samples_dir.glob("step-*.png")) if run.samples_dir.is_dir() else []
         self.latest_sample: Path | None = samples[-1] if samples else None  # the newest sample grid written
 
@@ -117,12 +136,21 @@ class Trainer:
     def choose_layers(self) -> tuple[list[str], list[int] | None]:
         if self.fixed_layers is not None:
             return self.fixed_layers, None
-        z = torch.randn(self.opts.auto_layer_batch, self.g_train.config.z_dim, generator=self.rng).to(self.device)
+        z = torch.randn(self.opts.auto_layer_batch, self.g_train.config.z_dim, generator=self.rng).to(
+            self.device
+        )
         with torch.no_grad():
             w = self.g_frozen.mapping(z)
         with self.autocast:
-            codes = select_codes(self.g_train, w, self.guide.global_, self.auto_k, self.opts.auto_layer_iters,
-                                 candidates=self.selectable_codes, synthesis=self.synthesize)
+            codes = select_codes(
+                self.g_train,
+                w,
+                self.guide.global_,
+                self.auto_k,
+                self.opts.auto_layer_iters,
+                candidates=self.selectable_codes,
+                synthesis=self.synthesize,
+            )
         return layers_for_codes(self.g_train, codes, self.opts.train_torgb), codes
 
     def _clock(self) -> float:
@@ -145,15 +173,20 @@ class Trainer:
             step_begins(self.opts.compile)
             layers, codes = self.choose_layers()
             chosen = set_trainable(self.g_train, layers)
-            if self.opts.compile != "off":  # one graph for every choice: all layers get gradients, see nada_train.compiled
+            if (
+                self.opts.compile != "off"
+            ):  # one graph for every choice: all layers get gradients, see nada_train.compiled
                 for p in self.params:
                     p.requires_grad_(True)
             t_select = self._clock()
             ws = self._latents(self.opts.batch)
             with self.autocast:
                 with torch.no_grad():
-                    frozen = (self.synthesize_frozen(ws) if self.frozen_memo is None
-                              else self.frozen_memo.synthesis(self.synthesize_frozen, ws))
+                    frozen = (
+                        self.synthesize_frozen(ws)
+                        if self.frozen_memo is None
+                        else self.frozen_memo.synthesis(self.synthesize_frozen, ws)
+                    )
                 trained = self.synthesize(ws)
                 t_gen = self._clock()
                 loss, parts = self.guide.directional(frozen, trained, self.opts.global_weight)
@@ -166,7 +199,9 @@ class Trainer:
                 drop_unchosen_gradients(self.params, chosen)
             t_backward = self._clock()
             grads = [p.grad for p in self.g_train.parameters() if p.grad is not None]
-            if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):  # one wait for the GPU, not one per tensor
+            if grads and not bool(
+                torch.stack([torch.isfinite(g).all() for g in grads]).all()
+            ):  # one wait for the GPU, not one per tensor
                 raise FloatingPointError(f"gradient is not finite at iteration {self.iteration + 1}")
         except BaseException:
             self.rng.set_state(rng_before)
@@ -176,10 +211,20 @@ class Trainer:
             self.optimizer.step()
             self.iteration += 1
             t_end = self._clock()
-            record = {"step": self.iteration, "loss": float(loss.detach()), "clip_losses": parts, "layers": layers,
-                      "seconds": t_end - t0,
-                      "phases": {"layer_selection": t_select - t0, "generator_forward": t_gen - t_select,
-                                 "clip_forward": t_clip - t_gen, "backward": t_backward - t_clip, "optimizer": t_end - t_backward}}
+            record = {
+                "step": self.iteration,
+                "loss": float(loss.detach()),
+                "clip_losses": parts,
+                "layers": layers,
+                "seconds": t_end - t0,
+                "phases": {
+                    "layer_selection": t_select - t0,
+                    "generator_forward": t_gen - t_select,
+                    "clip_forward": t_clip - t_gen,
+                    "backward": t_backward - t_clip,
+                    "optimizer": t_end - t_backward,
+                },
+            }
             if codes is not None:
                 record["codes"] = codes
             if on_commit is not None:
@@ -224,11 +269,18 @@ def manifest_for(trainer: Trainer, status: str) -> dict:
     return {  # RunDir.save adds the format, the time and the version
         "status": status,
         "iterations_done": trainer.iteration,
-        "base": {"path": str(Path(base.source).resolve()) if base.kind != "random" else base.source,
-                 "sha256": base.sha256, "kind": base.kind},
+        "base": {
+            "path": str(Path(base.source).resolve()) if base.kind != "random" else base.source,
+            "sha256": base.sha256,
+            "kind": base.kind,
+        },
         "generator_config": base.generator.config.to_dict(),
-        "source": o.source, "target": o.target, "target_images": o.target_images,
+        "source": o.source,
+        "target": o.target,
+        "target_images": o.target_images,
         "clip": [m.describe() for m in trainer.guide.models],
-        "layers": o.layers if o.layers != "auto" else {"auto": {"k": trainer.auto_k, "iters": o.auto_layer_iters, "batch": o.auto_layer_batch}},
+        "layers": o.layers
+        if o.layers != "auto"
+        else {"auto": {"k": trainer.auto_k, "iters": o.auto_layer_iters, "batch": o.auto_layer_batch}},
         "arguments": o.to_json(),
     }

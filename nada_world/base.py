@@ -9,17 +9,24 @@ from pathlib import Path
 
 import torch
 
+from nada_core.errors import FieldError
+from nada_core.fileio import write_json
+from nada_core.seeds import z_batch
 from nada_train.bases import BuiltinBase
 from nada_train.checkpoints import load_generator
 from nada_train.clip import load_clip
-from nada_core.errors import FieldError
-from nada_core.fileio import write_json
 from nada_train.generator.inference import inference_copy
-from nada_core.seeds import z_batch
 from nada_train.losses import ClipGuide
 from nada_train.options import TrainOptions
 from nada_world.evaluate import adaptation_metrics, zero_shot_of_embeddings
-from nada_world.models import CLIP_WEIGHTS, GENERATOR_WEIGHTS, JUDGE_WEIGHTS, clip_model_name, direction_templates, load_judge
+from nada_world.models import (
+    CLIP_WEIGHTS,
+    GENERATOR_WEIGHTS,
+    JUDGE_WEIGHTS,
+    clip_model_name,
+    direction_templates,
+    load_judge,
+)
 from nada_world.render import STYLES
 
 DEFAULT_TARGET = "pixel"  # the style whose default run reaches both goals (0.8) with the most margin
@@ -29,8 +36,11 @@ DEFAULT_TARGET = "pixel"  # the style whose default run reaches both goals (0.8)
 RUN_SETTINGS = dict(iterations=600, batch=4, sample_truncation=1.0, lr=0.01, layers="all", global_weight=1.0)
 # The global loss and more steps bring the style and cost content; per target style, the setting
 # whose lower judge rate was the highest in CPU sweeps (docs/world.md). Other targets: RUN_SETTINGS'.
-TARGET_SETTINGS = {"sketch": {"global_weight": 0.7}, "neon": {"global_weight": 0.5},
-                   "pixel": {"global_weight": 0.4, "iterations": 700}}
+TARGET_SETTINGS = {
+    "sketch": {"global_weight": 0.7},
+    "neon": {"global_weight": 0.5},
+    "pixel": {"global_weight": 0.4, "iterations": 700},
+}
 EVAL_SEEDS = 1024  # seeds 0-1023: the rates within about +-0.012 (one standard error)
 
 
@@ -43,7 +53,9 @@ def world() -> BuiltinBase:
         templates=tuple(direction_templates()),  # its CLIP learnt its own captions, not ImageNet prompts
         default_target=DEFAULT_TARGET,
         options_for=options_for,
-        evaluate=(lambda run_dir, device: evaluate_run(run_dir, device=device)) if JUDGE_WEIGHTS.exists() else None,
+        evaluate=(lambda run_dir, device: evaluate_run(run_dir, device=device))
+        if JUDGE_WEIGHTS.exists()
+        else None,
         description="64-px shapes in photo style, adapted to sketch, neon or pixel and judged",
     )
 
@@ -60,7 +72,9 @@ def options_for(source: str, target: str | None) -> dict:
 def check_style(name: str, field: str) -> int:
     key = name.strip().lower()
     if key not in STYLES:
-        raise FieldError(f"{{{field}}} '{name}': the built-in world knows the styles {', '.join(STYLES)}; name one of them")
+        raise FieldError(
+            f"{{{field}}} '{name}': the built-in world knows the styles {', '.join(STYLES)}; name one of them"
+        )
     return STYLES.index(key)
 
 
@@ -75,7 +89,10 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
         raise FieldError(f"{{eval_only}} '{run_dir}': no manifest.json; is it a nada-train run directory?")
     manifest = json.loads(manifest_path.read_text())
     if not world().owns(manifest["arguments"]["generator"]):
-        raise FieldError(f"{{eval_only}} '{run_dir}': metrics need the built-in world generator as base; this run adapted {manifest['arguments']['generator']}")
+        raise FieldError(
+            f"{{eval_only}} '{run_dir}': metrics need the built-in world generator as base; this run adapted "
+            f"{manifest['arguments']['generator']}"
+        )
     if manifest.get("target") is None:
         raise FieldError(f"{{eval_only}} '{run_dir}': image-guided runs have no target style to judge")
     target = check_style(manifest["target"], "target")
@@ -90,8 +107,10 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
     opts = TrainOptions.from_json(manifest["arguments"])
     guide = ClipGuide([load_clip(s, device) for s in opts.clip])
     guide.set_text_target(manifest["source"], manifest["target"], opts.templates)
-    embeddings = [tuple(torch.cat([m.encode_images(x) for x in images.split(256)]) for images in (frozen, adapted))
-                  for m in guide.models]  # each image encoded once per model, for both measures below
+    embeddings = [
+        tuple(torch.cat([m.encode_images(x) for x in images.split(256)]) for images in (frozen, adapted))
+        for m in guide.models
+    ]  # each image encoded once per model, for both measures below
     metrics["directional_clip_similarity"] = guide.similarity_of_embeddings(embeddings)
     # the guiding CLIP's own zero-shot call (the world's captions): where it says target and the judge
     # does not, the generator found a shortcut in the CLIP
@@ -99,6 +118,11 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
     for key, emb in (("clip_target_rate", embeddings[0][1]), ("frozen_clip_target_rate", embeddings[0][0])):
         style = zero_shot_of_embeddings(emb, clip.encode_texts)[0]
         metrics[key] = float((style == target).float().mean())
-    metrics.update(target=manifest["target"], source=manifest["source"], iterations=manifest["iterations_done"], seeds=f"0-{n - 1}")
+    metrics.update(
+        target=manifest["target"],
+        source=manifest["source"],
+        iterations=manifest["iterations_done"],
+        seeds=f"0-{n - 1}",
+    )
     write_json(run_dir / "metrics.json", metrics)
     return metrics

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -14,8 +14,8 @@ from nada_world.render import COLOURS, SHAPES, STYLES, Scene, random_scene, rend
 
 @dataclass
 class Batch:
-    images: torch.Tensor          # [N, 3, 64, 64] in [-1, 1]
-    style: torch.Tensor           # [N] int64
+    images: torch.Tensor  # [N, 3, 64, 64] in [-1, 1]
+    style: torch.Tensor  # [N] int64
     shape: torch.Tensor
     colour: torch.Tensor
     captions: list[str]
@@ -35,7 +35,12 @@ def sample(n: int, rng: np.random.Generator, style: int | None = None) -> Batch:
 def from_scenes(scenes: list[Scene], rng: np.random.Generator | None = None) -> Batch:
     rng = rng or np.random.default_rng(0)
     images = torch.from_numpy(render_batch(scenes))
-    caps = [caption(STYLES[s.style], COLOURS[s.colour], SHAPES[s.shape], int(rng.integers(len(CAPTION_TEMPLATES)))) for s in scenes]
+    caps = [
+        caption(
+            STYLES[s.style], COLOURS[s.colour], SHAPES[s.shape], int(rng.integers(len(CAPTION_TEMPLATES)))
+        )
+        for s in scenes
+    ]
     t = lambda key: torch.tensor([getattr(s, key) for s in scenes])  # noqa: E731
     return Batch(images, t("style"), t("shape"), t("colour"), caps, scenes)
 
@@ -43,10 +48,18 @@ def from_scenes(scenes: list[Scene], rng: np.random.Generator | None = None) -> 
 class Pool:
     """A pool of renders that is partly refreshed each draw: rendering is the slow part on a CPU."""
 
-    def __init__(self, size: int, seed: int, refresh: float = 0.1, style: int | None = None,
-                 scenes: Callable[[int, np.random.Generator], list[Scene]] | None = None):
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        refresh: float = 0.1,
+        style: int | None = None,
+        scenes: Callable[[int, np.random.Generator], list[Scene]] | None = None,
+    ):
         self.rng = np.random.default_rng(seed)
-        self.new = (lambda n, rng: [random_scene(rng, style=style) for _ in range(n)]) if scenes is None else scenes
+        self.new = (
+            (lambda n, rng: [random_scene(rng, style=style) for _ in range(n)]) if scenes is None else scenes
+        )
         self.data = self._fresh(size)
         self.refresh = refresh
 
@@ -64,7 +77,14 @@ class Pool:
             d.style[slot], d.shape[slot], d.colour[slot] = fresh.style[j], fresh.shape[j], fresh.colour[j]
             d.captions[slot], d.scenes[slot] = fresh.captions[j], fresh.scenes[j]
         idx = self.rng.choice(size, n, replace=False)
-        return Batch(d.images[idx], d.style[idx], d.shape[idx], d.colour[idx], [d.captions[i] for i in idx], [d.scenes[i] for i in idx])
+        return Batch(
+            d.images[idx],
+            d.style[idx],
+            d.shape[idx],
+            d.colour[idx],
+            [d.captions[i] for i in idx],
+            [d.scenes[i] for i in idx],
+        )
 
 
 class DevicePool:
@@ -117,6 +137,12 @@ def worker_rng(seed: int) -> np.random.Generator:
 
 def render_stream(dataset: torch.utils.data.IterableDataset, workers: int):
     """An endless iterator over `dataset`'s items, made by `workers` processes (0: in this one)."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=lambda b: b,
-                                         prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=lambda b: b,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=workers > 0,
+    )
     return iter(loader)

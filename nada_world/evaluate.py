@@ -23,20 +23,26 @@ def combo_text_embeddings(encode_texts) -> torch.Tensor:
 
 
 @torch.no_grad()
-def zero_shot_predict(encode_images, encode_texts, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def zero_shot_predict(
+    encode_images, encode_texts, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(style, shape, colour) of the caption with the highest similarity to each image."""
     return zero_shot_of_embeddings(torch.cat([encode_images(x) for x in images.split(256)]), encode_texts)
 
 
 @torch.no_grad()
-def zero_shot_of_embeddings(embeddings: torch.Tensor, encode_texts) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def zero_shot_of_embeddings(
+    embeddings: torch.Tensor, encode_texts
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """zero_shot_predict from the images' (normalised) CLIP embeddings."""
     pred = (embeddings @ combo_text_embeddings(encode_texts).T).argmax(1).cpu()
     rest = pred % (len(SHAPES) * len(COLOURS))
     return pred // (len(SHAPES) * len(COLOURS)), rest // len(COLOURS), rest % len(COLOURS)
 
 
-def zero_shot_accuracy(encode_images, encode_texts, images: torch.Tensor, style, shape, colour) -> dict[str, float]:
+def zero_shot_accuracy(
+    encode_images, encode_texts, images: torch.Tensor, style, shape, colour
+) -> dict[str, float]:
     """Zero-shot accuracy per factor."""
     return prediction_accuracy(zero_shot_predict(encode_images, encode_texts, images), style, shape, colour)
 
@@ -53,7 +59,11 @@ def style_accuracy_by_backdrop(predicted_style, scenes: list[Scene]) -> dict[str
     predicted = np.asarray(predicted_style)
     kinds = np.array([backdrop_kind(s) for s in scenes])
     truth = np.array([s.style for s in scenes])
-    return {k: float(np.mean(predicted[kinds == k] == truth[kinds == k])) for k in ("dark", "usual", "light") if np.any(kinds == k)}
+    return {
+        k: float(np.mean(predicted[kinds == k] == truth[kinds == k]))
+        for k in ("dark", "usual", "light")
+        if np.any(kinds == k)
+    }
 
 
 def judge_accuracy(judge: Judge, images: torch.Tensor, style, shape, colour) -> dict[str, float]:
@@ -61,7 +71,9 @@ def judge_accuracy(judge: Judge, images: torch.Tensor, style, shape, colour) -> 
     return prediction_accuracy((pred["style"], pred["shape"], pred["colour"]), style, shape, colour)
 
 
-def adaptation_metrics(judge: Judge, frozen: torch.Tensor, adapted: torch.Tensor, target_style: int) -> dict[str, float]:
+def adaptation_metrics(
+    judge: Judge, frozen: torch.Tensor, adapted: torch.Tensor, target_style: int
+) -> dict[str, float]:
     """target_style_rate: share of adapted images judged in the target style; content_kept_rate:
     share whose judged shape and colour equal those judged on the frozen image of the same latent;
     the same two rates for the frozen images (content compared with itself is 1 by definition)."""

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nada_train.checkpoints import load_generator
-from nada_train.images import to_uint8
 from nada_core.pngs import grid, save_png
 from nada_core.seeds import parse_seeds, z_batch
+from nada_train.checkpoints import load_generator
+from nada_train.images import to_uint8
 from nada_world.data import from_scenes
 from nada_world.models import GENERATOR_WEIGHTS, Z_DIM, scene_of_z
 
@@ -48,15 +48,26 @@ def intended_and_drawn(generators: list[Path], seeds: list[int], scale: int = 2)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="*", type=Path, help="nada-train run directories on the built-in generator")
-    ap.add_argument("--generators", nargs="+", type=Path, help="generator files: show their samples under the intended scenes instead")
+    ap.add_argument(
+        "--generators",
+        nargs="+",
+        type=Path,
+        help="generator files: show their samples under the intended scenes instead",
+    )
     ap.add_argument("--seeds", default="0-11")
-    ap.add_argument("--scale", type=int, default=2, help="nearest-neighbour upscaling, so 64-px images are visible")
+    ap.add_argument(
+        "--scale", type=int, default=2, help="nearest-neighbour upscaling, so 64-px images are visible"
+    )
     ap.add_argument("--out", type=Path, default=Path("docs/world-default.png"))
     args = ap.parse_args()
     if bool(args.runs) == bool(args.generators):
         ap.error("give run directories or --generators FILES, one of the two")
     seeds = parse_seeds(args.seeds)
-    image = intended_and_drawn(args.generators, seeds, args.scale) if args.generators else before_after(args.runs, seeds, args.scale)
+    image = (
+        intended_and_drawn(args.generators, seeds, args.scale)
+        if args.generators
+        else before_after(args.runs, seeds, args.scale)
+    )
     save_png(image, args.out)
     print(f"wrote {args.out}")
 

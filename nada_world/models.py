@@ -52,7 +52,9 @@ def caption(style: str, colour: str, shape: str, template: int = 0) -> str:
 def direction_templates() -> list[str]:
     """Prompt templates for text directions with the world CLIP: every caption template over every
     colour and shape, with {} for the style word; averaging over them leaves only the style."""
-    return [t.format(style="{}", colour=c, shape=s) for t in CAPTION_TEMPLATES for c in COLOURS for s in SHAPES]
+    return [
+        t.format(style="{}", colour=c, shape=s) for t in CAPTION_TEMPLATES for c in COLOURS for s in SHAPES
+    ]
 
 
 # ---- judge -----------------------------------------------------------------------------------
@@ -65,12 +67,24 @@ class Judge(nn.Module):
         # a strided first layer: 64 -> 32 px at once keeps it cheap enough to train on one CPU core
         layers, c_in = [nn.Conv2d(3, w, 3, stride=2, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True)], w
         for c_out in (w, 2 * w, 4 * w):
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                       nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c_out, c_out, 3, padding=1),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             c_in = c_out
         self.features = nn.Sequential(*layers)
-        self.heads = nn.ModuleDict({"style": nn.Linear(c_in, len(STYLES)), "shape": nn.Linear(c_in, len(SHAPES)),
-                                    "colour": nn.Linear(c_in, len(COLOURS))})
+        self.heads = nn.ModuleDict(
+            {
+                "style": nn.Linear(c_in, len(STYLES)),
+                "shape": nn.Linear(c_in, len(SHAPES)),
+                "colour": nn.Linear(c_in, len(COLOURS)),
+            }
+        )
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images [N, 3, 64, 64] in [-1, 1] -> logits per factor."""
@@ -130,10 +144,19 @@ def scene_of_z(z: torch.Tensor) -> list[Scene]:
     u = _phi(z[:, 9:16]).cpu().numpy()
     shapes = z[:, 0:4].argmax(1).tolist()
     colours = z[:, 4:9].argmax(1).tolist()
-    return [Scene(shape=s, colour=c, style=0, cx=_lerp(GEN_CENTRE, a[0]), cy=_lerp(GEN_CENTRE, a[1]),
-                  radius=_lerp(GEN_RADIUS, a[2]), angle=_lerp(GEN_ANGLE, a[3]),
-                  nuisance=(float(a[4]), float(a[5]), float(a[6]), 0.5, 0.5, 0.5))
-            for s, c, a in zip(shapes, colours, u)]
+    return [
+        Scene(
+            shape=s,
+            colour=c,
+            style=0,
+            cx=_lerp(GEN_CENTRE, a[0]),
+            cy=_lerp(GEN_CENTRE, a[1]),
+            radius=_lerp(GEN_RADIUS, a[2]),
+            angle=_lerp(GEN_ANGLE, a[3]),
+            nuisance=(float(a[4]), float(a[5]), float(a[6]), 0.5, 0.5, 0.5),
+        )
+        for s, c, a in zip(shapes, colours, u)
+    ]
 
 
 def factor_features(scenes: list[Scene]) -> torch.Tensor:
@@ -144,8 +167,13 @@ def factor_features(scenes: list[Scene]) -> torch.Tensor:
         f = np.zeros(N_FACTOR_FEATURES, np.float32)
         f[s.shape] = 1
         f[len(SHAPES) + s.colour] = 1
-        f[len(SHAPES) + len(COLOURS):] = [_unlerp(GEN_CENTRE, s.cx), _unlerp(GEN_CENTRE, s.cy), _unlerp(GEN_RADIUS, s.radius),
-                                           _unlerp(GEN_ANGLE, s.angle), *s.nuisance[:3]]
+        f[len(SHAPES) + len(COLOURS) :] = [
+            _unlerp(GEN_CENTRE, s.cx),
+            _unlerp(GEN_CENTRE, s.cy),
+            _unlerp(GEN_RADIUS, s.radius),
+            _unlerp(GEN_ANGLE, s.angle),
+            *s.nuisance[:3],
+        ]
         rows.append(f)
     return torch.from_numpy(np.stack(rows))
 
@@ -156,8 +184,13 @@ class FactorEncoder(nn.Module):
 
     def __init__(self, w_dim: int = Z_DIM, hidden: int = 256):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(N_FACTOR_FEATURES, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
-                                 nn.LeakyReLU(0.2), nn.Linear(hidden, w_dim))
+        self.net = nn.Sequential(
+            nn.Linear(N_FACTOR_FEATURES, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, w_dim),
+        )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
@@ -169,9 +202,9 @@ def augment(images: torch.Tensor, gen: torch.Generator | None = None) -> torch.T
     n, dev = images.shape[0], images.device
     r = lambda *s: torch.rand(*s, generator=gen, device=dev)  # noqa: E731
     x = (images + 1) / 2
-    x = x * (0.75 + 0.5 * r(n, 1, 1, 1))                      # brightness
+    x = x * (0.75 + 0.5 * r(n, 1, 1, 1))  # brightness
     mean = x.mean((1, 2, 3), keepdim=True)
-    x = (x - mean) * (0.75 + 0.5 * r(n, 1, 1, 1)) + mean      # contrast
+    x = (x - mean) * (0.75 + 0.5 * r(n, 1, 1, 1)) + mean  # contrast
     x = x + 0.03 * torch.randn(x.shape, generator=gen, device=dev) * r(n, 1, 1, 1)
     blur = r(n) < 0.3
     if blur.any():

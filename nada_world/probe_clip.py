@@ -31,8 +31,15 @@ def _models(clip_file: str, device: str):
     return load_world_clip(Path(clip_file), device), load_judge()
 
 
-def probe(target: str, lr: float, steps: int = 200, n: int = 32, clip_file: Path = CLIP_WEIGHTS,
-          seed: int = 4, device: str = "cpu") -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+def probe(
+    target: str,
+    lr: float,
+    steps: int = 200,
+    n: int = 32,
+    clip_file: Path = CLIP_WEIGHTS,
+    seed: int = 4,
+    device: str = "cpu",
+) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """(rates, renders, optimised images): the CLIP's and the judge's share of target-style calls, the
     judge's content kept, the mean absolute change and the final directional similarity."""
     clip, judge = _models(str(clip_file), str(device))
@@ -55,9 +62,14 @@ def probe(target: str, lr: float, steps: int = 200, n: int = 32, clip_file: Path
     out, renders = out.cpu(), renders.cpu()
     judged = judge.predict(out)
     kept = (judged["shape"] == batch.shape.numpy()) & (judged["colour"] == batch.colour.numpy())
-    rates = {"lr": lr, "clip_target_rate": float((clip_style == want).float().mean()),
-             "judge_target_rate": float(np.mean(judged["style"] == want)), "judge_content_kept": float(np.mean(kept)),
-             "mean_abs_change": float((out - renders).abs().mean()), "directional_similarity": similarity}
+    rates = {
+        "lr": lr,
+        "clip_target_rate": float((clip_style == want).float().mean()),
+        "judge_target_rate": float(np.mean(judged["style"] == want)),
+        "judge_content_kept": float(np.mean(kept)),
+        "mean_abs_change": float((out - renders).abs().mean()),
+        "directional_similarity": similarity,
+    }
     return rates, renders, out
 
 
@@ -71,13 +83,20 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
     rows = []
-    print("| lr | CLIP says target | judge says target | judge: content kept | mean abs change | directional similarity |")
+    print(
+        "| lr | CLIP says target | judge says target | judge: content kept | mean abs change | directional "
+        "similarity |"
+    )
     print("|---|---|---|---|---|---|")
     for lr in args.lr:
         r, _, _ = probe(args.target, lr, args.steps, clip_file=args.clip, device=args.device)
         rows.append(r)
-        print(f"| {lr:g} | {r['clip_target_rate']:.2f} | {r['judge_target_rate']:.2f} | {r['judge_content_kept']:.2f} "
-              f"| {r['mean_abs_change']:.3f} | {r['directional_similarity']:.3f} |", flush=True)
+        print(
+            f"| {lr:g} | {r['clip_target_rate']:.2f} | {r['judge_target_rate']:.2f} | "
+            f"{r['judge_content_kept']:.2f} "
+            f"| {r['mean_abs_change']:.3f} | {r['directional_similarity']:.3f} |",
+            flush=True,
+        )
     if args.json:
         write_json(args.json, {"clip": str(args.clip), "target": args.target, "rows": rows})
 

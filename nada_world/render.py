@@ -21,8 +21,11 @@ COLOURS = ("red", "green", "blue", "yellow", "purple")
 STYLES = ("photo", "sketch", "neon", "pixel")
 STYLE_PHRASES = {"photo": "photo", "sketch": "pencil sketch", "neon": "neon sign", "pixel": "pixel art"}
 RGB = {  # base colour; each render jitters it
-    "red": (0.85, 0.12, 0.10), "green": (0.15, 0.70, 0.20), "blue": (0.12, 0.25, 0.85),
-    "yellow": (0.95, 0.85, 0.10), "purple": (0.60, 0.15, 0.75),
+    "red": (0.85, 0.12, 0.10),
+    "green": (0.15, 0.70, 0.20),
+    "blue": (0.12, 0.25, 0.85),
+    "yellow": (0.95, 0.85, 0.10),
+    "purple": (0.60, 0.15, 0.75),
 }
 SIZE = 64
 
@@ -32,11 +35,13 @@ class Scene:
     shape: int
     colour: int
     style: int
-    cx: float       # centre, in [0.3, 0.7] of the image
+    cx: float  # centre, in [0.3, 0.7] of the image
     cy: float
-    radius: float   # in [0.16, 0.28] of the image
-    angle: float    # rotation in radians
-    nuisance: tuple[float, ...]  # 6 numbers in [0, 1): background hue, tone, brightness, line, extreme backdrop, texture seed
+    radius: float  # in [0.16, 0.28] of the image
+    angle: float  # rotation in radians
+    nuisance: tuple[
+        float, ...
+    ]  # 6 numbers in [0, 1): background hue, tone, brightness, line, extreme backdrop, texture seed
 
     def caption(self) -> str:
         return f"a {STYLE_PHRASES[STYLES[self.style]]} of a {COLOURS[self.colour]} {SHAPES[self.shape]}"
@@ -45,13 +50,17 @@ class Scene:
         return asdict(self)
 
 
-def random_scene(rng: np.random.Generator, style: int | None = None, shape: int | None = None, colour: int | None = None) -> Scene:
+def random_scene(
+    rng: np.random.Generator, style: int | None = None, shape: int | None = None, colour: int | None = None
+) -> Scene:
     return Scene(
         shape=int(rng.integers(len(SHAPES))) if shape is None else shape,
         colour=int(rng.integers(len(COLOURS))) if colour is None else colour,
         style=int(rng.integers(len(STYLES))) if style is None else style,
-        cx=float(rng.uniform(0.3, 0.7)), cy=float(rng.uniform(0.3, 0.7)),
-        radius=float(rng.uniform(0.16, 0.28)), angle=float(rng.uniform(-0.4, 0.4)),
+        cx=float(rng.uniform(0.3, 0.7)),
+        cy=float(rng.uniform(0.3, 0.7)),
+        radius=float(rng.uniform(0.16, 0.28)),
+        angle=float(rng.uniform(-0.4, 0.4)),
         nuisance=tuple(float(x) for x in rng.random(6)),
     )
 
@@ -172,12 +181,14 @@ def _photo(scene, sd, colour, rng, n):
     x, y = _grid(n)
     bg = _backdrop(scene, 0.25, 0.35 + 0.5 * tone) * (0.75 + 0.5 * (1 - y))[..., None]  # graded backdrop
     bg = bg + 0.05 * (_value_noise(rng, n, 6)[..., None] - 0.5)
-    shadow = _smooth(signed_distance(Scene(**{**scene.to_dict(), "cx": scene.cx + 0.04, "cy": scene.cy + 0.05}), n) - 2)
+    shadow = _smooth(
+        signed_distance(Scene(**{**scene.to_dict(), "cx": scene.cx + 0.04, "cy": scene.cy + 0.05}), n) - 2
+    )
     bg = bg * (1 - 0.45 * _blur(shadow, 2.0)[..., None])
     # shading: light from the upper left, a specular highlight, fine surface texture
     lx, ly = x - (scene.cx - 0.4 * scene.radius), y - (scene.cy - 0.4 * scene.radius)
     light = np.clip(1.15 - 1.6 * np.hypot(lx, ly) / (scene.radius * 2), 0.45, 1.15)
-    spec = np.exp(-(np.hypot(lx, ly) / (0.25 * scene.radius)) ** 2) * 0.35
+    spec = np.exp(-((np.hypot(lx, ly) / (0.25 * scene.radius)) ** 2)) * 0.35
     texture = 1 + 0.08 * (_value_noise(rng, n, 16) - 0.5)
     fill = colour * (light * texture * (0.8 + 0.4 * bright))[..., None] + spec[..., None]
     a = _smooth(sd)[..., None]
@@ -229,7 +240,7 @@ def _pixel(scene, sd, colour, rng, n):
     edge = inside & ~np.all([np.roll(inside, s, a) for a in (0, 1) for s in (-1, 1)], axis=0)
     img = np.where(inside[..., None], fill, bg)
     img = np.where(edge[..., None], fill * 0.55, img)
-    idx = (np.arange(n) * small // n)
+    idx = np.arange(n) * small // n
     return img[idx][:, idx]
 
 

@@ -22,7 +22,9 @@ def run_script(app: typer.Typer, module: str) -> None:
     run_app(app, f"python -m {module}")
 
 
-def minutes_option(default: float, help: str = "Wall-clock training time (the schedule follows its share used).") -> float:
+def minutes_option(
+    default: float, help: str = "Wall-clock training time (the schedule follows its share used)."
+) -> float:
     return typer.Option(default, help=help)
 
 

@@ -10,13 +10,20 @@ import argparse
 import json
 from pathlib import Path
 
-COLUMNS = ("target_style_rate", "content_kept_rate", "frozen_target_style_rate", "clip_target_rate", "directional_clip_similarity")
+COLUMNS = (
+    "target_style_rate",
+    "content_kept_rate",
+    "frozen_target_style_rate",
+    "clip_target_rate",
+    "directional_clip_similarity",
+)
 
 
 def settings(manifest: dict) -> str:
     """The settings that the world's runs vary, from a run's manifest."""
     a = manifest["arguments"]
-    return f"{a['target']}, {a['iterations']} it, lr {a['lr']:g}, {a['layers']} layers, global {a.get('global_weight', 0):g}"
+    glob = a.get("global_weight", 0)
+    return f"{a['target']}, {a['iterations']} it, lr {a['lr']:g}, {a['layers']} layers, global {glob:g}"
 
 
 def metrics_table(run_dirs: list[Path]) -> str:

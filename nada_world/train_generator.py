@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -40,10 +39,27 @@ from nada_train.checkpoints import save_safetensors
 from nada_train.generator import Generator
 from nada_world.data import DevicePool, Pool, from_scenes, render_stream, worker_rng
 from nada_world.evaluate import judge_accuracy
-from nada_world.models import (GENERATOR_WEIGHTS, JUDGE_WEIGHTS, N_FACTOR_FEATURES, Z_DIM, FactorEncoder,
-                                     factor_features, generator_config, load_judge, scene_of_z)
+from nada_world.models import (
+    GENERATOR_WEIGHTS,
+    JUDGE_WEIGHTS,
+    N_FACTOR_FEATURES,
+    Z_DIM,
+    FactorEncoder,
+    factor_features,
+    generator_config,
+    load_judge,
+    scene_of_z,
+)
 from nada_world.render import COLOURS, SHAPES, Scene, signed_distance
-from nada_world.script import TimeBudget, minutes_option, run_script, script_app, set_lr, set_up, threads_option
+from nada_world.script import (
+    TimeBudget,
+    minutes_option,
+    run_script,
+    script_app,
+    set_lr,
+    set_up,
+    threads_option,
+)
 
 
 def generator_scenes(n: int, rng: np.random.Generator) -> list[Scene]:
@@ -76,8 +92,14 @@ class LatentRenders(torch.utils.data.IterableDataset):
             z = torch.from_numpy(rng.standard_normal((self.n, Z_DIM), dtype=np.float32))
             scenes = scene_of_z(z)
             b = from_scenes(scenes, rng)
-            yield {"z": z, "images": b.images, "shape": b.shape, "colour": b.colour,
-                   "features": factor_features(scenes), "weight": object_weight(scenes)}
+            yield {
+                "z": z,
+                "images": b.images,
+                "shape": b.shape,
+                "colour": b.colour,
+                "features": factor_features(scenes),
+                "weight": object_weight(scenes),
+            }
 
 
 def stage1(g: Generator, enc: FactorEncoder, minutes: float, batch: int, lr: float, seed: int) -> None:
@@ -143,8 +165,16 @@ def critic_loss(critic: PatchCritic, real: torch.Tensor, fake: torch.Tensor, r1_
     return F.softplus(critic(fake.detach())).mean() + F.softplus(-d_real).mean() + 0.5 * r1_gamma * r1
 
 
-def finetune(g: Generator, minutes: float, batch: int, lr: float, seed: int, workers: int = 0, pool: int = 0,
-             adversarial: float = 0.0) -> None:
+def finetune(
+    g: Generator,
+    minutes: float,
+    batch: int,
+    lr: float,
+    seed: int,
+    workers: int = 0,
+    pool: int = 0,
+    adversarial: float = 0.0,
+) -> None:
     """Stage 3 (also: continue a saved generator): mapping and synthesis learn together to draw
     scene_of_z(z) from z, so the mapping's codes land where synthesis draws sharply.
     pool > 0 keeps that many renders on the generator's device and swaps an eighth of a batch in
@@ -172,8 +202,11 @@ def finetune(g: Generator, minutes: float, batch: int, lr: float, seed: int, wor
             b = {k: v.to(device, non_blocking=True) for k, v in next(renders).items()}
         w = g.mapping(b["z"])
         pred, n_cat = head(w), len(SHAPES) + len(COLOURS)
-        aux = (F.cross_entropy(pred[:, :len(SHAPES)], b["shape"]) + F.cross_entropy(pred[:, len(SHAPES):n_cat], b["colour"])
-               + F.mse_loss(pred[:, n_cat:], b["features"][:, n_cat:]))
+        aux = (
+            F.cross_entropy(pred[:, : len(SHAPES)], b["shape"])
+            + F.cross_entropy(pred[:, len(SHAPES) : n_cat], b["colour"])
+            + F.mse_loss(pred[:, n_cat:], b["features"][:, n_cat:])
+        )
         out = g.synthesis(g.broadcast(w))
         loss = object_weighted_l1(out, b["images"], b["weight"]) + 0.1 * aux
         if critic:
@@ -190,7 +223,11 @@ def finetune(g: Generator, minutes: float, batch: int, lr: float, seed: int, wor
             critic.requires_grad_(True)
         if budget.step() % 50 == 0:
             extra = f" critic {d_loss.item():.3f}" if critic else ""
-            print(f"finetune step {budget.steps} {budget.elapsed:6.0f}s loss {loss.item():.4f} factors {aux.item():.3f}{extra}", flush=True)
+            print(
+                f"finetune step {budget.steps} {budget.elapsed:6.0f}s loss {loss.item():.4f} factors "
+                f"{aux.item():.3f}{extra}",
+                flush=True,
+            )
     print(f"finetune: {budget.steps} steps of {batch} in {budget.elapsed:.0f} s", flush=True)
 
 
@@ -218,11 +255,15 @@ def main(
     seed: int = typer.Option(2),
     threads: int = threads_option(),
     finetune_minutes: float = typer.Option(0, help="Stage 3: synthesis on the mapping's own codes."),
-    continue_from: Optional[Path] = typer.Option(None, help="Skip stages 1-2: fine-tune this saved generator (stage 3)."),
+    continue_from: Path | None = typer.Option(
+        None, help="Skip stages 1-2: fine-tune this saved generator (stage 3)."
+    ),
     device: str = typer.Option("cpu", help="Stage 3 / --continue-from only."),
     workers: int = typer.Option(0, help="Render processes for stage 3 (0: render in this one)."),
     pool: int = typer.Option(0, help="Stage 3: renders kept on --device (0: each batch fresh)."),
-    adversarial: float = typer.Option(0.0, help="Stage 3: weight of a patch critic's loss beside the L1 (0: regression only)."),
+    adversarial: float = typer.Option(
+        0.0, help="Stage 3: weight of a patch critic's loss beside the L1 (0: regression only)."
+    ),
     out: Path = typer.Option(GENERATOR_WEIGHTS, help="Weights file to write."),
 ) -> None:
     made_by = {k: str(v) for k, v in locals().items() if k not in ("out", "threads", "workers")}

@@ -22,8 +22,16 @@ from nada_core.fileio import atomic_path
 from nada_world.data import Pool, sample
 from nada_world.evaluate import prediction_accuracy, style_accuracy_by_backdrop
 from nada_world.models import JUDGE_WEIGHTS, Judge, augment
-from nada_world.script import TimeBudget, cosine, minutes_option, run_script, script_app, set_lr, set_up, threads_option
-
+from nada_world.script import (
+    TimeBudget,
+    cosine,
+    minutes_option,
+    run_script,
+    script_app,
+    set_lr,
+    set_up,
+    threads_option,
+)
 
 app = script_app(__doc__)
 
@@ -50,7 +58,11 @@ def main(
         set_lr([opt], lr * cosine(budget.fraction))
         b = pool.draw(batch)
         out_ = judge(augment(b.images, gen))
-        loss = F.cross_entropy(out_["style"], b.style) + F.cross_entropy(out_["shape"], b.shape) + F.cross_entropy(out_["colour"], b.colour)
+        loss = (
+            F.cross_entropy(out_["style"], b.style)
+            + F.cross_entropy(out_["shape"], b.shape)
+            + F.cross_entropy(out_["colour"], b.colour)
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -58,14 +70,27 @@ def main(
             print(f"step {budget.steps} {budget.elapsed:6.0f}s loss {loss.item():.3f}", flush=True)
     test = sample(test_renders, np.random.default_rng(20_000 + seed))
     predicted = judge.predict(test.images)
-    acc = prediction_accuracy((predicted["style"], predicted["shape"], predicted["colour"]), test.style, test.shape, test.colour)
+    acc = prediction_accuracy(
+        (predicted["style"], predicted["shape"], predicted["colour"]), test.style, test.shape, test.colour
+    )
     print(f"accuracy on {test_renders} fresh renders:", json.dumps(acc), flush=True)
     by_backdrop = style_accuracy_by_backdrop(predicted["style"], test.scenes)
     print("style accuracy by backdrop:", json.dumps(by_backdrop), flush=True)
-    state = {k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous() for k, v in judge.state_dict().items()}
+    state = {
+        k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous()
+        for k, v in judge.state_dict().items()
+    }
     with atomic_path(out) as tmp:
-        save_file(state, str(tmp), metadata={"accuracy": json.dumps(acc), "style_by_backdrop": json.dumps(by_backdrop),
-                                             "steps": str(budget.steps), "minutes": str(minutes)})
+        save_file(
+            state,
+            str(tmp),
+            metadata={
+                "accuracy": json.dumps(acc),
+                "style_by_backdrop": json.dumps(by_backdrop),
+                "steps": str(budget.steps),
+                "minutes": str(minutes),
+            },
+        )
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) after {budget.steps} steps", flush=True)
 
 

@@ -27,14 +27,21 @@ def threads_per_worker() -> int:
 
 THREADS = threads_per_worker()
 torch.set_num_threads(THREADS)
-for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # the subprocesses a test starts: nada commands, torchrun, tritonserver
+# the subprocesses a test starts: nada commands, torchrun, tritonserver
+for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[variable] = str(THREADS)
 
 from nada_train.checkpoints import save_rosinality  # noqa: E402
 from nada_train.clip.compat import import_open_clip  # noqa: E402
 
 import_open_clip()  # seconds of imports, paid at collection rather than by whichever test loads a CLIP first
-from tests.tiers import pytest_collection_modifyitems, pytest_configure, pytest_runtest_makereport, pytest_runtest_protocol  # noqa: E402,F401,I001
+from tests import tiers  # noqa: E402
+
+# the tiers' hooks (tests/tiers.py), where pytest looks for them
+pytest_configure = tiers.pytest_configure
+pytest_collection_modifyitems = tiers.pytest_collection_modifyitems
+pytest_runtest_protocol = tiers.pytest_runtest_protocol
+pytest_runtest_makereport = tiers.pytest_runtest_makereport
 from nada_train.generator import Generator, GeneratorConfig  # noqa: E402
 
 TINY_CLIP = {
@@ -82,7 +89,11 @@ def tiny_generator(seed: int = 0, size: int = 32) -> Generator:
     g = Generator(tiny_config(size)).eval()
     with torch.no_grad():  # non-zero noise strengths and biases, so every path is exercised
         for name, p in g.named_parameters():
-            if name.endswith("noise.weight") or name.endswith("activate.bias") or name.endswith("to_rgb1.bias"):
+            if (
+                name.endswith("noise.weight")
+                or name.endswith("activate.bias")
+                or name.endswith("to_rgb1.bias")
+            ):
                 p.normal_(0, 0.1)
     return g
 
@@ -158,11 +169,12 @@ def base_repository(tmp_path_factory, three_generators) -> Path:
 
 
 @contextmanager
-def refused(pattern: str):
-    """Expect a NadaError whose message as a command prints it (flags, not field names) matches `pattern`."""
+def refused(pattern: str, flags: dict[str, str] | None = None):
+    """Expect a NadaError whose message as a command prints it (its flags, not the field names; `flags`:
+    the command's renamed ones) matches `pattern`."""
     from nada_core.errors import NadaError
 
     with pytest.raises(NadaError) as caught:
         yield caught
-    line = caught.value.for_command_line()
+    line = caught.value.for_command_line(flags)
     assert re.search(pattern, line), f"{line!r} does not match {pattern!r}"

@@ -32,23 +32,53 @@ class Fault:
 
 
 FAULTS = [
-    Fault("climbing", "the training step climbs the loss", "nada_train/trainer.py",
-          "            loss.backward()\n", "            (-loss).backward()\n"),
-    Fault("no-step", "the optimizer does not step", "nada_train/trainer.py",
-          "            self.optimizer.step()\n", "            pass  # planted: no optimizer step\n"),
-    Fault("layer-offset", "a generator layer off by a constant (each ToRGB's output + 0.01)", "nada_train/generator/layers.py",
-          "out = self.conv(x, w).to(self.bias.dtype) + self.bias", "out = self.conv(x, w).to(self.bias.dtype) + self.bias + 0.01"),
-    Fault("directional-loss", "a broken directional loss (1 + cos instead of 1 - cos)", "nada_train/losses.py",
-          "    return (1 - step @ direction).mean()", "    return (1 + step @ direction).mean()"),
-    Fault("parity-accepts-anything", "a parity check that accepts anything", "nada_export/parity.py",
-          "    return parity\n\n\ndef parity_limit", "    parity.passed = True\n    return parity\n\n\ndef parity_limit"),
+    Fault(
+        "climbing",
+        "the training step climbs the loss",
+        "nada_train/trainer.py",
+        "            loss.backward()\n",
+        "            (-loss).backward()\n",
+    ),
+    Fault(
+        "no-step",
+        "the optimizer does not step",
+        "nada_train/trainer.py",
+        "            self.optimizer.step()\n",
+        "            pass  # planted: no optimizer step\n",
+    ),
+    Fault(
+        "layer-offset",
+        "a generator layer off by a constant (each ToRGB's output + 0.01)",
+        "nada_train/generator/layers.py",
+        "out = self.conv(x, w).to(self.bias.dtype) + self.bias",
+        "out = self.conv(x, w).to(self.bias.dtype) + self.bias + 0.01",
+    ),
+    Fault(
+        "directional-loss",
+        "a broken directional loss (1 + cos instead of 1 - cos)",
+        "nada_train/losses.py",
+        "    return (1 - step @ direction).mean()",
+        "    return (1 + step @ direction).mean()",
+    ),
+    Fault(
+        "parity-accepts-anything",
+        "a parity check that accepts anything",
+        "nada_export/parity.py",
+        "    return parity\n\n\ndef parity_limit",
+        "    parity.passed = True\n    return parity\n\n\ndef parity_limit",
+    ),
 ]
 
 
 def copy_tree(into: Path) -> Path:
     """The tracked files and the untracked ones git does not ignore (the tree as it is now)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         source = ROOT / name
         if source.is_file():
@@ -61,7 +91,9 @@ def plant(tree: Path, fault: Fault) -> None:
     path = tree / fault.file
     text = path.read_text()
     if text.count(fault.old) != 1:
-        raise SystemExit(f"{fault.name}: the line to change is not in {fault.file} exactly once; update FAULTS")
+        raise SystemExit(
+            f"{fault.name}: the line to change is not in {fault.file} exactly once; update FAULTS"
+        )
     path.write_text(text.replace(fault.old, fault.new))
 
 
@@ -69,15 +101,22 @@ def quick_tier(tree: Path) -> tuple[int, list[str], float]:
     """Exit status, the failing tests, seconds. Run with the tree first on the path (not the install)."""
     env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-m", "not slow", "-q", "-p", "no:cacheprovider", "-rf"], cwd=tree,
-                       env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "not slow", "-q", "-p", "no:cacheprovider", "-rf"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     failed = sorted(set(re.findall(r"^FAILED (\S+?)(?: - |$)", r.stdout, flags=re.M)))
     return r.returncode, failed, time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("names", nargs="*", help=f"faults to plant (default all): {', '.join(f.name for f in FAULTS)}")
+    ap.add_argument(
+        "names", nargs="*", help=f"faults to plant (default all): {', '.join(f.name for f in FAULTS)}"
+    )
     args = ap.parse_args(argv)
     chosen = [f for f in FAULTS if not args.names or f.name in args.names]
     missed = []
@@ -87,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             plant(tree, fault)
             code, failed, seconds = quick_tier(tree)
         caught = code != 0 and failed
-        print(f"{fault.name}: {fault.what}: {'caught' if caught else 'MISSED'} by {len(failed)} tests in {seconds:.0f} s", flush=True)
+        print(
+            f"{fault.name}: {fault.what}: {'caught' if caught else 'MISSED'} by {len(failed)} tests in "
+            f"{seconds:.0f} s",
+            flush=True,
+        )
         for test in failed:
             print(f"    {test}")
         if not caught:

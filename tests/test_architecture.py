@@ -46,8 +46,10 @@ def project_graph() -> dict[str, set[str]]:
 
 def wrong_way_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
     """Each module's imports of a package it does not stand on."""
-    found = {m: sorted(d for d in deps if d.split(".")[0] not in STANDS_ON[m.split(".")[0]] | {m.split(".")[0]})
-             for m, deps in graph.items()}
+    found = {
+        m: sorted(d for d in deps if d.split(".")[0] not in STANDS_ON[m.split(".")[0]] | {m.split(".")[0]})
+        for m, deps in graph.items()
+    }
     return {m: d for m, d in found.items() if d}
 
 
@@ -75,7 +77,7 @@ def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
         state[m] = "open"
         for d in sorted(graph[m]):
             if state.get(d) == "open":
-                circles.append(stack[stack.index(d):] + [d])
+                circles.append(stack[stack.index(d) :] + [d])
             elif d not in state:
                 visit(d, stack + [d])
         state[m] = "done"
@@ -108,8 +110,18 @@ def test_the_checks_see_a_planted_circle(tmp_path, monkeypatch):
         test_dependencies_run_one_way()
 
 
-CLIENT_SIDE = ("nada", "nada_core", "nada_serve.client", "nada_serve.cli.client", "nada_core.seeds", "nada_core.pngs", "nada_core.cli",
-               "nada_core.entry_points", "nada_core.errors", "nada_core.fileio")
+CLIENT_SIDE = (
+    "nada",
+    "nada_core",
+    "nada_serve.client",
+    "nada_serve.cli.client",
+    "nada_core.seeds",
+    "nada_core.pngs",
+    "nada_core.cli",
+    "nada_core.entry_points",
+    "nada_core.errors",
+    "nada_core.fileio",
+)
 
 
 def test_client_side_imports_no_torch_stack():
@@ -121,7 +133,9 @@ def test_client_side_imports_no_torch_stack():
         if m not in seen:
             seen.add(m)
             todo += [d for d in graph.get(m, ()) if d in graph]
-    assert seen <= set(CLIENT_SIDE) | {"nada_train", "nada_serve", "nada_train.cli", "nada_serve.cli"}, sorted(seen)
+    assert seen <= set(CLIENT_SIDE) | {"nada_train", "nada_serve", "nada_train.cli", "nada_serve.cli"}, (
+        sorted(seen)
+    )
     heavy = {"torch", "torchvision", "open_clip", "onnx", "onnxruntime", "safetensors"}
     for m in seen:
         path = ROOT / (m.replace(".", "/") + ".py")
@@ -137,10 +151,12 @@ def test_import_nada_needs_no_torch_and_says_what_a_name_needs():
     nada.Client is there; nada.adapt fails with the ImportError of what it needs."""
     import subprocess
 
-    code = ("import sys; sys.modules['torch'] = sys.modules['open_clip'] = sys.modules['onnxruntime'] = None\n"
-            "import nada\n"
-            "assert nada.Client.__name__ == 'GeneratorClient' and nada.__version__\n"
-            "try:\n    nada.adapt\nexcept ImportError as e:\n    print('needs', e.name)\n")
+    code = (
+        "import sys; sys.modules['torch'] = sys.modules['open_clip'] = sys.modules['onnxruntime'] = None\n"
+        "import nada\n"
+        "assert nada.Client.__name__ == 'GeneratorClient' and nada.__version__\n"
+        "try:\n    nada.adapt\nexcept ImportError as e:\n    print('needs', e.name)\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "needs torch"
@@ -155,4 +171,12 @@ def test_client_extra_brings_no_torch():
     chosen = [r for r in reqs if "extra ==" not in r or re.search(r'extra == "client"', r)]
     names = {re.split(r"[<>=!\[; ]", r, maxsplit=1)[0].lower() for r in chosen}
     assert "tritonclient" in names and "numpy" in names and "pillow" in names
-    assert not names & {"torch", "torchvision", "open-clip-torch", "open_clip_torch", "onnx", "onnxruntime", "nvidia-pytriton"}
+    assert not names & {
+        "torch",
+        "torchvision",
+        "open-clip-torch",
+        "open_clip_torch",
+        "onnx",
+        "onnxruntime",
+        "nvidia-pytriton",
+    }

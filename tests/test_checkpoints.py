@@ -4,8 +4,8 @@ import re
 import pytest
 import torch
 
-from nada_train.checkpoints import load_generator, save_rosinality, save_safetensors
 from nada_core.errors import NadaError
+from nada_train.checkpoints import load_generator, save_rosinality, save_safetensors
 from tests.conftest import refused, tiny_generator
 
 
@@ -41,7 +41,9 @@ def test_safetensors_keep_what_the_tensors_cannot_say(tmp_path):
     from nada_core.fileio import sha256_file
     from nada_train.generator import Generator, GeneratorConfig
 
-    config = GeneratorConfig(size=16, style_dim=8, n_mlp=2, channels=(8, 6, 4), lr_mlp=0.05, blur_kernel=(1, 2, 1))
+    config = GeneratorConfig(
+        size=16, style_dim=8, n_mlp=2, channels=(8, 6, 4), lr_mlp=0.05, blur_kernel=(1, 2, 1)
+    )
     torch.manual_seed(0)
     g = Generator(config).eval()
     g.set_w_avg(torch.randn(8))
@@ -49,7 +51,12 @@ def test_safetensors_keep_what_the_tensors_cannot_say(tmp_path):
     save_safetensors(g, path)
     loaded = load_generator(path)
     assert loaded.generator.config == config
-    assert (loaded.kind, loaded.source, loaded.sha256, loaded.base) == ("safetensors", str(path), sha256_file(path), None)
+    assert (loaded.kind, loaded.source, loaded.sha256, loaded.base) == (
+        "safetensors",
+        str(path),
+        sha256_file(path),
+        None,
+    )
     assert torch.equal(images(loaded.generator), images(g))
 
 
@@ -93,8 +100,10 @@ class Payload:
 def test_pickle_with_code_is_refused_and_its_code_never_runs(tmp_path):
     path, marker = tmp_path / "evil.pt", tmp_path / "the-payload-ran"
     torch.save({"g_ema": tiny_generator().state_dict(), "extra": Payload(marker)}, path)
-    with refused(f"^generator '{re.escape(str(path))}': the file holds Python objects beyond tensors and would run "
-                          "code when loaded; refused. Pass --allow-pickle only if you trust the file$"):
+    with refused(
+        f"^generator '{re.escape(str(path))}': the file holds Python objects beyond tensors and would run "
+        "code when loaded; refused. Pass --allow-pickle only if you trust the file$"
+    ):
         load_generator(path)
     assert not marker.exists()
     torch.load(path, weights_only=False)  # what an unrestricted load does: the check above can fail
@@ -108,10 +117,13 @@ def test_a_pkl_without_nvidias_generator_is_refused(tmp_path):
         load_generator(path)
 
 
-@pytest.mark.parametrize("content,match", [
-    (b"hello, not a checkpoint", "not a readable torch checkpoint"),
-    (None, "no such file"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"hello, not a checkpoint", "not a readable torch checkpoint"),
+        (None, "no such file"),
+    ],
+)
 def test_unreadable_inputs(tmp_path, content, match):
     path = tmp_path / "x.pt"
     if content is not None:
@@ -185,5 +197,7 @@ def test_random_generator_is_config_f_drawn_from_seed_0():
 def test_a_bad_random_spec_is_one_line(spec):
     from nada_train.checkpoints import load_generator
 
-    with pytest.raises(NadaError, match=f"generator '{spec}': write random:SIZE with SIZE a power of two >= 8"):
+    with pytest.raises(
+        NadaError, match=f"generator '{spec}': write random:SIZE with SIZE a power of two >= 8"
+    ):
         load_generator(spec)

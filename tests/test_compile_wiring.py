@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import nada_train.compiled as compiled_module
-from nada_train.compiled import check_compile, compiled, drop_unchosen_gradients, step_begins
 from nada_core.errors import NadaError
+from nada_train.compiled import check_compile, compiled, drop_unchosen_gradients, step_begins
 
 
 def fn(x):
@@ -30,11 +30,22 @@ def test_off_is_the_function_itself(compile_calls):
     assert compiled(fn, "off") is fn and compile_calls == []
 
 
-@pytest.mark.parametrize("mode,backend,want", [
-    ("inductor", "inductor", {"mode": None, "dynamic": False}),
-    ("cudagraphs", "inductor", {"mode": "reduce-overhead", "dynamic": False}),  # Inductor's CUDA-graph mode
-    ("inductor", "aot_eager", {"backend": "aot_eager", "dynamic": False}),  # the tests' backend: no code generation
-])
+@pytest.mark.parametrize(
+    "mode,backend,want",
+    [
+        ("inductor", "inductor", {"mode": None, "dynamic": False}),
+        (
+            "cudagraphs",
+            "inductor",
+            {"mode": "reduce-overhead", "dynamic": False},
+        ),  # Inductor's CUDA-graph mode
+        (
+            "inductor",
+            "aot_eager",
+            {"backend": "aot_eager", "dynamic": False},
+        ),  # the tests' backend: no code generation
+    ],
+)
 def test_each_mode_makes_its_torch_compile_call(compile_calls, monkeypatch, mode, backend, want):
     monkeypatch.setattr(compiled_module, "BACKEND", backend)
     assert compiled(fn, mode) == "compiled fn"
@@ -56,8 +67,9 @@ def test_cuda_graphs_need_a_cuda_device():
     check_compile("off", torch.device("cpu"))
     with pytest.raises(NadaError) as e:
         check_compile("cudagraphs", torch.device("cpu"))
-    assert e.value.for_command_line() == ("--compile cudagraphs: CUDA graphs need a CUDA device, this run is on cpu; "
-                            "use --compile inductor")
+    assert e.value.for_command_line() == (
+        "--compile cudagraphs: CUDA graphs need a CUDA device, this run is on cpu; use --compile inductor"
+    )
 
 
 def test_a_compiled_step_keeps_only_the_chosen_layers_gradients():

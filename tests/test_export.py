@@ -7,14 +7,14 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from nada_core.errors import NadaError
 from nada_export import onnx_export, parity
 from nada_export.onnx_export import export_verified, onnx_session
 from nada_export.pipeline import export
 from nada_export.tensorrt_engine import tensorrt_missing_reason
 from nada_export.triton_repo import ServeOptions
-from nada_core.errors import NadaError
 from nada_train.images import to_uint8
-from tests.conftest import tiny_generator
+from tests.conftest import refused, tiny_generator
 
 
 def parse_config(path) -> model_config_pb2.ModelConfig:
@@ -81,6 +81,7 @@ def shift_outputs(monkeypatch, pixels: int = 0, ws: float = 0.0):
                 if out.dtype == np.uint8:
                     return [np.clip(out.astype(int) + pixels, 0, 255).astype(np.uint8)]
                 return [out + np.float32(ws)]
+
         return Shifted()
 
     monkeypatch.setattr(onnx_export, "onnx_session", shifted)
@@ -90,9 +91,15 @@ def shift_outputs(monkeypatch, pixels: int = 0, ws: float = 0.0):
 def test_synthesis_off_by_more_than_one_level_is_refused(tmp_path, monkeypatch, pixels, refused):
     shift_outputs(monkeypatch, pixels=pixels)
     if not refused:
-        assert export_verified(tiny_generator(), "synthesis", tmp_path / "s.onnx", max_batch=2).max_abs_error == pixels
+        assert (
+            export_verified(tiny_generator(), "synthesis", tmp_path / "s.onnx", max_batch=2).max_abs_error
+            == pixels
+        )
         return
-    with pytest.raises(NadaError, match=r"does not match PyTorch \(synthesis: batches \[1, 2\], max abs error 3.*limit: 1 level"):
+    with pytest.raises(
+        NadaError,
+        match=r"does not match PyTorch \(synthesis: batches \[1, 2\], max abs error 3.*limit: 1 level",
+    ):
         export_verified(tiny_generator(), "synthesis", tmp_path / "s.onnx", max_batch=2)
     assert not (tmp_path / "s.onnx").exists()
 
@@ -104,7 +111,9 @@ def test_mapping_off_by_more_than_the_ws_limit_is_refused(tmp_path, monkeypatch,
         parity = export_verified(tiny_generator(), "mapping", tmp_path / "m.onnx", max_batch=2)
         assert parity.passed and parity.max_abs_error == pytest.approx(offset, rel=0.01)
         return
-    with pytest.raises(NadaError, match=r"mapping: batches \[1, 2\], max abs error 0.002.*limit: 0.001 for ws"):
+    with pytest.raises(
+        NadaError, match=r"mapping: batches \[1, 2\], max abs error 0.002.*limit: 0.001 for ws"
+    ):
         export_verified(tiny_generator(), "mapping", tmp_path / "m.onnx", max_batch=2)
     assert not (tmp_path / "m.onnx").exists()
 
@@ -131,6 +140,7 @@ def test_reduced_precision_gate_is_psnr_not_the_worst_pixel():
                 out = np.ascontiguousarray(graph(torch.from_numpy(feed["ws"])).numpy(), dtype=int)
             out.reshape(-1)[::every] += int(noise_levels)
             return np.clip(out, 0, 255).astype(np.uint8)
+
         return run
 
     few = parity.check_parity(g, "synthesis", engine(4, every=97), [1, 2], precision="fp16")
@@ -147,15 +157,31 @@ def test_repository_with_base_and_two_adapted_shares_one_mapping(tmp_path, three
     folders = sorted(p.name for p in repo.iterdir() if p.is_dir())
     mappings = [f for f in folders if f.startswith("mapping_")]
     assert len(mappings) == 1
-    assert set(folders) == set(mappings) | {"base", "base_synthesis", "sketch", "sketch_synthesis", "neon", "neon_synthesis"}
+    assert set(folders) == set(mappings) | {
+        "base",
+        "base_synthesis",
+        "sketch",
+        "sketch_synthesis",
+        "neon",
+        "neon_synthesis",
+    }
     mapping = parse_config(repo / mappings[0] / "config.pbtxt")
     assert mapping.backend == "python" and mapping.max_batch_size == 4
     assert [(i.name, list(i.dims), i.data_type) for i in mapping.input] == [
-        ("z", [32], model_config_pb2.TYPE_FP32), ("truncation", [1], model_config_pb2.TYPE_FP32)]
+        ("z", [32], model_config_pb2.TYPE_FP32),
+        ("truncation", [1], model_config_pb2.TYPE_FP32),
+    ]
     synth = parse_config(repo / "sketch_synthesis" / "config.pbtxt")
     assert [(i.name, list(i.dims)) for i in synth.input] == [("ws", [8, 32])]
-    assert (synth.output[0].name, list(synth.output[0].dims), synth.output[0].data_type) == ("image", [32, 32, 3], model_config_pb2.TYPE_UINT8)
-    assert synth.HasField("dynamic_batching") and synth.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert (synth.output[0].name, list(synth.output[0].dims), synth.output[0].data_type) == (
+        "image",
+        [32, 32, 3],
+        model_config_pb2.TYPE_UINT8,
+    )
+    assert (
+        synth.HasField("dynamic_batching")
+        and synth.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    )
     assert synth.parameters["runtime"].string_value == "onnxruntime"
     assert (repo / "sketch_synthesis" / "1" / "model.py").exists()
     assert (repo / "sketch_synthesis" / "1" / synth.parameters["model_file"].string_value).exists()
@@ -170,10 +196,19 @@ def test_repository_with_base_and_two_adapted_shares_one_mapping(tmp_path, three
 
 def test_native_backend_configs(tmp_path, three_generators):
     repo = tmp_path / "repo"
-    export([str(three_generators[0])], repo, max_batch=2, serve=ServeOptions(backend="native", instance_count=2), progress=False)
+    export(
+        [str(three_generators[0])],
+        repo,
+        max_batch=2,
+        serve=ServeOptions(backend="native", instance_count=2),
+        progress=False,
+    )
     cfg = parse_config(repo / "base_synthesis" / "config.pbtxt")
     assert cfg.platform == "onnxruntime_onnx" and cfg.default_model_filename == "model.onnx"
-    assert cfg.instance_group[0].count == 2 and cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    assert (
+        cfg.instance_group[0].count == 2
+        and cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    )
     assert (repo / "base_synthesis" / "1" / "model.onnx").exists()
     assert not (repo / "base_synthesis" / "1" / "model.py").exists()
 
@@ -207,34 +242,52 @@ def test_second_export_adds_to_repository(tmp_path, three_generators, base_repos
     manifest = json.loads((repo / "manifest.json").read_text())
     assert set(manifest["models"]) == {"base", "sketch"}
     mappings = [p.name for p in repo.iterdir() if p.name.startswith("mapping_")]
-    assert len(mappings) == 1 and manifest["models"]["base"]["mapping"] == manifest["models"]["sketch"]["mapping"] == mappings[0]
+    assert (
+        len(mappings) == 1
+        and manifest["models"]["base"]["mapping"] == manifest["models"]["sketch"]["mapping"] == mappings[0]
+    )
     steps = [s.model_name for s in parse_config(repo / "sketch" / "config.pbtxt").ensemble_scheduling.step]
     assert steps == [mappings[0], "sketch_synthesis"]
-    assert {m["name"] for m in manifest["model_specs"]} == {mappings[0], "base", "base_synthesis", "sketch", "sketch_synthesis"}
+    assert {m["name"] for m in manifest["model_specs"]} == {
+        mappings[0],
+        "base",
+        "base_synthesis",
+        "sketch",
+        "sketch_synthesis",
+    }
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(engine="tensorrt"), "--engine tensorrt"),
-    (dict(precision="fp16"), "built by TensorRT"),
-    (dict(max_batch=0), "--max-batch 0"),
-    (dict(names=["a", "b"]), "one name per checkpoint"),
-    (dict(names=["Bad Name"]), "--name 'Bad Name'"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(engine="tensorrt"), "--engine tensorrt"),
+        (dict(precision="fp16"), "built by TensorRT"),
+        (dict(max_batch=0), "--max-batch 0"),
+        (dict(names=["a", "b"]), "one name per checkpoint"),
+        (dict(names=["Bad Name"]), "--name 'Bad Name'"),
+    ],
+)
 def test_bad_export_options(tmp_path, three_generators, kw, match):
-    with pytest.raises(NadaError, match=match):
+    from nada_export.cli.export import FLAGS
+
+    with refused(match, FLAGS):
         export([str(three_generators[0])], tmp_path / "repo", progress=False, **kw)
     assert not (tmp_path / "repo").exists()
 
 
 def test_duplicate_names_refused(tmp_path, three_generators):
-    with pytest.raises(NadaError, match="give each a --name"):
+    from nada_export.cli.export import FLAGS
+
+    with refused("give each a --name", FLAGS):
         export([str(three_generators[0])] * 2, tmp_path / "repo", progress=False)
 
 
 TRT_REASON = tensorrt_missing_reason()
 
 
-@pytest.mark.skipif(TRT_REASON is None, reason="TensorRT is present: the missing-TensorRT message is not reachable")
+@pytest.mark.skipif(
+    TRT_REASON is None, reason="TensorRT is present: the missing-TensorRT message is not reachable"
+)
 def test_trt_engine_without_tensorrt_fails_clearly(tmp_path, three_generators):
     """The whole message: TensorRT missing (what it is and how to get it), or present without a GPU."""
     import re
@@ -245,9 +298,18 @@ def test_trt_engine_without_tensorrt_fails_clearly(tmp_path, three_generators):
     assert not (tmp_path / "repo").exists()
 
 
-@pytest.mark.skipif(TRT_REASON is not None, reason=f"TensorRT engine build needs TensorRT and a GPU: {TRT_REASON}")
+@pytest.mark.skipif(
+    TRT_REASON is not None, reason=f"TensorRT engine build needs TensorRT and a GPU: {TRT_REASON}"
+)
 def test_trt_engine_build_and_parity(tmp_path, three_generators):
-    report = export([str(three_generators[0])], tmp_path / "repo", engine="trt", precision="fp16", max_batch=4, progress=False)
+    report = export(
+        [str(three_generators[0])],
+        tmp_path / "repo",
+        engine="trt",
+        precision="fp16",
+        max_batch=4,
+        progress=False,
+    )
     assert all(f.parity.passed and f.path.endswith(".plan") for f in report.files)
 
 
@@ -286,9 +348,21 @@ def test_python_model_refuses_bad_requests_in_a_dynamic_batch_and_answers_the_re
     module = importlib.import_module("nada_serve.triton_python_model")
     monkeypatch.delitem(sys.modules, "nada_serve.triton_python_model")  # the fake stays in this test
     model = module.TritonPythonModel()
-    config = {"parameters": {"model_file": {"string_value": "synthesis.onnx"}, "runtime": {"string_value": "onnxruntime"}},
-              "input": [{"name": "ws"}], "output": [{"name": "image"}]}
-    model.initialize({"model_config": json.dumps(config), "model_repository": str(folder.parent), "model_version": folder.name})
+    config = {
+        "parameters": {
+            "model_file": {"string_value": "synthesis.onnx"},
+            "runtime": {"string_value": "onnxruntime"},
+        },
+        "input": [{"name": "ws"}],
+        "output": [{"name": "image"}],
+    }
+    model.initialize(
+        {
+            "model_config": json.dumps(config),
+            "model_repository": str(folder.parent),
+            "model_version": folder.name,
+        }
+    )
     calls = []
     real_run = model.run
     model.run = lambda feed: calls.append(len(feed["ws"])) or real_run(feed)
@@ -313,12 +387,23 @@ def test_python_model_refuses_bad_requests_in_a_dynamic_batch_and_answers_the_re
 def test_parity_report_and_limits():
     from nada_export.parity import Parity, parity_batches, parity_limit
 
-    assert Parity("synthesis", [1, 3], 0.0, float("inf"), 0.1).describe() == "synthesis: batches [1, 3], max abs error 0, PSNR inf dB"
-    assert Parity("mapping", [1], 4.5e-6, 87.123, 0.1).describe() == "mapping: batches [1], max abs error 4.5e-06, PSNR 87.1 dB"
+    assert (
+        Parity("synthesis", [1, 3], 0.0, float("inf"), 0.1).describe()
+        == "synthesis: batches [1, 3], max abs error 0, PSNR inf dB"
+    )
+    assert (
+        Parity("mapping", [1], 4.5e-6, 87.123, 0.1).describe()
+        == "mapping: batches [1], max abs error 4.5e-06, PSNR 87.1 dB"
+    )
     assert parity_limit("mapping") == "limit: 0.001 for ws"
     assert parity_limit("synthesis") == "limit: 1 level"
     assert parity_limit("synthesis", "fp16") == "limit: PSNR 40.0 dB at fp16"
-    assert parity_batches(8) == [1, 3, 8] and parity_batches(3) == [1, 3] and parity_batches(2) == [1, 2] and parity_batches(1) == [1]
+    assert (
+        parity_batches(8) == [1, 3, 8]
+        and parity_batches(3) == [1, 3]
+        and parity_batches(2) == [1, 2]
+        and parity_batches(1) == [1]
+    )
 
 
 def test_parity_measures_on_fresh_inputs_per_batch():
@@ -343,7 +428,9 @@ def test_parity_measures_on_fresh_inputs_per_batch():
     assert p.passed and p.max_abs_error == pytest.approx(2e-4, rel=1e-3)
     assert p.psnr_db == pytest.approx(min(20 * np.log10(peak / 2e-4) for peak in peaks), rel=1e-3)
     assert 0 <= p.seconds < 60
-    with pytest.raises(NadaError, match=r"mapping: exported model returned shape \(1, 3\) for batch 1, PyTorch \(1, 8, 32\)"):
+    with pytest.raises(
+        NadaError, match=r"mapping: exported model returned shape \(1, 3\) for batch 1, PyTorch \(1, 8, 32\)"
+    ):
         parity.check_parity(g, "mapping", lambda feed: np.zeros((1, 3), np.float32), [1])
 
 
@@ -374,6 +461,7 @@ def test_synthesis_psnr_is_against_255_and_the_default_gate_is_fp32():
             with torch.no_grad():
                 out = np.ascontiguousarray(graph(torch.from_numpy(feed["ws"])).numpy(), dtype=int)
             return change(out).astype(np.uint8)
+
         return run
 
     one_level = parity.check_parity(g, "synthesis", engine(lambda x: np.where(x < 255, x + 1, x - 1)), [1, 2])
@@ -410,14 +498,16 @@ def test_the_psnr_peak_is_255_even_when_no_pixel_reaches_it():
     assert p.passed and p.psnr_db == pytest.approx(20 * np.log10(255.0))
 
 
-@pytest.mark.parametrize("kind,precision", [("mapping", "fp32"), ("synthesis", "fp32"), ("synthesis", "fp16")])
+@pytest.mark.parametrize(
+    "kind,precision", [("mapping", "fp32"), ("synthesis", "fp32"), ("synthesis", "fp16")]
+)
 def test_parity_feeds_each_batch_and_at_reduced_precision_every_gate_seed(kind, precision):
     """What check_parity runs the engine on: one fresh feed per batch size; at fp16 or bf16 synthesis
     also each gate seed's ws alone, so a reduced-precision engine is judged on the images the gate
     was set on. The result names its kind and batches."""
+    from nada_core.seeds import z_batch
     from nada_export.graphs import GRAPHS
     from nada_train.generator.inference import GATE_SEEDS
-    from nada_core.seeds import z_batch
 
     g = tiny_generator()
     cls, input_names, _ = GRAPHS[kind]

@@ -14,28 +14,66 @@ from safetensors.torch import load_file
 
 from tests.conftest import wait_for
 
+
 def console(module: str, prog: str, *args: str, env: dict) -> list[str]:
-    return [sys.executable, "-c", f"import sys; from {module} import main_entry; sys.argv[0]='{prog}'; main_entry()", *args]
+    return [
+        sys.executable,
+        "-c",
+        f"import sys; from {module} import main_entry; sys.argv[0]='{prog}'; main_entry()",
+        *args,
+    ]
 
 
 def log_steps(run: Path) -> list[int]:
     try:
-        return [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+        return [
+            json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines() if line.strip()
+        ]
     except (FileNotFoundError, json.JSONDecodeError):
         return []
 
 
-def test_kill_9_mid_training_then_resume_equals_a_straight_run(tmp_path, rosinality_ckpt, tiny_clip_spec, clip_config_dir):
+def test_kill_9_mid_training_then_resume_equals_a_straight_run(
+    tmp_path, rosinality_ckpt, tiny_clip_spec, clip_config_dir
+):
     env = dict(os.environ, NADA_CLIP_CONFIG_DIR=str(clip_config_dir), OMP_NUM_THREADS="1")
-    args = ["--generator", str(rosinality_ckpt), "--target", "sketch", "--clip", tiny_clip_spec, "--iterations", "6",
-            "--save-every", "2", "--sample-every", "100", "--n-sample", "2", "--layers", "all", "--quiet", "--device", "cpu"]
+    args = [
+        "--generator",
+        str(rosinality_ckpt),
+        "--target",
+        "sketch",
+        "--clip",
+        tiny_clip_spec,
+        "--iterations",
+        "6",
+        "--save-every",
+        "2",
+        "--sample-every",
+        "100",
+        "--n-sample",
+        "2",
+        "--layers",
+        "all",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     train = ("nada_train.cli.train", "nada-train")
-    straight = subprocess.run(console(*train, *args, "--out", str(tmp_path / "straight"), env=env), env=env,
-                              capture_output=True, text=True, timeout=300)
+    straight = subprocess.run(
+        console(*train, *args, "--out", str(tmp_path / "straight"), env=env),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert straight.returncode == 0, straight.stderr
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(console(*train, *args, "--out", str(killed), env=env), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        console(*train, *args, "--out", str(killed), env=env),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: len(log_steps(killed)) >= 3 or proc.poll() is not None, 300, "step 3")
         proc.send_signal(signal.SIGKILL)  # after a save (step 2), inside or after step 3
@@ -43,17 +81,28 @@ def test_kill_9_mid_training_then_resume_equals_a_straight_run(tmp_path, rosinal
     finally:
         proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    resumed = subprocess.run(console(*train, "--resume", str(killed), "--quiet", env=env), env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        console(*train, "--resume", str(killed), "--quiet", env=env),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert log_steps(killed) == [1, 2, 3, 4, 5, 6]
-    a, b = load_file(tmp_path / "straight" / "generator.safetensors"), load_file(killed / "generator.safetensors")
+    a, b = (
+        load_file(tmp_path / "straight" / "generator.safetensors"),
+        load_file(killed / "generator.safetensors"),
+    )
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_kill_9_mid_export_leaves_the_repository_as_it_was(tmp_path, three_generators, base_repository):
@@ -64,8 +113,17 @@ def test_kill_9_mid_export_leaves_the_repository_as_it_was(tmp_path, three_gener
     repo = tmp_path / "repo"
     shutil.copytree(base_repository, repo)
     before = tree_digest(repo)
-    cmd = console("nada_export.cli.export", "nada-export", str(three_generators[1]), str(three_generators[2]),
-                  "--repository", str(repo), "--max-batch", "2", env={})
+    cmd = console(
+        "nada_export.cli.export",
+        "nada-export",
+        str(three_generators[1]),
+        str(three_generators[2]),
+        "--repository",
+        str(repo),
+        "--max-batch",
+        "2",
+        env={},
+    )
     progress = tmp_path / "progress.txt"
     with progress.open("w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
@@ -115,30 +173,63 @@ def rmtree(path, *args, **kw):
 shutil.rmtree = rmtree
 models = [t.ModelSpec(m["name"], [t.TensorSpec(*i) for i in m["inputs"]], [t.TensorSpec(*o) for o in m["outputs"]],
                       m["max_batch"], Path(m["file"])) for m in specs]
-t.write_repository(Path(repo), models, t.ServeOptions(), {"format": "nada-triton-repo/1", "models": {m.name: {} for m in models}})
+manifest = {"format": "nada-triton-repo/1", "models": {m.name: {} for m in models}}
+t.write_repository(Path(repo), models, t.ServeOptions(), manifest)
 """
 
 
-@pytest.mark.parametrize("moment,whole", [("before the swap", "old"), ("after the swap", "new"),
-                                          ("while the old copy is removed", "new")])
-def test_a_kill_at_any_step_of_the_swap_leaves_the_old_or_the_new_repository_whole(tmp_path, base_repository, moment, whole):
+@pytest.mark.parametrize(
+    "moment,whole",
+    [("before the swap", "old"), ("after the swap", "new"), ("while the old copy is removed", "new")],
+)
+def test_a_kill_at_any_step_of_the_swap_leaves_the_old_or_the_new_repository_whole(
+    tmp_path, base_repository, moment, whole
+):
     """The repository is replaced by one exchange of two directories: killed just before it, the old
     repository is there, whole; killed just after it or while the old copy is being removed, the new
     one; never none (two renames, old aside then new in, leave no repository in between). The next
     export's recovery then leaves nothing beside it."""
-    from nada_export.triton_repo import ModelSpec, ServeOptions, TensorSpec, recover_interrupted, write_repository
+    from nada_export.triton_repo import (
+        ModelSpec,
+        ServeOptions,
+        TensorSpec,
+        recover_interrupted,
+        write_repository,
+    )
 
     repo, straight = tmp_path / "repo", tmp_path / "straight" / "repo"
     shutil.copytree(base_repository, repo)
     shutil.copytree(base_repository, straight)
     onnx = next(base_repository.glob("base_synthesis/1/*.onnx"))
-    specs = [{"name": name, "inputs": [["ws", "FP32", [8, 32]]], "outputs": [["image", "UINT8", [32, 32, 3]]],
-              "max_batch": 2, "file": str(onnx)} for name in ("sketch_synthesis", "neon_synthesis")]
-    proc = subprocess.run([sys.executable, "-c", KILL_AT, moment, str(repo), json.dumps(specs)], capture_output=True, text=True,
-                          timeout=120)
+    specs = [
+        {
+            "name": name,
+            "inputs": [["ws", "FP32", [8, 32]]],
+            "outputs": [["image", "UINT8", [32, 32, 3]]],
+            "max_batch": 2,
+            "file": str(onnx),
+        }
+        for name in ("sketch_synthesis", "neon_synthesis")
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_AT, moment, str(repo), json.dumps(specs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    models = [ModelSpec(m["name"], [TensorSpec(*i) for i in m["inputs"]], [TensorSpec(*o) for o in m["outputs"]], 2, onnx) for m in specs]
-    write_repository(straight, models, ServeOptions(), {"format": "nada-triton-repo/1", "models": {m.name: {} for m in models}})
+    models = [
+        ModelSpec(
+            m["name"], [TensorSpec(*i) for i in m["inputs"]], [TensorSpec(*o) for o in m["outputs"]], 2, onnx
+        )
+        for m in specs
+    ]
+    write_repository(
+        straight,
+        models,
+        ServeOptions(),
+        {"format": "nada-triton-repo/1", "models": {m.name: {} for m in models}},
+    )
     want = {"old": tree_digest(base_repository), "new": tree_digest(straight)}[whole]
     assert tree_digest(repo) == want
     recover_interrupted(repo)
@@ -166,40 +257,91 @@ def limited(max_bytes: int):
 
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
     return apply
 
 
-def test_a_full_disk_during_export_is_one_line_and_changes_nothing(tmp_path, three_generators, base_repository):
+def test_a_full_disk_during_export_is_one_line_and_changes_nothing(
+    tmp_path, three_generators, base_repository
+):
     repo = tmp_path / "repo"
     shutil.copytree(base_repository, repo)
     before = tree_digest(repo)
-    cmd = console("nada_export.cli.export", "nada-export", str(three_generators[1]), "--repository", str(repo), "--quiet", env={})
+    cmd = console(
+        "nada_export.cli.export",
+        "nada-export",
+        str(three_generators[1]),
+        "--repository",
+        str(repo),
+        "--quiet",
+        env={},
+    )
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=limited(20_000))
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("nada-export: error: the disk is full") and "Traceback" not in r.stderr
     assert tree_digest(repo) == before and sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
 
 
-def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_save(tmp_path, rosinality_ckpt, tiny_clip_spec, clip_config_dir):
+def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_save(
+    tmp_path, rosinality_ckpt, tiny_clip_spec, clip_config_dir
+):
     env = dict(os.environ, NADA_CLIP_CONFIG_DIR=str(clip_config_dir), OMP_NUM_THREADS="1")
     run = tmp_path / "run"
     train = ("nada_train.cli.train", "nada-train")
-    first = subprocess.run(console(*train, "--generator", str(rosinality_ckpt), "--target", "sketch", "--clip", tiny_clip_spec,
-                                   "--iterations", "2", "--save-every", "2", "--sample-every", "100", "--layers", "all",
-                                   "--quiet", "--device", "cpu", "--out", str(run), env=env),
-                           env=env, capture_output=True, text=True, timeout=300)
+    first = subprocess.run(
+        console(
+            *train,
+            "--generator",
+            str(rosinality_ckpt),
+            "--target",
+            "sketch",
+            "--clip",
+            tiny_clip_spec,
+            "--iterations",
+            "2",
+            "--save-every",
+            "2",
+            "--sample-every",
+            "100",
+            "--layers",
+            "all",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--out",
+            str(run),
+            env=env,
+        ),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert first.returncode == 0, first.stderr
     before = tree_digest(run)
     size = (run / "generator.safetensors").stat().st_size
-    r = subprocess.run(console(*train, "--resume", str(run), "--iterations", "4", "--quiet", env=env), env=env,
-                       capture_output=True, text=True, timeout=300, preexec_fn=limited(size // 2))
-    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("nada-train: error: the disk is full"), r.stderr
+    r = subprocess.run(
+        console(*train, "--resume", str(run), "--iterations", "4", "--quiet", env=env),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limited(size // 2),
+    )
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
+        "nada-train: error: the disk is full"
+    ), r.stderr
     assert "Traceback" not in r.stderr and "generator.safetensors" in r.stderr
     after = tree_digest(run)
     changed = {k for k in before if before[k] != after.get(k)}  # new sample grids may appear
     assert changed <= {"log.jsonl"}, changed  # the log's lines past the save are dropped on resume
     assert not [p for p in run.rglob("*.tmp")]
-    resumed = subprocess.run(console(*train, "--resume", str(run), "--iterations", "4", "--quiet", env=env), env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        console(*train, "--resume", str(run), "--iterations", "4", "--quiet", env=env),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert log_steps(run) == [1, 2, 3, 4]

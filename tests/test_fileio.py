@@ -29,7 +29,9 @@ def test_exchange_swaps_two_directories_in_one_step_and_names_a_missing_one(tmp_
     (tmp_path / "a" / "x").write_text("from a")
     (tmp_path / "b" / "y").write_text("from b")
     assert exchange(tmp_path / "a", tmp_path / "b")  # Linux on a local file system: the exchange is there
-    assert [p.name for p in (tmp_path / "a").iterdir()] == ["y"] and [p.name for p in (tmp_path / "b").iterdir()] == ["x"]
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["y"] and [
+        p.name for p in (tmp_path / "b").iterdir()
+    ] == ["x"]
     with pytest.raises(FileNotFoundError, match="No such file or directory: '.*/a' -> '.*/missing'"):
         exchange(tmp_path / "a", tmp_path / "missing")
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["y"]

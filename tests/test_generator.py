@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from nada_train.generator import Generator, GeneratorConfig
-from nada_train.generator.layers import upfirdn2d, blur_kernel_2d
 from nada_core.seeds import z_batch
+from nada_train.generator import Generator, GeneratorConfig
+from nada_train.generator.layers import blur_kernel_2d, upfirdn2d
 from tests.conftest import tiny_config, tiny_generator
 
 
@@ -22,7 +22,7 @@ def numpy_upfirdn2d(x, k, up, pad):
     out = np.zeros((n, c, oh, oh), x.dtype)
     for i in range(oh):
         for j in range(oh):
-            out[:, :, i, j] = (p[:, :, i:i + kh, j:j + kh] * kf).sum((2, 3))
+            out[:, :, i, j] = (p[:, :, i : i + kh, j : j + kh] * kf).sum((2, 3))
     return out
 
 
@@ -106,10 +106,15 @@ def test_noise_modes():
         for name, buffer in silent.named_buffers():
             if name.startswith("noises."):
                 buffer.zero_()
-    assert torch.allclose(g(z, noise_mode="none"), silent(z), atol=1e-6) and not torch.allclose(g(z, noise_mode="none"), a)
+    assert torch.allclose(g(z, noise_mode="none"), silent(z), atol=1e-6) and not torch.allclose(
+        g(z, noise_mode="none"), a
+    )
     seeds = [3, 4]
     want = (g(torch.from_numpy(z_batch(seeds, 32)), noise_mode="none").clamp(-1, 1) + 1) * 127.5
-    assert np.abs(render(g, seeds, 1.0, "none").astype(float) - want.detach().permute(0, 2, 3, 1).numpy()).max() <= 1
+    assert (
+        np.abs(render(g, seeds, 1.0, "none").astype(float) - want.detach().permute(0, 2, 3, 1).numpy()).max()
+        <= 1
+    )
     with pytest.raises(ValueError, match="noise mode must be const, random or none, got 'loud'"):
         g(z, noise_mode="loud")
 
@@ -127,14 +132,23 @@ def test_every_styled_layer_belongs_to_exactly_one_code():
     for code in range(g.n_latent):
         for name in g.layers_of_code(code, include_torgb=True):
             owners.setdefault(name, []).append(code)
-    expected = {"conv1", "to_rgb1"} | {f"convs.{i}" for i in range(len(g.convs))} | {f"to_rgbs.{i}" for i in range(len(g.to_rgbs))}
+    expected = (
+        {"conv1", "to_rgb1"}
+        | {f"convs.{i}" for i in range(len(g.convs))}
+        | {f"to_rgbs.{i}" for i in range(len(g.to_rgbs))}
+    )
     assert set(owners) == expected
     assert all(len(c) == 1 for c in owners.values())
     # the code that drives each layer in synthesis(): perturb one code, see which outputs change
     ws = g.broadcast(torch.randn(1, 32)).clone()
     acts = {}
-    hooks = [getattr(g, n.split(".")[0])[int(n.split(".")[1])].register_forward_hook(lambda m, i, o, n=n: acts.__setitem__(n, i[1].clone()))
-             for n in expected if "." in n]
+    hooks = [
+        getattr(g, n.split(".")[0])[int(n.split(".")[1])].register_forward_hook(
+            lambda m, i, o, n=n: acts.__setitem__(n, i[1].clone())
+        )
+        for n in expected
+        if "." in n
+    ]
     g.synthesis(ws)
     base = dict(acts)
     for code in range(g.n_latent):

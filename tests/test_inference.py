@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from nada_train.generator.inference import render
 from nada_core.errors import NadaError
-from nada_train.generator.inference import fastest_copy, inference_copy, precision_gate
-from nada_train.generator.layers import ModulatedConv2d
 from nada_core.seeds import z_batch
+from nada_train.generator.inference import fastest_copy, inference_copy, precision_gate, render
+from nada_train.generator.layers import ModulatedConv2d
 from tests.conftest import refused, tiny_generator
 from tests.test_stylegan3 import sg3
 
@@ -56,7 +55,12 @@ def test_the_copy_keeps_the_sensitive_parts_fp32_and_leaves_the_original_alone()
     dtypes = {name: p.dtype for name, p in fast.named_parameters()}
     assert all(dtypes[n] == torch.float32 for n in dtypes if n.startswith("style.") or ".modulation." in n)
     assert dtypes["to_rgb1.bias"] == dtypes["to_rgbs.0.bias"] == torch.float32
-    assert dtypes["convs.0.conv.weight"] == dtypes["input.input"] == dtypes["convs.1.activate.bias"] == torch.bfloat16
+    assert (
+        dtypes["convs.0.conv.weight"]
+        == dtypes["input.input"]
+        == dtypes["convs.1.activate.bias"]
+        == torch.bfloat16
+    )
     assert fast.w_avg.dtype == torch.float32 and not any(p.requires_grad for p in fast.parameters())
     assert all(p.dtype == torch.float32 and p.requires_grad for p in g.parameters())
     with torch.no_grad():
@@ -84,7 +88,9 @@ def test_a_broken_reduced_path_is_refused(monkeypatch):
     """A reduced-precision path that also rounds its styles to one decimal fails the gate, and
     nada-generate refuses it by name (auto falls back to fp32 instead, but only on a GPU)."""
     reduced = ModulatedConv2d._forward_reduced
-    monkeypatch.setattr(ModulatedConv2d, "_forward_reduced", lambda self, x, s, w: reduced(self, x, (s * 10).round() / 10, w))
+    monkeypatch.setattr(
+        ModulatedConv2d, "_forward_reduced", lambda self, x, s, w: reduced(self, x, (s * 10).round() / 10, w)
+    )
     g = tiny_generator()
     assert not precision_gate(g, inference_copy(g, "fp16"), "fp16").passed
     with refused(r"--precision fp16: its images drift too far from fp32's .*PSNR"):
@@ -102,22 +108,38 @@ def test_stylegan3_is_refused_reduced_precision_in_one_line():
 def test_nada_generate_renders_at_the_precision_asked(tmp_path, rosinality_ckpt, monkeypatch, capsys):
     from tests.test_cli import run_in_process
 
-    code, out, err = run_in_process(monkeypatch, capsys, "nada-generate", str(rosinality_ckpt), "--seeds", "0-1", "--precision", "bf16",
-                                    "--out", str(tmp_path / "bf16"))
+    code, out, err = run_in_process(
+        monkeypatch,
+        capsys,
+        "nada-generate",
+        str(rosinality_ckpt),
+        "--seeds",
+        "0-1",
+        "--precision",
+        "bf16",
+        "--out",
+        str(tmp_path / "bf16"),
+    )
     assert code == 0, err
-    assert out.startswith(f"wrote 2 images to {tmp_path / 'bf16'} (bf16: PSNR") and (tmp_path / "bf16" / "seed0001.png").exists()
+    assert (
+        out.startswith(f"wrote 2 images to {tmp_path / 'bf16'} (bf16: PSNR")
+        and (tmp_path / "bf16" / "seed0001.png").exists()
+    )
 
 
 def test_the_gate_reads_as_one_line_and_its_psnr_is_against_255():
     from nada_train.generator.inference import Gate
 
-    assert Gate("fp16", 41.26, 7).describe() == ("fp16: PSNR 41.3 dB against fp32 on seeds 0-15 (limit 40 dB), "
-                                                 "largest pixel difference 7 levels")
+    assert Gate("fp16", 41.26, 7).describe() == (
+        "fp16: PSNR 41.3 dB against fp32 on seeds 0-15 (limit 40 dB), largest pixel difference 7 levels"
+    )
     g = tiny_generator()
     fast = inference_copy(g, "bf16")
     got, want = (render(x, list(range(16)), 1.0).astype(np.float64) for x in (fast, g))
     mse = ((got - want) ** 2).reshape(16, -1).mean(1)
-    assert precision_gate(g, fast, "bf16").psnr_db == pytest.approx(float(np.min(10 * np.log10(255.0**2 / mse))), rel=1e-9)
+    assert precision_gate(g, fast, "bf16").psnr_db == pytest.approx(
+        float(np.min(10 * np.log10(255.0**2 / mse))), rel=1e-9
+    )
 
 
 def test_the_copy_and_path_refusals_are_whole_lines(monkeypatch):
@@ -127,14 +149,22 @@ def test_the_copy_and_path_refusals_are_whole_lines(monkeypatch):
     assert e.value.for_command_line() == "--precision fp8: choose fp32, fp16 or bf16"
     with pytest.raises(NadaError) as e:
         inference_copy(sg3(), "bf16")
-    assert e.value.for_command_line() == ("--precision bf16: reduced precision and channels_last are built for StyleGAN2 bases; "
-                            "render this StyleGAN3 base at fp32")
+    assert e.value.for_command_line() == (
+        "--precision bf16: reduced precision and channels_last are built for StyleGAN2 bases; "
+        "render this StyleGAN3 base at fp32"
+    )
     reduced = ModulatedConv2d._forward_reduced
-    monkeypatch.setattr(ModulatedConv2d, "_forward_reduced", lambda self, x, s, w: reduced(self, x, (s * 10).round() / 10, w))
+    monkeypatch.setattr(
+        ModulatedConv2d, "_forward_reduced", lambda self, x, s, w: reduced(self, x, (s * 10).round() / 10, w)
+    )
     gate = precision_gate(g, inference_copy(g, "fp16"), "fp16")
     with pytest.raises(NadaError) as e:
         fastest_copy(g, "fp16")
-    assert e.value.for_command_line() == f"--precision fp16: its images drift too far from fp32's ({gate.describe()}); render at fp32 or with --precision auto"
+    assert (
+        e.value.for_command_line()
+        == f"--precision fp16: its images drift too far from fp32's ({gate.describe()}); render at fp32 or "
+        "with --precision auto"
+    )
 
 
 @pytest.mark.parametrize("precision", ["auto", "fp32", "fp16"])

@@ -39,8 +39,12 @@ def test_manual_sets():
     assert manual_layers(g, "shape") == ["input", "conv1", "convs.0", "convs.1"]
     assert manual_layers(g, "texture") == ["input", "conv1"] + [f"convs.{i}" for i in range(2, 8)]
     params = set_trainable(g, manual_layers(g, "shape"))
-    assert sum(p.numel() for p in params) == sum(p.numel() for n, p in g.named_parameters() if p.requires_grad)
-    assert not any(p.requires_grad for n, p in g.named_parameters() if n.startswith(("style.", "to_rgb", "convs.2")))
+    assert sum(p.numel() for p in params) == sum(
+        p.numel() for n, p in g.named_parameters() if p.requires_grad
+    )
+    assert not any(
+        p.requires_grad for n, p in g.named_parameters() if n.startswith(("style.", "to_rgb", "convs.2"))
+    )
 
 
 def test_texture_set_stops_at_conv_9_on_large_generators():
@@ -92,7 +96,10 @@ def test_select_codes_through_the_generator_moves_only_the_codes(guide):
     assert len(codes) == 1 and 0 <= codes[0] < g.n_latent
     assert all(p.grad is None for p in g.parameters())
     assert {n: p.requires_grad for n, p in g.named_parameters()} == flags
-    assert len(select_codes(g, g.mapping(torch.randn(2, 32)).detach(), guide.global_, k=99, iters=1)) == g.n_latent
+    assert (
+        len(select_codes(g, g.mapping(torch.randn(2, 32)).detach(), guide.global_, k=99, iters=1))
+        == g.n_latent
+    )
 
 
 def test_the_last_code_never_takes_a_slot_unless_the_torgbs_learn():
@@ -102,7 +109,9 @@ def test_the_last_code_never_takes_a_slot_unless_the_torgbs_learn():
 
     g = tiny_generator()
     last = g.n_latent - 1
-    assert codes_with_layers(g) == list(range(last)) and codes_with_layers(g, include_torgb=True) == list(range(g.n_latent))
+    assert codes_with_layers(g) == list(range(last)) and codes_with_layers(g, include_torgb=True) == list(
+        range(g.n_latent)
+    )
     weight = torch.zeros(g.n_latent)
     weight[last], weight[2] = 10.0, 1.0  # the last code moves most, code 2 next
 
@@ -120,8 +129,12 @@ def test_the_last_code_never_takes_a_slot_unless_the_torgbs_learn():
     w = torch.randn(2, 32)
     assert select_codes(g, w, loss, k=1, iters=1) == [last]  # unrestricted, as the reference
     assert select_codes(g, w, loss, k=1, iters=1, candidates=codes_with_layers(g)) == [2]
-    assert select_codes(g, w, loss, k=1, iters=1, candidates=codes_with_layers(g, include_torgb=True)) == [last]
-    assert layers_for_codes(g, [last]) == [] and layers_for_codes(g, [last], include_torgb=True) == [f"to_rgbs.{len(g.to_rgbs) - 1}"]
+    assert select_codes(g, w, loss, k=1, iters=1, candidates=codes_with_layers(g, include_torgb=True)) == [
+        last
+    ]
+    assert layers_for_codes(g, [last]) == [] and layers_for_codes(g, [last], include_torgb=True) == [
+        f"to_rgbs.{len(g.to_rgbs) - 1}"
+    ]
 
 
 def test_set_trainable_names_a_module_the_generator_lacks():

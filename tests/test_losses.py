@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from nada_core.errors import NadaError
 from nada_train.clip import load_clip, parse_clip_spec
 from nada_train.clip.templates import imagenet_templates
-from nada_core.errors import NadaError
 from nada_train.losses import directional_loss, global_loss, image_direction, text_direction
 from tests.conftest import refused
 
@@ -53,9 +53,14 @@ def test_guide_adds_the_weighted_global_loss(tiny_clip_spec):
     guide = ClipGuide([clip])
     guide.set_text_target("photo", "sketch", ["a {}.", "art of a {}."])
     gen = torch.Generator().manual_seed(0)
-    frozen, train = torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1, torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1
+    frozen, train = (
+        torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1,
+        torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1,
+    )
     f, t = clip.encode_images(frozen).detach(), clip.encode_images(train).detach()
-    target = torch.nn.functional.normalize(clip.encode_texts(["a sketch.", "art of a sketch."]), dim=-1).mean(0)
+    target = torch.nn.functional.normalize(clip.encode_texts(["a sketch.", "art of a sketch."]), dim=-1).mean(
+        0
+    )
     plain, _ = guide.directional(frozen, train)
     both, _ = guide.directional(frozen, train, global_weight=0.5)
     assert float(plain) == pytest.approx(float(directional_loss(f, t, guide.directions[0])), rel=1e-5)
@@ -104,11 +109,14 @@ def test_clip_preprocess_is_differentiable_and_sized(tiny_clip_spec):
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("spec,match", [
-    ("ViT-B/32", "unknown CLIP model"),
-    ("ViT-B-32:not-a-tag", "unknown pretrained tag"),
-    ("ViT-B-32:/nope/weights.pt", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("ViT-B/32", "unknown CLIP model"),
+        ("ViT-B-32:not-a-tag", "unknown pretrained tag"),
+        ("ViT-B-32:/nope/weights.pt", "does not exist"),
+    ],
+)
 def test_bad_clip_specs(spec, match):
     with pytest.raises(NadaError, match=match):
         load_clip(parse_clip_spec(spec))
@@ -121,7 +129,10 @@ def test_global_of_the_guide_is_the_weighted_sum_over_models(tiny_clip_spec):
     guide = ClipGuide(clips)
     guide.set_text_target("photo", "sketch", ["a {}.", "art of a {}."])
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    want = sum(c.spec.weight * float(global_loss(c.encode_images(images), t)) for c, t in zip(clips, guide.target_texts))
+    want = sum(
+        c.spec.weight * float(global_loss(c.encode_images(images), t))
+        for c, t in zip(clips, guide.target_texts)
+    )
     assert float(guide.global_(images)) == pytest.approx(want, rel=1e-6)
 
 
@@ -131,7 +142,10 @@ def test_two_weighted_clips_add_their_directional_losses(tiny_clip_spec):
     from nada_train.losses import ClipGuide
     from tests.conftest import OTHER_CLIP_NAME
 
-    clips = [load_clip(parse_clip_spec(tiny_clip_spec, 0.5)), load_clip(parse_clip_spec(f"{OTHER_CLIP_NAME}:random", 2.0))]
+    clips = [
+        load_clip(parse_clip_spec(tiny_clip_spec, 0.5)),
+        load_clip(parse_clip_spec(f"{OTHER_CLIP_NAME}:random", 2.0)),
+    ]
     templates = ["a {}.", "art of a {}."]
     guide = ClipGuide(clips)
     guide.set_text_target("photo", "sketch", templates)
@@ -141,13 +155,18 @@ def test_two_weighted_clips_add_their_directional_losses(tiny_clip_spec):
     each = {}
     for clip in clips:
         direction = text_direction(clip, "photo", "sketch", templates)
-        target = torch.nn.functional.normalize(clip.encode_texts([t.format("sketch") for t in templates]).mean(0), dim=-1)
+        target = torch.nn.functional.normalize(
+            clip.encode_texts([t.format("sketch") for t in templates]).mean(0), dim=-1
+        )
         f, t = clip.encode_images(frozen), clip.encode_images(train)
         each[str(clip.spec)] = float(directional_loss(f, t, direction) + 0.3 * global_loss(t, target))
     assert list(parts) == [f"{tiny_clip_spec}", f"{OTHER_CLIP_NAME}:random"]
     assert parts == pytest.approx(each, rel=1e-5)
-    assert float(total) == pytest.approx(0.5 * each[tiny_clip_spec] + 2.0 * each[f"{OTHER_CLIP_NAME}:random"], rel=1e-5)
-    assert abs(each[tiny_clip_spec] - each[f"{OTHER_CLIP_NAME}:random"]) > 1e-3  # two models that really differ
+    assert float(total) == pytest.approx(
+        0.5 * each[tiny_clip_spec] + 2.0 * each[f"{OTHER_CLIP_NAME}:random"], rel=1e-5
+    )
+    # two models that really differ
+    assert abs(each[tiny_clip_spec] - each[f"{OTHER_CLIP_NAME}:random"]) > 1e-3
 
 
 def test_targets_trained_together_encode_the_frozen_images_once_per_clip(tiny_clip_spec):
@@ -158,7 +177,10 @@ def test_targets_trained_together_encode_the_frozen_images_once_per_clip(tiny_cl
     from nada_train.trainer import FrozenMemo
     from tests.conftest import OTHER_CLIP_NAME
 
-    clips = [load_clip(parse_clip_spec(tiny_clip_spec, 0.5)), load_clip(parse_clip_spec(f"{OTHER_CLIP_NAME}:random", 2.0))]
+    clips = [
+        load_clip(parse_clip_spec(tiny_clip_spec, 0.5)),
+        load_clip(parse_clip_spec(f"{OTHER_CLIP_NAME}:random", 2.0)),
+    ]
     gen = torch.Generator().manual_seed(5)
     ws, frozen = torch.randn(3, 4), torch.rand(3, 3, 32, 32, generator=gen) * 2 - 1
     trained = {t: torch.rand(3, 3, 32, 32, generator=gen) * 2 - 1 for t in ("sketch", "neon")}
@@ -169,6 +191,7 @@ def test_targets_trained_together_encode_the_frozen_images_once_per_clip(tiny_cl
         def run(images):
             calls.append((i, images is memo_images))
             return encode(images)
+
         return run
 
     for target in ("sketch", "neon"):
@@ -176,8 +199,13 @@ def test_targets_trained_together_encode_the_frozen_images_once_per_clip(tiny_cl
         for guide in (together, alone):
             guide.set_text_target("photo", target, ["a {}."])
         together.encoders = [counted(e, i) for i, e in enumerate(together.encoders)]
-        got, want = together.directional(memo_images, trained[target], 0.3), alone.directional(frozen, trained[target], 0.3)
-        assert got[1] == pytest.approx(want[1], rel=1e-6) and float(got[0]) == pytest.approx(float(want[0]), rel=1e-6)
+        got, want = (
+            together.directional(memo_images, trained[target], 0.3),
+            alone.directional(frozen, trained[target], 0.3),
+        )
+        assert got[1] == pytest.approx(want[1], rel=1e-6) and float(got[0]) == pytest.approx(
+            float(want[0]), rel=1e-6
+        )
     assert sorted(c for c in calls if c[1]) == [(0, True), (1, True)]  # the frozen images: once per CLIP
     assert len(calls) == 2 + 4  # and each target's trained images by each CLIP
 
@@ -197,9 +225,12 @@ def test_offline_without_cached_weights_is_one_line_saying_where_it_looked(tmp_p
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
     with pytest.raises(NadaError) as info:
         load_clip(ClipSpec("ViT-B-32", "openai"))
-    assert info.value.for_command_line() == (f"--clip ViT-B-32:openai: weights are not cached on this machine and the model hub cannot be reached; "
-                               f"open_clip looks in the Hugging Face cache ({cache}) and ~/.cache/clip; pass a local file as "
-                               "--clip NAME:/path/to/weights.pt, or NAME:random for a smoke test")
+    assert info.value.for_command_line() == (
+        "--clip ViT-B-32:openai: weights are not cached on this machine and the model hub cannot be "
+        "reached; "
+        f"open_clip looks in the Hugging Face cache ({cache}) and ~/.cache/clip; pass a local file as "
+        "--clip NAME:/path/to/weights.pt, or NAME:random for a smoke test"
+    )
 
 
 def test_style_images_keep_their_proportions(tmp_path):
@@ -210,10 +241,10 @@ def test_style_images_keep_their_proportions(tmp_path):
     from nada_train.losses import load_style_images
 
     wide = np.zeros((256, 512, 3), np.uint8)
-    wide[:, :128] = (0, 255, 0)    # cropped away
+    wide[:, :128] = (0, 255, 0)  # cropped away
     wide[:, 128:256] = (255, 0, 0)
     wide[:, 256:384] = (0, 0, 255)
-    wide[:, 384:] = (0, 255, 0)    # cropped away
+    wide[:, 384:] = (0, 255, 0)  # cropped away
     Image.fromarray(wide).save(tmp_path / "wide.png")
     Image.fromarray(np.full((300, 300, 3), 255, np.uint8)).save(tmp_path / "white.jpg")
     x = load_style_images(tmp_path)  # sorted by name: white.jpg, wide.png
@@ -225,13 +256,15 @@ def test_style_images_keep_their_proportions(tmp_path):
     assert x[1][1].max() < -0.9  # no green: the outer quarters are gone
 
 
-@pytest.mark.parametrize("setup,match", [
-    (lambda d: None, "not a directory"),
-    (lambda d: d.mkdir(), "no .png, .jpg or .jpeg files"),
-    (lambda d: (d.mkdir(), (d / "broken.png").write_bytes(b"not a png")), "cannot read '.*broken.png'"),
-])
+@pytest.mark.parametrize(
+    "setup,match",
+    [
+        (lambda d: None, "not a directory"),
+        (lambda d: d.mkdir(), "no .png, .jpg or .jpeg files"),
+        (lambda d: (d.mkdir(), (d / "broken.png").write_bytes(b"not a png")), "cannot read '.*broken.png'"),
+    ],
+)
 def test_style_image_folder_errors(tmp_path, setup, match):
-    from nada_core.errors import NadaError
     from nada_train.losses import load_style_images
 
     folder = tmp_path / "styles"
@@ -248,11 +281,16 @@ def hub_cache_with(tmp_path, repo: str, state: dict) -> Path:
     (root / "snapshots" / "0123abcd").mkdir(parents=True)
     (root / "refs").mkdir()
     (root / "refs" / "main").write_text("0123abcd")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(root / "snapshots" / "0123abcd" / "open_clip_model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in state.items()},
+        str(root / "snapshots" / "0123abcd" / "open_clip_model.safetensors"),
+    )
     return tmp_path / "hub"
 
 
-def test_a_quick_gelu_tag_builds_the_network_its_weights_were_trained_as(tmp_path, monkeypatch, clip_config_dir):
+def test_a_quick_gelu_tag_builds_the_network_its_weights_were_trained_as(
+    tmp_path, monkeypatch, clip_config_dir
+):
     """A tag whose config says quick_gelu (as open_clip's 'openai' tags do) loads into a QuickGELU
     network, offline, from the hub cache; open_clip alone would build plain GELU for it."""
     import huggingface_hub.constants as hub
@@ -266,13 +304,22 @@ def test_a_quick_gelu_tag_builds_the_network_its_weights_were_trained_as(tmp_pat
     open_clip.add_model_config(clip_config_dir)
     trained = open_clip.create_model(TINY_CLIP_NAME, pretrained=None, force_quick_gelu=True).eval()
     cache = hub_cache_with(tmp_path, "nada-test/tiny-clip.openai", trained.state_dict())
-    monkeypatch.setitem(registry._PRETRAINED, TINY_CLIP_NAME, {"openai": registry._pcfg(hf_hub="nada-test/tiny-clip.openai/", quick_gelu=True)})
+    monkeypatch.setitem(
+        registry._PRETRAINED,
+        TINY_CLIP_NAME,
+        {"openai": registry._pcfg(hf_hub="nada-test/tiny-clip.openai/", quick_gelu=True)},
+    )
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     clip = load_clip(ClipSpec(TINY_CLIP_NAME, "openai"))
-    assert clip.quick_gelu and clip.describe() == {"name": TINY_CLIP_NAME, "pretrained": "openai", "weight": 1.0,
-                                                   "config": TINY_CLIP_NAME, "quick_gelu": True}
+    assert clip.quick_gelu and clip.describe() == {
+        "name": TINY_CLIP_NAME,
+        "pretrained": "openai",
+        "weight": 1.0,
+        "config": TINY_CLIP_NAME,
+        "quick_gelu": True,
+    }
     tokens = clip.tokenizer(["a photo of a dog"])
     with torch.no_grad():
         want = trained.encode_text(tokens)
@@ -280,13 +327,18 @@ def test_a_quick_gelu_tag_builds_the_network_its_weights_were_trained_as(tmp_pat
         plain.load_state_dict(trained.state_dict())
         assert not torch.allclose(plain.encode_text(tokens), want)  # the activation matters
         assert torch.allclose(clip.model.encode_text(tokens), want, atol=1e-6)
-    assert not load_clip(parse_clip_spec(f"{TINY_CLIP_NAME}:random")).quick_gelu  # random weights: the config as written
+    assert not load_clip(
+        parse_clip_spec(f"{TINY_CLIP_NAME}:random")
+    ).quick_gelu  # random weights: the config as written
 
 
-@pytest.mark.parametrize("width,height,resized,box", [
-    (100, 301, (256, 771), (0, 257, 256, 513)),  # tall: scale 2.56, an odd margin of 515 rows
-    (301, 100, (771, 256), (257, 0, 513, 256)),  # wide
-])
+@pytest.mark.parametrize(
+    "width,height,resized,box",
+    [
+        (100, 301, (256, 771), (0, 257, 256, 513)),  # tall: scale 2.56, an odd margin of 515 rows
+        (301, 100, (771, 256), (257, 0, 513, 256)),  # wide
+    ],
+)
 def test_square_crop_is_the_hand_computed_resize_and_centre(width, height, resized, box):
     """The short side resized to 256 (bicubic), the long side by the same scale, the box in the
     middle (margin // 2): compared pixel for pixel on noise, where a one-row shift shows."""

@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from nada_core.errors import NadaError
 from nada_train import loop as loop_module
 from nada_train import trainer as trainer_module
-from nada_core.errors import NadaError
-from nada_train.many import folder_names, parse_targets_file, train_many
 from nada_train.loop import train
+from nada_train.many import folder_names, parse_targets_file, train_many
 from tests.conftest import refused, write_base_checkpoint
 from tests.test_trainer import options
 
@@ -25,8 +25,20 @@ TEXTS = ["pencil sketch", "oil painting", "neon"]
 
 
 def plan(ckpt, out, clip, texts=TEXTS, **kw):
-    return [options(ckpt, out / name, clip, target=text, layers="auto", iterations=3, sample_every=2, save_every=2, **kw)
-            for text, name in zip(texts, folder_names(texts))]
+    return [
+        options(
+            ckpt,
+            out / name,
+            clip,
+            target=text,
+            layers="auto",
+            iterations=3,
+            sample_every=2,
+            save_every=2,
+            **kw,
+        )
+        for text, name in zip(texts, folder_names(texts))
+    ]
 
 
 def weights(run: Path) -> dict:
@@ -57,11 +69,15 @@ def together(tmp_path_factory, tiny_clip_spec) -> tuple[Path, int]:
     return out, calls["frozen"]
 
 
-def test_targets_together_equal_each_alone_and_share_the_frozen_images(tmp_path, rosinality_ckpt, tiny_clip_spec, together):
+def test_targets_together_equal_each_alone_and_share_the_frozen_images(
+    tmp_path, rosinality_ckpt, tiny_clip_spec, together
+):
     out, frozen_forwards = together
     assert frozen_forwards == 3  # one frozen forward a step for the three targets
     index = json.loads((out / "index.json").read_text())
-    assert [(r["target"], r["status"], r["iterations_done"]) for r in index["runs"]] == [(t, "finished", 3) for t in TEXTS]
+    assert [(r["target"], r["status"], r["iterations_done"]) for r in index["runs"]] == [
+        (t, "finished", 3) for t in TEXTS
+    ]
     alone = plan(rosinality_ckpt, tmp_path / "alone", tiny_clip_spec)
     # the first and the last target alone (the last trains after the others have shared every step)
     for opts, name in [pair for i, pair in enumerate(zip(alone, folder_names(TEXTS))) if i != 1]:
@@ -72,7 +88,9 @@ def test_targets_together_equal_each_alone_and_share_the_frozen_images(tmp_path,
     assert not same_weights(out / "pencil-sketch", out / "neon")
 
 
-def test_an_interrupted_run_resumes_every_unfinished_target(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch, together):
+def test_an_interrupted_run_resumes_every_unfinished_target(
+    tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch, together
+):
     out, whole = tmp_path / "cut", together[0]
     advance, steps = loop_module.advance, {"n": 0}
 
@@ -83,7 +101,7 @@ def test_an_interrupted_run_resumes_every_unfinished_target(tmp_path, rosinality
         advance(trainer, bar, callback)
 
     monkeypatch.setattr("nada_train.loop.advance", interrupted)
-    with pytest.raises(NadaError, match=f"continue with: nada.resume") as info:
+    with pytest.raises(NadaError, match="continue with: nada.resume") as info:
         train_many(plan(rosinality_ckpt, out, tiny_clip_spec), out, progress=False)
     assert info.value.for_command_line().endswith(f"continue with: nada-train --resume {out}")
     index = json.loads((out / "index.json").read_text())
@@ -97,7 +115,9 @@ def test_an_interrupted_run_resumes_every_unfinished_target(tmp_path, rosinality
     assert [r["status"] for r in json.loads((out / "index.json").read_text())["runs"]] == ["finished"] * 3
 
 
-def test_a_resume_skips_the_finished_target_and_finishes_the_others(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch, together):
+def test_a_resume_skips_the_finished_target_and_finishes_the_others(
+    tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch, together
+):
     """Targets of 1 and 3 iterations, interrupted when the first has finished: the resume leaves the
     finished one's files as they were and brings the other to its straight run's weights (a target
     trains as it would alone, so the module's three-target run has it). The out folder is nested and
@@ -107,8 +127,19 @@ def test_a_resume_skips_the_finished_target_and_finishes_the_others(tmp_path, ro
     texts = TEXTS[:2]
 
     def uneven(out):
-        return [options(rosinality_ckpt, out / name, tiny_clip_spec, target=text, layers="auto", iterations=n, sample_every=2, save_every=2)
-                for text, name, n in zip(texts, folder_names(texts), (1, 3))]
+        return [
+            options(
+                rosinality_ckpt,
+                out / name,
+                tiny_clip_spec,
+                target=text,
+                layers="auto",
+                iterations=n,
+                sample_every=2,
+                save_every=2,
+            )
+            for text, name, n in zip(texts, folder_names(texts), (1, 3))
+        ]
 
     out = tmp_path / "a" / "b" / "cut"
     out.mkdir(parents=True)
@@ -126,7 +157,10 @@ def test_a_resume_skips_the_finished_target_and_finishes_the_others(tmp_path, ro
     assert json.loads((out / PLAN).read_text())["format"] == "nada-targets/1"
     first = out / folder_names(texts)[0]
     files = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
-    assert [r["status"] for r in json.loads((out / "index.json").read_text())["runs"]] == ["finished", "interrupted"]
+    assert [r["status"] for r in json.loads((out / "index.json").read_text())["runs"]] == [
+        "finished",
+        "interrupted",
+    ]
     monkeypatch.setattr("nada_train.loop.advance", advance)
     import nada_train.many as many
 
@@ -147,7 +181,9 @@ def test_a_target_whose_loss_is_nan_fails_alone(tmp_path, rosinality_ckpt, tiny_
     advance = loop_module.advance
 
     def nan_for_oil(trainer, bar, callback=None):
-        if trainer.opts.target == "oil painting" or (trainer.opts.target == "neon" and trainer.iteration == 2):
+        if trainer.opts.target == "oil painting" or (
+            trainer.opts.target == "neon" and trainer.iteration == 2
+        ):
             raise FloatingPointError(f"loss is nan at iteration {trainer.iteration + 1}")
         advance(trainer, bar, callback)
 
@@ -155,11 +191,16 @@ def test_a_target_whose_loss_is_nan_fails_alone(tmp_path, rosinality_ckpt, tiny_
     out = tmp_path / "many"
     with pytest.raises(NadaError) as e:
         train_many(plan(rosinality_ckpt, out, tiny_clip_spec), out, progress=False)
-    assert str(e.value) == ("2 target(s) failed (the others are saved): oil painting: loss is nan at iteration 1; "
-                            "neon: loss is nan at iteration 3")
+    assert str(e.value) == (
+        "2 target(s) failed (the others are saved): oil painting: loss is nan at iteration 1; "
+        "neon: loss is nan at iteration 3"
+    )
     runs = json.loads((out / "index.json").read_text())["runs"]
     assert [(r["target"], r["status"], r["iterations_done"]) for r in runs] == [
-        ("pencil sketch", "finished", 3), ("oil painting", "failed-nan", 0), ("neon", "failed-nan", 2)]
+        ("pencil sketch", "finished", 3),
+        ("oil painting", "failed-nan", 0),
+        ("neon", "failed-nan", 2),
+    ]
 
 
 def test_targets_share_each_clip_they_name(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
@@ -173,12 +214,16 @@ def test_targets_share_each_clip_they_name(tmp_path, rosinality_ckpt, tiny_clip_
     monkeypatch.setattr(many, "make_trainer", lambda *args: made.append(make(*args)) or made[-1])
     clips = [tiny_clip_spec, f"{OTHER_CLIP_NAME}:random"]
     out = tmp_path / "two-clips"
-    targets = [options(rosinality_ckpt, out / name, tiny_clip_spec, target=text, iterations=2)
-               for text, name in zip(TEXTS[:2], folder_names(TEXTS[:2]))]
+    targets = [
+        options(rosinality_ckpt, out / name, tiny_clip_spec, target=text, iterations=2)
+        for text, name in zip(TEXTS[:2], folder_names(TEXTS[:2]))
+    ]
     for opts in targets:
         opts.clip = [parse_clip_spec(c) for c in clips]
     train_many(targets, out, progress=False)
-    assert [(t.opts.target, [str(m.spec) for m in t.guide.models]) for t in made] == [(t, clips) for t in TEXTS[:2]]
+    assert [(t.opts.target, [str(m.spec) for m in t.guide.models]) for t in made] == [
+        (t, clips) for t in TEXTS[:2]
+    ]
     assert all(a is b for a, b in zip(made[0].guide.models, made[1].guide.models))
     memo = made[0].guide.frozen_memo  # and one memo of the frozen images and their embeddings for both
     assert memo is not None and made[1].guide.frozen_memo is memo and made[0].frozen_memo is memo
@@ -188,7 +233,10 @@ def test_one_target_alone_and_long_names(tmp_path, rosinality_ckpt, tiny_clip_sp
     out = tmp_path / "not" / "yet" / "one"  # made with its parents
     train_many(plan(rosinality_ckpt, out, tiny_clip_spec, texts=["neon"]), out, progress=False)
     assert json.loads((out / "index.json").read_text())["runs"][0]["status"] == "finished"
-    assert folder_names(["a" * 100, "b" * 59 + " c"]) == ["a" * 60, "b" * 59 + "-"]  # cut at 60 after the dashes are trimmed
+    assert folder_names(["a" * 100, "b" * 59 + " c"]) == [
+        "a" * 60,
+        "b" * 59 + "-",
+    ]  # cut at 60 after the dashes are trimmed
 
 
 def test_targets_file_and_its_errors(tmp_path):
@@ -199,12 +247,28 @@ def test_targets_file_and_its_errors(tmp_path):
     f = tmp_path / "t.txt"
     f.write_text("# styles\npencil sketch | 300\n\noil painting\nneon|50  # short # really\none | 1\n")
     got = parse_targets_file(f)
-    assert [(t.text, t.iterations) for t in got] == [("pencil sketch", 300), ("oil painting", None), ("neon", 50), ("one", 1)]
-    assert folder_names(["Pencil Sketch!", "pencil sketch", "???"]) == ["pencil-sketch", "pencil-sketch-2", "target"]
-    for text, line in (("sketch | many\n", 1), ("ok\n\nsketch | 0\n", 3), ("ok\n | 5\n", 2), ("ok\nsketch | -2\n", 2)):
+    assert [(t.text, t.iterations) for t in got] == [
+        ("pencil sketch", 300),
+        ("oil painting", None),
+        ("neon", 50),
+        ("one", 1),
+    ]
+    assert folder_names(["Pencil Sketch!", "pencil sketch", "???"]) == [
+        "pencil-sketch",
+        "pencil-sketch-2",
+        "target",
+    ]
+    for text, line in (
+        ("sketch | many\n", 1),
+        ("ok\n\nsketch | 0\n", 3),
+        ("ok\n | 5\n", 2),
+        ("ok\nsketch | -2\n", 2),
+    ):
         f.write_text(text)
-        with refused(f"^--targets '{re.escape(str(f))}' line {line}: write TEXT or TEXT \\| ITERATIONS "
-                                            r"\(a positive whole number\)$"):
+        with refused(
+            f"^--targets '{re.escape(str(f))}' line {line}: write TEXT or TEXT \\| ITERATIONS "
+            r"\(a positive whole number\)$"
+        ):
             parse_targets_file(f)
     f.write_text("# nothing\n")
     with refused(f"^--targets '{re.escape(str(f))}': no targets in it$"):
@@ -219,14 +283,42 @@ def test_the_index_lists_every_target_as_it_is_on_disk(tmp_path, rosinality_ckpt
     targets = plan(rosinality_ckpt, out, tiny_clip_spec)
     for opts, (status, done) in zip(targets[1:], (("interrupted", 2), ("finished", 3))):
         Path(opts.out).mkdir(parents=True)
-        (Path(opts.out) / "manifest.json").write_text(json.dumps({"format": "nada-run/1", "status": status, "iterations_done": done}))
+        (Path(opts.out) / "manifest.json").write_text(
+            json.dumps({"format": "nada-run/1", "status": status, "iterations_done": done})
+        )
     (Path(targets[2].out) / "metrics.json").write_text(json.dumps({"target_style_rate": 0.5}))
     index = write_index(out, targets)
-    assert index == json.loads((out / INDEX).read_text()) == {"format": "nada-runs/1", "runs": [
-        {"target": "pencil sketch", "path": "pencil-sketch", "iterations": 3, "status": "not started", "iterations_done": 0},
-        {"target": "oil painting", "path": "oil-painting", "iterations": 3, "status": "interrupted", "iterations_done": 2},
-        {"target": "neon", "path": "neon", "iterations": 3, "status": "finished", "iterations_done": 3,
-         "metrics": {"target_style_rate": 0.5}}]}
+    assert (
+        index
+        == json.loads((out / INDEX).read_text())
+        == {
+            "format": "nada-runs/1",
+            "runs": [
+                {
+                    "target": "pencil sketch",
+                    "path": "pencil-sketch",
+                    "iterations": 3,
+                    "status": "not started",
+                    "iterations_done": 0,
+                },
+                {
+                    "target": "oil painting",
+                    "path": "oil-painting",
+                    "iterations": 3,
+                    "status": "interrupted",
+                    "iterations_done": 2,
+                },
+                {
+                    "target": "neon",
+                    "path": "neon",
+                    "iterations": 3,
+                    "status": "finished",
+                    "iterations_done": 3,
+                    "metrics": {"target_style_rate": 0.5},
+                },
+            ],
+        }
+    )
 
 
 def test_plans_and_folders_that_cannot_be_used_are_refused(tmp_path, rosinality_ckpt, tiny_clip_spec):
@@ -234,14 +326,20 @@ def test_plans_and_folders_that_cannot_be_used_are_refused(tmp_path, rosinality_
 
     from nada_train.many import read_plan
 
-    with refused(f"^--resume '{re.escape(str(tmp_path))}': no targets.json there; "
-                                        "is it a several-target nada-train directory\\?$"):
+    with refused(
+        f"^--resume '{re.escape(str(tmp_path))}': no targets.json there; "
+        "is it a several-target nada-train directory\\?$"
+    ):
         read_plan(tmp_path)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("")
-    with refused(f"^--out '{re.escape(str(tmp_path / 'taken'))}' exists and is not empty; choose a new "
-                                        f"directory, or continue it with --resume {re.escape(str(tmp_path / 'taken'))}$"):
-        train_many(plan(rosinality_ckpt, tmp_path / "taken", tiny_clip_spec), tmp_path / "taken", progress=False)
+    with refused(
+        f"^--out '{re.escape(str(tmp_path / 'taken'))}' exists and is not empty; choose a new "
+        f"directory, or continue it with --resume {re.escape(str(tmp_path / 'taken'))}$"
+    ):
+        train_many(
+            plan(rosinality_ckpt, tmp_path / "taken", tiny_clip_spec), tmp_path / "taken", progress=False
+        )
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["x"]
 
 
@@ -260,29 +358,66 @@ def test_distributed_reads_torchrun_and_starts_the_process_group_once(monkeypatc
     monkeypatch.setenv("WORLD_SIZE", "2")
     for cuda, initialised, want in ((False, False, ["gloo"]), (True, False, ["nccl"]), (False, True, [])):
         started.clear()
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-        monkeypatch.setattr(dist, "is_initialized", lambda: initialised)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)  # noqa: B023
+        monkeypatch.setattr(dist, "is_initialized", lambda: initialised)  # noqa: B023
         assert many.distributed() == (1, 2) and started == want
 
 
-def test_nada_train_with_two_targets_on_two_gloo_ranks_equals_one_process(tmp_path, rosinality_ckpt, tiny_clip_spec, clip_config_dir):
+def test_nada_train_with_two_targets_on_two_gloo_ranks_equals_one_process(
+    tmp_path, rosinality_ckpt, tiny_clip_spec, clip_config_dir
+):
     """torchrun --nproc-per-node 2 nada-train: rank 0 trains targets 0 and 2, rank 1 target 1; the
     runs equal those of one process; the index lists all three."""
     script = shutil.which("nada-train") or str(Path(sys.executable).parent / "nada-train")
-    args = ["--generator", str(rosinality_ckpt), "--clip", tiny_clip_spec, "--iterations", "2", "--n-sample", "2",
-            "--auto-layer-batch", "2", "--device", "cpu", "--quiet"] + [a for t in TEXTS for a in ("--target", t)]
+    args = [
+        "--generator",
+        str(rosinality_ckpt),
+        "--clip",
+        tiny_clip_spec,
+        "--iterations",
+        "2",
+        "--n-sample",
+        "2",
+        "--auto-layer-batch",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+    ] + [a for t in TEXTS for a in ("--target", t)]
     env = dict(os.environ, NADA_CLIP_CONFIG_DIR=str(clip_config_dir), OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python",
-                        script, *args, "--out", str(tmp_path / "ranks")], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--no-python",
+            script,
+            *args,
+            "--out",
+            str(tmp_path / "ranks"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "done: " in r.stdout and "pencil sketch" in r.stdout
-    from nada_train.cli.train import options as cli_options  # the plan nada-train makes of those arguments, run in this process
+    from nada_train.options import resolve_options  # the plan nada-train makes of those arguments
 
     given = dict(iterations=2, n_sample=2, auto_layer_batch=2, device="cpu")
-    one = [cli_options(str(rosinality_ckpt), "photo", t, None, tmp_path / "one" / name, [tiny_clip_spec], [], False, given)
-           for t, name in zip(TEXTS, folder_names(TEXTS))]
+    one = [
+        resolve_options(
+            str(rosinality_ckpt), tmp_path / "one" / name, "photo", t, clip=[tiny_clip_spec], **given
+        )
+        for t, name in zip(TEXTS, folder_names(TEXTS))
+    ]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the ranks ran: the sums' order, and so the last bits, depend on the thread count
+    # as the ranks ran: the sums' order, and so the last bits, depend on the thread count
+    torch.set_num_threads(1)
     try:
         train_many(one, tmp_path / "one", progress=False)
     finally:
@@ -291,8 +426,14 @@ def test_nada_train_with_two_targets_on_two_gloo_ranks_equals_one_process(tmp_pa
         assert same_weights(tmp_path / "ranks" / name, tmp_path / "one" / name), name
     runs = json.loads((tmp_path / "ranks" / "index.json").read_text())["runs"]
     assert [(r["target"], r["status"]) for r in runs] == [(t, "finished") for t in TEXTS]
-    r = subprocess.run([script, "--resume", str(tmp_path / "ranks"), "--iterations", "3", "--quiet"],
-                       capture_output=True, text=True, env=env, timeout=600)  # one process takes the three further
+    # one process takes the three further
+    r = subprocess.run(
+        [script, "--resume", str(tmp_path / "ranks"), "--iterations", "3", "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     runs = json.loads((tmp_path / "ranks" / "index.json").read_text())["runs"]
     assert [(r["status"], r["iterations_done"]) for r in runs] == [("finished", 3)] * 3

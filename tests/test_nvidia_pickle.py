@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from nada_train.checkpoints import load_generator
-from nada_train.generator.inference import render
 from nada_core.errors import NadaError
 from nada_core.fileio import sha256_file
+from nada_train.checkpoints import load_generator
+from nada_train.generator.inference import render
 
 DATA = Path(__file__).parent / "data" / "nvidia"
 NAMES = ["ada32_clamp", "ada16_zw_fp16", "sg3repo-ada16_zw_fp16"]  # the last: stylegan3's StyleGAN2 networks
@@ -37,7 +37,15 @@ def test_images_and_ws_match_nvidia(name, truncation):
 
 def test_what_the_tensors_do_not_say_comes_across():
     c = load_generator(DATA / "ada32_clamp.pkl").generator.config
-    assert (c.size, c.style_dim, c.z_dim, c.n_mlp, c.channels, c.lr_mlp, c.conv_clamp) == (32, 16, 16, 2, (24, 24, 16, 8), 0.01, 1.0)
+    assert (c.size, c.style_dim, c.z_dim, c.n_mlp, c.channels, c.lr_mlp, c.conv_clamp) == (
+        32,
+        16,
+        16,
+        2,
+        (24, 24, 16, 8),
+        0.01,
+        1.0,
+    )
     c = load_generator(DATA / "ada16_zw_fp16.pkl").generator.config
     assert (c.z_dim, c.style_dim, c.mlp_widths, c.conv_clamp) == (12, 20, [12, 14, 14, 20], 256.0)
     assert not c.rosinality_compatible
@@ -57,11 +65,14 @@ def test_the_clamp_is_what_makes_the_match():
     assert np.abs(render(unclamped, [0, 1, 2, 3], 1.0).astype(int) - ref["uint8_t100"].astype(int)).max() > 10
 
 
-@pytest.mark.parametrize("name,match", [
-    ("ada8_conditional.pkl", "class-conditional generator \\(c_dim 3\\)"),
-    ("ada8_resnet.pkl", "synthesis architecture 'resnet'"),
-    ("ada8_discriminator_only.pkl", "no G_ema in this pickle \\(it holds: D\\)"),
-])
+@pytest.mark.parametrize(
+    "name,match",
+    [
+        ("ada8_conditional.pkl", "class-conditional generator \\(c_dim 3\\)"),
+        ("ada8_resnet.pkl", "synthesis architecture 'resnet'"),
+        ("ada8_discriminator_only.pkl", "no G_ema in this pickle \\(it holds: D\\)"),
+    ],
+)
 def test_networks_nada_cannot_read_are_refused_in_one_line(name, match):
     with pytest.raises(NadaError, match=match):
         load_generator(DATA / name)
@@ -126,20 +137,39 @@ def test_train_generate_and_export_take_a_pkl(tmp_path, tiny_clip_spec, clip_con
     from nada_train.options import TrainOptions
 
     pkl = DATA / "ada16_zw_fp16.pkl"
-    run = train(TrainOptions(generator=str(pkl), out=str(tmp_path / "run"), target="sketch", clip=[parse_clip_spec(tiny_clip_spec)],
-                             iterations=2, n_sample=2, device="cpu", auto_layer_batch=2), progress=False)
+    run = train(
+        TrainOptions(
+            generator=str(pkl),
+            out=str(tmp_path / "run"),
+            target="sketch",
+            clip=[parse_clip_spec(tiny_clip_spec)],
+            iterations=2,
+            n_sample=2,
+            device="cpu",
+            auto_layer_batch=2,
+        ),
+        progress=False,
+    )
     import json
 
     base = json.loads((run / "manifest.json").read_text())["base"]
     assert base == {"path": str(pkl.resolve()), "sha256": sha256_file(pkl), "kind": "nvidia"}
-    code = "import sys; from nada_core.entry_points import generate; sys.argv[0] = 'nada-generate'; generate()"
-    r = subprocess.run([sys.executable, "-c", code, str(pkl), "--seeds", "0-3", "--out", str(tmp_path / "png")],
-                       capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; from nada_core.entry_points import generate; sys.argv[0] = 'nada-generate'; generate()"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(pkl), "--seeds", "0-3", "--out", str(tmp_path / "png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     from PIL import Image
 
     got = np.stack([np.asarray(Image.open(tmp_path / "png" / f"seed{s:04d}.png")) for s in range(4)])
     assert np.abs(got.astype(int) - np.load(DATA / "ada16_zw_fp16.npz")["uint8_t100"].astype(int)).max() <= 1
-    report = export([str(pkl), str(run)], tmp_path / "repo", names=["base", "sketch"], max_batch=2, progress=False)
+    report = export(
+        [str(pkl), str(run)], tmp_path / "repo", names=["base", "sketch"], max_batch=2, progress=False
+    )
     assert report.models == ["base", "sketch"] and all(f.parity.passed for f in report.files)
     assert len([f for f in report.files if f.model.startswith("mapping_")]) == 1  # z 12 -> w 20, shared

@@ -39,8 +39,9 @@ def test_option_table_defaults_are_train_options_defaults():
         want = D[field]
         want = "—" if want is None else want[0] if isinstance(want, list) else str(want)
         assert written == want, (option, written, want)
-    assert {f.name for f in fields(__import__("nada_train.trainer", fromlist=["TrainOptions"]).TrainOptions)} >= {
-        o[2:].replace("-", "_") for o in table}
+    assert {
+        f.name for f in fields(__import__("nada_train.trainer", fromlist=["TrainOptions"]).TrainOptions)
+    } >= {o[2:].replace("-", "_") for o in table}
 
 
 def the_no_download_block() -> str:
@@ -53,8 +54,10 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-@pytest.mark.skipif(not (ROOT / "runs" / "default" / "generator.safetensors").exists(),
-                    reason="runs/default is made by install.sh's main job (CI runs it first)")
+@pytest.mark.skipif(
+    not (ROOT / "runs" / "default" / "generator.safetensors").exists(),
+    reason="runs/default is made by install.sh's main job (CI runs it first)",
+)
 def test_the_no_download_block_runs_as_written(tmp_path):
     if not all(port_free(p) for p in (8000, 8001, 8002)):
         pytest.skip("ports 8000-8002 are taken on this machine; the README block uses Triton's defaults")
@@ -62,8 +65,15 @@ def test_the_no_download_block_runs_as_written(tmp_path):
     for name in ("runs", ".venv"):  # what install.sh left; the block writes out/ and triton_models/ here
         (tmp_path / name).symlink_to(ROOT / name)
     env = dict(os.environ)
-    proc = subprocess.Popen(["bash", "-e", "-c", block], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "-e", "-c", block],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=600)
     finally:
@@ -72,8 +82,13 @@ def test_the_no_download_block_runs_as_written(tmp_path):
     assert proc.returncode == 0, out
     pngs = ["grid.png"] + [f"seed{i:04d}.png" for i in range(8)]
     assert sorted(p.name for p in (tmp_path / "out" / "served").iterdir()) == pngs
-    for name in pngs:  # what the README promises: the served images are nada-generate's (within one 8-bit level)
-        served, local = (np.asarray(Image.open(tmp_path / "out" / kind / name)).astype(int) for kind in ("served", "default"))
+    for (
+        name
+    ) in pngs:  # what the README promises: the served images are nada-generate's (within one 8-bit level)
+        served, local = (
+            np.asarray(Image.open(tmp_path / "out" / kind / name)).astype(int)
+            for kind in ("served", "default")
+        )
         assert served.shape == local.shape and np.abs(served - local).max() <= 1, name
     assert "wrote 8 images" in out
     assert port_free(8001)  # `kill %1` stopped the server
@@ -90,8 +105,11 @@ def the_python_block() -> str:
 
 
 # what the README names that needs downloads -> what this machine has (random weights, two steps)
-WITHOUT_DOWNLOADS = {'"stylegan2-ffhq-config-f.pt"': '"random:64"', '"ViT-B-32"': '"ViT-B-32:random"',
-                     "iterations=300": "iterations=1"}
+WITHOUT_DOWNLOADS = {
+    '"stylegan2-ffhq-config-f.pt"': '"random:64"',
+    '"ViT-B-32"': '"ViT-B-32:random"',
+    "iterations=300": "iterations=1",
+}
 
 
 def test_the_python_block_runs_and_equals_the_commands(tmp_path, monkeypatch, capsys):
@@ -111,8 +129,18 @@ def test_the_python_block_runs_and_equals_the_commands(tmp_path, monkeypatch, ca
     exec(local, space)
     run, images = space["run"], space["images"]
     assert run.status == "finished" and images.dtype == np.uint8 and images.shape == (8, 64, 64, 3)
-    code, _, err = run_in_process(monkeypatch, capsys, "nada-generate", str(run.path), "--seeds", "0-7", "--truncation", "0.7",
-                                  "--out", "pngs")
+    code, _, err = run_in_process(
+        monkeypatch,
+        capsys,
+        "nada-generate",
+        str(run.path),
+        "--seeds",
+        "0-7",
+        "--truncation",
+        "0.7",
+        "--out",
+        "pngs",
+    )
     assert code == 0, err
     pngs = np.stack([np.asarray(Image.open(tmp_path / "pngs" / f"seed{i:04d}.png")) for i in range(8)])
     assert np.array_equal(pngs, images)

@@ -13,9 +13,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from benchmarks.load import Server
+from nada_core.seeds import z_batch
 from nada_export.pipeline import export
 from nada_serve.supervisor import stub_processes
-from nada_core.seeds import z_batch
 from tests.conftest import wait_for
 from tests.test_serving import processes_mentioning
 
@@ -23,7 +23,9 @@ from tests.test_serving import processes_mentioning
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, three_generators):
     path = tmp_path_factory.mktemp("recovery") / "repo"
-    export([str(p) for p in three_generators[1:]], path, names=["sketch", "neon"], max_batch=4, progress=False)
+    export(
+        [str(p) for p in three_generators[1:]], path, names=["sketch", "neon"], max_batch=4, progress=False
+    )
     return path
 
 
@@ -59,7 +61,8 @@ def test_a_model_process_killed_right_after_the_first_answer_comes_back(repo):
             except Exception:  # not serving yet
                 time.sleep(0.005)
                 continue
-            victims = processes_mentioning(f"{repo.resolve()}/neon_synthesis/1/model.py")  # this repository's stub only
+            # this repository's stub only
+            victims = processes_mentioning(f"{repo.resolve()}/neon_synthesis/1/model.py")
             first["t"] = time.monotonic()
             for pid in victims:
                 os.kill(pid, signal.SIGKILL)
@@ -72,7 +75,12 @@ def test_a_model_process_killed_right_after_the_first_answer_comes_back(repo):
     try:
         killer.join(120)
         assert first.get("victims"), "no answer came, or no neon_synthesis process was found to kill"
-        t_back = wait_line(serving, r"neon_synthesis: its python-backend process died; reloaded in [\d.]+ s", first["t"] - 1, 30)
+        t_back = wait_line(
+            serving,
+            r"neon_synthesis: its python-backend process died; reloaded in [\d.]+ s",
+            first["t"] - 1,
+            30,
+        )
         client = grpcclient.InferenceServerClient(serving.url)
         assert [request(client, "neon", seed).shape for seed in range(3)] == [(1, 32, 32, 3)] * 3
         assert t_back - first["t"] < 30
@@ -102,30 +110,50 @@ def test_a_killed_model_process_and_a_killed_server_come_back(repo):
             client = grpcclient.InferenceServerClient(serving.url)
             while not stop.is_set():
                 try:
-                    readiness.append((time.monotonic(), client.is_model_ready("neon"), client.is_model_ready("neon_synthesis")))
+                    readiness.append(
+                        (
+                            time.monotonic(),
+                            client.is_model_ready("neon"),
+                            client.is_model_ready("neon_synthesis"),
+                        )
+                    )
                 except Exception:
                     pass
                 time.sleep(0.02)
 
-        threads = [threading.Thread(target=clients, args=(m,), daemon=True) for m in ("neon", "neon", "sketch")]
+        threads = [
+            threading.Thread(target=clients, args=(m,), daemon=True) for m in ("neon", "neon", "sketch")
+        ]
         threads.append(threading.Thread(target=poll_readiness, daemon=True))
         for th in threads:
             th.start()
-        answered = lambda model, after=0.0: sum(ok for m, t0, ok in list(results) if m == model and t0 > after)  # noqa: E731
+
+        def answered(model, after=0.0):
+            return sum(ok for m, t0, ok in list(results) if m == model and t0 > after)
+
         wait_for(lambda: answered("neon") >= 4 and answered("sketch") >= 2, 60, "the clients' first answers")
-        victim = [s for s in stub_processes(serving.tritonserver_pid()).values() if s.model == "neon_synthesis"]
+        victim = [
+            s for s in stub_processes(serving.tritonserver_pid()).values() if s.model == "neon_synthesis"
+        ]
         assert len(victim) == 1
         t_kill = time.monotonic()
         os.kill(victim[0].pid, signal.SIGKILL)
-        t_back = wait_line(serving, r"neon_synthesis: its python-backend process died; reloaded in [\d.]+ s", t_kill, 30)
-        wait_for(lambda: answered("neon", t_back + 0.1) >= 3 and readiness[-1][0] > t_back + 0.1, 60, "answers after the reload")
+        t_back = wait_line(
+            serving, r"neon_synthesis: its python-backend process died; reloaded in [\d.]+ s", t_kill, 30
+        )
+        wait_for(
+            lambda: answered("neon", t_back + 0.1) >= 3 and readiness[-1][0] > t_back + 0.1,
+            60,
+            "answers after the reload",
+        )
         stop.set()
         for th in threads:
             th.join(60)
 
         assert t_back - t_kill < 30
         between = [(ready, synth) for t, ready, synth in readiness if t_kill < t < t_back]
-        assert any(not synth and not ready for ready, synth in between)  # the model and its ensemble said not ready
+        # the model and its ensemble said not ready
+        assert any(not synth and not ready for ready, synth in between)
         assert readiness[-1][1:] == (True, True)
         after = [ok for model, t0, ok in results if model == "neon" and t0 > t_back + 0.1]
         assert len(after) >= 3 and all(after)  # every request after recovery answered
@@ -134,14 +162,24 @@ def test_a_killed_model_process_and_a_killed_server_come_back(repo):
 
         t_kill = time.monotonic()
         os.kill(serving.tritonserver_pid(), signal.SIGKILL)
-        wait_line(serving, r"tritonserver: exited with status -9; restarted on the same ports in [\d.]+ s", t_kill, 60)
+        wait_line(
+            serving,
+            r"tritonserver: exited with status -9; restarted on the same ports in [\d.]+ s",
+            t_kill,
+            60,
+        )
         assert request(grpcclient.InferenceServerClient(serving.url), "neon", 3).shape == (1, 32, 32, 3)
 
         server_pids = processes_mentioning(str(repo)) - {serving.proc.pid}
         assert server_pids
         serving.proc.send_signal(signal.SIGTERM)
         assert serving.proc.wait(60) == 0
-        wait_for(lambda: not processes_mentioning(str(repo)) & server_pids, 15, "the server's processes to end", poll=0.1)
+        wait_for(
+            lambda: not processes_mentioning(str(repo)) & server_pids,
+            15,
+            "the server's processes to end",
+            poll=0.1,
+        )
     finally:
         stop.set()
         if serving.proc.poll() is None:

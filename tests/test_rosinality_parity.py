@@ -24,7 +24,8 @@ def fixture(name):
 def test_fixture_exercises_the_pixel_range(name):
     _, ref = fixture(name)
     u = ref["uint8_t100"]
-    assert np.mean((u == 0) | (u == 255)) < 0.1 and len(np.unique(u)) > 200  # not saturated: errors would show
+    # not saturated: errors would show
+    assert np.mean((u == 0) | (u == 255)) < 0.1 and len(np.unique(u)) > 200
 
 
 @pytest.mark.parametrize("fused", [False, True])

@@ -12,13 +12,13 @@ import pytest
 import tritonclient.grpc as grpcclient
 from PIL import Image
 
-from nada_serve.client import GeneratorClient
+from nada_core.errors import NadaError
+from nada_core.seeds import z_batch
 from nada_export.pipeline import export
+from nada_serve.client import GeneratorClient
 from nada_serve.server import TritonServer
 from nada_train.checkpoints import load_generator
 from nada_train.generator.inference import render
-from nada_core.errors import NadaError
-from nada_core.seeds import z_batch
 from tests.conftest import wait_for
 
 MAX_BATCH = 4
@@ -40,8 +40,17 @@ def server(repo):
 
 def test_all_models_ready_and_one_shared_mapping(server):
     names = sorted(m["name"] for m in server.models())
-    assert len([n for n in names if n.startswith("mapping_")]) == 2  # one per base: the StyleGAN2 and the StyleGAN3
-    assert {"base", "sketch", "neon", "base_synthesis", "sketch_synthesis", "neon_synthesis", "sg3t16"} <= set(names)
+    # one per base: the StyleGAN2 and the StyleGAN3
+    assert len([n for n in names if n.startswith("mapping_")]) == 2
+    assert {
+        "base",
+        "sketch",
+        "neon",
+        "base_synthesis",
+        "sketch_synthesis",
+        "neon_synthesis",
+        "sg3t16",
+    } <= set(names)
 
 
 def test_a_stylegan3_base_is_served_as_nada_generate_renders_it(server):
@@ -73,11 +82,15 @@ def test_shared_memory_images_equal_the_grpc_clients(server):
         shared = client.generate_seeds(seeds, 0.7)
         ws = np.random.RandomState(0).randn(2, 8, 32).astype(np.float32) * 0.3
     np.testing.assert_array_equal(shared, plain)
-    status = GeneratorClient(server.endpoints.grpc, "sketch").client.get_system_shared_memory_status(as_json=True)
+    status = GeneratorClient(server.endpoints.grpc, "sketch").client.get_system_shared_memory_status(
+        as_json=True
+    )
     assert name not in str(status)  # unregistered on close
     with GeneratorClient(server.endpoints.grpc, "sketch_synthesis", shared_memory=True) as client:
         via_shm = client.synthesize(ws)
-    np.testing.assert_array_equal(via_shm, GeneratorClient(server.endpoints.grpc, "sketch_synthesis").synthesize(ws))
+    np.testing.assert_array_equal(
+        via_shm, GeneratorClient(server.endpoints.grpc, "sketch_synthesis").synthesize(ws)
+    )
 
 
 def test_synthesis_model_takes_ws(server, three_generators):
@@ -108,24 +121,66 @@ GOOD = {"z": z_batch([1], 32), "truncation": np.ones((1, 1), np.float32)}
 SHAPE_NOTE = r"\. NOTE: Setting a non-zero max_batch_size"  # what Triton adds after a shape it refuses
 
 
-@pytest.mark.parametrize("model,arrays,status,message", [
-    ("base", {"z": z_batch([1], 32).astype(np.float64), "truncation": np.ones((1, 1), np.float32)},
-     "INVALID_ARGUMENT", r"inference input 'z' data-type is 'FP64', but model 'base' expects 'FP32'$"),
-    ("base", {"z": np.zeros((1, 31), np.float32), "truncation": np.ones((1, 1), np.float32)},
-     "INVALID_ARGUMENT", r"unexpected shape for input 'z' for model 'base'\. Expected \[-1,32\], got \[1,31\]" + SHAPE_NOTE),
-    ("base", {"z": z_batch(list(range(MAX_BATCH + 1)), 32), "truncation": np.ones((MAX_BATCH + 1, 1), np.float32)},
-     "INVALID_ARGUMENT", rf"inference request batch-size must be <= {MAX_BATCH} for 'base'$"),
-    ("no_such_model", GOOD, "NOT_FOUND", r"^Request for unknown model: 'no_such_model' is not found$"),
-    ("base", {"z": np.full((1, 32), np.nan, np.float32), "truncation": np.ones((1, 1), np.float32)},
-     "INTERNAL", r"^in ensemble 'base', input 'z' contains NaN or infinity$"),
-    ("base", {"z": z_batch([1], 32), "truncation": np.full((1, 1), np.nan, np.float32)},
-     "INTERNAL", r"^in ensemble 'base', input 'truncation' contains NaN or infinity$"),
-    ("sketch_synthesis", {"ws": np.full((1, 8, 32), np.nan, np.float32)}, "INTERNAL", r"^input 'ws' contains NaN or infinity$"),
-    ("sketch_synthesis", {"ws": np.zeros((1, 7, 32), np.float32)},
-     "INVALID_ARGUMENT", r"unexpected shape for input 'ws' for model 'sketch_synthesis'\. Expected \[-1,8,32\], got \[1,7,32\]" + SHAPE_NOTE),
-    ("base", {"z": np.zeros((1, 8 * 2**20), np.float32), "truncation": np.ones((1, 1), np.float32)},  # 32 MiB
-     "INVALID_ARGUMENT", r"unexpected shape for input 'z' for model 'base'\. Expected \[-1,32\], got \[1,8388608\]" + SHAPE_NOTE),
-])
+@pytest.mark.parametrize(
+    "model,arrays,status,message",
+    [
+        (
+            "base",
+            {"z": z_batch([1], 32).astype(np.float64), "truncation": np.ones((1, 1), np.float32)},
+            "INVALID_ARGUMENT",
+            r"inference input 'z' data-type is 'FP64', but model 'base' expects 'FP32'$",
+        ),
+        (
+            "base",
+            {"z": np.zeros((1, 31), np.float32), "truncation": np.ones((1, 1), np.float32)},
+            "INVALID_ARGUMENT",
+            r"unexpected shape for input 'z' for model 'base'\. Expected \[-1,32\], got \[1,31\]"
+            + SHAPE_NOTE,
+        ),
+        (
+            "base",
+            {
+                "z": z_batch(list(range(MAX_BATCH + 1)), 32),
+                "truncation": np.ones((MAX_BATCH + 1, 1), np.float32),
+            },
+            "INVALID_ARGUMENT",
+            rf"inference request batch-size must be <= {MAX_BATCH} for 'base'$",
+        ),
+        ("no_such_model", GOOD, "NOT_FOUND", r"^Request for unknown model: 'no_such_model' is not found$"),
+        (
+            "base",
+            {"z": np.full((1, 32), np.nan, np.float32), "truncation": np.ones((1, 1), np.float32)},
+            "INTERNAL",
+            r"^in ensemble 'base', input 'z' contains NaN or infinity$",
+        ),
+        (
+            "base",
+            {"z": z_batch([1], 32), "truncation": np.full((1, 1), np.nan, np.float32)},
+            "INTERNAL",
+            r"^in ensemble 'base', input 'truncation' contains NaN or infinity$",
+        ),
+        (
+            "sketch_synthesis",
+            {"ws": np.full((1, 8, 32), np.nan, np.float32)},
+            "INTERNAL",
+            r"^input 'ws' contains NaN or infinity$",
+        ),
+        (
+            "sketch_synthesis",
+            {"ws": np.zeros((1, 7, 32), np.float32)},
+            "INVALID_ARGUMENT",
+            r"unexpected shape for input 'ws' for model 'sketch_synthesis'\. Expected \[-1,8,32\], got "
+            r"\[1,7,32\]" + SHAPE_NOTE,
+        ),
+        (
+            "base",
+            {"z": np.zeros((1, 8 * 2**20), np.float32), "truncation": np.ones((1, 1), np.float32)},  # 32 MiB
+            "INVALID_ARGUMENT",
+            r"unexpected shape for input 'z' for model 'base'\. Expected \[-1,32\], got \[1,8388608\]"
+            + SHAPE_NOTE,
+        ),
+    ],
+)
 def test_bad_requests_get_errors_and_server_keeps_serving(server, model, arrays, status, message):
     """Each refusal with its gRPC status and Triton's (or the python model's) own words; then a good
     request is still answered."""
@@ -135,7 +190,9 @@ def test_bad_requests_get_errors_and_server_keeps_serving(server, model, arrays,
 
     with pytest.raises(InferenceServerException) as info:
         infer(server, model, arrays)
-    assert info.value.status() == f"StatusCode.{status}" and re.search(message, info.value.message()), str(info.value)
+    assert info.value.status() == f"StatusCode.{status}" and re.search(message, info.value.message()), str(
+        info.value
+    )
     assert infer(server, "base", GOOD).as_numpy("image").shape == (1, 32, 32, 3)
 
 
@@ -144,13 +201,24 @@ def test_model_control_is_not_reachable_by_clients(server):
     over gRPC or HTTP is refused and the model stays ready."""
     import tritonclient.http as httpclient
 
-    grpc, http = grpcclient.InferenceServerClient(server.endpoints.grpc), httpclient.InferenceServerClient(server.endpoints.http)
+    grpc, http = (
+        grpcclient.InferenceServerClient(server.endpoints.grpc),
+        httpclient.InferenceServerClient(server.endpoints.http),
+    )
     for client in (grpc, http):
-        for call in (lambda: client.unload_model("neon"), lambda: client.load_model("neon"), client.get_model_repository_index):
+        for call in (
+            lambda: client.unload_model("neon"),  # noqa: B023
+            lambda: client.load_model("neon"),  # noqa: B023
+            client.get_model_repository_index,
+        ):
             with pytest.raises(Exception, match="restricted, expecting header"):
                 call()
     assert grpc.is_model_ready("neon") and http.is_model_ready("neon_synthesis")
-    assert len(grpc.get_model_repository_index(headers=server.control_headers).models) == len(server.models()) > 3
+    assert (
+        len(grpc.get_model_repository_index(headers=server.control_headers).models)
+        == len(server.models())
+        > 3
+    )
 
 
 def test_client_errors_are_one_line(server):
@@ -160,20 +228,46 @@ def test_client_errors_are_one_line(server):
     url = server.endpoints.grpc
     with pytest.raises(NadaError) as info:
         GeneratorClient(url, "no_such")
-    assert re.fullmatch(rf"--model no_such at {re.escape(url)}: Request for unknown model: 'no_such' is not found", str(info.value))
+    assert re.fullmatch(
+        rf"--model no_such at {re.escape(url)}: Request for unknown model: 'no_such' is not found",
+        info.value.for_command_line(),
+    )
 
 
 def cli(module, *args, **kw):
     code = f"import sys; from {module} import main_entry; sys.argv[0]='x'; main_entry()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, **kw
+    )
 
 
 @pytest.mark.parametrize("transfer", [["--concurrency", "2", "--batch", "2"], ["--shared-memory"]])
 def test_nada_client_pngs_equal_nada_generate_pngs(server, three_generators, tmp_path, transfer):
-    r = cli("nada_serve.cli.client", "--url", server.endpoints.grpc, "--model", "sketch", "--seeds", "0-2,7",
-            "--truncation", "0.7", "--out", str(tmp_path / "served"), *transfer)
+    r = cli(
+        "nada_serve.cli.client",
+        "--url",
+        server.endpoints.grpc,
+        "--model",
+        "sketch",
+        "--seeds",
+        "0-2,7",
+        "--truncation",
+        "0.7",
+        "--out",
+        str(tmp_path / "served"),
+        *transfer,
+    )
     assert r.returncode == 0, r.stderr
-    r = cli("nada_train.cli.generate", str(three_generators[1]), "--seeds", "0-2,7", "--truncation", "0.7", "--out", str(tmp_path / "local"))
+    r = cli(
+        "nada_train.cli.generate",
+        str(three_generators[1]),
+        "--seeds",
+        "0-2,7",
+        "--truncation",
+        "0.7",
+        "--out",
+        str(tmp_path / "local"),
+    )
     assert r.returncode == 0, r.stderr
     for name in ("seed0000.png", "seed0001.png", "seed0002.png", "seed0007.png"):
         a = np.asarray(Image.open(tmp_path / "served" / name)).astype(int)
@@ -198,9 +292,23 @@ def processes_mentioning(text: str) -> set[int]:
 
 def test_nada_serve_cli_ready_then_sigterm(repo):
     already = processes_mentioning(str(repo))  # the module's own server serves this repository too
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from nada_serve.cli.serve import main_entry; sys.argv[0]='nada-serve'; main_entry()",
-                             str(repo), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from nada_serve.cli.serve import main_entry; sys.argv[0]='nada-serve'; main_entry()",
+            str(repo),
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ready = proc.stdout.readline()
         assert ready.startswith("ready: grpc 127.0.0.1:"), ready + proc.stderr.read()
@@ -213,7 +321,9 @@ def test_nada_serve_cli_ready_then_sigterm(repo):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         assert "stopped" in proc.stdout.read()
-        wait_for(lambda: not processes_mentioning(str(repo)) & server_pids, 10, "nothing left behind", poll=0.1)
+        wait_for(
+            lambda: not processes_mentioning(str(repo)) & server_pids, 10, "nothing left behind", poll=0.1
+        )
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -227,7 +337,18 @@ def test_nada_serve_reports_model_load_failure(tmp_path, repo):
     for f in (broken / "base_synthesis" / "1").glob("*.onnx"):
         f.write_bytes(b"not an onnx model")
     t0 = time.time()
-    r = cli("nada_serve.cli.serve", str(broken), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0", "--timeout", "120")
+    r = cli(
+        "nada_serve.cli.serve",
+        str(broken),
+        "--grpc-port",
+        "0",
+        "--http-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--timeout",
+        "120",
+    )
     assert r.returncode == 2, r.stdout
     assert "base_synthesis" in r.stderr and "nada-serve: error:" in r.stderr
     assert time.time() - t0 < 110
@@ -240,8 +361,14 @@ def patient_server(tmp_path_factory, three_generators):
     from nada_export.triton_repo import ServeOptions
 
     path = tmp_path_factory.mktemp("patient") / "repo"
-    export([str(three_generators[2])], path, names=["neon"], max_batch=MAX_BATCH, serve=ServeOptions(queue_delay_us=20_000_000),
-           progress=False)
+    export(
+        [str(three_generators[2])],
+        path,
+        names=["neon"],
+        max_batch=MAX_BATCH,
+        serve=ServeOptions(queue_delay_us=20_000_000),
+        progress=False,
+    )
     with TritonServer(path) as s:
         yield s
 
@@ -265,7 +392,11 @@ def test_bad_request_batched_with_good_ones_fails_alone(patient_server, three_ge
 
     def executions_of_full_batches():
         stats = client.get_inference_statistics("neon_synthesis", as_json=True)["model_stats"][0]
-        return sum(int(b["compute_infer"].get("count", 0)) for b in stats.get("batch_stats", []) if int(b["batch_size"]) == MAX_BATCH)
+        return sum(
+            int(b["compute_infer"].get("count", 0))
+            for b in stats.get("batch_stats", [])
+            if int(b["batch_size"]) == MAX_BATCH
+        )
 
     before, results, done = executions_of_full_batches(), {}, threading.Event()
 
@@ -274,6 +405,7 @@ def test_bad_request_batched_with_good_ones_fails_alone(patient_server, three_ge
             results[i] = (result, error)
             if len(results) == MAX_BATCH:
                 done.set()
+
         return on_result
 
     for i, a in enumerate([ws[0:1], bad, ws[1:2], ws[2:3]]):
@@ -293,8 +425,10 @@ def test_bad_request_batched_with_good_ones_fails_alone(patient_server, three_ge
 
 def without_torch(command: str, prog: str) -> str:
     """python -c code running a console script where torch, open_clip and onnxruntime cannot be imported."""
-    return ("import sys; sys.modules['torch'] = sys.modules['open_clip'] = sys.modules['onnxruntime'] = None; "
-            f"from nada_core.entry_points import {command}; sys.argv[0] = '{prog}'; {command}()")
+    return (
+        "import sys; sys.modules['torch'] = sys.modules['open_clip'] = sys.modules['onnxruntime'] = None; "
+        f"from nada_core.entry_points import {command}; sys.argv[0] = '{prog}'; {command}()"
+    )
 
 
 def test_nada_client_works_where_torch_cannot_be_imported(server, three_generators, tmp_path):
@@ -303,20 +437,47 @@ def test_nada_client_works_where_torch_cannot_be_imported(server, three_generato
     client = without_torch("client", "nada-client")
     r = subprocess.run([sys.executable, "-c", client, "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--model" in r.stdout, r.stderr
-    r = subprocess.run([sys.executable, "-c", client, "--url", server.endpoints.grpc, "--model", "neon", "--seeds", "3,4",
-                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            client,
+            "--url",
+            server.endpoints.grpc,
+            "--model",
+            "neon",
+            "--seeds",
+            "3,4",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     want = render(load_generator(three_generators[2]).generator, [3, 4], 1.0)
     for i, seed in enumerate((3, 4)):
         got = np.asarray(Image.open(tmp_path / f"seed{seed:04d}.png")).astype(int)
         assert np.abs(got - want[i].astype(int)).max() <= 1
-    r = subprocess.run([sys.executable, "-c", without_torch("train", "nada-train"), "--help"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "install it with: pip install 'nada[train]'" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-c", without_torch("train", "nada-train"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        r.returncode == 2
+        and "install it with: pip install 'nada[train]'" in r.stderr
+        and "Traceback" not in r.stderr
+    )
     # the Python API on the same machine: `import nada` and nada.Client, torch still impossible
-    api = ("import sys; sys.modules['torch'] = sys.modules['open_clip'] = sys.modules['onnxruntime'] = None\n"
-           "import numpy as np, nada\n"
-           f"with nada.Client('{server.endpoints.grpc}', 'neon') as c:\n"
-           f"    np.save(r'{tmp_path / 'api.npy'}', c.generate_seeds([3, 4]))\n")
+    api = (
+        "import sys; sys.modules['torch'] = sys.modules['open_clip'] = sys.modules['onnxruntime'] = None\n"
+        "import numpy as np, nada\n"
+        f"with nada.Client('{server.endpoints.grpc}', 'neon') as c:\n"
+        f"    np.save(r'{tmp_path / 'api.npy'}', c.generate_seeds([3, 4]))\n"
+    )
     r = subprocess.run([sys.executable, "-c", api], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert np.abs(np.load(tmp_path / "api.npy").astype(int) - want.astype(int)).max() <= 1
@@ -326,14 +487,43 @@ def test_nada_serve_listens_on_loopback_unless_told_and_warns_when_told(tmp_path
     from nada_serve.server import TritonServer
 
     def addresses(server):
-        return [a for a in server.command() if a.startswith(("--grpc-address", "--http-address", "--metrics-address"))]
+        return [
+            a
+            for a in server.command()
+            if a.startswith(("--grpc-address", "--http-address", "--metrics-address"))
+        ]
 
-    assert addresses(TritonServer(tmp_path)) == ["--grpc-address=127.0.0.1", "--http-address=127.0.0.1", "--metrics-address=127.0.0.1"]
-    assert addresses(TritonServer(tmp_path, host="0.0.0.0")) == ["--grpc-address=0.0.0.0", "--http-address=0.0.0.0", "--metrics-address=0.0.0.0"]
-    r = cli("nada_serve.cli.serve", str(tmp_path), "--host", "0.0.0.0", "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0",
-            "--timeout", "2")  # an empty repository: never ready, but the warning comes first
+    assert addresses(TritonServer(tmp_path)) == [
+        "--grpc-address=127.0.0.1",
+        "--http-address=127.0.0.1",
+        "--metrics-address=127.0.0.1",
+    ]
+    assert addresses(TritonServer(tmp_path, host="0.0.0.0")) == [
+        "--grpc-address=0.0.0.0",
+        "--http-address=0.0.0.0",
+        "--metrics-address=0.0.0.0",
+    ]
+    # an empty repository: never ready, but the warning comes first
+    r = cli(
+        "nada_serve.cli.serve",
+        str(tmp_path),
+        "--host",
+        "0.0.0.0",
+        "--grpc-port",
+        "0",
+        "--http-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--timeout",
+        "2",
+    )
     assert r.returncode == 2
     assert "warning: --host 0.0.0.0 is not a loopback address" in r.stderr.splitlines()[0]
     r = cli("nada_serve.cli.serve", str(tmp_path), "--host", "no-such-host.invalid")
     lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and "nada-serve: error: --host no-such-host.invalid: cannot listen there" in lines[0]
+    assert (
+        r.returncode == 2
+        and len(lines) == 1
+        and "nada-serve: error: --host no-such-host.invalid: cannot listen there" in lines[0]
+    )

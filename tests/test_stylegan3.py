@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from nada_core.errors import NadaError
 from nada_export.onnx_export import export_verified, onnx_session
 from nada_train.checkpoints import load_generator, save_safetensors
-from nada_train.generator.inference import render
-from nada_core.errors import NadaError
 from nada_train.generator import StyleGAN3Generator
+from nada_train.generator.inference import render
 from nada_train.generator.stylegan3_layers import fir, pad_or_crop
 from nada_train.layer_selection import codes_with_layers, manual_layers
 from nada_train.loop import train
@@ -46,7 +46,9 @@ def test_images_and_ws_match_nvidia(name, truncation):
 def test_configs_t_and_r_come_across():
     t, r = sg3("sg3t16"), sg3("sg3r16")
     assert isinstance(t, StyleGAN3Generator) and t.n_latent == 16 and len(t.layers) == 14  # NVIDIA's num_ws
-    assert {spec.kernel for spec in t.config.layers[:-1]} == {3} and not any(s.radial for s in t.config.layers)
+    assert {spec.kernel for spec in t.config.layers[:-1]} == {3} and not any(
+        s.radial for s in t.config.layers
+    )
     assert {spec.kernel for spec in r.config.layers} == {1}
     radial = [layer.down_filter for layer in r.layers if layer.spec.radial]
     assert radial and all(f.ndim == 2 for f in radial)  # R: 2-D jinc filters, stored as the file has them
@@ -69,8 +71,11 @@ def test_the_alias_free_ops_against_hand_computation():
 def test_each_w_code_drives_exactly_the_layers_it_names():
     g = sg3()
     received = {}
-    hooks = [m.affine.register_forward_hook(lambda mod, inp, out, name=name: received.__setitem__(name, inp[0]))
-             for name, m in g.named_modules() if hasattr(m, "affine")]
+    hooks = [
+        m.affine.register_forward_hook(lambda mod, inp, out, name=name: received.__setitem__(name, inp[0]))
+        for name, m in g.named_modules()
+        if hasattr(m, "affine")
+    ]
     ws = torch.randn(1, g.n_latent, g.config.style_dim)
     with torch.no_grad():
         g.synthesis(ws)
@@ -104,25 +109,39 @@ def test_an_image_does_not_depend_on_its_batch():
 
 def test_nada_trains_exports_and_reloads_a_stylegan3_base(tmp_path, tiny_clip_spec):
     base_path = DATA / "sg3t16.pkl"
-    run = train(options(base_path, tmp_path / "run", tiny_clip_spec, iterations=2, auto_layer_k=3, lr=0.01), progress=False)
+    run = train(
+        options(base_path, tmp_path / "run", tiny_clip_spec, iterations=2, auto_layer_k=3, lr=0.01),
+        progress=False,
+    )
     base, adapted = sg3(), load_generator(run).generator
     assert isinstance(adapted, StyleGAN3Generator)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["generator_config"]["architecture"] == "stylegan3"
-    chosen = {name for line in (run / "log.jsonl").read_text().splitlines() for name in json.loads(line)["layers"]}
+    chosen = {
+        name for line in (run / "log.jsonl").read_text().splitlines() for name in json.loads(line)["layers"]
+    }
     assert 1 <= len(chosen) <= 6
-    changed = {name.rsplit(".", 1)[0].removesuffix(".affine")
-               for name, p in adapted.named_parameters() if not torch.equal(p, dict(base.named_parameters())[name])}
+    changed = {
+        name.rsplit(".", 1)[0].removesuffix(".affine")
+        for name, p in adapted.named_parameters()
+        if not torch.equal(p, dict(base.named_parameters())[name])
+    }
     assert changed == chosen  # exactly the selected layers learned; mapping and ToRGB frozen
     images = render(adapted, [0, 1], 1.0)
-    assert images.shape == (2, 16, 16, 3) and np.abs(images.astype(int) - render(base, [0, 1], 1.0).astype(int)).max() > 0
+    assert (
+        images.shape == (2, 16, 16, 3)
+        and np.abs(images.astype(int) - render(base, [0, 1], 1.0).astype(int)).max() > 0
+    )
     save_safetensors(adapted, tmp_path / "again.safetensors")
-    np.testing.assert_array_equal(render(load_generator(tmp_path / "again.safetensors").generator, [3], 0.7),
-                                  render(adapted, [3], 0.7))
+    np.testing.assert_array_equal(
+        render(load_generator(tmp_path / "again.safetensors").generator, [3], 0.7), render(adapted, [3], 0.7)
+    )
     for kind in ("mapping", "synthesis"):
         parity = export_verified(adapted, kind, tmp_path / f"{kind}.onnx", max_batch=3)
         assert parity.passed, parity
-    out = onnx_session(tmp_path / "synthesis.onnx").run(None, {"ws": adapted.ws(torch.zeros(3, 12)).detach().numpy()})[0]
+    out = onnx_session(tmp_path / "synthesis.onnx").run(
+        None, {"ws": adapted.ws(torch.zeros(3, 12)).detach().numpy()}
+    )[0]
     assert out.shape == (3, 16, 16, 3)
 
 

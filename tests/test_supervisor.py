@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from nada_core.errors import NadaError
 from nada_serve import supervisor as module
 from nada_serve.supervisor import Stub, Supervisor, python_instances
-from nada_core.errors import NadaError
 
 CONFIGS = {
     "one": {"backend": "python", "instance_group": [{"kind": "KIND_CPU", "count": 1}]},
@@ -20,8 +20,16 @@ CONFIGS = {
 
 def test_python_instances_are_the_processes_a_config_asks_for():
     assert python_instances(CONFIGS["two"]) == 2
-    assert python_instances({"backend": "python", "instance_group": [{"count": 1, "gpus": [0, 1]}, {"count": 3}]}) == 5
-    assert python_instances(CONFIGS["ensemble"]) == 0 and python_instances({"backend": "onnxruntime", "instance_group": [{"count": 2}]}) == 0
+    assert (
+        python_instances(
+            {"backend": "python", "instance_group": [{"count": 1, "gpus": [0, 1]}, {"count": 3}]}
+        )
+        == 5
+    )
+    assert (
+        python_instances(CONFIGS["ensemble"]) == 0
+        and python_instances({"backend": "onnxruntime", "instance_group": [{"count": 2}]}) == 0
+    )
 
 
 class Process:
@@ -62,9 +70,19 @@ class Client:
 
 
 def watched(monkeypatch, client: Client, live: list[str], process: Process | None = None, **kw) -> Supervisor:
-    server = SimpleNamespace(process=process or Process(), endpoints=SimpleNamespace(grpc="127.0.0.1:1"), control_headers={},
-                             wait_ready=lambda timeout: None, start=lambda timeout: None, errors=lambda: "E server log line")
-    monkeypatch.setattr(module, "stub_processes", lambda pid: {f"{m}_{i}": Stub(100 + i, m, f"{m}_{i}") for i, m in enumerate(live)})
+    server = SimpleNamespace(
+        process=process or Process(),
+        endpoints=SimpleNamespace(grpc="127.0.0.1:1"),
+        control_headers={},
+        wait_ready=lambda timeout: None,
+        start=lambda timeout: None,
+        errors=lambda: "E server log line",
+    )
+    monkeypatch.setattr(
+        module,
+        "stub_processes",
+        lambda pid: {f"{m}_{i}": Stub(100 + i, m, f"{m}_{i}") for i, m in enumerate(live)},
+    )
     s = Supervisor(server, log=lambda line: logged.append(line), **kw)
     s._client = lambda: client
     return s
@@ -98,19 +116,28 @@ def test_a_server_that_keeps_dying_is_restarted_then_given_up(monkeypatch):
     """Each death is a restart on the same ports, logged; the (max_restarts + 1)-th within the window
     ends nada-serve with the server's own last words."""
     client = Client({})
-    s = watched(monkeypatch, client, live=[], process=Process(returncode=-9), max_restarts=2, restart_window_s=300.0)
+    s = watched(
+        monkeypatch, client, live=[], process=Process(returncode=-9), max_restarts=2, restart_window_s=300.0
+    )
     logged.clear()
     s.check()
     s.check()
-    assert len(logged) == 2 and all("tritonserver: exited with status -9; restarted on the same ports in" in line for line in logged)
+    assert len(logged) == 2 and all(
+        "tritonserver: exited with status -9; restarted on the same ports in" in line for line in logged
+    )
     with pytest.raises(NadaError) as info:
         s.check()
-    assert str(info.value) == "tritonserver died 3 times in 300 s (last status -9); giving up:\nE server log line"
+    assert (
+        str(info.value)
+        == "tritonserver died 3 times in 300 s (last status -9); giving up:\nE server log line"
+    )
     assert len(logged) == 2
 
 
 def test_restarts_outside_the_window_are_forgotten(monkeypatch):
-    s = watched(monkeypatch, Client({}), live=[], process=Process(returncode=1), max_restarts=1, restart_window_s=60.0)
+    s = watched(
+        monkeypatch, Client({}), live=[], process=Process(returncode=1), max_restarts=1, restart_window_s=60.0
+    )
     clock = iter([0.0, 0.0, 100.0, 100.0, 200.0, 200.0])
     monkeypatch.setattr(module.time, "monotonic", lambda: next(clock))
     for _ in range(3):  # a death every 100 s: never two within 60 s

@@ -10,7 +10,7 @@ import pytest
 from tests import tiers
 from tests.tiers import BUDGET_ENV, under_mutmut
 
-SUITE = '''
+SUITE = """
 import subprocess
 import sys
 import time
@@ -40,7 +40,7 @@ def test_computes_past_the_budget():
 
 def test_waits_past_the_budget():
     time.sleep(1.2)
-'''
+"""
 
 
 class Outcomes:
@@ -49,8 +49,11 @@ class Outcomes:
         self.slow: dict[str, str] = {}
 
     def pytest_collection_modifyitems(self, items):
-        self.slow = {item.name: str(item.get_closest_marker("slow").kwargs.get("reason", ""))
-                     for item in items if item.get_closest_marker("slow")}
+        self.slow = {
+            item.name: str(item.get_closest_marker("slow").kwargs.get("reason", ""))
+            for item in items
+            if item.get_closest_marker("slow")
+        }
 
     def pytest_runtest_logreport(self, report):
         name = report.nodeid.split("::")[-1]
@@ -65,15 +68,47 @@ def test_the_hooks_mark_and_fail_what_they_should(tmp_path, monkeypatch):
     monkeypatch.setenv(BUDGET_ENV, "0.25")  # 0.25 s of CPU, 1 s on the clock
     outcomes = Outcomes()
     t0 = time.perf_counter()
-    pytest.main([str(tmp_path), "-p", "tests.tiers", "-W", "ignore::pytest.PytestAssertRewriteWarning", "-p", "no:cacheprovider", "-p", "no:xdist", "-q", "-o", "addopts=",
-                 "--rootdir", str(tmp_path), "--import-mode=importlib", "-m", "not slow"], plugins=[outcomes])
+    pytest.main(
+        [
+            str(tmp_path),
+            "-p",
+            "tests.tiers",
+            "-W",
+            "ignore::pytest.PytestAssertRewriteWarning",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "-q",
+            "-o",
+            "addopts=",
+            "--rootdir",
+            str(tmp_path),
+            "--import-mode=importlib",
+            "-m",
+            "not slow",
+        ],
+        plugins=[outcomes],
+    )
     assert time.perf_counter() - t0 < 20
     assert list(outcomes.slow) == ["test_reaches_a_subprocess_through_a_helper"]
-    assert outcomes.slow["test_reaches_a_subprocess_through_a_helper"] == "the test uses a subprocess via subprocess.run (in run_true)"
+    assert (
+        outcomes.slow["test_reaches_a_subprocess_through_a_helper"]
+        == "the test uses a subprocess via subprocess.run (in run_true)"
+    )
     results = {name: outcome for name, (outcome, _) in outcomes.by_test.items()}
-    assert results == {"test_quick": "passed", "test_starts_a_subprocess_unseen": "failed",
-                       "test_computes_past_the_budget": "failed", "test_waits_past_the_budget": "failed"}
-    assert "in the quick tier but started a subprocess" in outcomes.by_test["test_starts_a_subprocess_unseen"][1]
-    assert "over the budget of 0.25 s of CPU or 1 s on the clock" in outcomes.by_test["test_computes_past_the_budget"][1]
+    assert results == {
+        "test_quick": "passed",
+        "test_starts_a_subprocess_unseen": "failed",
+        "test_computes_past_the_budget": "failed",
+        "test_waits_past_the_budget": "failed",
+    }
+    assert (
+        "in the quick tier but started a subprocess" in outcomes.by_test["test_starts_a_subprocess_unseen"][1]
+    )
+    assert (
+        "over the budget of 0.25 s of CPU or 1 s on the clock"
+        in outcomes.by_test["test_computes_past_the_budget"][1]
+    )
     assert "took 0.4 s of CPU" in outcomes.by_test["test_computes_past_the_budget"][1]
     assert "s of CPU (1.2 s on the clock" in outcomes.by_test["test_waits_past_the_budget"][1]

@@ -8,13 +8,23 @@ import pytest
 import torch
 
 from nada_world.evaluate import adaptation_metrics, zero_shot_accuracy
-from nada_world.models import (CLIP_WEIGHTS, GEN_CENTRE, GENERATOR_WEIGHTS, JUDGE_WEIGHTS, clip_model_name, direction_templates,
-                                     load_judge, scene_of_z)
+from nada_world.models import (
+    CLIP_WEIGHTS,
+    GEN_CENTRE,
+    GENERATOR_WEIGHTS,
+    JUDGE_WEIGHTS,
+    clip_model_name,
+    direction_templates,
+    load_judge,
+    scene_of_z,
+)
 from nada_world.render import COLOURS, SHAPES, STYLES, Scene, random_scene, render
 from tests.conftest import refused
 
 WEIGHTS = CLIP_WEIGHTS.exists() and JUDGE_WEIGHTS.exists() and GENERATOR_WEIGHTS.exists()
-needs_weights = pytest.mark.skipif(not WEIGHTS, reason="the world's trained weights are not in nada_world/assets")
+needs_weights = pytest.mark.skipif(
+    not WEIGHTS, reason="the world's trained weights are not in nada_world/assets"
+)
 
 
 def test_renderer_is_deterministic_and_in_range():
@@ -27,8 +37,16 @@ def test_renderer_is_deterministic_and_in_range():
 
 def known_scene(shape: str, colour: str, style: str, **kw) -> Scene:
     """Centred, unrotated, usual backdrop with a blue-ish hue (nuisance[0] 0.6)."""
-    fields = dict(shape=SHAPES.index(shape), colour=COLOURS.index(colour), style=STYLES.index(style), cx=0.5, cy=0.5,
-                  radius=0.25, angle=0.0, nuisance=(0.6, 0.5, 0.5, 0.5, 0.5, 0.3))
+    fields = dict(
+        shape=SHAPES.index(shape),
+        colour=COLOURS.index(colour),
+        style=STYLES.index(style),
+        cx=0.5,
+        cy=0.5,
+        radius=0.25,
+        angle=0.0,
+        nuisance=(0.6, 0.5, 0.5, 0.5, 0.5, 0.3),
+    )
     return Scene(**{**fields, **kw})
 
 
@@ -48,7 +66,8 @@ def test_known_scenes_have_their_colours_where_the_shape_is():
     pixel = render(known_scene("circle", "yellow", "pixel"))
     assert np.allclose(pixel[centre] * 4, np.round(pixel[centre] * 4))  # the 5-level palette
     assert pixel[centre][0] >= 0.75 and pixel[centre][1] >= 0.75 and pixel[centre][2] <= 0.25  # yellow
-    assert np.array_equal(pixel[32, 32], pixel[32, 33]) or np.array_equal(pixel[32, 32], pixel[32, 31])  # blocks
+    # blocks
+    assert np.array_equal(pixel[32, 32], pixel[32, 33]) or np.array_equal(pixel[32, 32], pixel[32, 31])
 
     neon = render(known_scene("circle", "blue", "neon", nuisance=(0.6, 0.2, 0.5, 0.5, 0.5, 0.3)))
     on_tube = neon[32, 32 + 16]  # radius 0.25 of 64 px: the outline, where the tube glows
@@ -63,8 +82,13 @@ def test_known_scenes_have_their_colours_where_the_shape_is():
 def test_every_factor_changes_the_image():
     base = Scene(shape=0, colour=0, style=0, cx=0.5, cy=0.5, radius=0.22, angle=0.0, nuisance=(0.5,) * 6)
     ref = render(base)
-    for field, values in (("shape", range(len(SHAPES))), ("colour", range(len(COLOURS))), ("style", range(len(STYLES))),
-                          ("cx", (0.35, 0.65)), ("radius", (0.17, 0.27))):
+    for field, values in (
+        ("shape", range(len(SHAPES))),
+        ("colour", range(len(COLOURS))),
+        ("style", range(len(STYLES))),
+        ("cx", (0.35, 0.65)),
+        ("radius", (0.17, 0.27)),
+    ):
         images = [render(Scene(**{**base.to_dict(), field: v})) for v in values]
         for v, img in zip(values, images):
             if v != getattr(base, field):
@@ -105,13 +129,20 @@ def test_brightness_does_not_give_the_style_away():
     and light renders in every style (before them, a dark image was always neon). The same check
     does find that shortcut where it is planted: neon and photos on their usual backdrops only."""
     rng = np.random.default_rng(2)
-    means = {st: [float(render(random_scene(rng, style=i)).mean()) for _ in range(80)] for i, st in enumerate(STYLES)}
+    means = {
+        st: [float(render(random_scene(rng, style=i)).mean()) for _ in range(80)]
+        for i, st in enumerate(STYLES)
+    }
     for i, a in enumerate(STYLES):
-        for b in STYLES[i + 1:]:
+        for b in STYLES[i + 1 :]:
             assert best_threshold_accuracy(means[a], means[b]) < 0.8, (a, b)
+
     def with_backdrop(style: str, e: float) -> list[float]:  # nuisance[4] fixed: as the renderer was before
         scenes = [random_scene(rng, style=STYLES.index(style)) for _ in range(80)]
-        return [float(render(Scene(**{**s.to_dict(), "nuisance": s.nuisance[:4] + (e,) + s.nuisance[5:]})).mean()) for s in scenes]
+        return [
+            float(render(Scene(**{**s.to_dict(), "nuisance": s.nuisance[:4] + (e,) + s.nuisance[5:]})).mean())
+            for s in scenes
+        ]
 
     assert best_threshold_accuracy(with_backdrop("photo", 0.5), with_backdrop("neon", 0.5)) >= 0.9
 
@@ -120,8 +151,17 @@ def test_extreme_backdrops_keep_the_usual_look_at_the_middle():
     """nuisance[4] in [0.25, 0.75) draws the style's usual backdrop (the generator's photos use 0.5);
     below it a near-black one, at or above 0.75 a near-white one, in every style."""
     for style in range(len(STYLES)):
-        base = Scene(shape=1, colour=2, style=style, cx=0.5, cy=0.5, radius=0.22, angle=0.0, nuisance=(0.3, 0.5, 0.5, 0.5, 0.5, 0.5))
-        with_e = lambda e: render(Scene(**{**base.to_dict(), "nuisance": (0.3, 0.5, 0.5, 0.5, e, 0.5)}))  # noqa: E731
+        base = Scene(
+            shape=1,
+            colour=2,
+            style=style,
+            cx=0.5,
+            cy=0.5,
+            radius=0.22,
+            angle=0.0,
+            nuisance=(0.3, 0.5, 0.5, 0.5, 0.5, 0.5),
+        )
+        with_e = lambda e: render(Scene(**{**base.to_dict(), "nuisance": (0.3, 0.5, 0.5, 0.5, e, 0.5)}))  # noqa: E731, B023
         assert np.array_equal(with_e(0.3), with_e(0.7)), STYLES[style]
         corner = lambda img: img[:6, :6].mean()  # noqa: E731  (backdrop only: the object is centred)
         assert corner(with_e(0.1)) < 0.25 < 0.75 < corner(with_e(0.9)), STYLES[style]
@@ -151,8 +191,16 @@ class FakeJudge:
 
 
 def test_adaptation_metrics_on_hand_made_cases():
-    frozen = {"style": np.array([0, 0, 0, 0]), "shape": np.array([1, 2, 3, 0]), "colour": np.array([0, 1, 2, 3])}
-    adapted = {"style": np.array([1, 1, 0, 1]), "shape": np.array([1, 2, 0, 0]), "colour": np.array([0, 4, 2, 3])}
+    frozen = {
+        "style": np.array([0, 0, 0, 0]),
+        "shape": np.array([1, 2, 3, 0]),
+        "colour": np.array([0, 1, 2, 3]),
+    }
+    adapted = {
+        "style": np.array([1, 1, 0, 1]),
+        "shape": np.array([1, 2, 0, 0]),
+        "colour": np.array([0, 4, 2, 3]),
+    }
     m = adaptation_metrics(FakeJudge([frozen, adapted]), None, None, target_style=1)
     assert m["target_style_rate"] == 0.75
     assert m["content_kept_rate"] == 0.5  # index 1 changed colour, index 2 changed shape
@@ -160,17 +208,22 @@ def test_adaptation_metrics_on_hand_made_cases():
     assert m["adapted_style_counts"] == {"photo": 1, "sketch": 3, "neon": 0, "pixel": 0}
 
 
-@pytest.mark.parametrize("mistakes,want", [
-    ({}, {"style": 1.0, "shape": 1.0, "colour": 1.0}),
-    ({1: (1, 0, 0), 2: (0, 1, 0), 4: (0, 0, 1)}, {"style": 0.8, "shape": 0.8, "colour": 0.8}),
-    ({0: (1, 1, 0), 3: (2, 0, 0)}, {"style": 0.6, "shape": 0.8, "colour": 1.0}),
-])
+@pytest.mark.parametrize(
+    "mistakes,want",
+    [
+        ({}, {"style": 1.0, "shape": 1.0, "colour": 1.0}),
+        ({1: (1, 0, 0), 2: (0, 1, 0), 4: (0, 0, 1)}, {"style": 0.8, "shape": 0.8, "colour": 0.8}),
+        ({0: (1, 1, 0), 3: (2, 0, 0)}, {"style": 0.6, "shape": 0.8, "colour": 1.0}),
+    ],
+)
 def test_zero_shot_accuracy_on_encoders_with_known_errors(mistakes, want):
     """An 'encoder' that puts each image exactly on a combo's text embedding: its own combo, or for
     the images in `mistakes` one with (style, shape, colour) shifted by the given steps."""
     combos = [(st, sh, co) for st in range(4) for sh in range(4) for co in range(5)]
     rng = np.random.default_rng(0)
-    table = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(80, 16)).astype(np.float32)), dim=1)
+    table = torch.nn.functional.normalize(
+        torch.from_numpy(rng.normal(size=(80, 16)).astype(np.float32)), dim=1
+    )
     texts = {}
     from nada_world.models import caption
 
@@ -212,7 +265,9 @@ def test_shipped_clip_and_judge_reach_their_recorded_accuracy():
     judge_acc = judge_accuracy(load_judge(), test.images, test.style, test.shape, test.colour)
     assert min(judge_acc.values()) >= 0.95, judge_acc
     clip = load_world_clip()
-    clip_acc = zero_shot_accuracy(clip.encode_images, clip.encode_texts, test.images, test.style, test.shape, test.colour)
+    clip_acc = zero_shot_accuracy(
+        clip.encode_images, clip.encode_texts, test.images, test.style, test.shape, test.colour
+    )
     want = recorded(CLIP_WEIGHTS, "zero_shot")
     for factor in ("style", "shape", "colour"):
         assert clip_acc[factor] >= want[factor] - 0.08, (factor, clip_acc, want)
@@ -229,8 +284,10 @@ def test_shipped_clip_and_judge_do_not_read_the_style_off_the_backdrop():
 
     test = sample(300, np.random.default_rng(778))
     clip = load_world_clip()
-    for who, style in (("judge", load_judge().predict(test.images)["style"]),
-                       ("clip", zero_shot_predict(clip.encode_images, clip.encode_texts, test.images)[0].numpy())):
+    for who, style in (
+        ("judge", load_judge().predict(test.images)["style"]),
+        ("clip", zero_shot_predict(clip.encode_images, clip.encode_texts, test.images)[0].numpy()),
+    ):
         by_backdrop = style_accuracy_by_backdrop(style, test.scenes)
         assert set(by_backdrop) == {"dark", "usual", "light"}
         assert min(by_backdrop.values()) >= 0.9, (who, by_backdrop)
@@ -239,7 +296,10 @@ def test_shipped_clip_and_judge_do_not_read_the_style_off_the_backdrop():
 def test_style_accuracy_by_backdrop_on_a_hand_made_case():
     from nada_world.evaluate import style_accuracy_by_backdrop
 
-    scenes = [Scene(0, 0, style, 0.5, 0.5, 0.2, 0.0, (0.5, 0.5, 0.5, 0.5, e, 0.5)) for style, e in ((0, 0.1), (2, 0.1), (1, 0.5), (3, 0.9))]
+    scenes = [
+        Scene(0, 0, style, 0.5, 0.5, 0.2, 0.0, (0.5, 0.5, 0.5, 0.5, e, 0.5))
+        for style, e in ((0, 0.1), (2, 0.1), (1, 0.5), (3, 0.9))
+    ]
     # the dark photo called neon, the rest right
     assert style_accuracy_by_backdrop([2, 2, 1, 3], scenes) == {"dark": 0.5, "usual": 1.0, "light": 1.0}
 
@@ -268,8 +328,12 @@ def test_default_run_end_to_end(tmp_path):
 
     out = tmp_path / "run"
     code = "import sys; from nada_train.cli.train import main_entry; sys.argv[0]='nada-train'; main_entry()"
-    r = subprocess.run([sys.executable, "-c", code, "--out", str(out), "--iterations", "3", "--quiet"],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-c", code, "--out", str(out), "--iterations", "3", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["target"] == "pixel" and metrics["iterations"] == 3 and metrics["n_images"] == 1024
@@ -277,16 +341,29 @@ def test_default_run_end_to_end(tmp_path):
     assert sum(counts.values()) == 1024 and metrics["target_style_rate"] == counts["pixel"] / 1024
     assert metrics["frozen_target_style_rate"] == 0.0  # the judge calls the generator's own images photos
     assert metrics["frozen_clip_target_rate"] <= 0.05  # and so does the CLIP
-    assert metrics["directional_clip_similarity"] > 0.1  # three steps already move the images along the text direction
+    # three steps already move the images along the text direction
+    assert metrics["directional_clip_similarity"] > 0.1
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["clip"][0] == {"name": clip_model_name(CLIP_WEIGHTS), "pretrained": str(CLIP_WEIGHTS), "weight": 1.0,
-                                   "config": clip_model_name(CLIP_WEIGHTS), "quick_gelu": False}
+    assert manifest["clip"][0] == {
+        "name": clip_model_name(CLIP_WEIGHTS),
+        "pretrained": str(CLIP_WEIGHTS),
+        "weight": 1.0,
+        "config": clip_model_name(CLIP_WEIGHTS),
+        "quick_gelu": False,
+    }
     assert manifest["arguments"]["templates"] == direction_templates()
     args = manifest["arguments"]
     from nada_world.base import TARGET_SETTINGS
 
-    assert (args["layers"], args["lr"], args["global_weight"], args["batch"]) == ("all", 0.01, TARGET_SETTINGS["pixel"]["global_weight"], 4)
-    r = subprocess.run([sys.executable, "-c", code, "--eval-only", str(out)], capture_output=True, text=True, timeout=600)
+    assert (args["layers"], args["lr"], args["global_weight"], args["batch"]) == (
+        "all",
+        0.01,
+        TARGET_SETTINGS["pixel"]["global_weight"],
+        4,
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, "--eval-only", str(out)], capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0 and json.loads((out / "metrics.json").read_text()) == metrics
 
 
@@ -294,12 +371,27 @@ def test_default_run_end_to_end(tmp_path):
 def test_what_the_user_names_wins_over_the_worlds_settings(tmp_path, monkeypatch):
     from tests.test_cli import parsed_options
 
-    opts = parsed_options(monkeypatch, "--out", str(tmp_path / "own"), "--layers", "texture", "--lr", "0.005", "--global-weight", "0")
-    assert (opts.target, opts.layers, opts.lr, opts.global_weight, opts.batch) == ("pixel", "texture", 0.005, 0.0, 4)
+    opts = parsed_options(
+        monkeypatch,
+        "--out",
+        str(tmp_path / "own"),
+        "--layers",
+        "texture",
+        "--lr",
+        "0.005",
+        "--global-weight",
+        "0",
+    )
+    assert (opts.target, opts.layers, opts.lr, opts.global_weight, opts.batch) == (
+        "pixel",
+        "texture",
+        0.005,
+        0.0,
+        4,
+    )
 
 
 def test_world_settings_take_the_target_styles_global_weight():
-    from nada_core.errors import NadaError
     from nada_world.base import RUN_SETTINGS, TARGET_SETTINGS, options_for
 
     assert set(TARGET_SETTINGS) == set(STYLES) - {"photo"}
@@ -317,9 +409,17 @@ def test_world_settings_take_the_target_styles_global_weight():
 def test_unknown_world_style_is_refused(tmp_path, monkeypatch, capsys):
     from tests.test_cli import in_process
 
-    code, lines = in_process(monkeypatch, capsys, "nada-train", "--out", str(tmp_path / "r"), "--target", "watercolour")
-    assert (code, lines) == (2, ["nada-train: error: --target 'watercolour': the built-in world knows the styles photo, sketch, neon, "
-                                 "pixel; name one of them"])
+    code, lines = in_process(
+        monkeypatch, capsys, "nada-train", "--out", str(tmp_path / "r"), "--target", "watercolour"
+    )
+    assert (code, lines) == (
+        2,
+        [
+            "nada-train: error: --target 'watercolour': the built-in world knows the styles photo, sketch, "
+            "neon, "
+            "pixel; name one of them"
+        ],
+    )
     assert not (tmp_path / "r").exists()
 
 
@@ -341,32 +441,37 @@ def test_object_weighted_l1_counts_the_object_five_times():
 @needs_weights
 def test_before_after_figure_rows(tmp_path):
     """Row 0 of the README figure is the built-in generator's own images of the seeds."""
+    from nada_core.seeds import z_batch
     from nada_train.checkpoints import load_generator
     from nada_train.images import to_uint8
-    from nada_core.seeds import z_batch
     from nada_world.figure import before_after
 
     fig = before_after([GENERATOR_WEIGHTS], [0, 1, 2], scale=1)
     assert fig.shape == (2 * 64 + 2, 3 * 64 + 2 * 2, 3)
     g = load_generator(GENERATOR_WEIGHTS).generator
-    with torch.no_grad():  # computed as the figure computes it, the three seeds in one batch: the same kernels
+    with (
+        torch.no_grad()
+    ):  # computed as the figure computes it, the three seeds in one batch: the same kernels
         second = to_uint8(g(torch.from_numpy(z_batch([0, 1, 2], 64))))[1].numpy()
         alone = to_uint8(g(torch.from_numpy(z_batch([1], 64))))[0].numpy()
     assert np.array_equal(fig[:64, 66:130], second)
-    assert np.abs(fig[:64, 66:130].astype(int) - alone.astype(int)).max() <= 1  # a batch of one: other kernels, rounding only
+    # a batch of one: other kernels, rounding only
+    assert np.abs(fig[:64, 66:130].astype(int) - alone.astype(int)).max() <= 1
     assert np.array_equal(fig[:64], fig[66:])  # the same generator twice gives the same row
 
 
 @needs_weights
 def test_generator_figure_puts_the_intended_render_above_the_sample():
-    from nada_train.images import to_uint8
     from nada_core.seeds import z_batch
+    from nada_train.images import to_uint8
     from nada_world.data import from_scenes
     from nada_world.figure import intended_and_drawn
 
     fig = intended_and_drawn([GENERATOR_WEIGHTS], [4, 5], scale=1)
     assert fig.shape == (2 * 64 + 2, 2 * 64 + 2, 3)
-    render = to_uint8(from_scenes(scene_of_z(torch.from_numpy(z_batch([4, 5], 64)))).images)[1].numpy()  # as the figure batches it
+    render = to_uint8(from_scenes(scene_of_z(torch.from_numpy(z_batch([4, 5], 64)))).images)[
+        1
+    ].numpy()  # as the figure batches it
     assert np.array_equal(fig[:64, 66:130], render)
     assert not np.array_equal(fig[:64], fig[66:])  # a sample is not its render
 
@@ -379,7 +484,11 @@ def test_clip_probe_starts_from_the_renders_and_moves_them():
 
     rates, renders, out = probe("sketch", lr=0.01, steps=0, n=16)
     assert torch.equal(out, renders.clamp(-1, 1))
-    assert rates["mean_abs_change"] == 0 and rates["judge_target_rate"] == 0 and rates["judge_content_kept"] >= 0.9
+    assert (
+        rates["mean_abs_change"] == 0
+        and rates["judge_target_rate"] == 0
+        and rates["judge_content_kept"] >= 0.9
+    )
     assert rates["clip_target_rate"] <= 0.1
     moved, _, _ = probe("sketch", lr=0.01, steps=3, n=16)
     assert moved["mean_abs_change"] > 0.005
@@ -393,10 +502,22 @@ def test_metrics_table_rows_follow_the_runs(tmp_path):
     for run in (done, unjudged):
         run.mkdir()
         (run / "manifest.json").write_text(json.dumps({"arguments": args}))
-    (done / "metrics.json").write_text(json.dumps({"target_style_rate": 0.125, "content_kept_rate": 0.5, "frozen_target_style_rate": 0.0,
-                                                   "clip_target_rate": 1.0, "directional_clip_similarity": 0.71234}))
+    (done / "metrics.json").write_text(
+        json.dumps(
+            {
+                "target_style_rate": 0.125,
+                "content_kept_rate": 0.5,
+                "frozen_target_style_rate": 0.0,
+                "clip_target_rate": 1.0,
+                "directional_clip_similarity": 0.71234,
+            }
+        )
+    )
     (tmp_path / "done.log").write_text("")
     rows = metrics_table([done, tmp_path / "done.log", unjudged]).splitlines()
     assert len(rows) == 4  # header, rule, two runs: the log is not a run
-    assert rows[2] == "| done | neon, 600 it, lr 0.01, all layers, global 0.3 | 0.12 | 0.50 | 0.00 | 1.00 | 0.712 |"
+    assert (
+        rows[2]
+        == "| done | neon, 600 it, lr 0.01, all layers, global 0.3 | 0.12 | 0.50 | 0.00 | 1.00 | 0.712 |"
+    )
     assert rows[3].startswith("| unjudged | neon, 600 it") and "(no metrics.json)" in rows[3]

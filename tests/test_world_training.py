@@ -56,18 +56,27 @@ def test_caption_loss_against_hand_computation():
     targets = torch.tensor([[0.5, 0.5, 0], [0.5, 0.5, 0], [0, 0, 1.0]])
     i2t = -(targets * logits.log_softmax(1)).sum(1).mean()
     t2i = -(targets * logits.T.log_softmax(1)).sum(1).mean()
-    assert caption_loss(model, images, text, combo).item() == pytest.approx(((i2t + t2i) / 2).item(), rel=1e-5)
-    assert caption_loss(model, images, text, combo, symmetric=False).item() == pytest.approx(i2t.item(), rel=1e-5)
+    assert caption_loss(model, images, text, combo).item() == pytest.approx(
+        ((i2t + t2i) / 2).item(), rel=1e-5
+    )
+    assert caption_loss(model, images, text, combo, symmetric=False).item() == pytest.approx(
+        i2t.item(), rel=1e-5
+    )
     # the first two images alone (as an attack on half a batch sees them)
     half = -(targets[:2] * logits[:2].log_softmax(1)).sum(1).mean()
-    assert caption_loss(model, images[:2], text, combo, symmetric=False).item() == pytest.approx(half.item(), rel=1e-5)
+    assert caption_loss(model, images[:2], text, combo, symmetric=False).item() == pytest.approx(
+        half.item(), rel=1e-5
+    )
 
 
 def test_blend_loss_against_hand_computation():
     """A blend of combo 0 and combo 2 at alpha 0.25 wants 0.75 on caption 0 and 0.25 on caption 2;
     alpha 0 is the plain cross-entropy on the first combo."""
     model = _Embedder(10.0)
-    a, b = F.normalize(torch.randn(2, 4), dim=1).view(2, 1, 2, 2), F.normalize(torch.randn(2, 4), dim=1).view(2, 1, 2, 2)
+    a, b = (
+        F.normalize(torch.randn(2, 4), dim=1).view(2, 1, 2, 2),
+        F.normalize(torch.randn(2, 4), dim=1).view(2, 1, 2, 2),
+    )
     prototypes = F.normalize(torch.randn(3, 4), dim=1)
     alpha = torch.tensor([0.25, 0.0])
     mixed = blend(a, b, alpha)
@@ -110,17 +119,24 @@ def test_latent_renders_match_the_scene_of_their_latents():
     scenes = scene_of_z(item["z"])
     assert torch.equal(item["images"], from_scenes(scenes).images)
     assert torch.equal(item["weight"], object_weight(scenes))
-    assert item["shape"].tolist() == [s.shape for s in scenes] and item["colour"].tolist() == [s.colour for s in scenes]
+    assert item["shape"].tolist() == [s.shape for s in scenes] and item["colour"].tolist() == [
+        s.colour for s in scenes
+    ]
 
 
 def test_device_pool_swaps_the_oldest_chunk_in_ring_order():
     renders = render_stream(RenderedBatches(4, seed=0), workers=0)
-    stream = ({"images": b.images, "combo": b.combo, "tokens": torch.tensor([[len(c)] for c in b.captions])} for b in renders)
+    stream = (
+        {"images": b.images, "combo": b.combo, "tokens": torch.tensor([[len(c)] for c in b.captions])}
+        for b in renders
+    )
     pool = DevicePool(stream, size=12, device=torch.device("cpu"))
     assert pool.data["images"].shape == (12, 3, 64, 64) and pool.chunk == 4 and pool.size == 12
     before = pool.data["images"].clone()
     pool.refresh()
-    assert not torch.equal(pool.data["images"][:4], before[:4]) and torch.equal(pool.data["images"][4:], before[4:])
+    assert not torch.equal(pool.data["images"][:4], before[:4]) and torch.equal(
+        pool.data["images"][4:], before[4:]
+    )
     pool.refresh()
     pool.refresh()
     pool.refresh()  # 12 slots, 3 chunks: the fourth refresh writes slot 0-3 again
@@ -128,7 +144,9 @@ def test_device_pool_swaps_the_oldest_chunk_in_ring_order():
     drawn = pool.draw(12, torch.Generator().manual_seed(0))
     order = [next(i for i in range(12) if torch.equal(pool.data["images"][i], im)) for im in drawn["images"]]
     assert sorted(order) == list(range(12))  # every example once, rows of one example kept together
-    assert torch.equal(drawn["combo"], pool.data["combo"][order]) and torch.equal(drawn["tokens"], pool.data["tokens"][order])
+    assert torch.equal(drawn["combo"], pool.data["combo"][order]) and torch.equal(
+        drawn["tokens"], pool.data["tokens"][order]
+    )
 
 
 def test_world_clip_files_name_their_architecture(tmp_path):
@@ -154,8 +172,8 @@ def test_a_clip_of_your_own_loads_with_its_config_beside_the_weights(tmp_path):
     import json
     import shutil
 
-    from nada_world.models import ASSETS, CLIP_WEIGHTS, load_world_clip
     from nada_train.clip import ClipSpec, load_clip
+    from nada_world.models import ASSETS, CLIP_WEIGHTS, load_world_clip
 
     name = clip_model_name(CLIP_WEIGHTS)
     config = json.loads((ASSETS / f"{name}.json").read_text())
@@ -171,7 +189,9 @@ def test_prediction_accuracy_takes_tensors_and_arrays():
     from nada_world.evaluate import prediction_accuracy
 
     truth = torch.tensor([0, 1, 2, 3])
-    got = prediction_accuracy((torch.tensor([0, 1, 2, 0]), np.array([0, 0, 0, 0]), truth), truth, truth, truth)
+    got = prediction_accuracy(
+        (torch.tensor([0, 1, 2, 0]), np.array([0, 0, 0, 0]), truth), truth, truth, truth
+    )
     assert got == {"style": 0.75, "shape": 0.25, "colour": 1.0}
 
 
@@ -181,7 +201,7 @@ def test_critic_loss_is_the_logistic_loss_plus_r1_by_hand():
     w = torch.randn(3, 64, 64) * 0.01
     critic = lambda x: (x * w).sum((1, 2, 3)).view(-1, 1, 1, 1)  # noqa: E731
     real, fake = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
-    want = (F.softplus(critic(fake)).mean() + F.softplus(-critic(real)).mean() + 0.5 * 0.1 * w.square().sum())
+    want = F.softplus(critic(fake)).mean() + F.softplus(-critic(real)).mean() + 0.5 * 0.1 * w.square().sum()
     assert torch.allclose(critic_loss(critic, real, fake, r1_gamma=0.1), want, rtol=1e-5)
 
 
@@ -206,7 +226,12 @@ def test_time_budget_on_a_fake_clock():
         budget.step()
         now[0] += 10
     assert seen == [0.0, 0.333, 0.667] and budget.steps == 3 and budget.elapsed == 30
-    assert cosine(0) == 1 and cosine(0.5) == pytest.approx(0.5) and cosine(1) == pytest.approx(0) and cosine(2) == pytest.approx(0)
+    assert (
+        cosine(0) == 1
+        and cosine(0.5) == pytest.approx(0.5)
+        and cosine(1) == pytest.approx(0)
+        and cosine(2) == pytest.approx(0)
+    )
 
 
 def test_train_judge_script_writes_a_loadable_judge(tmp_path):
@@ -219,9 +244,26 @@ def test_train_judge_script_writes_a_loadable_judge(tmp_path):
     from nada_world.models import load_judge
 
     out = tmp_path / "judge.safetensors"
-    r = subprocess.run([sys.executable, "-m", "nada_world.train_judge", "--minutes", "0.01", "--threads", "1", "--pool", "64",
-                        "--test", "40", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nada_world.train_judge",
+            "--minutes",
+            "0.01",
+            "--threads",
+            "1",
+            "--pool",
+            "64",
+            "--test",
+            "40",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "accuracy on 40 fresh renders" in r.stdout
     with safe_open(str(out), "pt") as f:

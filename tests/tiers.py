@@ -54,14 +54,22 @@ def slow_uses() -> dict[int, tuple[Any, str]]:
     from nada_serve.server import TritonServer
 
     found: list[tuple[Any, str]] = [
-        *((getattr(subprocess, f), "a subprocess") for f in ("Popen", "run", "call", "check_call", "check_output")),
+        *(
+            (getattr(subprocess, f), "a subprocess")
+            for f in ("Popen", "run", "call", "check_call", "check_output")
+        ),
         (pipeline.export, "an export (a Triton repository)"),
-        (onnx_export.export_graph, "an ONNX export"), (onnx_export.export_verified, "an ONNX export"),
+        (onnx_export.export_graph, "an ONNX export"),
+        (onnx_export.export_verified, "an ONNX export"),
         (torch.onnx.export, "an ONNX export"),
-        (aoti_engine.build_package, "an AOTInductor compile"), (pipeline._aoti_verified, "an AOTInductor compile"),
-        (TritonServer, "a tritonserver"), (load.Server, "nada-serve"), (load.main, "nada-serve"),
+        (aoti_engine.build_package, "an AOTInductor compile"),
+        (pipeline._aoti_verified, "an AOTInductor compile"),
+        (TritonServer, "a tritonserver"),
+        (load.Server, "nada-serve"),
+        (load.main, "nada-serve"),
         (inference.main, "exports and a tritonserver"),
-        (torch.compile, "a torch.compile"), (torch._dynamo, "a torch.compile (Dynamo)"),
+        (torch.compile, "a torch.compile"),
+        (torch._dynamo, "a torch.compile (Dynamo)"),
     ]
     return {id(obj): (obj, why) for obj, why in found}
 
@@ -106,8 +114,8 @@ def reached(func: Any, registry: dict[int, tuple[Any, str]], seen: set[int] | No
 
 
 def _reached_code(code: types.CodeType, namespace: dict, registry: dict, seen: set[int]) -> str | None:
-    local: dict[str, Any] = {}      # names bound in this code by imports and assignments of what we resolved
-    current, chain = None, ""       # the object the instructions so far name, and how it was named
+    local: dict[str, Any] = {}  # names bound in this code by imports and assignments of what we resolved
+    current, chain = None, ""  # the object the instructions so far name, and how it was named
     module, module_name = None, ""  # the last IMPORT_NAME's module (IMPORT_FROM reads from it)
     fromlist: Any = None
     for ins in dis.get_instructions(code):
@@ -156,7 +164,7 @@ def item_reason(item: pytest.Item, registry: dict) -> str | None:
     """Why a collected test is slow: its own code, then each fixture of the tests folder it uses."""
     functions = [("the test", getattr(item, "function", None))]
     info = getattr(item, "_fixtureinfo", None)
-    for name in (info.names_closure if info else ()):
+    for name in info.names_closure if info else ():
         for fixturedef in info.name2fixturedefs.get(name, ()):
             if ours(fixturedef.func):
                 functions.append((f"fixture {name}", fixturedef.func))
@@ -169,6 +177,7 @@ def item_reason(item: pytest.Item, registry: dict) -> str | None:
 
 # ---- the hooks -------------------------------------------------------------------------------
 
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     registry = slow_uses()
@@ -180,7 +189,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # dealt last leaves one worker running alone at the end.
     slow_in_file: dict[str, int] = {}
     for item in items:
-        slow_in_file[item.location[0]] = slow_in_file.get(item.location[0], 0) + (item.get_closest_marker("slow") is not None)
+        slow_in_file[item.location[0]] = slow_in_file.get(item.location[0], 0) + (
+            item.get_closest_marker("slow") is not None
+        )
     items.sort(key=lambda item: -slow_in_file[item.location[0]])
 
 
@@ -197,7 +208,9 @@ class RuntimeGuard:
         torch.onnx.export = self._watched(torch.onnx.export, "an ONNX export")
         import torch._inductor
 
-        torch._inductor.aoti_compile_and_package = self._watched(torch._inductor.aoti_compile_and_package, "an AOTInductor compile")
+        torch._inductor.aoti_compile_and_package = self._watched(
+            torch._inductor.aoti_compile_and_package, "an AOTInductor compile"
+        )
 
     def _audit(self, event: str, args: tuple) -> None:
         if event == "subprocess.Popen" and self.quick_test is not None:
@@ -209,6 +222,7 @@ class RuntimeGuard:
             if self.quick_test is not None:
                 self.started.append(what)
             return fn(*args, **kwargs)
+
         return wrapper
 
 
@@ -250,15 +264,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return report
     problems = []
     if GUARD.started and call.when == "call":
-        problems.append(f"it is in the quick tier but started {GUARD.started[0]}; tests/tiers.py did not see the path "
-                        "to it: let the test reach it through a helper that slow_uses() lists, or list it there")
+        problems.append(
+            f"it is in the quick tier but started {GUARD.started[0]}; tests/tiers.py did not see the path "
+            "to it: let the test reach it through a helper that slow_uses() lists, or list it there"
+        )
     if call.when == "teardown":
         wall0, cpu0 = item._nada_clocks
         cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
         if cpu > budget_s() or wall > WAITING_FACTOR * budget_s():
-            problems.append(f"it is in the quick tier and took {cpu:.1f} s of CPU ({wall:.1f} s on the clock; setup, call and "
-                            f"teardown), over the budget of {budget_s():g} s of CPU or {WAITING_FACTOR * budget_s():g} s on "
-                            f"the clock ({BUDGET_ENV}): make it faster, or let it use what makes a test slow")
+            problems.append(
+                f"it is in the quick tier and took {cpu:.1f} s of CPU ({wall:.1f} s on the clock; setup, "
+                "call and "
+                f"teardown), over the budget of {budget_s():g} s of CPU or {WAITING_FACTOR * budget_s():g} s "
+                "on "
+                f"the clock ({BUDGET_ENV}): make it faster, or let it use what makes a test slow"
+            )
     if problems and report.outcome != "failed":
         report.outcome = "failed"
         report.longrepr = f"{item.nodeid}: " + "; ".join(problems)

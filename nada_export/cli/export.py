@@ -6,14 +6,16 @@ from pathlib import Path
 
 import typer
 
+from nada_core.cli import run_app, typer_app
 from nada_export.kubernetes import TRITON_IMAGE, KubernetesOptions, manifests, write_manifests
 from nada_export.pipeline import export
 from nada_export.triton_repo import ServeOptions
-from nada_core.cli import run_app, typer_app
 
 app = typer_app(
-    "Export generators to ONNX (TensorRT engines, or AOTInductor packages) and write a Triton model repository serving all of them.\n\n"
-    "Example: nada-export runs/sketch base.pt --engine onnx --triton-backend python --repository triton_models\n\n"
+    "Export generators to ONNX (TensorRT engines, or AOTInductor packages) and write a Triton model "
+    "repository serving all of them.\n\n"
+    "Example: nada-export runs/sketch base.pt --engine onnx --triton-backend python --repository "
+    "triton_models\n\n"
     "Every exported graph is checked against PyTorch at batch 1, 3 and --max-batch; a model that differs "
     "is refused and the repository is left as it was."
 )
@@ -21,42 +23,117 @@ app = typer_app(
 
 @app.command()
 def main(
-    checkpoints: list[str] = typer.Argument(..., help="Checkpoints (.pt, NVIDIA .pkl, .safetensors) or nada-train run directories."),
-    repository: Path = typer.Option(Path("triton_models"), "--repository", "-r", help="Triton model repository to write (models already there are kept)."),
-    engine: str = typer.Option("onnx", help="onnx; trt to build TensorRT engines (needs TensorRT and a GPU); aoti to compile AOTInductor packages (.pt2) for --device, wherever PyTorch runs."),
-    name: list[str] = typer.Option([], "--name", help="Served model name per checkpoint, in order (default: file or run folder name)."),
-    max_batch: int = typer.Option(8, help="Largest batch a model accepts (Triton max_batch_size; TensorRT profile max)."),
-    precision: str = typer.Option("fp32", help="fp32; fp16 (trt: modulation/demodulation stay fp32; aoti) or bf16 (aoti). A reduced-precision synthesis is refused below PSNR 40 dB against fp32."),
-    device: str = typer.Option("auto", help="aoti: the device the packages are compiled for and served on: cpu, cuda, or auto (cuda when a GPU is visible)."),
-    triton_backend: str = typer.Option("python", help="python (runs on the tritonserver bundled in nvidia-pytriton) or native (Triton's onnxruntime/tensorrt backends)."),
+    checkpoints: list[str] = typer.Argument(
+        ..., help="Checkpoints (.pt, NVIDIA .pkl, .safetensors) or nada-train run directories."
+    ),
+    repository: Path = typer.Option(
+        Path("triton_models"),
+        "--repository",
+        "-r",
+        help="Triton model repository to write (models already there are kept).",
+    ),
+    engine: str = typer.Option(
+        "onnx",
+        help="onnx; trt to build TensorRT engines (needs TensorRT and a GPU); aoti to compile AOTInductor "
+        "packages (.pt2) for --device, wherever PyTorch runs.",
+    ),
+    name: list[str] = typer.Option(
+        [], "--name", help="Served model name per checkpoint, in order (default: file or run folder name)."
+    ),
+    max_batch: int = typer.Option(
+        8, help="Largest batch a model accepts (Triton max_batch_size; TensorRT profile max)."
+    ),
+    precision: str = typer.Option(
+        "fp32",
+        help="fp32; fp16 (trt: modulation/demodulation stay fp32; aoti) or bf16 (aoti). A reduced-precision "
+        "synthesis is refused below PSNR 40 dB against fp32.",
+    ),
+    device: str = typer.Option(
+        "auto",
+        help="aoti: the device the packages are compiled for and served on: cpu, cuda, or auto (cuda when a "
+        "GPU is visible).",
+    ),
+    triton_backend: str = typer.Option(
+        "python",
+        help="python (runs on the tritonserver bundled in nvidia-pytriton) or native (Triton's "
+        "onnxruntime/tensorrt backends).",
+    ),
     instances: int = typer.Option(1, help="Model instances per model (instance_group count)."),
-    instance_kind: str = typer.Option("auto", help="auto, cpu or gpu (auto: gpu for native/TensorRT, cpu for python+onnx)."),
-    queue_delay_us: int = typer.Option(2000, help="Dynamic batching: how long Triton waits to fill a batch (microseconds)."),
-    threads: int = typer.Option(0, help="intra-op threads (onnxruntime, aoti on the CPU) in python-backend models (0 = all cores)."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load checkpoints holding arbitrary Python objects (runs code from the file)."),
-    kubernetes: Path = typer.Option(None, help="Also write Kubernetes manifests for the repository into this folder "
-                                    "(NVIDIA's tritonserver image; needs --triton-backend native unless --kubernetes-image carries nada's runtime)."),
+    instance_kind: str = typer.Option(
+        "auto", help="auto, cpu or gpu (auto: gpu for native/TensorRT, cpu for python+onnx)."
+    ),
+    queue_delay_us: int = typer.Option(
+        2000, help="Dynamic batching: how long Triton waits to fill a batch (microseconds)."
+    ),
+    threads: int = typer.Option(
+        0, help="intra-op threads (onnxruntime, aoti on the CPU) in python-backend models (0 = all cores)."
+    ),
+    allow_pickle: bool = typer.Option(
+        False,
+        "--allow-pickle",
+        help="Load checkpoints holding arbitrary Python objects (runs code from the file).",
+    ),
+    kubernetes: Path = typer.Option(
+        None,
+        help="Also write Kubernetes manifests for the repository into this folder "
+        "(NVIDIA's tritonserver image; needs --triton-backend native unless --kubernetes-image carries "
+        "nada's runtime).",
+    ),
     kubernetes_image: str = typer.Option(TRITON_IMAGE, help="tritonserver image the manifests run."),
-    kubernetes_repository: str = typer.Option("pvc", help="Where replicas read the repository: pvc (a PersistentVolumeClaim) or s3://, gs://, as:// URL."),
+    kubernetes_repository: str = typer.Option(
+        "pvc",
+        help="Where replicas read the repository: pvc (a PersistentVolumeClaim) or s3://, gs://, as:// URL.",
+    ),
     kubernetes_gpus: int = typer.Option(1, help="GPUs per replica (0: CPU replicas)."),
     kubernetes_replicas: int = typer.Option(1, help="Fewest replicas the autoscaler keeps."),
     kubernetes_max_replicas: int = typer.Option(4, help="Most replicas the autoscaler starts."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     serve = ServeOptions(triton_backend, instances, instance_kind, queue_delay_us, threads)
-    k8s = KubernetesOptions("nada", kubernetes_image, kubernetes_repository,
-                            kubernetes_gpus, kubernetes_replicas, kubernetes_max_replicas)
+    k8s = KubernetesOptions(
+        "nada",
+        kubernetes_image,
+        kubernetes_repository,
+        kubernetes_gpus,
+        kubernetes_replicas,
+        kubernetes_max_replicas,
+    )
     if kubernetes is not None:
         manifests(k8s, serve.backend)  # refuse bad options before the export's long work
-    report = export(checkpoints, repository, names=name or None, engine=engine, max_batch=max_batch, precision=precision,
-                    serve=serve, allow_pickle=allow_pickle, progress=not quiet, device=device)
+    report = export(
+        checkpoints,
+        repository,
+        names=name or None,
+        engine=engine,
+        max_batch=max_batch,
+        precision=precision,
+        serve=serve,
+        allow_pickle=allow_pickle,
+        progress=not quiet,
+        device=device,
+    )
     for f in report.files:
-        print(f"  {f.model:32s} {f.path:40s} {f.bytes / 2**20:8.1f} MiB  {f.export_seconds:6.1f} s  {f.parity.describe()}")
-    print(f"wrote {report.repository} ({', '.join(report.models)}) in {report.seconds:.1f} s; serve it with: nada-serve {report.repository}")
+        print(
+            f"  {f.model:32s} {f.path:40s} {f.bytes / 2**20:8.1f} MiB  {f.export_seconds:6.1f} s  "
+            f"{f.parity.describe()}"
+        )
+    print(
+        f"wrote {report.repository} ({', '.join(report.models)}) in {report.seconds:.1f} s; serve it with: "
+        f"nada-serve {report.repository}"
+    )
     if kubernetes is not None:
         files = write_manifests(kubernetes, report.repository, k8s)
         print(f"wrote Kubernetes manifests to {kubernetes}: {', '.join(f.name for f in files)}")
 
 
+# library fields whose option has another name
+FLAGS = {
+    "names": "--name",
+    "checkpoints": "CHECKPOINTS",
+    "backend": "--triton-backend",
+    "instance_count": "--instances",
+}
+
+
 def main_entry() -> None:
-    run_app(app, "nada-export", {"names": "--name", "checkpoints": "CHECKPOINTS", "backend": "--triton-backend", "instance_count": "--instances"})
+    run_app(app, "nada-export", FLAGS)

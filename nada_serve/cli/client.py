@@ -7,29 +7,39 @@ from pathlib import Path
 
 import typer
 
-from nada_serve.client import GeneratorClient, generate_seeds_async, wait_until_ready
 from nada_core.cli import run_app, typer_app
 from nada_core.pngs import write_seed_images
 from nada_core.seeds import parse_seeds
+from nada_serve.client import GeneratorClient, generate_seeds_async, wait_until_ready
 
 app = typer_app(
     "Request images from a generator served by Triton over gRPC.\n\n"
-    "Same seed convention as nada-generate (z = numpy RandomState(seed).randn(1, z_dim)), so the two give the same images."
+    "Same seed convention as nada-generate (z = numpy RandomState(seed).randn(1, z_dim)), so the two give "
+    "the same images."
 )
 
 
 @app.command()
 def main(
     url: str = typer.Option("127.0.0.1:8001", help="Triton gRPC endpoint HOST:PORT."),
-    model: str = typer.Option(..., "--model", "-m", help="Served generator name (see the repository README)."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Served generator name (see the repository README)."
+    ),
     seeds: str = typer.Option("0-7", help="Seeds, e.g. 0-3,7."),
     truncation: float = typer.Option(1.0, help="Truncation psi."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output directory."),
     batch: int = typer.Option(0, help="Seeds per request (0 = the model's max batch)."),
     concurrency: int = typer.Option(4, help="Requests in flight."),
     grid_png: bool = typer.Option(False, "--grid", help="Also write grid.png."),
-    wait: float = typer.Option(0, help="Seconds to wait for the server and the model to be ready (a server just started)."),
-    shared_memory: bool = typer.Option(False, "--shared-memory", help="On the server's own host: receive the images through system shared memory instead of the gRPC response (one request in flight)."),
+    wait: float = typer.Option(
+        0, help="Seconds to wait for the server and the model to be ready (a server just started)."
+    ),
+    shared_memory: bool = typer.Option(
+        False,
+        "--shared-memory",
+        help="On the server's own host: receive the images through system shared memory instead of the gRPC "
+        "response (one request in flight).",
+    ),
 ) -> None:
     seed_list = parse_seeds(seeds)
     if wait > 0:
@@ -38,7 +48,9 @@ def main(
         with GeneratorClient(url, model, shared_memory=True) as client:
             images = client.generate_seeds(seed_list, truncation)
     else:
-        images = asyncio.run(generate_seeds_async(url, model, seed_list, truncation, batch or None, concurrency))
+        images = asyncio.run(
+            generate_seeds_async(url, model, seed_list, truncation, batch or None, concurrency)
+        )
     write_seed_images(images, seed_list, out, grid_png)
     print(f"wrote {len(images)} images to {out}")
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import typer
 
+from nada_core.cli import run_app, typer_app
 from nada_serve.server import TritonServer, is_loopback
 from nada_serve.supervisor import Supervisor
-from nada_core.cli import run_app, typer_app
 
 app = typer_app(
     "Serve a model repository written by nada-export with tritonserver on 127.0.0.1 (or --host).\n\n"
@@ -30,14 +30,22 @@ def main(
     http_port: int = typer.Option(8000, help="HTTP port (0 = any free port)."),
     metrics_port: int = typer.Option(8002, help="Prometheus metrics port (0 = any free port)."),
     timeout: float = typer.Option(300, help="Seconds to wait for every model to load."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on. Anything but a loopback address lets other machines "
-                             "request images (model control stays restricted to nada-serve itself)."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Address to listen on. Anything but a loopback address lets other machines "
+        "request images (model control stays restricted to nada-serve itself).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Echo the server's log."),
 ) -> None:
     server = TritonServer(repository, grpc_port, http_port, metrics_port, host=host)
     if not is_loopback(host):
-        print(f"nada-serve: warning: --host {host} is not a loopback address: every machine that can reach it can "
-              "request images; put it behind a firewall or a gateway that authenticates", file=sys.stderr, flush=True)
+        print(
+            f"nada-serve: warning: --host {host} is not a loopback address: every machine that can reach it "
+            "can "
+            "request images; put it behind a firewall or a gateway that authenticates",
+            file=sys.stderr,
+            flush=True,
+        )
     stop = {"asked": False}
 
     def on_signal(signum, frame):

@@ -6,30 +6,42 @@ from pathlib import Path
 
 import typer
 
-from nada_train.checkpoints import load_generator
-from nada_train.generator.inference import check_noise, check_render_precision
 from nada_core.cli import run_app, typer_app
 from nada_core.pngs import write_seed_images
 from nada_core.seeds import parse_seeds
+from nada_train.checkpoints import load_generator
+from nada_train.generator.inference import check_noise, check_render_precision
 
 app = typer_app(
     "Render images from a StyleGAN2 checkpoint or a nada-train run directory.\n\n"
-    "Seeds follow NVlabs generate.py: z = numpy.random.RandomState(seed).randn(1, z_dim); files seed0000.png, ..."
+    "Seeds follow NVlabs generate.py: z = numpy.random.RandomState(seed).randn(1, z_dim); files "
+    "seed0000.png, ..."
 )
 
 
 @app.command()
 def main(
-    checkpoint: str = typer.Argument(..., help="rosinality .pt, NVIDIA .pkl, nada .safetensors, a run directory, or random:SIZE."),
+    checkpoint: str = typer.Argument(
+        ..., help="rosinality .pt, NVIDIA .pkl, nada .safetensors, a run directory, or random:SIZE."
+    ),
     seeds: str = typer.Option("0-7", help="Seeds, e.g. 0-3,7."),
     truncation: float = typer.Option(1.0, help="Truncation psi (1 = none; 0.7 is common)."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output directory."),
     grid_png: bool = typer.Option(False, "--grid", help="Also write grid.png with all images."),
-    noise: str = typer.Option("const", help="Noise inputs: const (the checkpoint's stored noise), random, none."),
+    noise: str = typer.Option(
+        "const", help="Noise inputs: const (the checkpoint's stored noise), random, none."
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
-    precision: str = typer.Option("auto", help="auto (on a GPU: fp16 with channels_last if its images pass the gate, "
-                                  "PSNR >= 40 dB against fp32 on seeds 0-15; on the CPU: fp32), fp32, fp16 or bf16."),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Load a checkpoint holding arbitrary Python objects (runs code from the file)."),
+    precision: str = typer.Option(
+        "auto",
+        help="auto (on a GPU: fp16 with channels_last if its images pass the gate, "
+        "PSNR >= 40 dB against fp32 on seeds 0-15; on the CPU: fp32), fp32, fp16 or bf16.",
+    ),
+    allow_pickle: bool = typer.Option(
+        False,
+        "--allow-pickle",
+        help="Load a checkpoint holding arbitrary Python objects (runs code from the file).",
+    ),
 ) -> None:
     check_noise(noise)  # refused before a large checkpoint is read
     check_render_precision(precision)

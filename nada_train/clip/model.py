@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nada_train.clip.compat import import_open_clip
 from nada_core.errors import FieldError
+from nada_train.clip.compat import import_open_clip
 
 RANDOM_TAG = "random"
 DEFAULT_TAG = "openai"
@@ -52,7 +52,9 @@ def register_model_configs(folder: str | Path) -> None:
 
 
 def _weights_hint() -> str:
-    hf = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+    hf = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub"
+    )
     return (
         f"open_clip looks in the Hugging Face cache ({hf}) and ~/.cache/clip; "
         "pass a local file as --clip NAME:/path/to/weights.pt, or NAME:random for a smoke test"
@@ -102,15 +104,22 @@ class ClipModel(nn.Module):
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.image_size = image_size
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def describe(self) -> dict:
         """The CLIP as the manifest records it."""
-        return {"name": self.spec.name, "pretrained": self.spec.pretrained, "weight": self.spec.weight,
-                "config": self.spec.name, "quick_gelu": self.quick_gelu}
+        return {
+            "name": self.spec.name,
+            "pretrained": self.spec.pretrained,
+            "weight": self.spec.weight,
+            "config": self.spec.name,
+            "quick_gelu": self.quick_gelu,
+        }
 
-    def train(self, mode: bool = True) -> "ClipModel":
+    def train(self, mode: bool = True) -> ClipModel:
         # CLIP stays in eval mode whatever the trainer does to its modules.
         super().train(False)
         return self
@@ -126,7 +135,7 @@ class ClipModel(nn.Module):
             nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
             x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=scale < 1)
             top, left = (nh - s) // 2, (nw - s) // 2
-            x = x[:, :, top: top + s, left: left + s]
+            x = x[:, :, top : top + s, left : left + s]
         return (x - self.mean) / self.std
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
@@ -154,10 +163,14 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
     if spec.name not in known and not spec.name.startswith("hf-hub:"):
         close = [m for m in known if spec.name.lower().replace("/", "-") in m.lower()][:5]
         hint = f" (did you mean {', '.join(close)}?)" if close else " (open_clip.list_models() lists them)"
-        raise FieldError(f"{{clip}} {spec}: unknown CLIP model '{spec.name}'{hint}; note open_clip writes ViT-B-32, not ViT-B/32")
+        raise FieldError(
+            f"{{clip}} {spec}: unknown CLIP model '{spec.name}'{hint}; note open_clip writes ViT-B-32, not "
+            "ViT-B/32"
+        )
     if spec.pretrained == RANDOM_TAG:
         warnings.warn(
-            f"CLIP {spec.name} has RANDOM weights: its guidance is meaningless (smoke tests and speed benchmarks only)",
+            f"CLIP {spec.name} has RANDOM weights: its guidance is meaningless (smoke tests and speed "
+            "benchmarks only)",
             stacklevel=2,
         )
         with torch.random.fork_rng(devices=[]):
@@ -167,18 +180,39 @@ def load_clip(spec: ClipSpec, device: str | torch.device = "cpu") -> ClipModel:
         if pretrained and not Path(pretrained).is_file():
             tags = open_clip.list_pretrained_tags_by_model(spec.name)
             if pretrained not in tags:
-                raise FieldError(f"{{clip}} {spec}: unknown pretrained tag '{pretrained}' for {spec.name}; known tags: {', '.join(tags) or 'none'} (or 'random', or a local file)")
-        if pretrained and not Path(pretrained).is_file() and not _weights_cached(open_clip, spec.name, pretrained) and not _hub_reachable():
-            raise FieldError(f"{{clip}} {spec}: weights are not cached on this machine and the model hub cannot be reached; {_weights_hint()}")
+                raise FieldError(
+                    f"{{clip}} {spec}: unknown pretrained tag '{pretrained}' for {spec.name}; known tags: "
+                    f"{', '.join(tags) or 'none'} (or 'random', or a local file)"
+                )
+        if (
+            pretrained
+            and not Path(pretrained).is_file()
+            and not _weights_cached(open_clip, spec.name, pretrained)
+            and not _hub_reachable()
+        ):
+            raise FieldError(
+                f"{{clip}} {spec}: weights are not cached on this machine and the model hub cannot be "
+                f"reached; {_weights_hint()}"
+            )
         # build the network the weights were trained as: OpenAI's CLIPs used QuickGELU, and open_clip
         # (since 2.29) builds plain GELU for them unless told (it only warns)
-        tag_cfg = (open_clip.get_pretrained_cfg(spec.name, pretrained) or {}) if pretrained and not Path(pretrained).is_file() else {}
+        tag_cfg = (
+            (open_clip.get_pretrained_cfg(spec.name, pretrained) or {})
+            if pretrained and not Path(pretrained).is_file()
+            else {}
+        )
         try:
-            model = open_clip.create_model(spec.name, pretrained=pretrained, device=device,
-                                           force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)))
+            model = open_clip.create_model(
+                spec.name,
+                pretrained=pretrained,
+                device=device,
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+            )
         except Exception as exc:  # network, hub and file errors all mean: no weights here
             reason = " ".join(str(exc).split())[:160] or type(exc).__name__
-            raise FieldError(f"{{clip}} {spec}: could not load the weights ({reason}); {_weights_hint()}") from None
+            raise FieldError(
+                f"{{clip}} {spec}: could not load the weights ({reason}); {_weights_hint()}"
+            ) from None
     cfg = getattr(model.visual, "preprocess_cfg", None) or {}
     size = cfg.get("size", getattr(model.visual, "image_size", 224))
     size = size[0] if isinstance(size, (tuple, list)) else int(size)

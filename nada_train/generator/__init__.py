@@ -20,5 +20,14 @@ def build_generator(config: AnyConfig) -> StyleGenerator:
     return StyleGAN3Generator(config) if isinstance(config, StyleGAN3Config) else Generator(config)
 
 
-__all__ = ["AliasFreeLayerSpec", "AnyConfig", "Generator", "GeneratorConfig", "StyleGAN3Config", "StyleGAN3Generator",
-           "StyleGenerator", "build_generator", "config_from_dict"]
+__all__ = [
+    "AliasFreeLayerSpec",
+    "AnyConfig",
+    "Generator",
+    "GeneratorConfig",
+    "StyleGAN3Config",
+    "StyleGAN3Generator",
+    "StyleGenerator",
+    "build_generator",
+    "config_from_dict",
+]

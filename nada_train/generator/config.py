@@ -37,8 +37,10 @@ class LatentAndFrame:
         if self.crop is not None:
             left, top, right, bottom = self.crop
             if not (0 <= left < right <= self.size and 0 <= top < bottom <= self.size):
-                raise ValueError(f"crop {list(self.crop)} is not a box inside the {self.size}x{self.size} image "
-                                 "(left, top, right, bottom with 0 <= left < right <= size)")
+                raise ValueError(
+                    f"crop {list(self.crop)} is not a box inside the {self.size}x{self.size} image "
+                    "(left, top, right, bottom with 0 <= left < right <= size)"
+                )
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,14 @@ class GeneratorConfig(LatentAndFrame):
     @property
     def rosinality_compatible(self) -> bool:
         """Whether rosinality's Generator(size, style_dim, n_mlp) can hold this architecture."""
-        return (self.z_features in (None, self.style_dim) and self.mlp_features in (None, self.style_dim)
-                and self.conv_clamp is None and self.crop is None and self.lr_mlp == 0.01 and tuple(self.blur_kernel) == (1, 3, 3, 1))
+        return (
+            self.z_features in (None, self.style_dim)
+            and self.mlp_features in (None, self.style_dim)
+            and self.conv_clamp is None
+            and self.crop is None
+            and self.lr_mlp == 0.01
+            and tuple(self.blur_kernel) == (1, 3, 3, 1)
+        )
 
     def __post_init__(self) -> None:
         log_size = math.log2(self.size)
@@ -109,7 +117,7 @@ class GeneratorConfig(LatentAndFrame):
     @classmethod
     def rosinality(
         cls, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2
-    ) -> "GeneratorConfig":
+    ) -> GeneratorConfig:
         """The widths rosinality's Generator(size, style_dim, n_mlp, channel_multiplier) builds."""
         table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32, 1024: 16}
         chans = []
@@ -127,7 +135,7 @@ class GeneratorConfig(LatentAndFrame):
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GeneratorConfig":
+    def from_dict(cls, d: dict) -> GeneratorConfig:
         return cls(
             size=int(d["size"]),
             style_dim=int(d["style_dim"]),
@@ -142,7 +150,7 @@ class GeneratorConfig(LatentAndFrame):
         )
 
     @classmethod
-    def infer(cls, state: dict[str, torch.Tensor], source: str = "checkpoint") -> "GeneratorConfig":
+    def infer(cls, state: dict[str, torch.Tensor], source: str = "checkpoint") -> GeneratorConfig:
         """Read the architecture off a rosinality-format state dict's tensor shapes.
 
         Works for any channel multiplier or custom widths (the reference code assumes config-f).
@@ -167,7 +175,9 @@ class GeneratorConfig(LatentAndFrame):
         for j in range(n_rgb):
             weight = need(f"convs.{2 * j}.conv.weight")
             if weight.ndim != 5:
-                raise NadaError(f"{source}: convs.{2 * j}.conv.weight has shape {tuple(weight.shape)}, expected 5 dims")
+                raise NadaError(
+                    f"{source}: convs.{2 * j}.conv.weight has shape {tuple(weight.shape)}, expected 5 dims"
+                )
             channels.append(int(weight.shape[1]))
         try:
             config = cls(size=size, style_dim=style_dim, n_mlp=n_mlp, channels=tuple(channels))

@@ -12,19 +12,21 @@ import numpy as np
 import torch
 
 from nada_core.errors import FieldError
+from nada_core.seeds import z_batch
 from nada_train.generator.layers import ModulatedConv2d, ToRGB
 from nada_train.generator.network import Generator, StyleGenerator
 from nada_train.images import psnr, to_uint8
-from nada_core.seeds import z_batch
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-MIN_PSNR_DB = 40.0        # a reduced-precision image against fp32's: rounding moves single pixels by several
-                          # levels, so the gate is the image's PSNR, not its worst pixel
-GATE_SEEDS = range(16)    # the seeds every reduced-precision path is checked on
+MIN_PSNR_DB = 40.0  # a reduced-precision image against fp32's: rounding moves single pixels by several
+# levels, so the gate is the image's PSNR, not its worst pixel
+GATE_SEEDS = range(16)  # the seeds every reduced-precision path is checked on
 NOISE_MODES = ("const", "random", "none")  # the checkpoint's stored noise, fresh noise, no noise
 
 
-def inference_copy(generator: StyleGenerator, precision: str = "fp32", channels_last: bool = False) -> StyleGenerator:
+def inference_copy(
+    generator: StyleGenerator, precision: str = "fp32", channels_last: bool = False
+) -> StyleGenerator:
     """A frozen eval copy of `generator` (on its device) at `precision`; inputs (z, ws) and images stay
     fp32, so it drops in wherever the generator renders."""
     if precision not in DTYPES:
@@ -33,8 +35,10 @@ def inference_copy(generator: StyleGenerator, precision: str = "fp32", channels_
     if precision == "fp32" and not channels_last:
         return g
     if not isinstance(g, Generator):
-        raise FieldError(f"{{precision}} {precision}: reduced precision and channels_last are built for StyleGAN2 bases; "
-                        "render this StyleGAN3 base at fp32")
+        raise FieldError(
+            f"{{precision}} {precision}: reduced precision and channels_last are built for StyleGAN2 bases; "
+            "render this StyleGAN3 base at fp32"
+        )
     g.to(DTYPES[precision])
     g.style.float()
     g.w_avg.data = g.w_avg.data.float()
@@ -62,11 +66,15 @@ class Gate:
         return self.psnr_db >= MIN_PSNR_DB
 
     def describe(self) -> str:
-        return (f"{self.precision}: PSNR {self.psnr_db:.1f} dB against fp32 on seeds 0-{len(GATE_SEEDS) - 1} "
-                f"(limit {MIN_PSNR_DB:.0f} dB), largest pixel difference {self.max_level_difference} levels")
+        return (
+            f"{self.precision}: PSNR {self.psnr_db:.1f} dB against fp32 on seeds 0-{len(GATE_SEEDS) - 1} "
+            f"(limit {MIN_PSNR_DB:.0f} dB), largest pixel difference {self.max_level_difference} levels"
+        )
 
 
-def render(generator: StyleGenerator, seeds: list[int], truncation: float, noise: str = "const", batch: int = 8) -> np.ndarray:
+def render(
+    generator: StyleGenerator, seeds: list[int], truncation: float, noise: str = "const", batch: int = 8
+) -> np.ndarray:
     """uint8 images [N, H, W, 3] of these seeds (NVlabs' z per seed): nada-generate's path."""
     check_noise(noise)
     device = next(generator.parameters()).device
@@ -109,12 +117,16 @@ def fastest_copy(generator: StyleGenerator, precision: str = "auto") -> tuple[St
         gate = precision_gate(generator, fast, "fp16")
         if gate.passed:
             return fast, gate.describe()
-        return inference_copy(generator, "fp32", channels_last=True), f"fp32 (fp16 refused: {gate.describe()})"
+        return inference_copy(
+            generator, "fp32", channels_last=True
+        ), f"fp32 (fp16 refused: {gate.describe()})"
     fast = inference_copy(generator, precision, channels_last=on_gpu and stylegan2)
     if precision == "fp32":
         return fast, "fp32"
     gate = precision_gate(generator, fast, precision)
     if not gate.passed:
-        raise FieldError(f"{{precision}} {precision}: its images drift too far from fp32's ({gate.describe()}); "
-                        "render at fp32 or with {precision} auto")
+        raise FieldError(
+            f"{{precision}} {precision}: its images drift too far from fp32's ({gate.describe()}); "
+            "render at fp32 or with {precision} auto"
+        )
     return fast, gate.describe()

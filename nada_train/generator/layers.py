@@ -26,7 +26,9 @@ def bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x + bias.view(shape), LRELU_SLOPE) * LRELU_GAIN
 
 
-def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+def upfirdn2d(
+    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, pad: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
     """Upsample by zero insertion, pad, then filter each channel with `kernel` (FIR, correlation of
     the flipped kernel, as the reference op). Written with reshape/pad/conv so it exports with a
     dynamic batch."""
@@ -71,7 +73,9 @@ class PixelNorm(nn.Module):
 class EqualLinear(nn.Module):
     """Linear layer with equalised learning rate: weights stored at N(0, 1/lr_mul), scaled at run time."""
 
-    def __init__(self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0, activate: bool = False):
+    def __init__(
+        self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0, activate: bool = False
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
@@ -109,7 +113,9 @@ class ModulatedConv2d(nn.Module):
         self.in_channel, self.out_channel, self.kernel_size = in_channel, out_channel, kernel_size
         self.demodulate, self.upsample = demodulate, upsample
         self.fused = False
-        self.mixed_precision = False  # the inference copy's: weights in fp16/bf16, style and demodulation in fp32
+        self.mixed_precision = (
+            False  # the inference copy's: weights in fp16/bf16, style and demodulation in fp32
+        )
         self.scale = 1 / math.sqrt(in_channel * kernel_size**2)
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
@@ -168,7 +174,9 @@ class ModulatedConv2d(nn.Module):
             out = F.conv_transpose2d(x, w, stride=2, groups=batch)
             out = self.blur(out.reshape(batch, self.out_channel, out.shape[2], out.shape[3]))
             return out
-        out = F.conv2d(x, w.reshape(batch * self.out_channel, self.in_channel, k, k), padding=self.padding, groups=batch)
+        out = F.conv2d(
+            x, w.reshape(batch * self.out_channel, self.in_channel, k, k), padding=self.padding, groups=batch
+        )
         return out.reshape(batch, self.out_channel, height, width)
 
 
@@ -187,10 +195,19 @@ class StyledConv(nn.Module):
     """Modulated conv -> per-pixel noise -> biased leaky ReLU (rosinality's `activate.bias`), then,
     with a clamp (NVIDIA's conv_clamp), the activations limited to +-clamp."""
 
-    def __init__(self, in_channel: int, out_channel: int, style_dim: int, upsample: bool = False, blur_taps=(1, 3, 3, 1),
-                 clamp: float | None = None):
+    def __init__(
+        self,
+        in_channel: int,
+        out_channel: int,
+        style_dim: int,
+        upsample: bool = False,
+        blur_taps=(1, 3, 3, 1),
+        clamp: float | None = None,
+    ):
         super().__init__()
-        self.conv = ModulatedConv2d(in_channel, out_channel, 3, style_dim, upsample=upsample, blur_taps=blur_taps)
+        self.conv = ModulatedConv2d(
+            in_channel, out_channel, 3, style_dim, upsample=upsample, blur_taps=blur_taps
+        )
         self.noise = NoiseInjection()
         self.activate = _BiasLeakyReLU(out_channel)
         self.clamp = clamp
@@ -212,7 +229,14 @@ class _BiasLeakyReLU(nn.Module):
 class ToRGB(nn.Module):
     """1x1 modulated conv to RGB (no demodulation), added to the upsampled RGB of the layer below."""
 
-    def __init__(self, in_channel: int, style_dim: int, upsample: bool = True, blur_taps=(1, 3, 3, 1), clamp: float | None = None):
+    def __init__(
+        self,
+        in_channel: int,
+        style_dim: int,
+        upsample: bool = True,
+        blur_taps=(1, 3, 3, 1),
+        clamp: float | None = None,
+    ):
         super().__init__()
         if upsample:
             self.upsample = Upsample(blur_taps)
@@ -233,8 +257,13 @@ class ConstantInput(nn.Module):
     def __init__(self, channel: int, size: int = 4):
         super().__init__()
         self.input = nn.Parameter(torch.randn(1, channel, size, size))
-        self.memory_format = torch.contiguous_format  # channels_last in the inference copy: every conv follows
+        # channels_last in the inference copy: every conv follows
+        self.memory_format = torch.contiguous_format
 
     def forward(self, like: torch.Tensor) -> torch.Tensor:
         x = self.input.expand(like.shape[0], -1, -1, -1)
-        return x if self.memory_format == torch.contiguous_format else x.contiguous(memory_format=self.memory_format)
+        return (
+            x
+            if self.memory_format == torch.contiguous_format
+            else x.contiguous(memory_format=self.memory_format)
+        )

@@ -89,7 +89,9 @@ class StyleGenerator(nn.Module):
     def synthesis(self, ws: torch.Tensor, noise_mode: NoiseMode = "const") -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, z: torch.Tensor, truncation: float = 1.0, noise_mode: NoiseMode = "const") -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, truncation: float = 1.0, noise_mode: NoiseMode = "const"
+    ) -> torch.Tensor:
         return self.synthesis(self.ws(z, truncation), noise_mode)
 
     def crop(self, image: torch.Tensor) -> torch.Tensor:
@@ -139,7 +141,9 @@ class Generator(StyleGenerator):
         in_channel = c.channel(4)
         for log_res in range(3, c.log_size + 1):
             out_channel = c.channel(2**log_res)
-            self.convs.append(StyledConv(in_channel, out_channel, c.style_dim, upsample=True, blur_taps=taps, clamp=clamp))
+            self.convs.append(
+                StyledConv(in_channel, out_channel, c.style_dim, upsample=True, blur_taps=taps, clamp=clamp)
+            )
             self.convs.append(StyledConv(out_channel, out_channel, c.style_dim, blur_taps=taps, clamp=clamp))
             self.to_rgbs.append(ToRGB(out_channel, c.style_dim, blur_taps=taps, clamp=clamp))
             in_channel = out_channel
@@ -155,7 +159,10 @@ class Generator(StyleGenerator):
         if mode == "const":
             return stored
         if mode == "random":
-            return [torch.randn(like.shape[0], 1, n.shape[2], n.shape[3], device=like.device, dtype=like.dtype) for n in stored]
+            return [
+                torch.randn(like.shape[0], 1, n.shape[2], n.shape[3], device=like.device, dtype=like.dtype)
+                for n in stored
+            ]
         if mode == "none":
             return [None] * len(stored)
         raise ValueError(f"noise mode must be const, random or none, got {mode!r}")

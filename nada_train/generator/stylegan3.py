@@ -19,7 +19,9 @@ class StyleGAN3Generator(StyleGenerator):
     def __init__(self, config: StyleGAN3Config):
         super().__init__(config)
         c = config
-        self.input = FourierInput(c.style_dim, c.input_channels, c.input_size, c.input_sampling_rate, c.input_bandwidth)
+        self.input = FourierInput(
+            c.style_dim, c.input_channels, c.input_size, c.input_sampling_rate, c.input_bandwidth
+        )
         self.layers = nn.ModuleList(AliasFreeLayer(spec, c.style_dim, c.conv_clamp) for spec in c.layers[:-1])
         self.to_rgb = AliasFreeLayer(c.layers[-1], c.style_dim, c.conv_clamp)
         self._register_w_avg()
@@ -50,9 +52,11 @@ class StyleGAN3Generator(StyleGenerator):
         layers (the lowest cutoff frequencies: layout and pose); texture = the layers above those."""
         n = len(self.layers)
         low = max(1, n // 4)
-        picks = {"all": ["input"] + [f"layers.{i}" for i in range(n)],
-                 "shape": ["input"] + [f"layers.{i}" for i in range(low)],
-                 "texture": [f"layers.{i}" for i in range(low, n)]}
+        picks = {
+            "all": ["input"] + [f"layers.{i}" for i in range(n)],
+            "shape": ["input"] + [f"layers.{i}" for i in range(low)],
+            "texture": [f"layers.{i}" for i in range(low, n)],
+        }
         if name not in picks:
             raise ValueError(f"unknown layer set {name!r}; choose from {', '.join(picks)}")
         return picks[name]

@@ -40,11 +40,21 @@ class AliasFreeLayerSpec:
     torgb: bool = False
 
     def __post_init__(self) -> None:
-        expected = (self.in_size + self.kernel - 1) * self.up + self.padding[0] + self.padding[1] - (self.up_taps - 1) - (self.down_taps - 1)
+        expected = (
+            (self.in_size + self.kernel - 1) * self.up
+            + self.padding[0]
+            + self.padding[1]
+            - (self.up_taps - 1)
+            - (self.down_taps - 1)
+        )
         if (expected + self.down - 1) // self.down != self.out_size:
-            raise ValueError(f"layer geometry does not add up: {self.in_size} px in, up {self.up}, padding {list(self.padding)}, "
-                             f"filters {self.up_taps}/{self.down_taps}, down {self.down} gives {(expected + self.down - 1) // self.down}, "
-                             f"not {self.out_size}")
+            raise ValueError(
+                f"layer geometry does not add up: {self.in_size} px in, up {self.up}, padding "
+                f"{list(self.padding)}, "
+                f"filters {self.up_taps}/{self.down_taps}, down {self.down} gives "
+                f"{(expected + self.down - 1) // self.down}, "
+                f"not {self.out_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -83,8 +93,11 @@ class StyleGAN3Config(LatentAndFrame):
         if not self.layers or not self.layers[-1].torgb or any(spec.torgb for spec in self.layers[:-1]):
             raise ValueError("a StyleGAN3 synthesis needs its layers with exactly one ToRGB layer, the last")
         if self.layers[-1].out_size != self.size or self.layers[-1].out_channels != 3:
-            raise ValueError(f"the ToRGB layer makes {self.layers[-1].out_size} px x {self.layers[-1].out_channels} channels, "
-                             f"not {self.size} px RGB")
+            raise ValueError(
+                f"the ToRGB layer makes {self.layers[-1].out_size} px x {self.layers[-1].out_channels} "
+                "channels, "
+                f"not {self.size} px RGB"
+            )
         self.check_crop()
 
     @property
@@ -100,8 +113,11 @@ class StyleGAN3Config(LatentAndFrame):
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StyleGAN3Config":
-        layers = tuple(AliasFreeLayerSpec(**{**spec, "padding": tuple(int(p) for p in spec["padding"])}) for spec in d["layers"])
+    def from_dict(cls, d: dict) -> StyleGAN3Config:
+        layers = tuple(
+            AliasFreeLayerSpec(**{**spec, "padding": tuple(int(p) for p in spec["padding"])})
+            for spec in d["layers"]
+        )
         kept = {k: v for k, v in d.items() if k not in ("architecture", "layers", "crop")}
         config = cls(**kept, layers=layers)
         return replace(config, crop=None if d.get("crop") is None else tuple(int(v) for v in d["crop"]))

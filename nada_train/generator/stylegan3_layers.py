@@ -24,7 +24,7 @@ def pad_or_crop(x: torch.Tensor, x0: int, x1: int, y0: int, y1: int) -> torch.Te
     """Zero-pad each side by a positive amount, crop it by a negative one."""
     x = F.pad(x, (max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)))
     height, width = x.shape[2], x.shape[3]
-    return x[:, :, max(-y0, 0):height - max(-y1, 0), max(-x0, 0):width - max(-x1, 0)]
+    return x[:, :, max(-y0, 0) : height - max(-y1, 0), max(-x0, 0) : width - max(-x1, 0)]
 
 
 def zero_upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -45,15 +45,28 @@ def fir(x: torch.Tensor, taps: torch.Tensor | None, gain: float = 1.0, stride: i
     channels = x.shape[1]
     if taps.ndim == 1:
         k = (torch.flip(taps, (0,)) * math.sqrt(gain)).to(x.dtype)
-        x = F.conv2d(x, k[None, None, None, :].expand(channels, 1, 1, -1), groups=channels, stride=(1, stride))
-        return F.conv2d(x, k[None, None, :, None].expand(channels, 1, -1, 1), groups=channels, stride=(stride, 1))
+        x = F.conv2d(
+            x, k[None, None, None, :].expand(channels, 1, 1, -1), groups=channels, stride=(1, stride)
+        )
+        return F.conv2d(
+            x, k[None, None, :, None].expand(channels, 1, -1, 1), groups=channels, stride=(stride, 1)
+        )
     k = (torch.flip(taps, (0, 1)) * gain).to(x.dtype)
     return F.conv2d(x, k[None, None].expand(channels, 1, -1, -1), groups=channels, stride=stride)
 
 
-def filtered_leaky_relu(x: torch.Tensor, bias: torch.Tensor, up_taps: torch.Tensor | None, down_taps: torch.Tensor | None,
-                        up: int, down: int, padding: tuple[int, int, int, int], gain: float, slope: float,
-                        clamp: float | None) -> torch.Tensor:
+def filtered_leaky_relu(
+    x: torch.Tensor,
+    bias: torch.Tensor,
+    up_taps: torch.Tensor | None,
+    down_taps: torch.Tensor | None,
+    up: int,
+    down: int,
+    padding: tuple[int, int, int, int],
+    gain: float,
+    slope: float,
+    clamp: float | None,
+) -> torch.Tensor:
     """bias; upsample by `up` (zeros, pad, low-pass with gain up^2); leaky ReLU times gain, clamped to
     +-clamp; low-pass and keep every `down`-th sample. The nonlinearity's new frequencies above the
     output's band are filtered out before decimation: the alias-free part of StyleGAN3."""
@@ -94,9 +107,15 @@ class FourierInput(nn.Module):
         phases = self.phases + (self.freqs @ transform[:, :2, 2:]).squeeze(2)  # [B, C]
         freqs = self.freqs @ transform[:, :2, :2]  # [B, C, 2]
         # frequencies the user's transform pushes out of band fade out
-        amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
+        amplitudes = (
+            1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)
+        ).clamp(0, 1)
         fx, fy = freqs[:, None, None, :, 0], freqs[:, None, None, :, 1]  # [B, 1, 1, C]
-        x = self.coords[None, None, :, None] * fx + self.coords[None, :, None, None] * fy + phases[:, None, None, :]
+        x = (
+            self.coords[None, None, :, None] * fx
+            + self.coords[None, :, None, None] * fy
+            + phases[:, None, None, :]
+        )
         x = torch.sin(x * (2 * math.pi)) * amplitudes[:, None, None, :]  # [B, H, W, C]
         x = x @ (self.weight / math.sqrt(self.channels)).t()
         return x.permute(0, 3, 1, 2)
@@ -121,14 +140,19 @@ class AliasFreeLayer(nn.Module):
         else:
             self.up_filter = None
         if spec.down_taps > 1:
-            self.register_buffer("down_filter", torch.zeros((spec.down_taps, spec.down_taps) if spec.radial else (spec.down_taps,)))
+            self.register_buffer(
+                "down_filter",
+                torch.zeros((spec.down_taps, spec.down_taps) if spec.radial else (spec.down_taps,)),
+            )
         else:
             self.down_filter = None
 
     def extra_repr(self) -> str:
         s = self.spec
-        return (f"{s.in_channels}->{s.out_channels}, {s.in_size}->{s.out_size} px, kernel {s.kernel}, up {s.up}, down {s.down}"
-                + (", torgb" if s.torgb else ""))
+        return (
+            f"{s.in_channels}->{s.out_channels}, {s.in_size}->{s.out_size} px, kernel {s.kernel}, up {s.up}, "
+            f"down {s.down}" + (", torgb" if s.torgb else "")
+        )
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         s = self.spec
@@ -149,5 +173,15 @@ class AliasFreeLayer(nn.Module):
             demod = (styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8).rsqrt()  # [B, out]
             x = x * demod[:, :, None, None].to(x.dtype)
         gain, slope = (1.0, 1.0) if s.torgb else (math.sqrt(2), LRELU_SLOPE)
-        return filtered_leaky_relu(x, self.bias, self.up_filter, self.down_filter, s.up, s.down, s.padding,
-                                   gain=gain, slope=slope, clamp=self.clamp)
+        return filtered_leaky_relu(
+            x,
+            self.bias,
+            self.up_filter,
+            self.down_filter,
+            s.up,
+            s.down,
+            s.padding,
+            gain=gain,
+            slope=slope,
+            clamp=self.clamp,
+        )

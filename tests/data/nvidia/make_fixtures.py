@@ -4,7 +4,8 @@ stylegan2-ada-pytorch code, with the images its generate.py convention gives.
     git --git-dir=<stylegan2-ada-pytorch clone>/.git archive d72cc7d0 dnnlib torch_utils training | tar -x -C /tmp/ada
     python tests/data/nvidia/make_fixtures.py /tmp/ada tests/data/nvidia
     git --git-dir=<stylegan3 clone>/.git archive c233a919 dnnlib torch_utils training | tar -x -C /tmp/sg3
-    python tests/data/nvidia/make_fixtures.py /tmp/sg3 tests/data/nvidia --module training.networks_stylegan2 --prefix sg3repo- --names ada16_zw_fp16
+    python tests/data/nvidia/make_fixtures.py /tmp/sg3 tests/data/nvidia --module training.networks_stylegan2 \
+        --prefix sg3repo- --names ada16_zw_fp16
 
 NVIDIA's code stays in the scratch folder (its licence forbids copying it here); the .pkl files it
 writes carry that code as a string, which nada never runs. On the CPU NVIDIA's ops take their own
@@ -29,21 +30,41 @@ SEEDS = [0, 1, 2, 3]
 TRUNCATIONS = {"t100": 1.0, "t070": 0.7}
 CONFIGS = {
     # name: Generator kwargs (z_dim, w_dim, resolution, mapping and synthesis kwargs)
-    "ada32_clamp": dict(z_dim=16, w_dim=16, img_resolution=32,
-                        mapping_kwargs=dict(num_layers=2),
-                        synthesis_kwargs=dict(channel_base=256, channel_max=24, num_fp16_res=0, conv_clamp=1.0)),
-    "ada16_zw_fp16": dict(z_dim=12, w_dim=20, img_resolution=16,
-                          mapping_kwargs=dict(num_layers=3, layer_features=14),
-                          synthesis_kwargs=dict(channel_base=160, channel_max=20, num_fp16_res=2, conv_clamp=256)),
+    "ada32_clamp": dict(
+        z_dim=16,
+        w_dim=16,
+        img_resolution=32,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(channel_base=256, channel_max=24, num_fp16_res=0, conv_clamp=1.0),
+    ),
+    "ada16_zw_fp16": dict(
+        z_dim=12,
+        w_dim=20,
+        img_resolution=16,
+        mapping_kwargs=dict(num_layers=3, layer_features=14),
+        synthesis_kwargs=dict(channel_base=160, channel_max=20, num_fp16_res=2, conv_clamp=256),
+    ),
 }
 
 
 # networks nada must refuse, each with one clear line (no outputs kept)
 REFUSED = {
-    "ada8_conditional": dict(z_dim=8, w_dim=8, img_resolution=8, c_dim=3, mapping_kwargs=dict(num_layers=1),
-                             synthesis_kwargs=dict(channel_base=64, channel_max=8)),
-    "ada8_resnet": dict(z_dim=8, w_dim=8, img_resolution=8, c_dim=0, mapping_kwargs=dict(num_layers=1),
-                        synthesis_kwargs=dict(channel_base=64, channel_max=8, architecture="resnet")),
+    "ada8_conditional": dict(
+        z_dim=8,
+        w_dim=8,
+        img_resolution=8,
+        c_dim=3,
+        mapping_kwargs=dict(num_layers=1),
+        synthesis_kwargs=dict(channel_base=64, channel_max=8),
+    ),
+    "ada8_resnet": dict(
+        z_dim=8,
+        w_dim=8,
+        img_resolution=8,
+        c_dim=0,
+        mapping_kwargs=dict(num_layers=1),
+        synthesis_kwargs=dict(channel_base=64, channel_max=8, architecture="resnet"),
+    ),
 }
 
 
@@ -96,8 +117,16 @@ def randomise(G, seed: int) -> None:
 
 def small_discriminator(networks, resolution: int):
     """A small StyleGAN2 discriminator, so the snapshot holds D as NVIDIA's do."""
-    return networks.Discriminator(c_dim=0, img_resolution=resolution, img_channels=3, channel_base=128, channel_max=16,
-                                  block_kwargs={}, mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=2))
+    return networks.Discriminator(
+        c_dim=0,
+        img_resolution=resolution,
+        img_channels=3,
+        channel_base=128,
+        channel_max=16,
+        block_kwargs={},
+        mapping_kwargs={},
+        epilogue_kwargs=dict(mbstd_group_size=2),
+    )
 
 
 def write_snapshot(G, D, path: Path, resolution: int) -> None:
@@ -118,7 +147,9 @@ def write_outputs(G, path: Path) -> None:
             ws = G.mapping(torch.from_numpy(z), None, truncation_psi=psi)
             img = G.synthesis(ws, noise_mode="const", force_fp32=True)
             arrays[f"ws_{key}"] = ws.numpy()
-            arrays[f"uint8_{key}"] = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).numpy()
+            arrays[f"uint8_{key}"] = (
+                (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).numpy()
+            )
     np.savez_compressed(path, **arrays)
     u = arrays["uint8_t100"]
     print(f"{path.name}: uint8 {u.min()}-{u.max()}, clipped {np.mean((u == 0) | (u == 255)):.3f}")
@@ -126,10 +157,18 @@ def write_outputs(G, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("nvidia", type=Path, help="folder holding stylegan2-ada-pytorch's dnnlib/, torch_utils/, training/")
+    ap.add_argument(
+        "nvidia", type=Path, help="folder holding stylegan2-ada-pytorch's dnnlib/, torch_utils/, training/"
+    )
     ap.add_argument("out", type=Path)
-    ap.add_argument("--module", default="training.networks", help="the networks module (stylegan3: training.networks_stylegan2)")
-    ap.add_argument("--prefix", default="", help="file name prefix; with one, only the parity networks are made")
+    ap.add_argument(
+        "--module",
+        default="training.networks",
+        help="the networks module (stylegan3: training.networks_stylegan2)",
+    )
+    ap.add_argument(
+        "--prefix", default="", help="file name prefix; with one, only the parity networks are made"
+    )
     ap.add_argument("--names", nargs="+", default=list(CONFIGS), help="which parity networks to make")
     args = ap.parse_args()
     networks = import_nvidia(args.nvidia, args.module)
@@ -139,22 +178,41 @@ def main() -> None:
             continue
         name = args.prefix + name
         torch.manual_seed(200 + i)
-        G = networks.Generator(c_dim=0, img_channels=3, **generator_kwargs(networks, kwargs)).eval().requires_grad_(False)
+        G = (
+            networks.Generator(c_dim=0, img_channels=3, **generator_kwargs(networks, kwargs))
+            .eval()
+            .requires_grad_(False)
+        )
         D = small_discriminator(networks, kwargs["img_resolution"])
         randomise(G, seed=300 + i)
         write_snapshot(G, D, args.out / f"{name}.pkl", kwargs["img_resolution"])
         write_outputs(G, args.out / f"{name}.npz")
-        print(f"{name}: {sum(p.numel() for p in G.parameters())} parameters, {(args.out / f'{name}.pkl').stat().st_size} bytes")
+        print(
+            f"{name}: {sum(p.numel() for p in G.parameters())} parameters, "
+            f"{(args.out / f'{name}.pkl').stat().st_size} bytes"
+        )
     if args.prefix:
         return
     for name, kwargs in REFUSED.items():
         torch.manual_seed(400)
-        G = networks.Generator(img_channels=3, **generator_kwargs(networks, kwargs)).eval().requires_grad_(False)
+        G = (
+            networks.Generator(img_channels=3, **generator_kwargs(networks, kwargs))
+            .eval()
+            .requires_grad_(False)
+        )
         with open(args.out / f"{name}.pkl", "wb") as f:
             pickle.dump(dict(G=G, G_ema=copy.deepcopy(G)), f)
         print(f"{name}: {(args.out / f'{name}.pkl').stat().st_size} bytes")
-    D = networks.Discriminator(c_dim=0, img_resolution=8, img_channels=3, channel_base=64, channel_max=8,
-                               block_kwargs={}, mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=2))
+    D = networks.Discriminator(
+        c_dim=0,
+        img_resolution=8,
+        img_channels=3,
+        channel_base=64,
+        channel_max=8,
+        block_kwargs={},
+        mapping_kwargs={},
+        epilogue_kwargs=dict(mbstd_group_size=2),
+    )
     with open(args.out / "ada8_discriminator_only.pkl", "wb") as f:
         pickle.dump(dict(D=D), f)
 

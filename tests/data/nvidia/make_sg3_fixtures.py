@@ -23,15 +23,54 @@ from make_fixtures import import_nvidia, small_discriminator, write_outputs, wri
 
 CONFIGS = {
     # name: (Generator kwargs, rotation of the input's user transform in degrees, translation)
-    "sg3t16": (dict(z_dim=12, w_dim=16, img_resolution=16, mapping_kwargs=dict(num_layers=2),
-                    channel_base=256, channel_max=16, num_fp16_res=4, conv_clamp=256,
-                    magnitude_ema_beta=0.5 ** (32 / 20e3)), 0.0, (0.0, 0.0)),
-    "sg3t32_short_clamp": (dict(z_dim=16, w_dim=16, img_resolution=32, mapping_kwargs=dict(num_layers=3),
-                                channel_base=512, channel_max=12, num_layers=6, num_critical=1, margin_size=6,
-                                num_fp16_res=0, conv_clamp=1.0), 10.0, (0.1, -0.05)),
-    "sg3r16": (dict(z_dim=12, w_dim=16, img_resolution=16, mapping_kwargs=dict(num_layers=2),
-                    channel_base=512, channel_max=32, num_fp16_res=4, conv_clamp=256,
-                    conv_kernel=1, use_radial_filters=True), 0.0, (0.0, 0.0)),
+    "sg3t16": (
+        dict(
+            z_dim=12,
+            w_dim=16,
+            img_resolution=16,
+            mapping_kwargs=dict(num_layers=2),
+            channel_base=256,
+            channel_max=16,
+            num_fp16_res=4,
+            conv_clamp=256,
+            magnitude_ema_beta=0.5 ** (32 / 20e3),
+        ),
+        0.0,
+        (0.0, 0.0),
+    ),
+    "sg3t32_short_clamp": (
+        dict(
+            z_dim=16,
+            w_dim=16,
+            img_resolution=32,
+            mapping_kwargs=dict(num_layers=3),
+            channel_base=512,
+            channel_max=12,
+            num_layers=6,
+            num_critical=1,
+            margin_size=6,
+            num_fp16_res=0,
+            conv_clamp=1.0,
+        ),
+        10.0,
+        (0.1, -0.05),
+    ),
+    "sg3r16": (
+        dict(
+            z_dim=12,
+            w_dim=16,
+            img_resolution=16,
+            mapping_kwargs=dict(num_layers=2),
+            channel_base=512,
+            channel_max=32,
+            num_fp16_res=4,
+            conv_clamp=256,
+            conv_kernel=1,
+            use_radial_filters=True,
+        ),
+        0.0,
+        (0.0, 0.0),
+    ),
 }
 
 
@@ -50,7 +89,9 @@ def randomise(G, seed: int) -> None:
         for name, p in G.synthesis.named_parameters():
             if name.endswith("bias") and "affine" not in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-        G.synthesis.input.affine.weight.copy_(torch.randn(G.synthesis.input.affine.weight.shape, generator=gen) * 0.3)
+        G.synthesis.input.affine.weight.copy_(
+            torch.randn(G.synthesis.input.affine.weight.shape, generator=gen) * 0.3
+        )
         for name, b in G.synthesis.named_buffers():
             if name.endswith("magnitude_ema"):
                 b.copy_(torch.rand([], generator=gen) * 1.5 + 0.25)
@@ -78,8 +119,12 @@ def main() -> None:
         G.synthesis.input.transform.copy_(torch.from_numpy(inverse_transform(degrees, translate)))
         write_snapshot(G, D, args.out / f"{name}.pkl", kwargs["img_resolution"])
         write_outputs(G, args.out / f"{name}.npz")
-        print(f"{name}: {sum(p.numel() for p in G.parameters())} parameters, {len(G.synthesis.layer_names)} layers, "
-              f"{(args.out / f'{name}.pkl').stat().st_size} bytes")
+        print(
+            f"{name}: {sum(p.numel() for p in G.parameters())} parameters, {len(G.synthesis.layer_names)} "
+            "layers, "
+            f"{(args.out / f'{name}.pkl').stat().st_size} bytes"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -93,17 +93,32 @@ def main() -> None:
         arrays = {"z": z, "seeds": np.array(SEEDS)}
         with torch.no_grad():
             for key, psi in TRUNCATIONS.items():
-                img, ws = g([torch.from_numpy(z)], truncation=psi, truncation_latent=latent_avg[None],
-                            randomize_noise=False, return_latents=True)
+                img, ws = g(
+                    [torch.from_numpy(z)],
+                    truncation=psi,
+                    truncation_latent=latent_avg[None],
+                    randomize_noise=False,
+                    return_latents=True,
+                )
                 arrays[f"ws_{key}"] = ws.numpy()
                 arrays[f"uint8_{key}"] = uint8(img)
-            img, ws = g([torch.from_numpy(z[:1]), torch.from_numpy(z[1:2])], inject_index=MIX_INDEX,
-                        randomize_noise=False, return_latents=True)
-            arrays["mix_ws"], arrays["mix_uint8"], arrays["mix_index"] = ws.numpy(), uint8(img), np.array(MIX_INDEX)
+            img, ws = g(
+                [torch.from_numpy(z[:1]), torch.from_numpy(z[1:2])],
+                inject_index=MIX_INDEX,
+                randomize_noise=False,
+                return_latents=True,
+            )
+            arrays["mix_ws"], arrays["mix_uint8"], arrays["mix_index"] = (
+                ws.numpy(),
+                uint8(img),
+                np.array(MIX_INDEX),
+            )
         np.savez_compressed(args.out / f"{name}.npz", **arrays)
         u = arrays["uint8_t100"]
-        print(f"{name}: {sum(p.numel() for p in g.parameters())} parameters, uint8 levels {u.min()}-{u.max()}, "
-              f"clipped {np.mean((u == 0) | (u == 255)):.3f}")
+        print(
+            f"{name}: {sum(p.numel() for p in g.parameters())} parameters, uint8 levels {u.min()}-{u.max()}, "
+            f"clipped {np.mean((u == 0) | (u == 255)):.3f}"
+        )
 
 
 if __name__ == "__main__":
