@@ -106,6 +106,12 @@ def write_index(out: Path, plan: list[TrainOptions]) -> dict:
     return index
 
 
+def read_index(folder: str | Path) -> dict:
+    """A several-target folder's index.json; no runs where this process's rank wrote none."""
+    path = Path(folder) / INDEX
+    return json.loads(path.read_text()) if path.exists() else {"runs": []}
+
+
 def read_plan(out: Path) -> list[TrainOptions]:
     if not (out / PLAN).exists():
         raise FieldError(f"{{resume}} '{out}': no {PLAN} there; is it a several-target nada-train directory?")

@@ -11,7 +11,7 @@ from pathlib import Path
 from nada_core.errors import FieldError
 from nada_train.checkpoints import LoadedGenerator, load_generator
 from nada_train.loop import Callback, train
-from nada_train.many import INDEX, PLAN, Target, folder_names, read_plan, train_many
+from nada_train.many import PLAN, Target, folder_names, read_index, read_plan, train_many
 from nada_train.options import TrainOptions, resolve_options
 from nada_train.run_dir import RunDir
 
@@ -147,5 +147,5 @@ def _generator_spec(base: BaseLike) -> str | None:
 
 def _runs_of(folder: Path) -> list[Run]:
     """The runs of a several-target folder in plan order (those this process's rank started)."""
-    index = json.loads((folder / INDEX).read_text()) if (folder / INDEX).exists() else {"runs": []}
+    index = read_index(folder)
     return [Run(folder / r["path"]) for r in index["runs"] if (folder / r["path"] / "manifest.json").exists()]

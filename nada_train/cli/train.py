@@ -10,7 +10,7 @@ import typer
 from nada_core.cli import run_app, typer_app
 from nada_core.errors import NadaError, option_of
 from nada_train.bases import base_owning
-from nada_train.many import INDEX, Target, parse_targets_file
+from nada_train.many import INDEX, Target, parse_targets_file, read_index
 from nada_train.options import option_defaults
 from nada_train.run_dir import RunDir
 from nada_train.runs import Run, adapt
@@ -248,10 +248,9 @@ def report(out: Path, result: Run | list[Run]) -> None:
 
 
 def report_many(out: Path) -> None:
-    index = Path(out) / INDEX
-    if not index.exists():  # a rank with no target of its own
+    if not (Path(out) / INDEX).exists():  # a rank with no target of its own
         return
-    for r in json.loads(index.read_text())["runs"]:
+    for r in read_index(out)["runs"]:
         done = f"{r['iterations_done']:5d}/{r['iterations']} it"
         line = f"  {r['target']:32s} {r['status']:12s} {done}  {out}/{r['path']}"
         if "metrics" in r:
