@@ -211,6 +211,7 @@ class TritonServer:
 
         deadline = time.monotonic() + timeout
         client = grpcclient.InferenceServerClient(self.endpoints.grpc)
+        index: list[dict] = []
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 time.sleep(0.2)  # let the pump read the last lines
@@ -229,7 +230,15 @@ class TritonServer:
                 pass
             time.sleep(0.25)
         self.stop()
-        raise NadaError(f"tritonserver was not ready after {timeout:.0f} s:\n{self.errors()}")
+        waiting = ", ".join(
+            f"{m['name']} {m.get('state', '?')} {m.get('reason', '')}".rstrip()
+            for m in index
+            if m.get("state") != "READY"
+        )
+        raise NadaError(
+            f"tritonserver was not ready after {timeout:.0f} s (not ready: {waiting or 'the server itself'}):\n"
+            f"{self.errors()}"
+        )
 
     def models(self) -> list[dict]:
         import tritonclient.grpc as grpcclient

@@ -25,6 +25,9 @@ from nada_core.errors import NadaError
 from nada_serve.server import TritonServer
 
 STUB = "triton_python_backend_stub"
+# a repository-index or config request to a live tritonserver answers in milliseconds; one that does
+# not answer in this long is a server that has stopped answering
+CALL_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -96,32 +99,39 @@ class Supervisor:
 
         return grpcclient.InferenceServerClient(self.server.endpoints.grpc)
 
-    def short_of_processes(self) -> list[str]:
+    def _index(self, client) -> list[dict]:
+        """Every model of the repository with its state (READY, LOADING, UNLOADING, UNAVAILABLE)."""
+        return client.get_model_repository_index(
+            headers=self.server.control_headers, as_json=True, client_timeout=CALL_TIMEOUT_S
+        ).get("models", [])
+
+    def short_of_processes(self, client, index: list[dict]) -> list[str]:
         """The models Triton has READY whose live stub processes are fewer than their configs ask for."""
-        client = self._client()
-        index = client.get_model_repository_index(headers=self.server.control_headers, as_json=True).get(
-            "models", []
-        )
         live = Counter(s.model for s in stub_processes(self.server.process.pid).values())
         short = []
         for model in sorted(m["name"] for m in index if m.get("state") == "READY"):
             if model not in self.instances:
-                self.instances[model] = python_instances(
-                    client.get_model_config(model, as_json=True)["config"]
-                )
+                config = client.get_model_config(model, as_json=True, client_timeout=CALL_TIMEOUT_S)
+                self.instances[model] = python_instances(config["config"])
             if live[model] < self.instances[model]:
                 short.append(model)
         return short
 
     def check(self) -> None:
-        """One look: restart a dead server, reload each model short of a process."""
+        """One look: restart a dead server, reload each model short of a process, load again a
+        model left unavailable (every model of the repository was loaded at the start)."""
         if self.server.process.poll() is not None:
             self.restart_server()
             return
         try:
-            broken = self.short_of_processes()
-            for model in broken:
+            client = self._client()
+            index = self._index(client)
+            for model in self.short_of_processes(client, index):
                 self.reload(model)
+            for model in sorted(m["name"] for m in index if m.get("state") == "UNAVAILABLE"):
+                t0 = time.monotonic()
+                self._load(client, model, t0 + self.start_timeout)
+                self._event(model, "it was unavailable", "loaded again", time.monotonic() - t0)
         except Exception:
             # a tritonserver killed outright takes its model processes with it, and may be seen
             # without them (or not answering) a moment before it is seen dead: then it is the server to restart
@@ -137,22 +147,61 @@ class Supervisor:
             return False
 
     def reload(self, model: str) -> None:
+        """Unload `model` (readiness says not ready from here on) and load it again at once: the
+        unload of a model whose process is dead never finishes, Triton loads the new copy beside it.
+        Then load whatever Triton left unavailable: an ensemble whose unload (it drains its requests
+        first) finished after its member's load would otherwise stay unloaded for good. One that
+        finishes later still is found by the next look."""
         t0 = time.monotonic()
-        client, headers = self._client(), self.server.control_headers
-        client.unload_model(model, headers=headers)  # readiness says not ready from here on
         deadline = t0 + self.start_timeout
+        client, headers = self._client(), self.server.control_headers
+        client.unload_model(model, headers=headers, client_timeout=self.start_timeout)
+        self._load(client, model, deadline)
+        unavailable: set[str] = set()
+
+        def all_ready(index: list[dict]) -> bool:
+            for m in index:
+                if m.get("state") == "UNAVAILABLE":
+                    unavailable.add(m["name"])
+                    self._load(client, m["name"], deadline)
+            return all(m.get("state") == "READY" for m in index)
+
+        self._until(deadline, model, all_ready)
+        also = "".join(f" (and {name})" for name in sorted(unavailable - {model}))
+        self._event(model, "its python-backend process died", f"reloaded{also}", time.monotonic() - t0)
+
+    def _load(self, client, model: str, deadline: float) -> None:
+        """load_model, retried each second until `deadline`; the first failure is logged, so a
+        reload that takes long says why."""
+        failures = 0
         while True:
             try:
-                client.load_model(model, headers=headers)  # the ensembles using it are loaded again with it
-                break
-            except Exception as e:  # a load that fails is retried until the deadline
+                client.load_model(
+                    model, headers=self.server.control_headers, client_timeout=self.start_timeout
+                )
+                return
+            except Exception as e:
                 if time.monotonic() > deadline:
                     raise NadaError(
                         f"{model}: could not be reloaded in {self.start_timeout:.0f} s: {e}"
                     ) from None
+                if failures == 0:
+                    self.log(f"nada-serve: {now()} {model}: loading failed ({e}); retrying each second")
+                failures += 1
                 time.sleep(1.0)
-        self.server.wait_ready(max(0.0, deadline - time.monotonic()))  # every model, the ensembles too
-        self._event(model, "its python-backend process died", "reloaded", time.monotonic() - t0)
+
+    def _until(self, deadline: float, model: str, done: Callable[[list[dict]], bool]) -> None:
+        client = self._client()
+        while True:
+            index = self._index(client)
+            if done(index):
+                return
+            if time.monotonic() > deadline:
+                states = ", ".join(
+                    f"{m['name']} {m.get('state')} {m.get('reason', '')}".strip() for m in index
+                )
+                raise NadaError(f"{model}: could not be reloaded in {self.start_timeout:.0f} s: {states}")
+            time.sleep(0.1)
 
     def restart_server(self) -> None:
         t0 = time.monotonic()

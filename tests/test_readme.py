@@ -65,8 +65,11 @@ def test_the_no_download_block_runs_as_written(tmp_path):
     for name in ("runs", ".venv"):  # what install.sh left; the block writes out/ and triton_models/ here
         (tmp_path / name).symlink_to(ROOT / name)
     env = dict(os.environ)
+    # a failing line ends `bash -e` before `kill %1`: the trap stops the server all the same, so a
+    # failure is reported with its output instead of waiting on a pipe the server still holds
+    stop_jobs = "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n"
     proc = subprocess.Popen(
-        ["bash", "-e", "-c", block],
+        ["bash", "-e", "-c", stop_jobs + block],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -75,7 +78,11 @@ def test_the_no_download_block_runs_as_written(tmp_path):
         start_new_session=True,
     )
     try:
-        out, _ = proc.communicate(timeout=600)
+        out, _ = proc.communicate(timeout=480)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"the README block did not finish in 480 s; its output:\n{out}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -104,23 +111,23 @@ def the_python_block() -> str:
     return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
 
 
-# what the README names that needs downloads -> what this machine has (random weights, two steps)
-WITHOUT_DOWNLOADS = {
-    '"stylegan2-ffhq-config-f.pt"': '"random:64"',
-    '"ViT-B-32"': '"ViT-B-32:random"',
-    "iterations=300": "iterations=1",
-}
-
-
-def test_the_python_block_runs_and_equals_the_commands(tmp_path, monkeypatch, capsys):
-    """The README's Python, as written but for weights: its images are the PNGs nada-generate writes
-    of its run, and the served images are its images. (That nada.adapt's run is nada-train's bit for
-    bit: test_cli.py, on a tiny CLIP, since ViT-B-32 costs half a minute a run here.)"""
+def test_the_python_block_runs_and_equals_the_commands(
+    tmp_path, monkeypatch, capsys, rosinality_ckpt, tiny_clip_spec
+):
+    """The README's Python, as written but for weights: a rosinality .pt of the tests' tiny generator
+    for FFHQ's, a tiny random CLIP for ViT-B-32 (a random ViT-B-32 costs a minute here and guides no
+    better), one step. Its images are the PNGs nada-generate writes of its run, and the served images
+    are its images. (That nada.adapt's run is nada-train's bit for bit: test_cli.py.)"""
     from nada_serve.server import TritonServer
     from tests.test_cli import run_in_process
 
     block = the_python_block()
-    for real, here in WITHOUT_DOWNLOADS.items():
+    without_downloads = {
+        '"stylegan2-ffhq-config-f.pt"': f'"{rosinality_ckpt}"',
+        '"ViT-B-32"': f'"{tiny_clip_spec}"',
+        "iterations=300": "iterations=1",
+    }
+    for real, here in without_downloads.items():
         assert real in block, real
         block = block.replace(real, here)
     local, served = block.split("with nada.Client(", 1)
@@ -128,7 +135,7 @@ def test_the_python_block_runs_and_equals_the_commands(tmp_path, monkeypatch, ca
     space: dict = {}
     exec(local, space)
     run, images = space["run"], space["images"]
-    assert run.status == "finished" and images.dtype == np.uint8 and images.shape == (8, 64, 64, 3)
+    assert run.status == "finished" and images.dtype == np.uint8 and images.shape == (8, 32, 32, 3)
     code, _, err = run_in_process(
         monkeypatch,
         capsys,

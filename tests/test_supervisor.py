@@ -48,25 +48,56 @@ class Process:
 
 
 class Client:
-    """What the supervisor asks of Triton's gRPC API; `fail_loads` makes every load fail."""
+    """What the supervisor asks of Triton's gRPC API, on a model table. `fail_loads` makes every load
+    fail; `dependents` are the ensembles an unload takes down with a model, loaded again with it
+    unless `loads_dependents` is False (an ensemble whose unload finished late); an unloaded model
+    reads UNLOADING for `unloading_looks` looks (until loaded again); a loading model is ready after one
+    look."""
 
-    def __init__(self, states: dict[str, str], fail_loads: bool = False):
+    def __init__(
+        self,
+        states: dict[str, str],
+        fail_loads: bool = False,
+        dependents: dict[str, list[str]] | None = None,
+        loads_dependents: bool = True,
+        unloading_looks: int = 0,
+    ):
         self.states, self.fail_loads, self.calls = states, fail_loads, []
+        self.dependents, self.loads_dependents = dependents or {}, loads_dependents
+        self.unloading_looks, self.looks_left = unloading_looks, {}
 
-    def get_model_repository_index(self, headers=None, as_json=False):
-        return {"models": [{"name": n, "state": s} for n, s in self.states.items()]}
+    def get_model_repository_index(self, headers=None, as_json=False, client_timeout=None):
+        models = [{"name": n, "state": s} for n, s in self.states.items()]
+        self.states = {n: "READY" if s == "LOADING" else s for n, s in self.states.items()}
+        for name, left in list(self.looks_left.items()):
+            self.looks_left[name] = left - 1
+            if left <= 1:
+                self.states[name] = "UNAVAILABLE"
+                del self.looks_left[name]
+        return {"models": models}
 
-    def get_model_config(self, model, as_json=False):
+    def get_model_config(self, model, as_json=False, client_timeout=None):
         self.calls.append(("config", model))
         return {"config": CONFIGS[model]}
 
-    def unload_model(self, model, headers=None):
+    def unload_model(self, model, headers=None, client_timeout=None):
         self.calls.append(("unload", model))
+        for name in self.dependents.get(model, []):
+            self.states[name] = "UNAVAILABLE"
+        if self.unloading_looks:
+            self.states[model], self.looks_left[model] = "UNLOADING", self.unloading_looks
+        else:
+            self.states[model] = "UNAVAILABLE"
 
-    def load_model(self, model, headers=None):
-        self.calls.append(("load", model))
+    def load_model(self, model, headers=None, client_timeout=None):
+        self.calls.append(("load", model, self.states[model]))
         if self.fail_loads:
             raise RuntimeError(f"failed to load '{model}': boom")
+        self.states[model] = "READY"
+        self.looks_left.pop(model, None)
+        if self.loads_dependents:
+            for name in self.dependents.get(model, []):
+                self.states[name] = "READY"
 
 
 def watched(monkeypatch, client: Client, live: list[str], process: Process | None = None, **kw) -> Supervisor:
@@ -95,13 +126,49 @@ def test_a_ready_model_short_of_a_process_is_reloaded_and_nothing_else(monkeypat
     """'two' asks for two processes and has one; 'one' has its one; the ensemble has none to have; a
     model still loading is not judged. Only 'two' is unloaded and loaded again."""
     client = Client({"one": "READY", "two": "READY", "ensemble": "READY", "loading": "LOADING"})
+    index = [{"name": n, "state": state} for n, state in client.states.items()]
     s = watched(monkeypatch, client, live=["one", "two"])
-    assert s.short_of_processes() == ["two"]
+    assert s.short_of_processes(client, index) == ["two"]
+    client.calls.clear()
     logged.clear()
     s.check()
-    assert [c for c in client.calls if c[0] != "config"] == [("unload", "two"), ("load", "two")]
+    assert [c for c in client.calls if c[0] != "config"] == [
+        ("unload", "two"),
+        ("load", "two", "UNAVAILABLE"),
+    ]
     assert len(logged) == 1 and "two: its python-backend process died; reloaded in" in logged[0]
     assert ("config", "loading") not in client.calls  # configs are read for READY models only
+
+
+def test_a_reload_does_not_wait_for_an_unload_that_never_finishes(monkeypatch):
+    """Triton never finishes unloading a model whose process is dead; the new copy loads beside it."""
+    client = Client({"two": "READY"}, unloading_looks=10**9)
+    watched(monkeypatch, client, live=["two"], start_timeout=2.0).check()
+    assert [c for c in client.calls if c[0] != "config"] == [("unload", "two"), ("load", "two", "UNLOADING")]
+
+
+def test_an_ensemble_left_unloaded_by_a_reload_is_loaded_again(monkeypatch):
+    """Triton loads the ensembles using a model with it, but one whose unload finished after that load
+    stays unloaded: the reload is not done until every model is ready again."""
+    client = Client(
+        {"two": "READY", "ensemble": "READY"}, dependents={"two": ["ensemble"]}, loads_dependents=False
+    )
+    logged.clear()
+    watched(monkeypatch, client, live=["two"]).check()
+    loads = [c for c in client.calls if c[0] == "load"]
+    assert loads == [("load", "two", "UNAVAILABLE"), ("load", "ensemble", "UNAVAILABLE")]
+    assert client.states == {"two": "READY", "ensemble": "READY"}
+    assert (
+        len(logged) == 1 and "two: its python-backend process died; reloaded (and ensemble) in" in logged[0]
+    )
+
+
+def test_a_model_found_unavailable_is_loaded_again(monkeypatch):
+    client = Client({"one": "READY", "ensemble": "UNAVAILABLE"})
+    logged.clear()
+    watched(monkeypatch, client, live=["one"]).check()
+    assert [c for c in client.calls if c[0] == "load"] == [("load", "ensemble", "UNAVAILABLE")]
+    assert len(logged) == 1 and "ensemble: it was unavailable; loaded again in" in logged[0]
 
 
 def test_a_model_that_cannot_be_reloaded_gives_up_in_one_line(monkeypatch):

@@ -41,18 +41,20 @@ def main(
     if not is_loopback(host):
         print(
             f"nada-serve: warning: --host {host} is not a loopback address: every machine that can reach it "
-            "can "
-            "request images; put it behind a firewall or a gateway that authenticates",
+            "can request images; put it behind a firewall or a gateway that authenticates",
             file=sys.stderr,
             flush=True,
         )
     stop = {"asked": False}
 
     def on_signal(signum, frame):
+        if stop["asked"]:  # a second Ctrl-C or SIGTERM while stopping: the stop already under way finishes
+            return
         stop["asked"] = True
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         server.start(timeout=timeout, echo=verbose)
         supervisor = Supervisor(server, log=lambda line: print(line, file=sys.stderr, flush=True))
