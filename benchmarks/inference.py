@@ -534,8 +534,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         floor_ms = 2 * macs / (rate * 1e9) * 1000
         print(
             f"{g.config.size} px: {macs / 1e9:.1f} GMAC/image; matmul {rate:.0f} GFLOP/s -> floor "
-            f"{floor_ms:.1f} ms/image "
-            f"on {machine_line(info)}",
+            f"{floor_ms:.1f} ms/image on {machine_line(info)}",
             flush=True,
         )
         rows: list[dict] = []
@@ -628,8 +627,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if wire:
         print(
             f"gRPC payload per image: request {wire['request_bytes'] // wire['batch']} B (z + truncation, "
-            "FP32), "
-            f"response {wire['response_bytes'] // wire['batch']} B (UINT8 image)"
+            f"FP32), response {wire['response_bytes'] // wire['batch']} B (UINT8 image)"
         )
     for b, share in transfer_shares(rows).items():
         print(

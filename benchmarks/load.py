@@ -72,8 +72,8 @@ class Server:
             [
                 sys.executable,
                 "-c",
-                "import sys; from nada_serve.cli.serve import main_entry; "
-                "sys.argv[0]='nada-serve'; main_entry()",
+                "import sys; from nada_serve.cli.serve import main_entry; sys.argv[0]='nada-serve'; "
+                "main_entry()",
                 str(repository),
                 "--grpc-port",
                 grpc,
@@ -349,12 +349,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(markdown_table([summary], cols))
     if args.fault != "none":
         print(
-            f"\nfault {args.fault}: recovered in {summary['recovery_s']} s by nada-serve's log "
+            "\n"
+            f"fault {args.fault}: recovered in {summary['recovery_s']} s by nada-serve's log "
             f"({summary['detected_and_recovered_s']} s from the kill to the log line); good requests failed "
-            "until then: "
-            f"{summary.get('good_failed_until_recovered')}, after: "
-            f"{summary.get('good_failed_after_recovery')} "
-            f"of {summary.get('good_after_recovery')}"
+            f"until then: {summary.get('good_failed_until_recovered')}, after: "
+            f"{summary.get('good_failed_after_recovery')} of {summary.get('good_after_recovery')}"
         )
     write_json(args.json, summary)
     print(f"JSON: {args.json}")

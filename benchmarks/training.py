@@ -258,29 +258,27 @@ def main() -> None:
         "--targets",
         type=int,
         nargs="+",
-        help="instead: wall time of one run with this many targets each "
-        "(--iterations each, loading included), side by side, e.g. --targets 1 8",
+        help="instead: wall time of one run with this many targets each (--iterations each, loading "
+        "included), side by side, e.g. --targets 1 8",
     )
     ap.add_argument(
         "--compare",
         action="store_true",
-        help="instead: fp32/bf16 x eager/compiled (Inductor) side by side, "
-        "--iterations each: speed, loss curve, chosen layers and final images against the first variant, "
-        "with a change of seed as yardstick",
+        help="instead: fp32/bf16 x eager/compiled (Inductor) side by side, --iterations each: speed, loss "
+        "curve, chosen layers and final images against the first variant, with a change of seed as yardstick",
     )
     ap.add_argument(
         "--variants",
         nargs="+",
         default=VARIANTS,
-        help="PRECISION:COMPILE runs of --compare, the first the reference "
-        f"(default {' '.join(VARIANTS)}; on a GPU add e.g. bf16:cudagraphs)",
+        help=f"PRECISION:COMPILE runs of --compare, the first the reference (default {' '.join(VARIANTS)}; on "
+        "a GPU add e.g. bf16:cudagraphs)",
     )
     ap.add_argument(
         "--batching-bound",
         action="store_true",
-        help="instead: the most that stepping 8 targets batched could "
-        "save over stepping them in turn (generator forward+backward, one batch of 8 x --batch against 8 of "
-        "--batch)",
+        help="instead: the most that stepping 8 targets batched could save over stepping them in turn "
+        "(generator forward+backward, one batch of 8 x --batch against 8 of --batch)",
     )
     ap.add_argument("--json", default="benchmarks/out/training.json")
     args = ap.parse_args()
@@ -326,9 +324,9 @@ def main() -> None:
         ]
         write_json(args.json, {"machine": info, "records": rows})
         print(
-            f"\nPrecision and compilation of the training step on {machine_line(info)} "
-            f"(deviations against the first row; the first variant from seed {NOISE_SEED}, last row, is the "
-            "yardstick)\n"
+            "\n"
+            f"Precision and compilation of the training step on {machine_line(info)} (deviations against the "
+            f"first row; the first variant from seed {NOISE_SEED}, last row, is the yardstick)\n"
         )
         print(
             markdown_table(

@@ -37,9 +37,8 @@ def run_app(app: typer.Typer, prog: str, flags: dict[str, str] | None = None) ->
             raise
         where = f" writing {exc.filename}" if exc.filename else ""
         print(
-            f"{prog}: error: the disk is full{where} ({exc.strerror}); free space or write elsewhere. "
-            "Nothing was left half-written: outputs are written under temporary names and renamed when "
-            "complete",
+            f"{prog}: error: the disk is full{where} ({exc.strerror}); free space or write elsewhere. Nothing "
+            "was left half-written: outputs are written under temporary names and renamed when complete",
             file=sys.stderr,
         )
         sys.exit(1)

@@ -51,10 +51,8 @@ def _check(opts: KubernetesOptions, backend: str) -> None:
     if backend == "python" and opts.image == TRITON_IMAGE:
         raise FieldError(
             "{kubernetes}: the python backend's models need numpy and onnxruntime (or torch) inside the "
-            "image; "
-            "export with {triton_backend} native (Triton's own onnxruntime/tensorrt backends), or name an "
-            "image "
-            "that carries them with {kubernetes_image}"
+            "image; export with {triton_backend} native (Triton's own onnxruntime/tensorrt backends), or name "
+            "an image that carries them with {kubernetes_image}"
         )
     if opts.gpus < 0 or not 1 <= opts.replicas <= opts.max_replicas:
         raise FieldError(
@@ -183,8 +181,8 @@ def manifests(opts: KubernetesOptions, backend: str = "native") -> dict[str, lis
                 },
                 "name": {"matches": "nv_inference_queue_duration_us", "as": QUEUE_METRIC},
                 # microseconds waited in the queue per request over the last 30 s
-                "metricsQuery": "avg(delta(nv_inference_queue_duration_us{<<.LabelMatchers>>}[30s]) / "
-                "(1 + delta(nv_inference_request_success{<<.LabelMatchers>>}[30s]))) by (<<.GroupBy>>)",
+                "metricsQuery": "avg(delta(nv_inference_queue_duration_us{<<.LabelMatchers>>}[30s]) / (1 + "
+                "delta(nv_inference_request_success{<<.LabelMatchers>>}[30s]))) by (<<.GroupBy>>)",
             }
         ]
     }
@@ -237,8 +235,7 @@ def write_manifests(directory: Path, repository: Path, opts: KubernetesOptions) 
 def readme(opts: KubernetesOptions, repository: Path, names: list[str]) -> str:
     copy = (
         "kubectl apply -f pvc.yaml, then copy the repository into the claim (for example from a pod that "
-        "mounts it: "
-        f"`kubectl cp {repository} <pod>:{MOUNT}`)"
+        f"mounts it: `kubectl cp {repository} <pod>:{MOUNT}`)"
         if opts.repository == "pvc"
         else f"upload the repository to {opts.repository} and put the store's credentials in the Secret "
         f"{opts.name}-object-store"
@@ -254,9 +251,9 @@ def readme(opts: KubernetesOptions, repository: Path, names: list[str]) -> str:
             "2. `kubectl apply -f .` (the README is not a manifest; kubectl reads only .yaml files);",
             f"3. the autoscaler reads `{QUEUE_METRIC}` through prometheus-adapter: load "
             "prometheus-adapter-rules.yaml's rule into its configuration;",
-            f"4. clients: gRPC `{opts.name}-triton:{PORTS['grpc']}` (one connection stays on one pod: "
-            "balance per request "
-            f"with `{opts.name}-triton-headless` and a client-side round robin, or an HTTP/2-aware proxy).",
+            f"4. clients: gRPC `{opts.name}-triton:{PORTS['grpc']}` (one connection stays on one pod: balance "
+            f"per request with `{opts.name}-triton-headless` and a client-side round robin, or an "
+            "HTTP/2-aware proxy).",
             "",
             "A new domain: `nada-export` it into the same repository; the replicas load it within 30 s "
             "(--model-control-mode=poll). docs/serving.md (Scaling out) says more.",

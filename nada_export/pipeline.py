@@ -316,8 +316,7 @@ def _validate(
     if engine == "aoti" and serve.backend == "native":
         raise FieldError(
             "{engine} aoti is served by the python backend (Triton's native backends do not load .pt2 "
-            "packages); "
-            "drop {backend} native"
+            "packages); drop {backend} native"
         )
     if not 1 <= max_batch <= 1024:
         raise FieldError(f"{{max_batch}} {max_batch}: between 1 and 1024")

@@ -24,8 +24,8 @@ def import_tensorrt():
         import tensorrt as trt  # noqa: PLC0415 (lazy on purpose)
     except ImportError as exc:
         raise FieldError(
-            f"TensorRT is not installed ({exc}); install NVIDIA's tensorrt wheel on a machine with a GPU "
-            "(pip install tensorrt from NVIDIA's index), or export with {engine} onnx"
+            f"TensorRT is not installed ({exc}); install NVIDIA's tensorrt wheel on a machine with a GPU (pip "
+            "install tensorrt from NVIDIA's index), or export with {engine} onnx"
         ) from None
     return trt
 

@@ -162,13 +162,10 @@ def readme(models: list[ModelSpec], opts: ServeOptions) -> str:
             "|---|---|---|---|---|---|",
             *rows,
             "",
-            "Limits a client meets, enforced by the server: these dtypes and shapes only, at most `max "
-            "batch` items a "
-            "request (so a valid request or response is never larger than the sizes shown); NaN or infinity "
-            "in any input "
-            "is refused with `input 'NAME' contains NaN or infinity`. Model loading and the repository index "
-            "are "
-            "restricted to nada-serve itself.",
+            "Limits a client meets, enforced by the server: these dtypes and shapes only, at most `max batch` "
+            "items a request (so a valid request or response is never larger than the sizes shown); NaN or "
+            "infinity in any input is refused with `input 'NAME' contains NaN or infinity`. Model loading and "
+            "the repository index are restricted to nada-serve itself.",
             "",
             "`manifest.json` lists the same, with where each generator came from.",
             "",

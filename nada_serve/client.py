@@ -65,8 +65,8 @@ class SharedImages:
         except Exception as exc:
             shm.destroy_shared_memory_region(self.handle)
             raise FieldError(
-                f"shared memory: the server could not map the region ({_message(exc)}); "
-                "it works only on the server's own host; drop {shared_memory}"
+                f"shared memory: the server could not map the region ({_message(exc)}); it works only on the "
+                "server's own host; drop {shared_memory}"
             ) from None
 
     def requested(self, module, output: str, batch: int):
@@ -211,8 +211,7 @@ def _not_served(model: str, url: str, exc: Exception) -> str:
     status = getattr(exc, "status", None)
     if callable(status) and status() == "StatusCode.UNAVAILABLE":
         return (
-            f"{{url}} {url}: no server answers there ({_message(exc)}); start one with nada-serve "
-            "REPOSITORY, "
+            f"{{url}} {url}: no server answers there ({_message(exc)}); start one with nada-serve REPOSITORY, "
             "or give {wait} SECONDS for one that is starting"
         )
     return f"{{model}} {model} at {url}: {_message(exc)}"

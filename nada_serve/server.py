@@ -131,8 +131,7 @@ class TritonServer:
         except OSError as e:
             raise FieldError(
                 f"{{host}} {host}: cannot listen there ({e.strerror or e}); use 127.0.0.1, 0.0.0.0 or an "
-                "address "
-                "of this machine"
+                "address of this machine"
             ) from None
         self.log_verbose = log_verbose
         self.process: subprocess.Popen | None = None

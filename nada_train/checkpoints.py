@@ -185,8 +185,7 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> LoadedGenerator:
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise FieldError(
                 f"generator '{path}': the file holds Python objects beyond tensors and would run code when "
-                "loaded; "
-                "refused. Pass {allow_pickle} only if you trust the file"
+                "loaded; refused. Pass {allow_pickle} only if you trust the file"
             ) from None
         raise NadaError(f"generator '{path}': not a readable torch checkpoint ({first})") from None
     except Exception as exc:  # a corrupt file can fail anywhere in the unpickler
@@ -282,11 +281,9 @@ def save_rosinality(generator: StyleGenerator, path: str | Path) -> None:
         )
     if not c.rosinality_compatible:
         raise NadaError(
-            f"{path}: rosinality's format cannot record lr_mlp={c.lr_mlp}, blur kernel "
-            f"{list(c.blur_kernel)}, "
+            f"{path}: rosinality's format cannot record lr_mlp={c.lr_mlp}, blur kernel {list(c.blur_kernel)}, "
             f"z width {c.z_dim}, mapping width {c.mlp_features}, conv_clamp {c.conv_clamp} (its loader "
-            "assumes "
-            "0.01, [1, 3, 3, 1], one width for z and w, no clamp); save as .safetensors instead"
+            "assumes 0.01, [1, 3, 3, 1], one width for z and w, no clamp); save as .safetensors instead"
         )
     ckpt = {"g_ema": {k: v.detach().cpu() for k, v in generator.state_dict().items()}}
     if generator.w_avg_known:

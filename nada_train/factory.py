@@ -67,8 +67,7 @@ def make_trainer(
         state = run.load_state()
         if "generator" not in state:
             raise FieldError(
-                f"{{resume}} '{run.path}': its resume state was written by an older nada without the "
-                "weights; "
+                f"{{resume}} '{run.path}': its resume state was written by an older nada without the weights; "
                 f"start a new run from {run.generator_path} instead"
             )
     guide = ClipGuide(clips, frozen_memo, opts.compile)

@@ -150,8 +150,8 @@ def load_nvidia_generator(path: str | Path) -> StyleGenerator:
     if not isinstance(data, dict) or "G_ema" not in data:
         keys = ", ".join(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise NadaError(
-            f"generator '{path}': no G_ema in this pickle (it holds: {keys}); pass a network snapshot "
-            "with its generator, as NVIDIA's training writes them"
+            f"generator '{path}': no G_ema in this pickle (it holds: {keys}); pass a network snapshot with "
+            "its generator, as NVIDIA's training writes them"
         )
     g = data["G_ema"]
     if not isinstance(g, PersistentObject) or g.class_name != "Generator":
@@ -171,8 +171,8 @@ def _check_unconditional_rgb(g: PersistentObject, source: str) -> None:
     c_dim = int(g.attr("c_dim", 0) or 0)
     if c_dim:
         raise NadaError(
-            f"generator '{source}': a class-conditional generator (c_dim {c_dim}); nada adapts "
-            "unconditional generators only"
+            f"generator '{source}': a class-conditional generator (c_dim {c_dim}); nada adapts unconditional "
+            "generators only"
         )
     if int(g.attr("img_channels", 3)) != 3:
         raise NadaError(f"generator '{source}': {g.attr('img_channels')} image channels; nada needs RGB (3)")

@@ -71,8 +71,8 @@ class TrainOptions:
                 raise FieldError("{source} is empty; name the generator's domain, e.g. {source} photo")
             if self.source.strip().lower() == self.target.strip().lower():
                 raise FieldError(
-                    f"{{source}} and {{target}} are both '{self.source}'; the direction between them is "
-                    "zero, name a different target"
+                    f"{{source}} and {{target}} are both '{self.source}'; the direction between them is zero, "
+                    "name a different target"
                 )
         if self.layers not in LAYER_CHOICES:
             raise FieldError(f"{{layers}} '{self.layers}': choose one of {', '.join(LAYER_CHOICES)}")
@@ -93,8 +93,8 @@ class TrainOptions:
             raise FieldError(f"{{mixing}} {self.mixing}: a probability, between 0 and 1")
         if not math.isfinite(self.sample_truncation):
             raise FieldError(
-                f"{{sample_truncation}} {self.sample_truncation}: must be a number (1 = no truncation, 0.7 "
-                "is common)"
+                f"{{sample_truncation}} {self.sample_truncation}: must be a number (1 = no truncation, 0.7 is "
+                "common)"
             )
         if not (self.global_weight >= 0 and math.isfinite(self.global_weight)):
             raise FieldError(f"{{global_weight}} {self.global_weight}: must be 0 (off) or a positive number")

@@ -93,8 +93,8 @@ def main() -> None:
         rows.append(r)
         print(
             f"| {lr:g} | {r['clip_target_rate']:.2f} | {r['judge_target_rate']:.2f} | "
-            f"{r['judge_content_kept']:.2f} "
-            f"| {r['mean_abs_change']:.3f} | {r['directional_similarity']:.3f} |",
+            f"{r['judge_content_kept']:.2f} | {r['mean_abs_change']:.3f} | {r['directional_similarity']:.3f} "
+            "|",
             flush=True,
         )
     if args.json:

@@ -184,8 +184,8 @@ def main(
     gen = torch.Generator(device_).manual_seed(seed)
     blend_rng = np.random.default_rng([seed, 1])
     print(
-        f"{model}: {sum(p.numel() for p in clip.parameters()) / 1e6:.2f} M parameters; pool of {pool.size} "
-        f"on {device_}",
+        f"{model}: {sum(p.numel() for p in clip.parameters()) / 1e6:.2f} M parameters; pool of {pool.size} on "
+        f"{device_}",
         flush=True,
     )
     budget = TimeBudget(minutes)

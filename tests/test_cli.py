@@ -235,8 +235,8 @@ def in_process(monkeypatch, capsys, prog: str, *args: str) -> tuple[int, list[st
         (
             "nada-train",
             ["--eval-only", "{tmp}/own"],
-            "--eval-only '{tmp}/own': metrics need a built-in base that judges its runs; "
-            "this run adapted {ckpt}",
+            "--eval-only '{tmp}/own': metrics need a built-in base that judges its runs; this run adapted "
+            "{ckpt}",
         ),
         (
             "nada-train",

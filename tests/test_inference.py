@@ -150,8 +150,8 @@ def test_the_copy_and_path_refusals_are_whole_lines(monkeypatch):
     with pytest.raises(NadaError) as e:
         inference_copy(sg3(), "bf16")
     assert e.value.for_command_line() == (
-        "--precision bf16: reduced precision and channels_last are built for StyleGAN2 bases; "
-        "render this StyleGAN3 base at fp32"
+        "--precision bf16: reduced precision and channels_last are built for StyleGAN2 bases; render this "
+        "StyleGAN3 base at fp32"
     )
     reduced = ModulatedConv2d._forward_reduced
     monkeypatch.setattr(

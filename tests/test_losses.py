@@ -226,10 +226,9 @@ def test_offline_without_cached_weights_is_one_line_saying_where_it_looked(tmp_p
     with pytest.raises(NadaError) as info:
         load_clip(ClipSpec("ViT-B-32", "openai"))
     assert info.value.for_command_line() == (
-        "--clip ViT-B-32:openai: weights are not cached on this machine and the model hub cannot be "
-        "reached; "
-        f"open_clip looks in the Hugging Face cache ({cache}) and ~/.cache/clip; pass a local file as "
-        "--clip NAME:/path/to/weights.pt, or NAME:random for a smoke test"
+        "--clip ViT-B-32:openai: weights are not cached on this machine and the model hub cannot be reached; "
+        f"open_clip looks in the Hugging Face cache ({cache}) and ~/.cache/clip; pass a local file as --clip "
+        "NAME:/path/to/weights.pt, or NAME:random for a smoke test"
     )
 
 

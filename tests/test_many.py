@@ -192,8 +192,8 @@ def test_a_target_whose_loss_is_nan_fails_alone(tmp_path, rosinality_ckpt, tiny_
     with pytest.raises(NadaError) as e:
         train_many(plan(rosinality_ckpt, out, tiny_clip_spec), out, progress=False)
     assert str(e.value) == (
-        "2 target(s) failed (the others are saved): oil painting: loss is nan at iteration 1; "
-        "neon: loss is nan at iteration 3"
+        "2 target(s) failed (the others are saved): oil painting: loss is nan at iteration 1; neon: loss is "
+        "nan at iteration 3"
     )
     runs = json.loads((out / "index.json").read_text())["runs"]
     assert [(r["target"], r["status"], r["iterations_done"]) for r in runs] == [
@@ -327,15 +327,15 @@ def test_plans_and_folders_that_cannot_be_used_are_refused(tmp_path, rosinality_
     from nada_train.many import read_plan
 
     with refused(
-        f"^--resume '{re.escape(str(tmp_path))}': no targets.json there; "
-        "is it a several-target nada-train directory\\?$"
+        f"^--resume '{re.escape(str(tmp_path))}': no targets.json there; is it a several-target nada-train "
+        "directory\\?$"
     ):
         read_plan(tmp_path)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("")
     with refused(
-        f"^--out '{re.escape(str(tmp_path / 'taken'))}' exists and is not empty; choose a new "
-        f"directory, or continue it with --resume {re.escape(str(tmp_path / 'taken'))}$"
+        f"^--out '{re.escape(str(tmp_path / 'taken'))}' exists and is not empty; choose a new directory, or "
+        f"continue it with --resume {re.escape(str(tmp_path / 'taken'))}$"
     ):
         train_many(
             plan(rosinality_ckpt, tmp_path / "taken", tiny_clip_spec), tmp_path / "taken", progress=False

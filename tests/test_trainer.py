@@ -992,8 +992,8 @@ def test_resume_states_that_cannot_continue_are_refused_in_one_line(
     del state["generator"]
     torch.save(state, state_a)
     with refused(
-        f"^--resume '{re.escape(str(run))}': its resume state was written by an older nada "
-        f"without the weights; start a new run from {re.escape(str(run / 'generator.safetensors'))} instead$"
+        f"^--resume '{re.escape(str(run))}': its resume state was written by an older nada without the "
+        f"weights; start a new run from {re.escape(str(run / 'generator.safetensors'))} instead$"
     ):
         resume(run)
 

@@ -416,8 +416,7 @@ def test_unknown_world_style_is_refused(tmp_path, monkeypatch, capsys):
         2,
         [
             "nada-train: error: --target 'watercolour': the built-in world knows the styles photo, sketch, "
-            "neon, "
-            "pixel; name one of them"
+            "neon, pixel; name one of them"
         ],
     )
     assert not (tmp_path / "r").exists()

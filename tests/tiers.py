@@ -265,19 +265,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     problems = []
     if GUARD.started and call.when == "call":
         problems.append(
-            f"it is in the quick tier but started {GUARD.started[0]}; tests/tiers.py did not see the path "
-            "to it: let the test reach it through a helper that slow_uses() lists, or list it there"
+            f"it is in the quick tier but started {GUARD.started[0]}; tests/tiers.py did not see the path to "
+            "it: let the test reach it through a helper that slow_uses() lists, or list it there"
         )
     if call.when == "teardown":
         wall0, cpu0 = item._nada_clocks
         cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
         if cpu > budget_s() or wall > WAITING_FACTOR * budget_s():
             problems.append(
-                f"it is in the quick tier and took {cpu:.1f} s of CPU ({wall:.1f} s on the clock; setup, "
-                "call and "
-                f"teardown), over the budget of {budget_s():g} s of CPU or {WAITING_FACTOR * budget_s():g} s "
-                "on "
-                f"the clock ({BUDGET_ENV}): make it faster, or let it use what makes a test slow"
+                f"it is in the quick tier and took {cpu:.1f} s of CPU ({wall:.1f} s on the clock; setup, call "
+                f"and teardown), over the budget of {budget_s():g} s of CPU or "
+                f"{WAITING_FACTOR * budget_s():g} s on the clock ({BUDGET_ENV}): make it faster, or let it "
+                "use what makes a test slow"
             )
     if problems and report.outcome != "failed":
         report.outcome = "failed"

@@ -75,9 +75,8 @@ def main(
     ),
     kubernetes: Path = typer.Option(
         None,
-        help="Also write Kubernetes manifests for the repository into this folder "
-        "(NVIDIA's tritonserver image; needs --triton-backend native unless --kubernetes-image carries "
-        "nada's runtime).",
+        help="Also write Kubernetes manifests for the repository into this folder (NVIDIA's tritonserver "
+        "image; needs --triton-backend native unless --kubernetes-image carries nada's runtime).",
     ),
     kubernetes_image: str = typer.Option(TRITON_IMAGE, help="tritonserver image the manifests run."),
     kubernetes_repository: str = typer.Option(

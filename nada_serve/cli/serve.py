@@ -32,8 +32,8 @@ def main(
     timeout: float = typer.Option(300, help="Seconds to wait for every model to load."),
     host: str = typer.Option(
         "127.0.0.1",
-        help="Address to listen on. Anything but a loopback address lets other machines "
-        "request images (model control stays restricted to nada-serve itself).",
+        help="Address to listen on. Anything but a loopback address lets other machines request images (model "
+        "control stays restricted to nada-serve itself).",
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Echo the server's log."),
 ) -> None:

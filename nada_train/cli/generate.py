@@ -34,8 +34,8 @@ def main(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     precision: str = typer.Option(
         "auto",
-        help="auto (on a GPU: fp16 with channels_last if its images pass the gate, "
-        "PSNR >= 40 dB against fp32 on seeds 0-15; on the CPU: fp32), fp32, fp16 or bf16.",
+        help="auto (on a GPU: fp16 with channels_last if its images pass the gate, PSNR >= 40 dB against fp32 "
+        "on seeds 0-15; on the CPU: fp32), fp32, fp16 or bf16.",
     ),
     allow_pickle: bool = typer.Option(
         False,

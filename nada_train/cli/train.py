@@ -37,16 +37,16 @@ def main(
         "-g",
         help="Base generator: rosinality-format .pt (with 'g_ema'), an NVIDIA .pkl (stylegan2-ada-pytorch or "
         "stylegan3, StyleGAN2 or StyleGAN3 T/R; read as data, its code never run), a nada .safetensors, "
-        "builtin:NAME (a built-in base), or random:SIZE (random weights, smoke tests). Default: the "
-        "built-in base.",
+        "builtin:NAME (a built-in base), or random:SIZE (random weights, smoke tests). Default: the built-in "
+        "base.",
     ),
     source: str = typer.Option(D["source"], help="Text describing the generator's current domain."),
     target: list[str] = typer.Option(
         [],
         "--target",
-        help="Text describing the new domain, e.g. 'pencil sketch'. Default with a built-in base: its "
-        "default target. Repeat it to train several targets in one run: --out is then a folder that "
-        "gets one run directory per target and index.json.",
+        help="Text describing the new domain, e.g. 'pencil sketch'. Default with a built-in base: its default "
+        "target. Repeat it to train several targets in one run: --out is then a folder that gets one run "
+        "directory per target and index.json.",
     ),
     targets: Path | None = typer.Option(
         None,
@@ -62,8 +62,8 @@ def main(
         [],
         "--clip",
         help=f"open_clip model[:pretrained], repeatable (default {D['clip'][0]}; a built-in base brings its "
-        "own). pretrained: a tag (default openai), a local weights file (its open_clip config "
-        "NAME.json may lie beside it), or 'random'.",
+        "own). pretrained: a tag (default openai), a local weights file (its open_clip config NAME.json may "
+        "lie beside it), or 'random'.",
     ),
     clip_weight: list[float] = typer.Option(
         [], "--clip-weight", help="Weight of each --clip model in the loss (default 1.0 each)."
@@ -104,8 +104,8 @@ def main(
     global_weight: float | None = typer.Option(
         None,
         help="Weight of the global CLIP loss (adapted image vs target text) added to the directional loss; "
-        f"the reference's lambda_global (default {D['global_weight']}, as the paper; a built-in base "
-        "may set its own per target).",
+        f"the reference's lambda_global (default {D['global_weight']}, as the paper; a built-in base may set "
+        "its own per target).",
     ),
     seed: int | None = typer.Option(None, help=f"Random seed of the run (default {D['seed']})."),
     device: str | None = typer.Option(
@@ -122,8 +122,8 @@ def main(
         None,
         "--compile",
         help="off, inductor (torch.compile the step's synthesis and CLIP calls) or cudagraphs (inductor, "
-        "then captured in CUDA graphs; CUDA only). The first step compiles: minutes; worth it for long "
-        f"runs (default {D['compile']}).",
+        "then captured in CUDA graphs; CUDA only). The first step compiles: minutes; worth it for long runs "
+        f"(default {D['compile']}).",
     ),
     n_sample: int | None = typer.Option(
         None, help=f"Fixed preview latents (seeds 0..n-1) in samples/ (default {D['n_sample']})."
@@ -209,8 +209,7 @@ def main(
         if refused:
             raise NadaError(
                 f"--resume continues a run with the settings it started with; {option_of(refused[0])} cannot "
-                "be "
-                "given with it (only --iterations, a new total)"
+                "be given with it (only --iterations, a new total)"
             )
         report(resume, resume_run(resume, iterations, progress=not quiet))
         return

@@ -56,8 +56,8 @@ def _weights_hint() -> str:
         os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub"
     )
     return (
-        f"open_clip looks in the Hugging Face cache ({hf}) and ~/.cache/clip; "
-        "pass a local file as --clip NAME:/path/to/weights.pt, or NAME:random for a smoke test"
+        f"open_clip looks in the Hugging Face cache ({hf}) and ~/.cache/clip; pass a local file as --clip "
+        "NAME:/path/to/weights.pt, or NAME:random for a smoke test"
     )
 
 

@@ -38,8 +38,8 @@ class LatentAndFrame:
             left, top, right, bottom = self.crop
             if not (0 <= left < right <= self.size and 0 <= top < bottom <= self.size):
                 raise ValueError(
-                    f"crop {list(self.crop)} is not a box inside the {self.size}x{self.size} image "
-                    "(left, top, right, bottom with 0 <= left < right <= size)"
+                    f"crop {list(self.crop)} is not a box inside the {self.size}x{self.size} image (left, "
+                    "top, right, bottom with 0 <= left < right <= size)"
                 )
 
 
@@ -93,8 +93,8 @@ class GeneratorConfig(LatentAndFrame):
             raise ValueError(f"size must be a power of two >= 8, got {self.size}")
         if len(self.channels) != self.log_size - 1:
             raise ValueError(
-                f"channels needs one width per resolution 4..{self.size} "
-                f"({self.log_size - 1} entries), got {len(self.channels)}"
+                f"channels needs one width per resolution 4..{self.size} ({self.log_size - 1} entries), got "
+                f"{len(self.channels)}"
             )
         self.check_crop()
 
@@ -159,8 +159,8 @@ class GeneratorConfig(LatentAndFrame):
         def need(key: str) -> torch.Tensor:
             if key not in state:
                 raise NadaError(
-                    f"{source}: missing tensor '{key}'; it is not a rosinality-format StyleGAN2 "
-                    "generator (expected keys like style.1.weight, input.input, conv1.conv.weight)"
+                    f"{source}: missing tensor '{key}'; it is not a rosinality-format StyleGAN2 generator "
+                    "(expected keys like style.1.weight, input.input, conv1.conv.weight)"
                 )
             return state[key]
 

@@ -126,7 +126,7 @@ def fastest_copy(generator: StyleGenerator, precision: str = "auto") -> tuple[St
     gate = precision_gate(generator, fast, precision)
     if not gate.passed:
         raise FieldError(
-            f"{{precision}} {precision}: its images drift too far from fp32's ({gate.describe()}); "
-            "render at fp32 or with {precision} auto"
+            f"{{precision}} {precision}: its images drift too far from fp32's ({gate.describe()}); render at "
+            "fp32 or with {precision} auto"
         )
     return fast, gate.describe()

@@ -50,10 +50,8 @@ class AliasFreeLayerSpec:
         if (expected + self.down - 1) // self.down != self.out_size:
             raise ValueError(
                 f"layer geometry does not add up: {self.in_size} px in, up {self.up}, padding "
-                f"{list(self.padding)}, "
-                f"filters {self.up_taps}/{self.down_taps}, down {self.down} gives "
-                f"{(expected + self.down - 1) // self.down}, "
-                f"not {self.out_size}"
+                f"{list(self.padding)}, filters {self.up_taps}/{self.down_taps}, down {self.down} gives "
+                f"{(expected + self.down - 1) // self.down}, not {self.out_size}"
             )
 
 
@@ -95,8 +93,7 @@ class StyleGAN3Config(LatentAndFrame):
         if self.layers[-1].out_size != self.size or self.layers[-1].out_channels != 3:
             raise ValueError(
                 f"the ToRGB layer makes {self.layers[-1].out_size} px x {self.layers[-1].out_channels} "
-                "channels, "
-                f"not {self.size} px RGB"
+                f"channels, not {self.size} px RGB"
             )
         self.check_crop()
 

@@ -121,8 +121,7 @@ def main() -> None:
         write_outputs(G, args.out / f"{name}.npz")
         print(
             f"{name}: {sum(p.numel() for p in G.parameters())} parameters, {len(G.synthesis.layer_names)} "
-            "layers, "
-            f"{(args.out / f'{name}.pkl').stat().st_size} bytes"
+            f"layers, {(args.out / f'{name}.pkl').stat().st_size} bytes"
         )
 
 
