@@ -28,7 +28,9 @@ import torch
 from benchmarks.common import machine, machine_line, markdown_table
 from nada_core.fileio import write_json
 from nada_export.graphs import MappingGraph, SynthesisGraph
+from nada_export.tensors import IO_NAMES, graph_precision, graph_tensors
 from nada_train.checkpoints import load_generator, save_safetensors
+from nada_train.devices import resolve_device
 from nada_train.generator import Generator
 from nada_train.generator.inference import inference_copy
 
@@ -207,12 +209,10 @@ def measure_aoti(
             folder / f"{kind}.pt2",
             max_batch,
             device.type,
-            precision if kind == "synthesis" else "fp32",
+            graph_precision(kind, precision),
         )
         print(f"  (aoti {kind} compiled in {time.perf_counter() - t0:.1f} s)", flush=True)
-        runners[kind] = AotiRunner(
-            folder / f"{kind}.pt2", str(device), ["z", "truncation"] if kind == "mapping" else ["ws"]
-        )
+        runners[kind] = AotiRunner(folder / f"{kind}.pt2", str(device), IO_NAMES[kind][0])
     rows = []
     for b in batches:
         z, t = (x.cpu().numpy() for x in inputs(g, b, "cpu"))
@@ -395,14 +395,13 @@ def measure_tensorrt(
     if reason:
         print(f"  tensorrt     skipped: {reason}")
         return []
-    c = g.config
-    mapping = EngineRunner(
-        build_engine(paths["mapping"], folder / "m.plan", {"z": (c.z_dim,), "truncation": (1,)}, max_batch)
-    )
+
+    def shapes(graph: str) -> dict[str, tuple[int, ...]]:
+        return {t.name: t.dims for t in graph_tensors(g.config, graph)[0]}
+
+    mapping = EngineRunner(build_engine(paths["mapping"], folder / "m.plan", shapes("mapping"), max_batch))
     synthesis = EngineRunner(
-        build_engine(
-            paths["synthesis"], folder / "s.plan", {"ws": (c.n_latent, c.style_dim)}, max_batch, precision
-        )
+        build_engine(paths["synthesis"], folder / "s.plan", shapes("synthesis"), max_batch, precision)
     )
     rows = []
     for b in batches:
@@ -508,11 +507,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             [1, 4],
         )
         args.requests, args.min_seconds = 6, 1.0
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
+    device = resolve_device(args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     info = machine()
     # Triton's max_batch_size must let the dynamic batcher merge `concurrency` single-image requests

@@ -23,6 +23,7 @@ from benchmarks.common import machine, machine_line, markdown_table
 from nada_core.fileio import write_json
 from nada_train.checkpoints import random_generator, save_safetensors
 from nada_train.clip import parse_clip_spec
+from nada_train.devices import resolve_device
 from nada_train.factory import build
 from nada_train.generator.inference import render
 from nada_train.images import psnr
@@ -286,11 +287,7 @@ def main() -> None:
     if args.quick:
         args.size, args.iterations, args.layers = [64], 2, ["auto"]
     info = machine()
-    device = (
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
+    device = str(resolve_device(args.device))
     if args.batching_bound:
         rows = [batching_bound(size, args.batch, 8, device) for size in args.size]
         write_json(args.json, {"machine": info, "records": rows})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -19,27 +18,32 @@ from pathlib import Path
 
 from nada_core.errors import FieldError
 from nada_core.fileio import exchange
+from nada_export.tensors import TensorSpec
 
 # the python-backend model each version folder gets as model.py (found, not imported: it needs Triton's own module)
 PYTHON_MODEL_SOURCE = Path(importlib.util.find_spec("nada_serve.triton_python_model").origin)
 BACKENDS = ("python", "native")
 
 
-@dataclass
-class TensorSpec:
-    name: str
-    dtype: str  # Triton's TYPE_* without the prefix
-    dims: tuple[int, ...]
-
-    def pbtxt(self) -> str:
-        return f'  {{ name: "{self.name}" data_type: TYPE_{self.dtype} dims: [ {", ".join(map(str, self.dims))} ] }}'
-
-    def nbytes(self, batch: int) -> int:
-        return batch * math.prod(self.dims) * {"FP32": 4, "FP16": 2, "UINT8": 1}[self.dtype]
-
-
 def mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What runs a served file, as the repository writer needs it."""
+
+    native_platform: str | None  # Triton's own backend for it; None: only the python backend runs it
+    native_file: str | None  # the file name Triton's own backend looks for
+    needs_gpu: bool  # its instances belong on a GPU whatever it was built for
+    built_for_device: bool  # built for one device (cpu or cuda), which the python model must be told
+
+
+RUNTIMES: dict[str, Runtime] = {
+    "onnxruntime": Runtime("onnxruntime_onnx", "model.onnx", needs_gpu=False, built_for_device=False),
+    "tensorrt": Runtime("tensorrt_plan", "model.plan", needs_gpu=True, built_for_device=False),
+    "aoti": Runtime(None, None, needs_gpu=False, built_for_device=True),
+}
 
 
 @dataclass
@@ -51,8 +55,8 @@ class ModelSpec:
     outputs: list[TensorSpec]
     max_batch: int
     file: Path | None = None
-    runtime: str = "onnxruntime"  # onnxruntime | tensorrt | aoti
-    device: str = "cpu"  # what an aoti package was built for: cpu | cuda
+    runtime: str = "onnxruntime"  # a key of RUNTIMES
+    device: str = "cpu"  # what a runtime built for one device was built for: cpu | cuda
     steps: list[dict] = field(default_factory=list)  # ensemble steps
     description: str = ""
 
@@ -69,17 +73,16 @@ class ServeOptions:
 def _instance_kind(spec: ModelSpec, opts: ServeOptions) -> str:
     if opts.instance_kind != "auto":
         return f"KIND_{opts.instance_kind.upper()}"
+    runtime = RUNTIMES[spec.runtime]
     on_gpu = (
-        spec.runtime == "tensorrt"
-        or (spec.runtime == "aoti" and spec.device == "cuda")
-        or opts.backend == "native"
+        runtime.needs_gpu or (runtime.built_for_device and spec.device == "cuda") or opts.backend == "native"
     )
     return "KIND_GPU" if on_gpu else "KIND_CPU"
 
 
 def model_filename(spec: ModelSpec, opts: ServeOptions) -> str:
     if opts.backend == "native":
-        return "model.plan" if spec.runtime == "tensorrt" else "model.onnx"
+        return RUNTIMES[spec.runtime].native_file
     return spec.file.name if spec.file else ""
 
 
@@ -88,9 +91,7 @@ def config_pbtxt(spec: ModelSpec, opts: ServeOptions) -> str:
     if spec.steps:
         lines.append('platform: "ensemble"')
     elif opts.backend == "native":
-        lines.append(
-            'platform: "tensorrt_plan"' if spec.runtime == "tensorrt" else 'platform: "onnxruntime_onnx"'
-        )
+        lines.append(f'platform: "{RUNTIMES[spec.runtime].native_platform}"')
     else:
         lines.append('backend: "python"')
     lines.append(f"max_batch_size: {spec.max_batch}")
@@ -112,7 +113,7 @@ def config_pbtxt(spec: ModelSpec, opts: ServeOptions) -> str:
             "model_file": model_filename(spec, opts),
             "check_finite": "1",
             "threads": str(opts.threads),
-            **({"device": spec.device} if spec.runtime == "aoti" else {}),
+            **({"device": spec.device} if RUNTIMES[spec.runtime].built_for_device else {}),
         }
         for k, v in params.items():
             lines.append(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}')

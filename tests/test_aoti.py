@@ -84,7 +84,7 @@ def test_served_aoti_images_equal_nada_generate(aoti_repo, small):
 def test_a_broken_reduced_precision_package_is_refused(tmp_path, small, monkeypatch):
     """The precision gate (PSNR >= 40 dB against fp32) applies to aoti: a bf16 path that also rounds
     its styles to one decimal is refused and its package deleted."""
-    from nada_export import pipeline
+    from nada_export.engines import build_aoti
     from nada_train.generator.layers import ModulatedConv2d
 
     reduced = ModulatedConv2d._forward_reduced
@@ -98,17 +98,31 @@ def test_a_broken_reduced_precision_package_is_refused(tmp_path, small, monkeypa
     with pytest.raises(
         NadaError, match=r"AOTInductor synthesis package \(cpu, bf16\) does not match PyTorch .*PSNR"
     ):
-        pipeline._aoti_verified(g, "synthesis", package, max_batch=2, precision="bf16", device="cpu")
+        build_aoti(g, "synthesis", package.with_suffix(""), max_batch=2, precision="bf16", device="cpu")
     assert not package.exists()
 
 
 @pytest.mark.parametrize(
     "kwargs,needle",
     [
-        (dict(engine="onnx", precision="bf16"), "is built by TensorRT or AOTInductor"),
-        (dict(engine="trt", precision="bf16"), "bf16 is for --engine aoti"),
+        (
+            dict(engine="onnx", precision="bf16"),
+            "--precision bf16: --engine onnx builds fp32; bf16 is built by --engine aoti$",
+        ),
+        (
+            dict(engine="trt", precision="bf16"),
+            "--precision bf16: --engine trt builds fp32 or fp16; bf16 is built by --engine aoti$",
+        ),
+        (
+            dict(engine="onnx", precision="fp16"),
+            "--precision fp16: --engine onnx builds fp32; fp16 is built by --engine trt or aoti$",
+        ),
         (dict(engine="aoti", device="tpu"), "--device tpu: choose auto, cpu or cuda"),
-        (dict(engine="aoti", serve=ServeOptions(backend="native")), "served by the python backend"),
+        (
+            dict(engine="aoti", serve=ServeOptions(backend="native")),
+            r"--engine aoti is served by the python backend \(Triton's native backends do not load .pt2 "
+            r"packages\); drop --backend native",
+        ),
     ],
 )
 def test_aoti_options_are_checked_before_any_work(tmp_path, three_generators, kwargs, needle):

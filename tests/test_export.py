@@ -221,7 +221,7 @@ def test_failed_export_leaves_repository_as_it_was(tmp_path, three_generators, m
     def boom(*a, **k):
         raise NadaError("parity failed (simulated)")
 
-    monkeypatch.setattr("nada_export.pipeline.export_verified", boom)
+    monkeypatch.setattr("nada_export.engines.export_verified", boom)
     with pytest.raises(NadaError, match="simulated"):
         export([str(three_generators[1])], repo, max_batch=2, progress=False)
     after = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
@@ -261,7 +261,7 @@ def test_second_export_adds_to_repository(tmp_path, three_generators, base_repos
     "kw,match",
     [
         (dict(engine="tensorrt"), "--engine tensorrt"),
-        (dict(precision="fp16"), "built by TensorRT"),
+        (dict(precision="fp16"), "--engine onnx builds fp32; fp16 is built by --engine trt or aoti"),
         (dict(max_batch=0), "--max-batch 0"),
         (dict(names=["a", "b"]), "one name per checkpoint"),
         (dict(names=["Bad Name"]), "--name 'Bad Name'"),

@@ -50,7 +50,7 @@ def slow_uses() -> dict[int, tuple[Any, str]]:
     import torch._dynamo
 
     from benchmarks import inference, load
-    from nada_export import aoti_engine, onnx_export, pipeline
+    from nada_export import aoti_engine, engines, onnx_export, pipeline
     from nada_serve.server import TritonServer
 
     found: list[tuple[Any, str]] = [
@@ -63,7 +63,8 @@ def slow_uses() -> dict[int, tuple[Any, str]]:
         (onnx_export.export_verified, "an ONNX export"),
         (torch.onnx.export, "an ONNX export"),
         (aoti_engine.build_package, "an AOTInductor compile"),
-        (pipeline._aoti_verified, "an AOTInductor compile"),
+        (engines.build_aoti, "an AOTInductor compile"),
+        (engines.build_tensorrt, "a TensorRT build"),
         (TritonServer, "a tritonserver"),
         (load.Server, "nada-serve"),
         (load.main, "nada-serve"),

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import typer
 
 from nada_core.cli import run_app, typer_app
-from nada_export.kubernetes import TRITON_IMAGE, KubernetesOptions, manifests, write_manifests
+from nada_export.engines import ENGINES, PRECISIONS, or_list
+from nada_export.kubernetes import KubernetesOptions, manifests, write_manifests
 from nada_export.pipeline import export
 from nada_export.triton_repo import ServeOptions
+
+# the defaults are the library's: export()'s signature, ServeOptions and KubernetesOptions
+EXPORT = {name: p.default for name, p in inspect.signature(export).parameters.items()}
+SERVE, K8S = ServeOptions(), KubernetesOptions()
 
 app = typer_app(
     "Export generators to ONNX (TensorRT engines, or AOTInductor packages) and write a Triton model "
@@ -33,43 +39,49 @@ def main(
         help="Triton model repository to write (models already there are kept).",
     ),
     engine: str = typer.Option(
-        "onnx",
-        help="onnx; trt to build TensorRT engines (needs TensorRT and a GPU); aoti to compile AOTInductor "
-        "packages (.pt2) for --device, wherever PyTorch runs.",
+        EXPORT["engine"],
+        help=f"{or_list(ENGINES)}. onnx: ONNX graphs; trt: TensorRT engines (needs TensorRT and a GPU); aoti: "
+        "AOTInductor packages (.pt2) compiled for --device, wherever PyTorch runs.",
     ),
     name: list[str] = typer.Option(
         [], "--name", help="Served model name per checkpoint, in order (default: file or run folder name)."
     ),
     max_batch: int = typer.Option(
-        8, help="Largest batch a model accepts (Triton max_batch_size; TensorRT profile max)."
+        EXPORT["max_batch"],
+        help="Largest batch a model accepts (Triton max_batch_size; TensorRT profile max).",
     ),
     precision: str = typer.Option(
-        "fp32",
-        help="fp32; fp16 (trt: modulation/demodulation stay fp32; aoti) or bf16 (aoti). A reduced-precision "
-        "synthesis is refused below PSNR 40 dB against fp32.",
+        EXPORT["precision"],
+        help=f"{or_list(PRECISIONS)} of the synthesis ("
+        + "; ".join(f"{e.name}: {or_list(e.precisions)}" for e in ENGINES.values())
+        + "). In fp16 TensorRT keeps modulation/demodulation fp32; the mapping is always fp32. A reduced-"
+        "precision synthesis is refused below PSNR 40 dB against fp32.",
     ),
     device: str = typer.Option(
-        "auto",
+        EXPORT["device"],
         help="aoti: the device the packages are compiled for and served on: cpu, cuda, or auto (cuda when a "
         "GPU is visible).",
     ),
     triton_backend: str = typer.Option(
-        "python",
+        SERVE.backend,
         help="python (runs on the tritonserver bundled in nvidia-pytriton) or native (Triton's "
         "onnxruntime/tensorrt backends).",
     ),
-    instances: int = typer.Option(1, help="Model instances per model (instance_group count)."),
+    instances: int = typer.Option(
+        SERVE.instance_count, help="Model instances per model (instance_group count)."
+    ),
     instance_kind: str = typer.Option(
-        "auto", help="auto, cpu or gpu (auto: gpu for native/TensorRT, cpu for python+onnx)."
+        SERVE.instance_kind, help="auto, cpu or gpu (auto: gpu for native/TensorRT, cpu for python+onnx)."
     ),
     queue_delay_us: int = typer.Option(
-        2000, help="Dynamic batching: how long Triton waits to fill a batch (microseconds)."
+        SERVE.queue_delay_us, help="Dynamic batching: how long Triton waits to fill a batch (microseconds)."
     ),
     threads: int = typer.Option(
-        0, help="intra-op threads (onnxruntime, aoti on the CPU) in python-backend models (0 = all cores)."
+        SERVE.threads,
+        help="intra-op threads (onnxruntime, aoti on the CPU) in python-backend models (0 = all cores).",
     ),
     allow_pickle: bool = typer.Option(
-        False,
+        EXPORT["allow_pickle"],
         "--allow-pickle",
         help="Load checkpoints holding arbitrary Python objects (runs code from the file).",
     ),
@@ -78,19 +90,21 @@ def main(
         help="Also write Kubernetes manifests for the repository into this folder (NVIDIA's tritonserver "
         "image; needs --triton-backend native unless --kubernetes-image carries nada's runtime).",
     ),
-    kubernetes_image: str = typer.Option(TRITON_IMAGE, help="tritonserver image the manifests run."),
+    kubernetes_image: str = typer.Option(K8S.image, help="tritonserver image the manifests run."),
     kubernetes_repository: str = typer.Option(
-        "pvc",
+        K8S.repository,
         help="Where replicas read the repository: pvc (a PersistentVolumeClaim) or s3://, gs://, as:// URL.",
     ),
-    kubernetes_gpus: int = typer.Option(1, help="GPUs per replica (0: CPU replicas)."),
-    kubernetes_replicas: int = typer.Option(1, help="Fewest replicas the autoscaler keeps."),
-    kubernetes_max_replicas: int = typer.Option(4, help="Most replicas the autoscaler starts."),
+    kubernetes_gpus: int = typer.Option(K8S.gpus, help="GPUs per replica (0: CPU replicas)."),
+    kubernetes_replicas: int = typer.Option(K8S.replicas, help="Fewest replicas the autoscaler keeps."),
+    kubernetes_max_replicas: int = typer.Option(
+        K8S.max_replicas, help="Most replicas the autoscaler starts."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     serve = ServeOptions(triton_backend, instances, instance_kind, queue_delay_us, threads)
     k8s = KubernetesOptions(
-        "nada",
+        K8S.name,
         kubernetes_image,
         kubernetes_repository,
         kubernetes_gpus,

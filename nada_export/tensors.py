@@ -1,0 +1,56 @@
+"""What each exported graph takes and gives, stated once: names, Triton dtypes and per-item shapes
+(the batch axis comes first and is free), and the precision each graph is built at. Torch-free: the
+repository writer, the python model and the client read it too."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+# graph -> (input names, output names)
+IO_NAMES: dict[str, tuple[list[str], list[str]]] = {
+    "mapping": (["z", "truncation"], ["ws"]),
+    "synthesis": (["ws"], ["image"]),
+    "generator": (["z", "truncation"], ["image"]),  # the ensemble: mapping then synthesis
+}
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str  # Triton's TYPE_* without the prefix
+    dims: tuple[int, ...]
+
+    def pbtxt(self) -> str:
+        return f'  {{ name: "{self.name}" data_type: TYPE_{self.dtype} dims: [ {", ".join(map(str, self.dims))} ] }}'
+
+    def nbytes(self, batch: int) -> int:
+        return batch * math.prod(self.dims) * {"FP32": 4, "FP16": 2, "UINT8": 1}[self.dtype]
+
+
+class Shapes(Protocol):
+    """What of a generator's config fixes the tensors (GeneratorConfig and StyleGAN3Config have it)."""
+
+    z_dim: int
+    n_latent: int
+    style_dim: int
+    image_shape: tuple[int, int]
+
+
+def graph_tensors(config: Shapes, graph: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """(inputs, outputs) of `graph` (mapping, synthesis or generator) for a generator's config."""
+    known = {
+        "z": TensorSpec("z", "FP32", (config.z_dim,)),
+        "truncation": TensorSpec("truncation", "FP32", (1,)),
+        "ws": TensorSpec("ws", "FP32", (config.n_latent, config.style_dim)),
+        "image": TensorSpec("image", "UINT8", (*config.image_shape, 3)),
+    }
+    inputs, outputs = IO_NAMES[graph]
+    return [known[n] for n in inputs], [known[n] for n in outputs]
+
+
+def graph_precision(graph: str, precision: str) -> str:
+    """The precision `graph` is built at when an export asks for `precision`: the synthesis at it,
+    the mapping always at fp32 (its W codes feed every layer, and it is a few matmuls of the work)."""
+    return precision if graph == "synthesis" else "fp32"
