@@ -1,8 +1,8 @@
-"""The two graphs that are exported and served.
+"""The two graphs that are exported and served, as modules (their tensors: nada_export.tensors).
 
-mapping:   z [B, z_dim], truncation [B, 1] -> ws [B, n_latent, w_dim]  (shared by every generator
-           adapted from one base: the trainer never changes the mapping network or latent_avg)
-synthesis: ws [B, n_latent, w_dim] -> image [B, H, W, 3] uint8 (RGB, ready to encode)
+mapping:   z, truncation -> ws  (shared by every generator adapted from one base: the trainer never
+           changes the mapping network or latent_avg)
+synthesis: ws -> image, uint8 RGB ready to encode
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hashlib
 import torch
 from torch import nn
 
+from nada_export.tensors import IO_NAMES
 from nada_train.generator import Generator
 from nada_train.images import to_uint8
 
@@ -38,8 +39,7 @@ class SynthesisGraph(nn.Module):
 
 # kind -> (graph, input names, output names)
 GRAPHS: dict[str, tuple[type[nn.Module], list[str], list[str]]] = {
-    "mapping": (MappingGraph, ["z", "truncation"], ["ws"]),
-    "synthesis": (SynthesisGraph, ["ws"], ["image"]),
+    kind: (cls, *IO_NAMES[kind]) for kind, cls in (("mapping", MappingGraph), ("synthesis", SynthesisGraph))
 }
 
 
@@ -76,10 +76,9 @@ def export_spec(
     generator: Generator, kind: str, max_batch: int
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...], dict]:
     """What torch.export (for ONNX and for AOTInductor alike) takes for kind's graph: the module,
-    example inputs at batch 2, and each input's batch axis free over 1..max_batch. Grouped ("fused")
-    convolutions are switched off: their weights depend on the batch."""
+    example inputs at batch 2, and each input's batch axis free over 1..max_batch. The graphs render
+    unfused (grouped convolutions' weights depend on the batch)."""
     cls, input_names, _ = GRAPHS[kind]
-    generator.set_fused(False)
     module = cls(generator).eval()
     example = example_inputs(generator, kind, batch=2)
     batch = torch.export.Dim("batch", min=1, max=max(2, max_batch))

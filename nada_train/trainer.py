@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -79,13 +80,12 @@ class Trainer:
         self.g_frozen = base.generator.requires_grad_(False).eval()
         self.g_train = g_train.train()
         self.g_train.requires_grad_(False)
-        self.g_frozen.set_fused(opts.fused)
-        self.g_train.set_fused(opts.fused)
         # Adam over every synthesis parameter; those frozen in a step get no gradient and stay put.
         self.params = [p for n, p in g_train.named_parameters() if not n.startswith("style.")]
         self.optimizer = torch.optim.Adam(self.params, lr=opts.lr * REG_RATIO, betas=(0.0, 0.99**REG_RATIO))
-        self.synthesize = compiled(g_train.synthesis, opts.compile)  # training and layer selection alike
-        self.synthesize_frozen = compiled(self.g_frozen.synthesis, opts.compile)
+        # training and layer selection alike, in the form the run asked for (fused or not)
+        self.synthesize = compiled(partial(g_train.synthesis, fused=opts.fused), opts.compile)
+        self.synthesize_frozen = compiled(partial(self.g_frozen.synthesis, fused=opts.fused), opts.compile)
         self.auto_k = opts.auto_layer_k or default_auto_k(g_train.n_latent)
         # never a slot for a code that trains nothing
         self.selectable_codes = codes_with_layers(g_train, opts.train_torgb)

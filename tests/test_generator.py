@@ -47,9 +47,8 @@ def test_fused_and_unfused_agree_forward_and_backward():
     ws = g.broadcast(g.mapping(z)).detach()
     outs, grads = [], []
     for fused in (False, True):
-        g.set_fused(fused)
         g.zero_grad()
-        img = g.synthesis(ws)
+        img = g.synthesis(ws, fused=fused)
         img.square().mean().backward()
         outs.append(img.detach())
         grads.append(g.convs[2].conv.weight.grad.clone())
@@ -166,10 +165,9 @@ def test_a_dead_filter_demodulates_to_zero_not_nan(fused):
     """A conv whose weights are all zero (a pruned or dead filter): demodulation's epsilon keeps it
     at exactly zero instead of 0 * inf."""
     g = tiny_generator()
-    g.set_fused(fused)
     with torch.no_grad():
         g.convs[1].conv.weight[:, 0] = 0  # output channel 0 of convs.1
         ws = g.broadcast(g.mapping(torch.randn(2, 32)))
-        x = g.conv1(g.input(ws), ws[:, 0], None)
-        out = g.convs[1].conv(g.convs[0].conv(x, ws[:, 1]), ws[:, 2])
+        x = g.conv1(g.input(ws), ws[:, 0], None, fused)
+        out = g.convs[1].conv(g.convs[0].conv(x, ws[:, 1], fused), ws[:, 2], fused)
     assert torch.isfinite(out).all() and torch.equal(out[:, 0], torch.zeros_like(out[:, 0]))

@@ -24,8 +24,6 @@ def test_the_reduced_path_is_the_plain_one_in_exact_arithmetic(demodulate, upsam
         style, weight = conv.modulation(w), conv.weight[0] * conv.scale
         want = conv(x, w)
         got = conv._forward_reduced(x, style, weight)
-        conv.mixed_precision = True
-        assert torch.equal(conv(x, w), got)  # the path the inference copy switches on
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert want.abs().max() > 0.1
@@ -173,7 +171,7 @@ def test_on_the_cpu_no_path_is_channels_last(precision):
     and fp32 asked for by name is the plain copy, described as fp32."""
     g = tiny_generator()
     fast, how = fastest_copy(g, precision)
-    assert fast.input.memory_format == torch.contiguous_format and fast is not g
+    assert fast.input.input.is_contiguous() and fast is not g
     if precision != "fp16":
         assert how == "fp32" and all(p.dtype == torch.float32 for p in fast.parameters())
 
@@ -183,6 +181,37 @@ def test_the_defaults_are_the_plain_fp32_copy_and_auto():
     fastest_copy the automatic choice (fp32 on the CPU)."""
     g = tiny_generator()
     plain = inference_copy(g)
-    assert plain is not g and plain.input.memory_format == torch.contiguous_format
+    assert plain is not g and plain.input.input.is_contiguous()
     assert all(p.dtype == torch.float32 and not p.requires_grad for p in plain.parameters())
     assert fastest_copy(g)[1] == "fp32"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fp16_and_bf16_weights_take_the_reduced_path_and_refuse_the_fused_one(dtype):
+    """The form follows the weights: an inference copy's conv (weights cast, modulation fp32) takes
+    the reduced path with nothing switched on; the grouped form, fp32 only, refuses it in one line."""
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(12, 7, 3, 16)
+    conv.weight.data = conv.weight.data.to(dtype)
+    x, w = torch.randn(3, 12, 8, 8).to(dtype), torch.randn(3, 16)
+    with torch.no_grad():
+        want = conv._forward_reduced(x, conv.modulation(w), conv.weight[0] * conv.scale)
+        assert torch.equal(conv(x, w), want)
+        with pytest.raises(ValueError, match="fused .* is fp32 only"):
+            conv(x, w, fused=True)
+
+
+def test_a_channels_last_copy_renders_channels_last_and_the_same_images():
+    """channels_last is the copy's data (its constant input stored so), not a switch: the activations
+    after it are channels_last and the images are the default layout's."""
+    g = tiny_generator()
+    fast = inference_copy(g, channels_last=True)
+    ws = g.ws(torch.randn(2, 32))
+    seen = []
+    hook = fast.convs[0].register_forward_hook(
+        lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last))
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(fast.synthesis(ws), g.synthesis(ws), rtol=1e-5, atol=1e-5)
+    hook.remove()
+    assert seen == [True] and g.input.input.is_contiguous()  # the original untouched

@@ -44,12 +44,11 @@ def inference_copy(
     g.w_avg.data = g.w_avg.data.float()
     for m in g.modules():
         if isinstance(m, ModulatedConv2d):
-            m.modulation.float()
-            m.mixed_precision = True
+            m.modulation.float()  # its fp16/bf16 weight alone makes it take the reduced form
         elif isinstance(m, ToRGB):
             m.bias.data = m.bias.data.float()
-    if channels_last:
-        g.input.memory_format = torch.channels_last
+    if channels_last:  # a channels_last constant input makes every activation after it channels_last
+        g.input.input.data = g.input.input.data.contiguous(memory_format=torch.channels_last)
     return g
 
 

@@ -42,6 +42,9 @@ def upfirdn2d(
     return F.conv2d(x, weight, groups=channels)
 
 
+REDUCED_DTYPES = (torch.float16, torch.bfloat16)  # weights in these take the reduced form
+
+
 class Blur(nn.Module):
     def __init__(self, taps: tuple[int, ...], pad: tuple[int, int], gain: float = 1.0):
         super().__init__()
@@ -92,11 +95,13 @@ class EqualLinear(nn.Module):
 class ModulatedConv2d(nn.Module):
     """Convolution whose input channels are scaled per sample by a style, then demodulated.
 
-    Two equivalent forms:
+    Equivalent forms, chosen per call (as NVIDIA's fused_modconv):
     - unfused (default): scale activations by the style, convolve with the shared weight, scale the
       output by the per-sample demodulation coefficients. Exports to ONNX with a dynamic batch.
-    - fused: one grouped convolution with per-sample weights (groups = batch). Often faster for
+    - fused=True: one grouped convolution with per-sample weights (groups = batch). Often faster for
       training on GPUs; cannot export with a dynamic batch. Tested equal to the unfused form.
+    - reduced: the unfused form with fp16/bf16 weights (an inference copy's), the style and the
+      demodulation kept in fp32. Taken whenever the weights are fp16 or bf16.
     """
 
     def __init__(
@@ -112,10 +117,6 @@ class ModulatedConv2d(nn.Module):
         super().__init__()
         self.in_channel, self.out_channel, self.kernel_size = in_channel, out_channel, kernel_size
         self.demodulate, self.upsample = demodulate, upsample
-        self.fused = False
-        self.mixed_precision = (
-            False  # the inference copy's: weights in fp16/bf16, style and demodulation in fp32
-        )
         self.scale = 1 / math.sqrt(in_channel * kernel_size**2)
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
@@ -127,13 +128,16 @@ class ModulatedConv2d(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.in_channel}, {self.out_channel}, k={self.kernel_size}, upsample={self.upsample}"
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = False) -> torch.Tensor:
         assert x.ndim == 4 and x.shape[1] == self.in_channel, (tuple(x.shape), self.in_channel)
         style = self.modulation(w)  # [batch, in_channel]
         weight = self.weight[0] * self.scale  # [out, in, k, k]
-        if self.fused:
+        reduced = weight.dtype in REDUCED_DTYPES
+        if fused:
+            if reduced:
+                raise ValueError("the fused (grouped) form is fp32 only; an fp16/bf16 copy renders unfused")
             return self._forward_grouped(x, style, weight)
-        if self.mixed_precision:
+        if reduced:
             return self._forward_reduced(x, style, weight)
         x = x * style[:, :, None, None]
         if self.upsample:
@@ -212,8 +216,10 @@ class StyledConv(nn.Module):
         self.activate = _BiasLeakyReLU(out_channel)
         self.clamp = clamp
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        out = self.activate(self.noise(self.conv(x, w), noise))
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None, fused: bool = False
+    ) -> torch.Tensor:
+        out = self.activate(self.noise(self.conv(x, w, fused), noise))
         return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
 
 
@@ -244,8 +250,12 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
         self.clamp = clamp
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, w).to(self.bias.dtype) + self.bias  # the inference copy keeps the RGB sum in fp32
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None, fused: bool = False
+    ) -> torch.Tensor:
+        out = (
+            self.conv(x, w, fused).to(self.bias.dtype) + self.bias
+        )  # the inference copy keeps the RGB sum in fp32
         if self.clamp is not None:  # this layer's own output, before the skip is added (NVIDIA's order)
             out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:
@@ -257,13 +267,12 @@ class ConstantInput(nn.Module):
     def __init__(self, channel: int, size: int = 4):
         super().__init__()
         self.input = nn.Parameter(torch.randn(1, channel, size, size))
-        # channels_last in the inference copy: every conv follows
-        self.memory_format = torch.contiguous_format
 
     def forward(self, like: torch.Tensor) -> torch.Tensor:
         x = self.input.expand(like.shape[0], -1, -1, -1)
-        return (
-            x
-            if self.memory_format == torch.contiguous_format
-            else x.contiguous(memory_format=self.memory_format)
+        # a constant stored channels_last (an inference copy's) starts the activations channels_last:
+        # every conv after it follows
+        stored_channels_last = not self.input.is_contiguous() and self.input.is_contiguous(
+            memory_format=torch.channels_last
         )
+        return x.contiguous(memory_format=torch.channels_last) if stored_channels_last else x

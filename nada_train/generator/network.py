@@ -86,13 +86,17 @@ class StyleGenerator(nn.Module):
             w = self.truncate(w, truncation)
         return self.broadcast(w)
 
-    def synthesis(self, ws: torch.Tensor, noise_mode: NoiseMode = "const") -> torch.Tensor:
+    def synthesis(
+        self, ws: torch.Tensor, noise_mode: NoiseMode = "const", fused: bool = False
+    ) -> torch.Tensor:
+        """fused: the grouped form of the modulated convolutions (layers.ModulatedConv2d), where the
+        generator has one; the same images."""
         raise NotImplementedError
 
     def forward(
-        self, z: torch.Tensor, truncation: float = 1.0, noise_mode: NoiseMode = "const"
+        self, z: torch.Tensor, truncation: float = 1.0, noise_mode: NoiseMode = "const", fused: bool = False
     ) -> torch.Tensor:
-        return self.synthesis(self.ws(z, truncation), noise_mode)
+        return self.synthesis(self.ws(z, truncation), noise_mode, fused)
 
     def crop(self, image: torch.Tensor) -> torch.Tensor:
         """The content box of the frame (the config's crop), or the whole frame."""
@@ -104,13 +108,6 @@ class StyleGenerator(nn.Module):
     def set_crop(self, crop: tuple[int, int, int, int] | None) -> None:
         """Make the output the box (left, top, right, bottom) of the frame (None: the whole frame)."""
         self.config = replace(self.config, crop=None if crop is None else tuple(int(v) for v in crop))
-
-    def set_fused(self, fused: bool) -> None:
-        """Switch every modulated conv between the exportable and the grouped (fused) form (a
-        generator without a grouped form ignores it)."""
-        for m in self.modules():
-            if hasattr(m, "fused") and hasattr(m, "demodulate"):
-                m.fused = fused
 
     # ---- which layers learn -------------------------------------------------------------------
     def layers_of_code(self, code: int, include_torgb: bool = False) -> list[str]:
@@ -167,19 +164,21 @@ class Generator(StyleGenerator):
             return [None] * len(stored)
         raise ValueError(f"noise mode must be const, random or none, got {mode!r}")
 
-    def synthesis(self, ws: torch.Tensor, noise_mode: NoiseMode = "const") -> torch.Tensor:
+    def synthesis(
+        self, ws: torch.Tensor, noise_mode: NoiseMode = "const", fused: bool = False
+    ) -> torch.Tensor:
         """W+ codes [batch, n_latent, style_dim] -> image [batch, 3, H, W] in about [-1, 1] (size x size,
-        or the config's crop box)."""
+        or the config's crop box). fused: grouped modulated convolutions (training on GPUs)."""
         assert ws.ndim == 3 and ws.shape[1:] == (self.n_latent, self.config.style_dim), tuple(ws.shape)
         noise = self._noise(noise_mode, ws)
         x = self.input(ws)
-        x = self.conv1(x, ws[:, 0], noise[0])
-        rgb = self.to_rgb1(x, ws[:, 1])
+        x = self.conv1(x, ws[:, 0], noise[0], fused)
+        rgb = self.to_rgb1(x, ws[:, 1], fused=fused)
         code = 1
         for j, to_rgb in enumerate(self.to_rgbs):
-            x = self.convs[2 * j](x, ws[:, code], noise[1 + 2 * j])
-            x = self.convs[2 * j + 1](x, ws[:, code + 1], noise[2 + 2 * j])
-            rgb = to_rgb(x, ws[:, code + 2], rgb)
+            x = self.convs[2 * j](x, ws[:, code], noise[1 + 2 * j], fused)
+            x = self.convs[2 * j + 1](x, ws[:, code + 1], noise[2 + 2 * j], fused)
+            rgb = to_rgb(x, ws[:, code + 2], rgb, fused)
             code += 2
         return self.crop(rgb)
 

@@ -26,9 +26,12 @@ class StyleGAN3Generator(StyleGenerator):
         self.to_rgb = AliasFreeLayer(c.layers[-1], c.style_dim, c.conv_clamp)
         self._register_w_avg()
 
-    def synthesis(self, ws: torch.Tensor, noise_mode: NoiseMode = "const") -> torch.Tensor:
+    def synthesis(
+        self, ws: torch.Tensor, noise_mode: NoiseMode = "const", fused: bool = False
+    ) -> torch.Tensor:
         """W+ codes [batch, n_latent, style_dim] -> image [batch, 3, H, W] in about [-1, 1]. StyleGAN3
-        has no noise inputs: noise_mode is accepted for a common interface and changes nothing."""
+        has no noise inputs and no grouped form: noise_mode and fused are accepted for a common interface
+        and change nothing."""
         assert ws.ndim == 3 and ws.shape[1:] == (self.n_latent, self.config.style_dim), tuple(ws.shape)
         x = self.input(ws[:, 0])
         for i, layer in enumerate(self.layers):
