@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from nada_export.tensors import IO_NAMES
-from nada_train.generator import Generator
+from nada_train.generator import StyleGenerator
 from nada_train.images import to_uint8
 
 
 class MappingGraph(nn.Module):
-    def __init__(self, generator: Generator):
+    def __init__(self, generator: StyleGenerator):
         super().__init__()
         self.g = generator
         if not generator.w_avg_known:
@@ -29,7 +29,7 @@ class MappingGraph(nn.Module):
 
 
 class SynthesisGraph(nn.Module):
-    def __init__(self, generator: Generator):
+    def __init__(self, generator: StyleGenerator):
         super().__init__()
         self.g = generator
 
@@ -43,7 +43,7 @@ GRAPHS: dict[str, tuple[type[nn.Module], list[str], list[str]]] = {
 }
 
 
-def mapping_fingerprint(generator: Generator) -> str:
+def mapping_fingerprint(generator: StyleGenerator) -> str:
     """Identifies a mapping network + latent_avg: generators that share it share one served model."""
     h = hashlib.sha256()
     state = generator.state_dict()
@@ -56,7 +56,9 @@ def mapping_fingerprint(generator: Generator) -> str:
     return h.hexdigest()[:12]
 
 
-def example_inputs(generator: Generator, kind: str, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def example_inputs(
+    generator: StyleGenerator, kind: str, batch: int, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Fresh random inputs for export and parity checks."""
     gen = torch.Generator().manual_seed(seed)
     c = generator.config
@@ -73,7 +75,7 @@ def example_inputs(generator: Generator, kind: str, batch: int, seed: int = 0) -
 
 
 def export_spec(
-    generator: Generator, kind: str, max_batch: int
+    generator: StyleGenerator, kind: str, max_batch: int
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...], dict]:
     """What torch.export (for ONNX and for AOTInductor alike) takes for kind's graph: the module,
     example inputs at batch 2, and each input's batch axis free over 1..max_batch. The graphs render

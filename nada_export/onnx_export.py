@@ -11,12 +11,12 @@ from nada_core.errors import NadaError
 from nada_core.fileio import atomic_path
 from nada_export.graphs import GRAPHS, export_spec
 from nada_export.parity import Parity, check_parity, parity_batches, parity_limit
-from nada_train.generator import Generator
+from nada_train.generator import StyleGenerator
 
 OPSET = 18
 
 
-def export_graph(generator: Generator, kind: str, path: Path, max_batch: int) -> None:
+def export_graph(generator: StyleGenerator, kind: str, path: Path, max_batch: int) -> None:
     """Write kind ('mapping' or 'synthesis') to `path` (temporary name, then rename)."""
     _, input_names, output_names = GRAPHS[kind]
     module, inputs, dynamic = export_spec(generator, kind, max_batch)
@@ -48,7 +48,7 @@ def onnx_session(path: Path, threads: int = 0):
     return ort.InferenceSession(str(path), opts, providers=providers)
 
 
-def export_verified(generator: Generator, kind: str, path: Path, max_batch: int) -> Parity:
+def export_verified(generator: StyleGenerator, kind: str, path: Path, max_batch: int) -> Parity:
     """Export, then check against PyTorch at batch 1, 3 and max; refuse (delete, raise) on failure."""
     export_graph(generator, kind, path, max_batch)
     session = onnx_session(path)

@@ -13,7 +13,7 @@ import torch
 from nada_core.errors import NadaError
 from nada_core.seeds import z_batch
 from nada_export.graphs import GRAPHS, example_inputs
-from nada_train.generator import Generator
+from nada_train.generator import StyleGenerator
 from nada_train.generator.inference import GATE_SEEDS, MIN_PSNR_DB
 from nada_train.images import psnr
 
@@ -37,7 +37,9 @@ class Parity:
         return f"{self.kind}: batches {self.batches}, max abs error {self.max_abs_error:.3g}, PSNR {psnr} dB"
 
 
-def check_parity(generator: Generator, kind: str, run, batches: list[int], precision: str = "fp32") -> Parity:
+def check_parity(
+    generator: StyleGenerator, kind: str, run, batches: list[int], precision: str = "fp32"
+) -> Parity:
     """Compare `run(inputs) -> numpy output` with PyTorch (fp32) on fresh random inputs at each batch
     size. Passes: mapping within MAX_WS_ERROR; synthesis within MAX_PIXEL_ERROR levels at fp32, or
     at a reduced precision MIN_PSNR_DB or more on each batch and on each gate seed's image."""

@@ -23,7 +23,7 @@ from nada_core import __version__
 from nada_core.errors import FieldError
 from nada_core.fileio import append_jsonl, atomic_path, write_json
 from nada_train.checkpoints import RUN_GENERATOR, RUN_MANIFEST, save_safetensors
-from nada_train.generator import Generator
+from nada_train.generator import StyleGenerator
 
 MANIFEST_FORMAT = "nada-run/1"
 
@@ -69,7 +69,7 @@ class RunDir:
             )
         return manifest
 
-    def save(self, generator: Generator, state: dict, manifest: dict) -> None:
+    def save(self, generator: StyleGenerator, state: dict, manifest: dict) -> None:
         """Weights, then resume state, then manifest: the manifest only ever names saved files."""
         save_safetensors(
             generator, self.generator_path, {"iterations_done": str(manifest["iterations_done"])}
@@ -82,7 +82,7 @@ class RunDir:
         manifest["format"] = MANIFEST_FORMAT
         write_json(self.manifest_path, manifest)
 
-    def save_snapshot(self, generator: Generator, iteration: int) -> Path:
+    def save_snapshot(self, generator: StyleGenerator, iteration: int) -> Path:
         """A numbered copy of the generator (the reference's save_interval checkpoints): loadable by
         nada-generate and nada-export like any .safetensors generator."""
         path = self.snapshots_dir / f"generator-{iteration:06d}.safetensors"
