@@ -30,6 +30,8 @@ _NAMES = {
     "Target": ("nada_train.many", "Target"),
     "Progress": ("nada_train.loop", "Progress"),
     "TrainOptions": ("nada_train.options", "TrainOptions"),
+    "project": ("nada_train.projection", "project"),
+    "Projection": ("nada_train.projection", "Projection"),
     "export": ("nada_export.pipeline", "export"),
     "ServeOptions": ("nada_export.triton_repo", "ServeOptions"),
     "Client": ("nada_serve.client", "GeneratorClient"),
