@@ -201,3 +201,45 @@ def test_a_bad_random_spec_is_one_line(spec):
         NadaError, match=f"generator '{spec}': write random:SIZE with SIZE a power of two >= 8"
     ):
         load_generator(spec)
+
+
+def test_a_loaded_generator_draws_seeds_codes_and_images_as_nada_generate(rosinality_ckpt):
+    """The API's generator: generate (truncation 1 by default) is nada-generate's render, ws are the
+    mapping's truncated codes, synthesize(ws) draws the same images, and errors name the field."""
+    import numpy as np
+
+    from nada_core.seeds import z_batch
+    from nada_train.generator.inference import render
+
+    loaded = load_generator(rosinality_ckpt)
+    g = loaded.generator
+    assert np.array_equal(loaded.generate("0-2"), render(g, [0, 1, 2], 1.0))
+    assert np.array_equal(loaded.generate(range(3), truncation=0.7), render(g, [0, 1, 2], 0.7))
+    ws = loaded.ws([0, 1, 2], truncation=0.7)
+    with torch.no_grad():
+        want = g.ws(torch.from_numpy(z_batch([0, 1, 2], g.config.z_dim)), 0.7)
+    assert ws.shape == (3, g.n_latent, g.config.style_dim) and torch.equal(ws, want)
+    assert np.array_equal(loaded.synthesize(ws), loaded.generate(range(3), truncation=0.7))
+    assert not np.array_equal(loaded.synthesize(ws, noise="none"), loaded.synthesize(ws))
+    with refused(rf"--ws of shape \[3, 32\]: give W\+ codes \[N, {g.n_latent}, 32\]"):
+        loaded.synthesize(ws[:, 0])
+    with refused("--noise fresh: choose const, random or none"):
+        loaded.synthesize(ws, noise="fresh")
+    with refused(r"^--seeds is empty; give at least one seed, e.g. \[0, 1, 2\]$"):
+        loaded.generate([])
+    moved = loaded.to("cpu", "fp32")
+    assert moved.generator is not g and moved.rendering == "fp32" and moved.source == loaded.source
+    assert np.array_equal(moved.generate([4]), loaded.generate(4))
+
+
+def test_random_generators_are_config_f_shaped_and_a_folder_that_is_no_run_is_refused(tmp_path):
+    from nada_train.generator import GeneratorConfig
+
+    assert load_generator("random:16").generator.config == GeneratorConfig.rosinality(16, 512, 8, 2)
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(NadaError) as caught:
+        load_generator(tmp_path)
+    assert str(caught.value) == (
+        f"run directory '{tmp_path}': needs generator.safetensors and manifest.json; is it a finished or "
+        "saved nada-train run?"
+    )
