@@ -32,6 +32,7 @@ _NAMES = {
     "TrainOptions": ("nada_train.options", "TrainOptions"),
     "project": ("nada_train.projection", "project"),
     "Projection": ("nada_train.projection", "Projection"),
+    "edit": ("nada_train.edit", "edit"),
     "export": ("nada_export.pipeline", "export"),
     "ServeOptions": ("nada_export.triton_repo", "ServeOptions"),
     "Client": ("nada_serve.client", "GeneratorClient"),

@@ -25,6 +25,10 @@ def generate() -> None:
     launch("nada_train.cli.generate", "nada-generate")
 
 
+def edit() -> None:
+    launch("nada_train.cli.edit", "nada-edit")
+
+
 def export() -> None:
     launch("nada_export.cli.export", "nada-export")
 

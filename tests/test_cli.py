@@ -282,6 +282,7 @@ def test_bad_values_are_one_whole_line_exit_2(
 CLI_MODULES = {
     "nada-train": "nada_train.cli.train",
     "nada-generate": "nada_train.cli.generate",
+    "nada-edit": "nada_train.cli.edit",
     "nada-export": "nada_export.cli.export",
     "nada-serve": "nada_serve.cli.serve",
     "nada-client": "nada_serve.cli.client",

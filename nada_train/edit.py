@@ -1,0 +1,125 @@
+"""Your own images in every domain: each image is projected into the base's W+ (nada_train.projection),
+then its codes are drawn by the base (the reconstruction) and by each run adapted from that base.
+An inversion belongs to one base, so runs of different bases are refused."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nada_core.errors import FieldError
+from nada_train.checkpoints import LoadedGenerator, load_generator
+from nada_train.generator import StyleGenerator
+from nada_train.images import to_uint8
+from nada_train.projection import project, target_tensor
+
+MIN_SIDE = 16  # pixels: below this an image holds too little to invert
+
+
+@dataclass
+class Edited:
+    """One image: `input` at the generator's size, its `reconstruction` by the base, its image in
+    each run's domain (by run name), its W+ code [n_latent, w_dim] and the reconstruction's PSNR."""
+
+    name: str
+    input: np.ndarray
+    reconstruction: np.ndarray
+    domains: dict[str, np.ndarray]
+    ws: np.ndarray
+    psnr_db: float
+
+
+def read_image(path: str | Path, size: int) -> np.ndarray:
+    """An image file as uint8 RGB [size, size, 3]: the centre square, resized with Lanczos."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise FieldError(f"{{images}} '{path}': not an image that can be read ({exc})") from None
+    if min(image.size) < MIN_SIDE:
+        raise FieldError(
+            f"{{images}} '{path}': {image.size[0]} x {image.size[1]} pixels is too small to invert; give "
+            f"at least {MIN_SIDE} x {MIN_SIDE}"
+        )
+    return np.asarray(ImageOps.fit(image, (size, size), Image.LANCZOS))
+
+
+def one_base(runs: Sequence[LoadedGenerator], names: Sequence[str]) -> LoadedGenerator:
+    """The base every run was adapted from, loaded and checked against the runs' record of it."""
+    if not runs:
+        raise FieldError("{runs}: give at least one run directory to draw the images in")
+    bases = {}
+    for run, name in zip(runs, names):
+        if run.base is None:
+            raise FieldError(f"{{runs}} '{name}': not a nada-train run directory (no base recorded)")
+        bases.setdefault(run.base["sha256"], []).append((name, run.base))
+    if len(bases) > 1:
+        listed = "; ".join(
+            f"{', '.join(n for n, _ in group)} from {group[0][1]['path']}" for group in bases.values()
+        )
+        raise FieldError(
+            f"{{runs}}: adapted from different bases ({listed}); an inversion belongs to one base"
+        )
+    record = next(iter(bases.values()))[0][1]
+    base = load_generator(record["path"], runs[0].device)
+    if base.sha256 != record["sha256"]:
+        raise FieldError(
+            f"{{runs}}: the base '{record['path']}' has changed since the runs were trained (sha256 "
+            f"{base.sha256[:12]}, the runs record {record['sha256'][:12]})"
+        )
+    return base
+
+
+@contextlib.contextmanager
+def noise_of(generator: StyleGenerator, noise: dict[str, torch.Tensor]) -> Iterator[StyleGenerator]:
+    """`generator` drawing with these noise maps (a projection's) in place of its stored ones, for the
+    duration; nothing to swap for a generator without noise inputs."""
+    if not noise:
+        yield generator
+        return
+    stored = {name: buffer for name, buffer in generator.noises.named_buffers()}
+    try:
+        for name, value in noise.items():
+            setattr(generator.noises, name, value.to(stored[name]))
+        yield generator
+    finally:
+        for name, buffer in stored.items():
+            setattr(generator.noises, name, buffer)
+
+
+def edit(
+    images: Sequence[np.ndarray],
+    runs: Sequence[str | Path | LoadedGenerator],
+    *,
+    names: Sequence[str] | None = None,
+    run_names: Sequence[str] | None = None,
+    **projection,
+) -> list[Edited]:
+    """Each uint8 image [H, W, 3] (resized to the base's size) in every run's domain. runs: run
+    directories (or loaded runs) of one base; projection: nada_train.projection options (steps,
+    space, ...). Images are projected one at a time: each finds its own noise maps."""
+    loaded = [r if isinstance(r, LoadedGenerator) else load_generator(r) for r in runs]
+    run_names = list(run_names or [Path(r.source).name for r in loaded])
+    base = one_base(loaded, run_names)
+    size = base.config.image_shape
+    names = list(names or [f"image{i}" for i in range(len(images))])
+    out = []
+    for name, image in zip(names, images):
+        resized = to_uint8(target_tensor(image, tuple(size), torch.device("cpu"))).numpy()[0]
+        found = project(base, resized, **projection)
+        domains = {}
+        with torch.no_grad():
+            for run_name, run in zip(run_names, loaded):
+                with noise_of(run.generator, found.noise) as g:
+                    domains[run_name] = to_uint8(g.synthesis(found.ws.to(run.device))).cpu().numpy()[0]
+        out.append(
+            Edited(name, resized, found.images[0], domains, found.ws[0].cpu().numpy(), found.psnr_db[0])
+        )
+    return out
