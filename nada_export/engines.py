@@ -112,7 +112,7 @@ ENGINES: dict[str, Engine] = {
         Engine("aoti", "aoti", ".pt2 packages", ("fp32", "fp16", "bf16"), build_aoti, device_here),
     )
 }
-PRECISIONS = ("fp32", "fp16", "bf16")  # every engine's, in order
+PRECISIONS = tuple(dict.fromkeys(p for e in ENGINES.values() for p in e.precisions))  # every engine's
 
 
 def or_list(words) -> str:

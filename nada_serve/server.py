@@ -82,6 +82,15 @@ def server_environment() -> dict[str, str]:
     return env
 
 
+def not_ready(index: list[dict]) -> str:
+    """The models of a repository index that are not READY, each with its state and Triton's reason."""
+    return ", ".join(
+        f"{m['name']} {m.get('state', '?')} {m.get('reason', '')}".rstrip()
+        for m in index
+        if m.get("state") != "READY"
+    )
+
+
 @dataclass
 class Endpoints:
     grpc: str
@@ -229,14 +238,9 @@ class TritonServer:
                 pass
             time.sleep(0.25)
         self.stop()
-        waiting = ", ".join(
-            f"{m['name']} {m.get('state', '?')} {m.get('reason', '')}".rstrip()
-            for m in index
-            if m.get("state") != "READY"
-        )
+        waiting = not_ready(index) or "the server itself"
         raise NadaError(
-            f"tritonserver was not ready after {timeout:.0f} s (not ready: {waiting or 'the server itself'}):\n"
-            f"{self.errors()}"
+            f"tritonserver was not ready after {timeout:.0f} s (not ready: {waiting}):\n{self.errors()}"
         )
 
     def models(self) -> list[dict]:

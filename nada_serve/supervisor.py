@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from nada_core.errors import NadaError
-from nada_serve.server import TritonServer
+from nada_serve.server import TritonServer, not_ready
 
 STUB = "triton_python_backend_stub"
 # a repository-index or config request to a live tritonserver answers in milliseconds; one that does
@@ -157,23 +157,27 @@ class Supervisor:
         client, headers = self._client(), self.server.control_headers
         client.unload_model(model, headers=headers, client_timeout=self.start_timeout)
         self._load(client, model, deadline)
-        unavailable: set[str] = set()
-
-        def all_ready(index: list[dict]) -> bool:
-            for m in index:
-                if m.get("state") == "UNAVAILABLE":
-                    unavailable.add(m["name"])
-                    self._load(client, m["name"], deadline)
-            return all(m.get("state") == "READY" for m in index)
-
-        self._until(deadline, model, all_ready)
-        also = "".join(f" (and {name})" for name in sorted(unavailable - {model}))
-        self._event(model, "its python-backend process died", f"reloaded{also}", time.monotonic() - t0)
+        also: set[str] = set()
+        while True:
+            index = self._index(client)
+            left = sorted(m["name"] for m in index if m.get("state") == "UNAVAILABLE")
+            for name in left:
+                also.add(name)
+                self._load(client, name, deadline)
+            if not left and not not_ready(index):
+                break
+            if time.monotonic() > deadline:
+                raise NadaError(
+                    f"{model}: could not be reloaded in {self.start_timeout:.0f} s: not ready: {not_ready(index)}"
+                )
+            time.sleep(0.1)
+        listed = "".join(f" (and {name})" for name in sorted(also - {model}))
+        self._event(model, "its python-backend process died", f"reloaded{listed}", time.monotonic() - t0)
 
     def _load(self, client, model: str, deadline: float) -> None:
         """load_model, retried each second until `deadline`; the first failure is logged, so a
         reload that takes long says why."""
-        failures = 0
+        logged = False
         while True:
             try:
                 client.load_model(
@@ -185,23 +189,10 @@ class Supervisor:
                     raise NadaError(
                         f"{model}: could not be reloaded in {self.start_timeout:.0f} s: {e}"
                     ) from None
-                if failures == 0:
+                if not logged:
                     self.log(f"nada-serve: {now()} {model}: loading failed ({e}); retrying each second")
-                failures += 1
+                    logged = True
                 time.sleep(1.0)
-
-    def _until(self, deadline: float, model: str, done: Callable[[list[dict]], bool]) -> None:
-        client = self._client()
-        while True:
-            index = self._index(client)
-            if done(index):
-                return
-            if time.monotonic() > deadline:
-                states = ", ".join(
-                    f"{m['name']} {m.get('state')} {m.get('reason', '')}".strip() for m in index
-                )
-                raise NadaError(f"{model}: could not be reloaded in {self.start_timeout:.0f} s: {states}")
-            time.sleep(0.1)
 
     def restart_server(self) -> None:
         t0 = time.monotonic()

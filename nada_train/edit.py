@@ -78,17 +78,17 @@ def one_base(runs: Sequence[LoadedGenerator], names: Sequence[str]) -> LoadedGen
 
 
 @contextlib.contextmanager
-def noise_of(generator: StyleGenerator, noise: dict[str, torch.Tensor]) -> Iterator[StyleGenerator]:
+def noise_of(generator: StyleGenerator, noise: dict[str, torch.Tensor]) -> Iterator[None]:
     """`generator` drawing with these noise maps (a projection's) in place of its stored ones, for the
     duration; nothing to swap for a generator without noise inputs."""
     if not noise:
-        yield generator
+        yield
         return
-    stored = {name: buffer for name, buffer in generator.noises.named_buffers()}
+    stored = dict(generator.noises.named_buffers())
     try:
         for name, value in noise.items():
             setattr(generator.noises, name, value.to(stored[name]))
-        yield generator
+        yield
     finally:
         for name, buffer in stored.items():
             setattr(generator.noises, name, buffer)
@@ -99,15 +99,16 @@ def edit(
     runs: Sequence[str | Path | LoadedGenerator],
     *,
     names: Sequence[str] | None = None,
-    run_names: Sequence[str] | None = None,
+    base: LoadedGenerator | None = None,
     **projection,
 ) -> list[Edited]:
-    """Each uint8 image [H, W, 3] (resized to the base's size) in every run's domain. runs: run
-    directories (or loaded runs) of one base; projection: nada_train.projection options (steps,
+    """Each uint8 image [H, W, 3] (resized to the base's size) in every run's domain (named after the
+    run's folder). runs: run directories (or loaded runs) of one base; base: that base as one_base
+    gives it, when the caller has it already; projection: nada_train.projection options (steps,
     space, ...). Images are projected one at a time: each finds its own noise maps."""
     loaded = [r if isinstance(r, LoadedGenerator) else load_generator(r) for r in runs]
-    run_names = list(run_names or [Path(r.source).name for r in loaded])
-    base = one_base(loaded, run_names)
+    run_names = [Path(r.source).name for r in loaded]
+    base = base or one_base(loaded, run_names)
     size = base.config.image_shape
     names = list(names or [f"image{i}" for i in range(len(images))])
     out = []
@@ -115,10 +116,9 @@ def edit(
         resized = to_uint8(target_tensor(image, tuple(size), torch.device("cpu"))).numpy()[0]
         found = project(base, resized, **projection)
         domains = {}
-        with torch.no_grad():
-            for run_name, run in zip(run_names, loaded):
-                with noise_of(run.generator, found.noise) as g:
-                    domains[run_name] = to_uint8(g.synthesis(found.ws.to(run.device))).cpu().numpy()[0]
+        for run_name, run in zip(run_names, loaded):
+            with noise_of(run.generator, found.noise):
+                domains[run_name] = run.synthesize(found.ws)[0]
         out.append(
             Edited(name, resized, found.images[0], domains, found.ws[0].cpu().numpy(), found.psnr_db[0])
         )

@@ -150,9 +150,9 @@ def project(
     noise_maps: list[torch.Tensor] = []
     if isinstance(g, Generator):  # StyleGAN2's per-layer noise, optimised too (StyleGAN3 has none)
         for name, buffer in g.noises.named_buffers():
-            fresh = torch.randn(buffer.shape, generator=rng).to(device)
-            setattr(g.noises, name, fresh.requires_grad_(True))
-            noise_maps.append(getattr(g.noises, name))
+            fresh = torch.randn(buffer.shape, generator=rng).to(device).requires_grad_(True)
+            setattr(g.noises, name, fresh)
+            noise_maps.append(fresh)
     optimizer = torch.optim.Adam([w_opt, *noise_maps], betas=(0.9, 0.999), lr=opts.lr)
 
     losses = []

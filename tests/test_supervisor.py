@@ -154,7 +154,9 @@ def test_an_ensemble_left_unloaded_by_a_reload_is_loaded_again(monkeypatch):
         {"two": "READY", "ensemble": "READY"}, dependents={"two": ["ensemble"]}, loads_dependents=False
     )
     logged.clear()
-    watched(monkeypatch, client, live=["two"]).check()
+    watched(
+        monkeypatch, client, live=["two"], start_timeout=5.0
+    ).check()  # a reload that never loads it fails in 5 s
     loads = [c for c in client.calls if c[0] == "load"]
     assert loads == [("load", "two", "UNAVAILABLE"), ("load", "ensemble", "UNAVAILABLE")]
     assert client.states == {"two": "READY", "ensemble": "READY"}

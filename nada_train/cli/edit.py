@@ -47,15 +47,15 @@ def main(
     from tqdm import tqdm
 
     runs = [load_generator(r) for r in run]
-    size = one_base(runs, run).config.image_shape[0]  # refused before any work if the bases differ
-    pictures = [read_image(p, size) for p in images]
+    base = one_base(runs, run)  # refused before any image is read if the bases differ
+    pictures = [read_image(p, base.config.image_shape[0]) for p in images]
     names = [p.stem for p in images]
     bar = tqdm(total=steps * len(pictures), desc="projecting", unit="step", disable=quiet)
     edited = edit(
         pictures,
         runs,
         names=names,
-        run_names=[Path(r).name for r in run],
+        base=base,
         steps=steps,
         space=space,
         seed=seed,

@@ -253,9 +253,8 @@ class ToRGB(nn.Module):
     def forward(
         self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None, fused: bool = False
     ) -> torch.Tensor:
-        out = (
-            self.conv(x, w, fused).to(self.bias.dtype) + self.bias
-        )  # the inference copy keeps the RGB sum in fp32
+        # the inference copy keeps the RGB sum in fp32
+        out = self.conv(x, w, fused).to(self.bias.dtype) + self.bias
         if self.clamp is not None:  # this layer's own output, before the skip is added (NVIDIA's order)
             out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:
