@@ -42,6 +42,7 @@ pytest_configure = tiers.pytest_configure
 pytest_collection_modifyitems = tiers.pytest_collection_modifyitems
 pytest_runtest_protocol = tiers.pytest_runtest_protocol
 pytest_runtest_makereport = tiers.pytest_runtest_makereport
+pytest_report_header = tiers.pytest_report_header
 from nada_train.generator import Generator, GeneratorConfig  # noqa: E402
 
 TINY_CLIP = {

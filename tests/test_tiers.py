@@ -112,3 +112,28 @@ def test_the_hooks_mark_and_fail_what_they_should(tmp_path, monkeypatch):
     )
     assert "took 0.4 s of CPU" in outcomes.by_test["test_computes_past_the_budget"][1]
     assert "s of CPU (1.2 s on the clock" in outcomes.by_test["test_waits_past_the_budget"][1]
+
+
+def test_the_budget_grows_with_a_slower_machine_and_a_set_budget_is_kept(monkeypatch):
+    monkeypatch.delenv(BUDGET_ENV, raising=False)
+    monkeypatch.delenv("MUTANT_UNDER_TEST", raising=False)
+    if under_mutmut():
+        pytest.skip("under mutmut the budget is off")
+    for yardstick, budget in [
+        (2 * tiers.YARDSTICK_S, 2 * tiers.DEFAULT_BUDGET_S),
+        (tiers.YARDSTICK_S / 2, 5.0),
+    ]:
+        tiers.machine_factor.cache_clear()
+        monkeypatch.setattr(tiers, "yardstick_s", lambda yardstick=yardstick: yardstick)
+        assert tiers.budget_s() == pytest.approx(budget)
+    monkeypatch.setenv(BUDGET_ENV, "3")
+    assert tiers.budget_s() == 3.0
+    tiers.machine_factor.cache_clear()
+
+
+def test_the_yardstick_measures_work_on_one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    took = tiers.yardstick_s()
+    assert torch.get_num_threads() == threads and 0.2 * tiers.YARDSTICK_S < took < 50 * tiers.YARDSTICK_S
