@@ -9,6 +9,7 @@ from tritonclient.grpc import model_config_pb2
 
 from nada_core.errors import NadaError
 from nada_export import onnx_export, parity
+from nada_export.graphs import SynthesisGraph
 from nada_export.onnx_export import export_verified, onnx_session
 from nada_export.pipeline import export
 from nada_export.tensorrt_engine import tensorrt_missing_reason
@@ -530,3 +531,42 @@ def test_parity_feeds_each_batch_and_at_reduced_precision_every_gate_seed(kind, 
             want = g.ws(torch.from_numpy(z_batch(list(GATE_SEEDS), g.config.z_dim))).numpy()
         assert len(gate) == len(GATE_SEEDS) and all(c["ws"].shape == (1, *want.shape[1:]) for c in gate)
         np.testing.assert_array_equal(np.concatenate([c["ws"] for c in gate]), want)
+
+
+def test_a_second_generator_of_one_structure_reuses_the_trace_with_its_own_weights(tmp_path, monkeypatch):
+    """Every run of one base traces to one graph: the second export puts its weights into the first's
+    trace, and the file answers as a fresh export of it does; another structure is traced anew."""
+    import copy
+
+    monkeypatch.setattr(onnx_export, "_traces", {})
+    traces = []
+    real = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **kw: traces.append(1) or real(*a, **kw))
+    a, b = tiny_generator(seed=1), tiny_generator(seed=2)
+    assert not onnx_export.export_graph(a, "synthesis", tmp_path / "a.onnx", max_batch=3)
+    assert onnx_export.export_graph(b, "synthesis", tmp_path / "b.onnx", max_batch=3)
+    assert not onnx_export.export_graph(b, "synthesis", tmp_path / "fresh.onnx", max_batch=3, reuse=False)
+    assert len(traces) == 2
+    feed = {"ws": (0.3 * torch.randn(2, b.n_latent, 32)).numpy()}
+    reused, fresh, first = (
+        onnx_session(tmp_path / f"{name}.onnx").run(None, feed)[0] for name in ("b", "fresh", "a")
+    )
+    assert np.array_equal(reused, fresh) and not np.array_equal(reused, first)
+    cropped = copy.deepcopy(b)
+    cropped.set_crop((0, 4, 32, 28))
+    assert not onnx_export.export_graph(cropped, "synthesis", tmp_path / "c.onnx", max_batch=3)
+    assert onnx_session(tmp_path / "c.onnx").run(None, feed)[0].shape == (2, 24, 32, 3)
+
+
+def test_a_reused_trace_that_fails_its_parity_is_traced_afresh(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_export, "_traces", {})
+    wrong = tiny_generator(seed=3)
+    put_back = onnx_export._save_with_weights
+    # the fault: a reuse that puts another generator's weights in
+    monkeypatch.setattr(
+        onnx_export,
+        "_save_with_weights",
+        lambda trace, module, path: put_back(trace, SynthesisGraph(wrong), path),
+    )
+    export_verified(tiny_generator(seed=1), "synthesis", tmp_path / "a.onnx", max_batch=2)
+    assert export_verified(tiny_generator(seed=2), "synthesis", tmp_path / "b.onnx", max_batch=2).passed
