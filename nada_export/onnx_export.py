@@ -81,7 +81,7 @@ def structure_key(module: torch.nn.Module, kind: str, max_batch: int) -> tuple:
         for name, m in module.named_modules()
     )
     tensors = tuple((n, tuple(t.shape), str(t.dtype)) for n, t in module_tensors(module).items())
-    return (kind, max_batch, OPSET, torch.__version__, modules, tensors)
+    return (kind, max_batch, modules, tensors)  # OPSET and torch are this process's throughout
 
 
 def _keep_trace(key: tuple, path: Path, module: torch.nn.Module) -> None:

@@ -290,7 +290,9 @@ def budget_s() -> float:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    source = f"{BUDGET_ENV}" if BUDGET_ENV in os.environ else f"5 s x {machine_factor():.2f} for this machine"
+    source = (
+        BUDGET_ENV if BUDGET_ENV in os.environ else f"{DEFAULT_BUDGET_S:g} s x {machine_factor():.2f} here"
+    )
     return f"quick tier's budget: {budget_s():.1f} s of CPU a test ({source})"
 
 
