@@ -33,8 +33,12 @@ def text_direction(
 ) -> torch.Tensor:
     """normalise(mean_i(target_i - source_i)) over the 79 templates, each embedding normalised."""
     templates = templates or imagenet_templates()
-    delta = text_embedding(clip, target, templates) - text_embedding(clip, source, templates)
-    return F.normalize(delta.mean(0), dim=-1)
+    return paired_direction(text_embedding(clip, source, templates), text_embedding(clip, target, templates))
+
+
+def paired_direction(source_embeddings: torch.Tensor, target_embeddings: torch.Tensor) -> torch.Tensor:
+    """normalise(mean_i(target_i - source_i)) of embeddings paired row by row (one per template)."""
+    return F.normalize((target_embeddings - source_embeddings).mean(0), dim=-1)
 
 
 def image_direction(source_embeddings: torch.Tensor, target_embeddings: torch.Tensor) -> torch.Tensor:
@@ -109,9 +113,10 @@ class ClipGuide:
         """Directions from `source` to `target` text through `templates` (None: the 79 ImageNet ones)."""
         self.directions, self.target_texts = [], []
         templates = list(templates) if templates else imagenet_templates()
-        for m in self.models:
-            self.directions.append(text_direction(m, source, target, templates))
-            self.target_texts.append(F.normalize(text_embedding(m, target, templates).mean(0), dim=-1))
+        for m in self.models:  # each text through each CLIP once: ViT-B-32's text tower is slow on a CPU
+            source_texts, target_texts = (text_embedding(m, text, templates) for text in (source, target))
+            self.directions.append(paired_direction(source_texts, target_texts))
+            self.target_texts.append(F.normalize(target_texts.mean(0), dim=-1))
 
     @torch.no_grad()
     def set_image_target(self, source_images: torch.Tensor, style_images: torch.Tensor) -> None:
