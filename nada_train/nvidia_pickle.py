@@ -145,8 +145,12 @@ def read_pickle(path: Path) -> object:
 
 def load_nvidia_generator(path: str | Path) -> StyleGenerator:
     """G_ema of an NVIDIA .pkl as nada's Generator (fp32, its w_avg as the truncation centre)."""
-    path = Path(path)
-    data = read_pickle(path)
+    return generator_from_snapshot(read_pickle(Path(path)), str(path))
+
+
+def generator_from_snapshot(data: object, path: str) -> StyleGenerator:
+    """What read_pickle returned for an NVIDIA network snapshot -> its G_ema as nada's Generator;
+    `path` names the file in errors. Separate from the reading so a snapshot can be checked as data."""
     if not isinstance(data, dict) or "G_ema" not in data:
         keys = ", ".join(map(str, data)) if isinstance(data, dict) else type(data).__name__
         raise NadaError(
@@ -157,14 +161,16 @@ def load_nvidia_generator(path: str | Path) -> StyleGenerator:
     if not isinstance(g, PersistentObject) or g.class_name != "Generator":
         raise NadaError(f"generator '{path}': G_ema is {g!r}, not one of NVIDIA's Generator networks")
     try:
-        _check_unconditional_rgb(g, str(path))
+        _check_unconditional_rgb(g, path)
         if g.child("synthesis").has_child("input"):  # StyleGAN3's Fourier-feature input layer
-            return _stylegan3(g, str(path))
-        return _stylegan2(g, str(path))
+            return _stylegan3(g, path)
+        return _stylegan2(g, path)
     except KeyError as exc:
         raise NadaError(
             f"generator '{path}': G_ema lacks {exc}; not a StyleGAN2 generator nada can read"
         ) from None
+    except ValueError as exc:  # the configs' own checks: a geometry that does not add up
+        raise NadaError(f"generator '{path}': {exc}") from None
 
 
 def _check_unconditional_rgb(g: PersistentObject, source: str) -> None:
@@ -294,20 +300,17 @@ def _stylegan3(g: PersistentObject, source: str) -> StyleGAN3Generator:
         raise NadaError(f"generator '{source}': layers clamp at different limits {sorted(map(str, clamps))}")
     (clamp,) = clamps
     size = np.asarray(source_input.attr("size")).reshape(-1)
-    try:
-        config = StyleGAN3Config(
-            size=int(g.attr("img_resolution")),
-            input_channels=int(source_input.attr("channels")),
-            input_size=int(size[0]),
-            input_sampling_rate=float(source_input.attr("sampling_rate")),
-            input_bandwidth=float(source_input.attr("bandwidth")),
-            layers=tuple(specs),
-            conv_clamp=None if clamp is None else float(clamp),
-            output_scale=float(synthesis.attr("output_scale", 1.0)),
-            **mapping_fields,
-        )
-    except ValueError as exc:
-        raise NadaError(f"generator '{source}': {exc}") from None
+    config = StyleGAN3Config(
+        size=int(g.attr("img_resolution")),
+        input_channels=int(source_input.attr("channels")),
+        input_size=int(size[0]),
+        input_sampling_rate=float(source_input.attr("sampling_rate")),
+        input_bandwidth=float(source_input.attr("bandwidth")),
+        layers=tuple(specs),
+        conv_clamp=None if clamp is None else float(clamp),
+        output_scale=float(synthesis.attr("output_scale", 1.0)),
+        **mapping_fields,
+    )
     for key in ("weight", "transform", "freqs", "phases"):
         state[f"input.{key}"] = source_input.tensor(key)
     state["input.affine.weight"] = source_input.child("affine").tensor("weight")
