@@ -96,6 +96,7 @@ class Trainer:
         self.iteration = 0
         z_dim = g_train.config.z_dim
         self.sample_z = torch.from_numpy(z_batch(list(range(opts.n_sample)), z_dim)).to(device)
+        self.frozen_samples: torch.Tensor | None = None  # the grid's top row never changes: drawn once
         self.autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16) if opts.precision == "bf16" else nullcontext()
         )
@@ -251,17 +252,22 @@ class Trainer:
     # ---- samples -----------------------------------------------------------------------------
     @torch.no_grad()
     def write_samples(self) -> Path:
-        rows = []
-        for g in (self.g_frozen, self.g_train):
-            imgs = []
-            for z in self.sample_z.split(8):
-                w = g.truncate(self.g_frozen.mapping(z), self.opts.sample_truncation)
-                imgs.append(to_uint8(g.synthesis(g.broadcast(w)).float()))
-            rows.append(torch.cat(imgs))
+        if self.frozen_samples is None:
+            self.frozen_samples = self.sample_row(self.g_frozen)
         path = self.run.sample_path(self.iteration)
-        save_png(grid(torch.cat(rows).cpu().numpy(), rows=2), path)
+        rows = torch.cat([self.frozen_samples, self.sample_row(self.g_train)])
+        save_png(grid(rows.cpu().numpy(), rows=2), path)
         self.latest_sample = path
         return path
+
+    @torch.no_grad()
+    def sample_row(self, g: StyleGenerator) -> torch.Tensor:
+        """uint8 images of the sample seeds through `g` (the frozen mapping's w, truncated)."""
+        images = []
+        for z in self.sample_z.split(8):
+            w = g.truncate(self.g_frozen.mapping(z), self.opts.sample_truncation)
+            images.append(to_uint8(g.synthesis(g.broadcast(w)).float()))
+        return torch.cat(images)
 
 
 def manifest_for(trainer: Trainer, status: str) -> dict:

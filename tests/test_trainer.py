@@ -1070,3 +1070,28 @@ def test_the_frozen_memo_renders_once_per_codes_and_encodes_once_per_model():
     assert renders == [(2, 3, 4), (1, 3, 4), (1, 3, 4)]
     memo.embedding(model_a, encode, memo.images)  # a new step: embeddings anew
     assert len(encodes) == 4
+
+
+def test_each_sample_grid_is_the_frozen_row_over_the_trained_row_the_frozen_drawn_once(
+    tmp_path, rosinality_ckpt, tiny_clip_spec
+):
+    """The grid's top row never changes in a run, so it is drawn once; the bottom row is always the
+    generator being trained as it is now."""
+    from PIL import Image
+
+    from nada_core.pngs import grid
+
+    trainer = fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, n_sample=3)
+    drawn, real = [], trainer.sample_row
+    trainer.sample_row = lambda g: drawn.append(g) or real(g)
+    first = trainer.write_samples()
+    with torch.no_grad():
+        for p in trainer.g_train.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    trainer.iteration = 1
+    second = trainer.write_samples()
+    assert drawn == [trainer.g_frozen, trainer.g_train, trainer.g_train]
+    for path in (first, second):
+        want = grid(torch.cat([real(trainer.g_frozen), real(trainer.g_train)]).numpy(), rows=2)
+        same = np.array_equal(np.asarray(Image.open(path)), want)
+        assert same == (path == second), path  # the first grid shows g_train before it changed
