@@ -46,8 +46,18 @@ def weights(run: Path) -> dict:
 
 
 def same_weights(a: Path, b: Path) -> bool:
+    """Bit for bit: the same operations on the same shapes in one process."""
     wa, wb = weights(a), weights(b)
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def close_weights(a: Path, b: Path) -> bool:
+    """Equal up to float32 sums taken in another order (another process's buffers, another grouping
+    of targets: BLAS kernels may differ in their last bits): within 1e-5 of each tensor's largest
+    value, about 80 units in the last place; a rank that trained another target, another number of
+    steps or another layer set differs by the learning rate's scale (1e-3) and more."""
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all((wa[k] - wb[k]).abs().max() <= 1e-5 * wb[k].abs().max() for k in wa)
 
 
 @pytest.fixture(scope="module")
@@ -422,8 +432,9 @@ def test_nada_train_with_two_targets_on_two_gloo_ranks_equals_one_process(
         train_many(one, tmp_path / "one", progress=False)
     finally:
         torch.set_num_threads(threads)
-    for name in folder_names(TEXTS):
-        assert same_weights(tmp_path / "ranks" / name, tmp_path / "one" / name), name
+    for name in folder_names(TEXTS):  # two processes, targets grouped otherwise: not bit for bit
+        assert close_weights(tmp_path / "ranks" / name, tmp_path / "one" / name), name
+    assert not close_weights(tmp_path / "ranks" / "neon", tmp_path / "one" / "pencil-sketch")
     runs = json.loads((tmp_path / "ranks" / "index.json").read_text())["runs"]
     assert [(r["target"], r["status"]) for r in runs] == [(t, "finished") for t in TEXTS]
     # one process takes the three further
