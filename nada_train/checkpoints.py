@@ -172,6 +172,20 @@ def load_generator(
     return loaded
 
 
+# torch's weights-only unpickler names a class or function it will not build with these words; its
+# other refusals ("Unsupported operand 120") are a damaged or foreign file, which --allow-pickle
+# would not mend
+OBJECT_WORDS = ("GLOBAL", "allowlisted")
+
+
+def _unpickler_detail(message: str) -> str:
+    """The line of torch's UnpicklingError that says what went wrong: after its "WeightsUnpickler
+    error:" (the lines before are the same advice every time), else its first line."""
+    head, _, tail = message.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (tail or head).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 def _load_torch_file(path: Path, allow_pickle: bool) -> LoadedGenerator:
     try:
         if allow_pickle:
@@ -181,15 +195,15 @@ def _load_torch_file(path: Path, allow_pickle: bool) -> LoadedGenerator:
             with torch.serialization.safe_globals([argparse.Namespace]):
                 ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        detail = _unpickler_detail(str(exc)) or type(exc).__name__
+        if any(word in detail for word in OBJECT_WORDS):
             raise FieldError(
                 f"generator '{path}': the file holds Python objects beyond tensors and would run code when "
                 "loaded; refused. Pass {allow_pickle} only if you trust the file"
             ) from None
-        raise NadaError(f"generator '{path}': not a readable torch checkpoint ({first})") from None
-    except Exception as exc:  # a corrupt file can fail anywhere in the unpickler
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NadaError(f"generator '{path}': not a readable torch checkpoint ({detail[:200]})") from None
+    except Exception as exc:  # a corrupt file can fail anywhere in the unpickler: name the exception too
+        first = f"{type(exc).__name__}: {_unpickler_detail(str(exc))}".rstrip(": ")
         raise NadaError(f"generator '{path}': not a readable torch checkpoint ({first[:200]})") from None
     if not isinstance(ckpt, dict):
         raise NadaError(f"generator '{path}': expected a dict with 'g_ema', got {type(ckpt).__name__}")

@@ -243,3 +243,145 @@ def test_random_generators_are_config_f_shaped_and_a_folder_that_is_no_run_is_re
         f"run directory '{tmp_path}': needs generator.safetensors and manifest.json; is it a finished or "
         "saved nada-train run?"
     )
+
+
+class Harmless:
+    """An object a trusted checkpoint may carry beside its tensors (training options, say)."""
+
+    def __init__(self, note: str = "lr 0.002"):
+        self.note = note
+
+
+def on_a_gpu(monkeypatch):
+    """torch.save as on a GPU machine: every storage tagged cuda:0."""
+    import torch.serialization
+
+    monkeypatch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+
+
+def test_checkpoints_written_on_a_gpu_load_here_and_a_trusted_pickle_with_allow_pickle(tmp_path, monkeypatch):
+    g = tiny_generator(5)
+    g.set_w_avg(torch.randn(32))
+    with monkeypatch.context() as m:
+        on_a_gpu(m)
+        torch.save({"g_ema": g.state_dict(), "latent_avg": g.w_avg}, tmp_path / "plain.pt")
+        torch.save({"g_ema": g.state_dict(), "latent_avg": g.w_avg, "opts": Harmless()}, tmp_path / "obj.pt")
+    assert b"cuda:0" in (tmp_path / "plain.pt").read_bytes()
+    with refused("obj.pt': the file holds Python objects beyond tensors"):
+        load_generator(tmp_path / "obj.pt")
+    for name, allow in (("plain.pt", False), ("obj.pt", True)):
+        loaded = load_generator(tmp_path / name, allow_pickle=allow)
+        assert loaded.generator.w_avg.device.type == "cpu" and loaded.source == str(tmp_path / name)
+        assert torch.equal(images(loaded.generator), images(g)), name
+
+
+def test_a_torch_file_that_is_damaged_is_not_called_code(tmp_path):
+    """torch's weights-only unpickler refuses a damaged file too; only a class or function it will
+    not build means code (--allow-pickle would not mend a damaged file: it is not offered)."""
+    cases = {
+        b"x": "not a readable torch checkpoint (Unsupported operand 120)",
+        b"hello, not a checkpoint": "not a readable torch checkpoint (KeyError: 101)",
+    }
+    for i, (content, message) in enumerate(cases.items()):
+        path = tmp_path / f"{i}.pt"
+        path.write_bytes(content)
+        with pytest.raises(NadaError) as e:
+            load_generator(path)
+        assert str(e.value) == f"generator '{path}': {message}"
+    torch.save({"g_ema": tiny_generator().state_dict()}, tmp_path / "whole.pt")
+    whole = (tmp_path / "whole.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(NadaError) as e:
+        load_generator(tmp_path / "cut.pt")
+    head = f"generator '{tmp_path / 'cut.pt'}': not a readable torch checkpoint ("
+    message = str(e.value)
+    detail = message[len(head) : -1]  # the exception's name and its first line, cut to 200 characters
+    assert (
+        message.startswith(head)
+        and detail.startswith("RuntimeError: PytorchStreamReader")
+        and len(detail) == 200
+    )
+
+
+def test_whole_lines_for_torch_files_that_hold_no_generator(tmp_path):
+    sd = tiny_generator().state_dict()
+    files = {
+        "list.pt": ([1, 2], "expected a dict with 'g_ema', got list"),
+        "keys.pt": (
+            {f"k{i}": torch.zeros(1) for i in range(8)},
+            "no 'g_ema' generator in the checkpoint (keys: k0, k1, k2, k3, k4, k5); is it a rosinality-format "
+            "StyleGAN2 checkpoint?",
+        ),
+        "extra.pt": (
+            {"g_ema": {**sd, "extra.weight": torch.zeros(2)}},
+            "tensors do not fit a stylegan2 generator of size 32 (Error(s) in loading state_dict for Generator: "
+            'Unexpected key(s) in state_dict: "extra.weight".)',
+        ),
+        "shapes.pt": (
+            {"g_ema": {**sd, "convs.1.conv.modulation.weight": torch.zeros(7, 32)}},
+            "tensors do not fit a stylegan2 generator of size 32 (Error(s) in loading state_dict for Generator: "
+            "size mismatch for convs.1.conv.modulation.weight: copying a param with shape torch.Size([7, 32]) "
+            "from checkpoint, the shape in current model is torch.Size([24, 32]).)",
+        ),
+    }
+    for name, (content, message) in files.items():
+        torch.save(content, tmp_path / name)
+        with pytest.raises(NadaError) as e:
+            load_generator(tmp_path / name)
+        assert str(e.value) == f"generator '{tmp_path / name}': {message}", name
+    missing = tmp_path / "nothere.txt"
+    with pytest.raises(NadaError) as e:
+        load_generator(missing)
+    assert str(e.value) == (
+        f"generator '{missing}': no such file or directory; pass a rosinality .pt checkpoint, an NVIDIA .pkl, "
+        "a .safetensors file or a nada-train run directory"
+    )
+
+
+def test_a_plain_state_dict_keeps_its_own_latent_avg(tmp_path):
+    g = tiny_generator(2)
+    w_avg = torch.randn(32)
+    torch.save({**g.state_dict(), "latent_avg": w_avg}, tmp_path / "plain.pt")
+    assert torch.equal(load_generator(tmp_path / "plain.pt").generator.w_avg, w_avg)
+
+
+def test_what_a_loaded_generator_says_it_is(tmp_path):
+    """source and kind for each way in; the random warning points at the caller's line."""
+    from tests.test_nvidia_pickle import DATA
+
+    pkl = DATA / "ada32_clamp.pkl"
+    loaded = load_generator(pkl)
+    assert (loaded.source, loaded.kind) == (str(pkl), "nvidia")
+    with pytest.warns(UserWarning) as caught:
+        loaded = load_generator("random:8")
+    (w,) = [w for w in caught if "RANDOM" in str(w.message)]
+    assert str(w.message) == "random:8: generator with RANDOM weights (benchmarks/smoke tests only)"
+    assert w.filename == __file__  # stacklevel 2: the user's call, not nada's code
+    assert (loaded.source, loaded.kind, loaded.sha256) == ("random:8", "random", None)
+    from nada_train.bases import default_base
+
+    base = default_base()
+    world = load_generator(f"builtin:{base.name}")
+    assert world.source == str(base.generator) and world.kind != "random"
+
+
+def test_loaded_generator_defaults_and_inputs(rosinality_ckpt):
+    import numpy as np
+
+    from nada_train.checkpoints import random_generator
+    from nada_train.generator import GeneratorConfig
+
+    loaded = load_generator(rosinality_ckpt)
+    assert torch.equal(loaded.ws([0, 1]), loaded.ws([0, 1], truncation=1.0))
+    assert not torch.equal(loaded.ws([0, 1]), loaded.ws([0, 1], truncation=0.5))
+    ws = loaded.ws([0, 1], truncation=0.7)
+    with refused(rf"--ws of shape \[2, {loaded.generator.n_latent}, 33\]"):
+        loaded.synthesize(torch.zeros(2, loaded.generator.n_latent, 33))
+    assert np.array_equal(loaded.synthesize(ws.double()), loaded.synthesize(ws))  # float64 codes: cast
+    copy = loaded.to()  # the defaults: auto, fp32
+    assert copy.rendering == "fp32" and np.array_equal(copy.generate([0, 1]), loaded.generate([0, 1]))
+    with torch.no_grad():
+        for p in copy.generator.parameters():
+            p.add_(1.0)
+    assert not np.array_equal(copy.generate([0]), loaded.generate([0]))  # a copy: the loaded one kept
+    assert random_generator(16).config == GeneratorConfig.rosinality(16, 512, 8, 2)  # config-f by default
