@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import is_dataclass
 from pathlib import Path
 
 import torch
 
+from nada_core.cache import cache_dir
 from nada_core.errors import NadaError
 from nada_core.fileio import atomic_path
 from nada_export.graphs import GRAPHS, export_spec
@@ -15,15 +17,16 @@ from nada_export.parity import Parity, check_parity, parity_batches, parity_limi
 from nada_train.generator import StyleGenerator
 
 OPSET = 18
-TRACES_KEPT = 4  # the graphs of this process kept for reuse (without their weights: a few kB each)
+TRACES_KEPT = 4  # the graphs this process keeps for reuse (without their weights' data)
 _traces: dict[tuple, bytes] = {}  # structure_key -> the ONNX model, its weights' data left out
+TRACE_FORMAT = 1  # of the files trace_file names: a change here leaves the old ones unread
 
 
 def export_graph(
     generator: StyleGenerator, kind: str, path: Path, max_batch: int, reuse: bool = True
 ) -> bool:
     """Write kind ('mapping' or 'synthesis') to `path` (temporary name, then rename). Returns whether
-    an earlier trace of this process was reused.
+    an earlier trace was reused: this process's, or one an earlier process kept in NADA_CACHE.
 
     Tracing is most of an export's time, and every generator adapted from one base traces to the same
     graph: only the weights differ. So the graph is exported without onnxscript's optimizer (which
@@ -35,8 +38,9 @@ def export_graph(
     module, inputs, dynamic = export_spec(generator, kind, max_batch)
     key = structure_key(module, kind, max_batch)
     with atomic_path(path) as tmp:
-        if reuse and key in _traces:
-            _save_with_weights(_traces[key], module, tmp)
+        trace = _kept_trace(key) if reuse else None
+        if trace is not None:
+            _save_with_weights(trace, module, tmp)
             return True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -84,6 +88,44 @@ def structure_key(module: torch.nn.Module, kind: str, max_batch: int) -> tuple:
     return (kind, max_batch, modules, tensors)  # OPSET and torch are this process's throughout
 
 
+def trace_file(key: tuple) -> Path:
+    """Where a trace of this structure is kept between processes (NADA_CACHE/onnx-traces): named by
+    the key and by what else shapes the graph (opset, torch, onnx and onnxscript versions)."""
+    import onnx
+
+    try:
+        import onnxscript
+
+        script = onnxscript.__version__
+    except ImportError:
+        script = None
+    ident = repr((TRACE_FORMAT, OPSET, torch.__version__, onnx.__version__, script, key))
+    return cache_dir("onnx-traces") / f"{hashlib.sha256(ident.encode()).hexdigest()[:40]}.onnx"
+
+
+def _kept_trace(key: tuple) -> bytes | None:
+    """This structure's trace: kept in this process, else by an earlier one (a file that does not
+    parse is ignored; one that parses but is wrong fails export_verified's check and is traced
+    afresh)."""
+    if key in _traces:
+        return _traces[key]
+    import onnx
+
+    try:
+        trace = trace_file(key).read_bytes()
+        onnx.ModelProto.FromString(trace)
+    except Exception:  # none kept, unreadable, or not an ONNX model (protobuf's own DecodeError)
+        return None
+    _remember(key, trace)
+    return trace
+
+
+def _remember(key: tuple, trace: bytes) -> None:
+    _traces[key] = trace
+    while len(_traces) > TRACES_KEPT:
+        del _traces[next(iter(_traces))]
+
+
 def _keep_trace(key: tuple, path: Path, module: torch.nn.Module) -> None:
     import onnx
 
@@ -94,9 +136,15 @@ def _keep_trace(key: tuple, path: Path, module: torch.nn.Module) -> None:
     for init in model.graph.initializer:
         if init.name in names:
             init.ClearField("raw_data")
-    _traces[key] = model.SerializeToString()
-    while len(_traces) > TRACES_KEPT:
-        del _traces[next(iter(_traces))]
+    trace = model.SerializeToString()
+    _remember(key, trace)
+    try:  # for the next process; a cache that cannot be written only costs the next one a trace
+        file = trace_file(key)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(file) as tmp:
+            Path(tmp).write_bytes(trace)
+    except OSError:
+        pass
 
 
 def _save_with_weights(trace: bytes, module: torch.nn.Module, path: Path) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from threading import Thread
 
+from nada_core.cache import cache_dir
 from nada_core.errors import FieldError, NadaError
 
 
@@ -55,11 +56,7 @@ def backend_directory(cache: Path | None = None) -> Path:
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.exists():
         raise NadaError(f"nvidia-pytriton has no python-backend stub for Python {version}")
-    cache = (
-        cache
-        or Path(os.environ.get("NADA_CACHE", Path.home() / ".cache" / "nada"))
-        / f"triton-backends-py{version}"
-    )
+    cache = cache or cache_dir(f"triton-backends-py{version}")
     python_dir = cache / "python"
     if not (python_dir / "triton_python_backend_stub").exists():
         python_dir.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,15 @@ torch.set_num_threads(THREADS)
 # the subprocesses a test starts: nada commands, torchrun, tritonserver
 for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[variable] = str(THREADS)
+# one cache for the session (ONNX traces, the python backend's stub folder), shared by the workers and
+# every subprocess, never the user's: each generator structure is traced once per session
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["NADA_CACHE"] = tempfile.mkdtemp(prefix="nada-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["NADA_CACHE"], ignore_errors=True)
 
 from nada_train.checkpoints import save_rosinality  # noqa: E402
 from nada_train.clip.compat import import_open_clip  # noqa: E402

@@ -542,6 +542,7 @@ def test_a_second_generator_of_one_structure_reuses_the_trace_with_its_own_weigh
     import copy
 
     monkeypatch.setattr(onnx_export, "_traces", {})
+    monkeypatch.setenv("NADA_CACHE", str(tmp_path / "cache"))  # none from earlier tests
     traces = []
     real = torch.onnx.export
     monkeypatch.setattr(torch.onnx, "export", lambda *a, **kw: traces.append(1) or real(*a, **kw))
@@ -567,8 +568,40 @@ def test_a_second_generator_of_one_structure_reuses_the_trace_with_its_own_weigh
     assert len({key(b), key(cropped), key(b, max_batch=4), key(b, "mapping")}) == 4
 
 
+def test_a_trace_outlives_its_process_and_a_damaged_one_is_traced_again(tmp_path, monkeypatch):
+    """nada-export of a second run of one base, in a new process, reuses the first's trace from
+    NADA_CACHE; a file there that is not ONNX is traced over; another torch names another file."""
+    monkeypatch.setenv("NADA_CACHE", str(tmp_path / "cache"))
+    traces = []
+    real = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **kw: traces.append(1) or real(*a, **kw))
+    a, b = tiny_generator(seed=1, size=8), tiny_generator(seed=2, size=8)
+    monkeypatch.setattr(onnx_export, "_traces", {})
+    assert not onnx_export.export_graph(a, "synthesis", tmp_path / "a.onnx", max_batch=2)
+    kept = list((tmp_path / "cache" / "onnx-traces").iterdir())
+    assert len(kept) == 1
+    monkeypatch.setattr(onnx_export, "_traces", {})  # what a new process starts with
+    assert onnx_export.export_graph(b, "synthesis", tmp_path / "b.onnx", max_batch=2) and len(traces) == 1
+    ws = 0.3 * torch.randn(2, b.n_latent, b.config.style_dim)
+    got = onnx_session(tmp_path / "b.onnx").run(None, {"ws": ws.numpy()})[0].astype(int)
+    with torch.no_grad():
+        want = onnx_export.export_spec(b, "synthesis", 2)[0](ws).numpy().astype(int)
+    assert np.abs(got - want).max() <= 1
+    kept[0].write_bytes(b"not an ONNX model")
+    monkeypatch.setattr(onnx_export, "_traces", {})
+    assert not onnx_export.export_graph(b, "synthesis", tmp_path / "c.onnx", max_batch=2) and len(traces) == 2
+    import onnx
+
+    onnx.ModelProto.FromString(kept[0].read_bytes())  # traced over: whole again
+    key = onnx_export.structure_key(onnx_export.export_spec(b, "synthesis", 2)[0], "synthesis", 2)
+    here = onnx_export.trace_file(key)
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    assert here == kept[0] and onnx_export.trace_file(key) != here
+
+
 def test_a_reused_trace_that_fails_its_parity_is_traced_afresh(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export, "_traces", {})
+    monkeypatch.setenv("NADA_CACHE", str(tmp_path / "cache"))
     wrong = tiny_generator(seed=3, size=8)
     put_back = onnx_export._save_with_weights
     # the fault: a reuse that puts another generator's weights in
