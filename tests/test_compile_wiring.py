@@ -65,6 +65,7 @@ def test_cuda_graphs_alone_are_told_a_step_begins(monkeypatch):
 def test_cuda_graphs_need_a_cuda_device():
     check_compile("inductor", torch.device("cpu"))
     check_compile("off", torch.device("cpu"))
+    check_compile("cudagraphs", torch.device("cuda"))  # a CUDA device is accepted (no GPU needed to say so)
     with pytest.raises(NadaError) as e:
         check_compile("cudagraphs", torch.device("cpu"))
     assert e.value.for_command_line() == (

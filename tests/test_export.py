@@ -153,6 +153,35 @@ def test_reduced_precision_gate_is_psnr_not_the_worst_pixel():
     assert not noisy.passed and noisy.psnr_db < 40
 
 
+def test_a_model_exactly_at_a_limit_passes(monkeypatch):
+    """The limits are inclusive: an error equal to MAX_WS_ERROR, or a PSNR equal to MIN_PSNR_DB,
+    passes; a hair beyond fails."""
+    from nada_export.graphs import MappingGraph
+
+    g = tiny_generator(size=8)
+    mapping, synthesis = MappingGraph(g), SynthesisGraph(g)
+
+    def off_ws(feed):
+        z, truncation = (torch.from_numpy(feed[n]) for n in ("z", "truncation"))
+        with torch.no_grad():
+            return mapping(z, truncation).numpy() + np.float32(3e-4)
+
+    def off_pixels(feed):
+        with torch.no_grad():
+            out = np.ascontiguousarray(synthesis(torch.from_numpy(feed["ws"])).numpy(), dtype=int)
+        out.reshape(-1)[::5] += 2
+        return np.clip(out, 0, 255).astype(np.uint8)
+
+    err = parity.check_parity(g, "mapping", off_ws, [1, 2]).max_abs_error
+    for limit, passed in ((err, True), (np.nextafter(err, 0), False)):
+        monkeypatch.setattr(parity, "MAX_WS_ERROR", float(limit))
+        assert parity.check_parity(g, "mapping", off_ws, [1, 2]).passed is passed
+    db = parity.check_parity(g, "synthesis", off_pixels, [1, 2], precision="fp16").psnr_db
+    for limit, passed in ((db, True), (np.nextafter(db, np.inf), False)):
+        monkeypatch.setattr(parity, "MIN_PSNR_DB", float(limit))
+        assert parity.check_parity(g, "synthesis", off_pixels, [1, 2], precision="fp16").passed is passed
+
+
 def test_repository_with_base_and_two_adapted_shares_one_mapping(tmp_path, three_generators):
     repo = tmp_path / "repo"
     report = export([str(p) for p in three_generators], repo, max_batch=4, progress=False)

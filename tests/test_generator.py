@@ -171,3 +171,33 @@ def test_a_dead_filter_demodulates_to_zero_not_nan(fused):
         x = g.conv1(g.input(ws), ws[:, 0], None, fused)
         out = g.convs[1].conv(g.convs[0].conv(x, ws[:, 1], fused), ws[:, 2], fused)
     assert torch.isfinite(out).all() and torch.equal(out[:, 0], torch.zeros_like(out[:, 0]))
+
+
+def test_a_fresh_generator_starts_as_the_reference_initialises():
+    """A generator built from a config (the world's training starts from one): mapping biases 0,
+    every modulation's bias 1 (styles start at 1, the convolutions at their plain weights)."""
+    from nada_train.generator.layers import EqualLinear, ModulatedConv2d
+
+    g = tiny_generator()
+    fresh = Generator(tiny_config(32))
+    mapping = [m for m in fresh.style.modules() if isinstance(m, EqualLinear)]
+    assert mapping and all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in mapping)
+    mods = [m.modulation for m in fresh.modules() if isinstance(m, ModulatedConv2d)]
+    assert len(mods) == len([m for m in g.modules() if isinstance(m, ModulatedConv2d)]) > 0
+    assert all(torch.equal(m.bias, torch.ones_like(m.bias)) for m in mods)
+
+
+def test_a_clamped_styled_conv_limits_both_signs():
+    """NVIDIA's conv_clamp: activations limited to +-clamp, negative ones too."""
+    from nada_train.generator.layers import StyledConv
+
+    torch.manual_seed(0)
+    conv = StyledConv(4, 6, 8, clamp=0.05)
+    x, w = 50 * torch.randn(2, 4, 8, 8), torch.randn(2, 8)
+    with torch.no_grad():
+        conv.clamp = None
+        free = conv(x, w, None)
+        conv.clamp = 0.05
+        out = conv(x, w, None)
+    assert free.min() < -0.05 and free.max() > 0.05  # the case arises
+    torch.testing.assert_close(out, free.clamp(-0.05, 0.05), rtol=0, atol=0)

@@ -197,8 +197,11 @@ def test_fp16_and_bf16_weights_take_the_reduced_path_and_refuse_the_fused_one(dt
     with torch.no_grad():
         want = conv._forward_reduced(x, conv.modulation(w), conv.weight[0] * conv.scale)
         assert torch.equal(conv(x, w), want)
-        with pytest.raises(ValueError, match="fused .* is fp32 only"):
+        with pytest.raises(ValueError) as e:
             conv(x, w, fused=True)
+        assert str(e.value) == "the fused (grouped) form is fp32 only; an fp16/bf16 copy renders unfused"
+        with pytest.raises(AssertionError, match=r"\(\(3, 11, 8, 8\), 12\)"):  # channels named
+            conv(x[:, :11], w)
 
 
 def test_a_channels_last_copy_renders_channels_last_and_the_same_images():
@@ -215,3 +218,55 @@ def test_a_channels_last_copy_renders_channels_last_and_the_same_images():
         torch.testing.assert_close(fast.synthesis(ws), g.synthesis(ws), rtol=1e-5, atol=1e-5)
     hook.remove()
     assert seen == [True] and g.input.input.is_contiguous()  # the original untouched
+    hook = g.convs[0].register_forward_hook(
+        lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last))
+    )
+    with torch.no_grad():
+        g.synthesis(ws)
+    hook.remove()
+    assert seen == [True, False]  # and the plain generator's activations keep the default layout
+
+
+def fp16_channels_last(g) -> bool:
+    layout = torch.channels_last
+    return g.convs[0].conv.weight.dtype == torch.float16 and g.input.input.is_contiguous(memory_format=layout)
+
+
+def test_on_a_gpu_auto_takes_fp16_channels_last_where_the_gate_passes(monkeypatch):
+    """The GPU's choice, made on the CPU (on_gpu=True): auto renders fp16 channels_last when the gate
+    passes and says so; when it fails, fp32 channels_last with the refusal in its line; a named
+    precision is channels_last too; a StyleGAN3 base stays the plain fp32 copy."""
+    g = tiny_generator(size=8)
+    fast, how = fastest_copy(g, "auto", on_gpu=True)
+    assert fp16_channels_last(fast) and how == precision_gate(g, fast, "fp16").describe()
+    named, how = fastest_copy(g, "bf16", on_gpu=True)
+    assert named.convs[0].conv.weight.dtype == torch.bfloat16 and how.startswith("bf16: PSNR")
+    assert named.input.input.is_contiguous(memory_format=torch.channels_last)
+    plain, how = fastest_copy(g, "fp32", on_gpu=True)
+    assert how == "fp32" and plain.input.input.is_contiguous(memory_format=torch.channels_last)
+    assert plain.convs[0].conv.weight.dtype == torch.float32
+    sg, how = fastest_copy(sg3(), "auto", on_gpu=True)
+    assert how == "fp32" and all(p.dtype == torch.float32 for p in sg.parameters())
+
+    reduced = ModulatedConv2d._forward_reduced
+    monkeypatch.setattr(
+        ModulatedConv2d, "_forward_reduced", lambda self, x, s, w: reduced(self, x, (s * 10).round() / 10, w)
+    )
+    gate = precision_gate(g, inference_copy(g, "fp16", channels_last=True), "fp16")
+    fallback, how = fastest_copy(g, "auto", on_gpu=True)
+    assert how == f"fp32 (fp16 refused: {gate.describe()})"
+    assert fallback.convs[0].conv.weight.dtype == torch.float32
+    assert fallback.input.input.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_unknown_noise_and_render_precision_are_refused_in_one_line():
+    from nada_train.generator.inference import check_noise, check_render_precision
+
+    with pytest.raises(NadaError) as e:
+        check_noise("loud")
+    assert e.value.for_command_line() == "--noise loud: choose const, random or none"
+    with pytest.raises(NadaError) as e:
+        check_render_precision("fp8")
+    assert e.value.for_command_line() == "--precision fp8: choose auto, fp32, fp16 or bf16"
+    with pytest.raises(NadaError, match="noise loud: choose"):
+        render(tiny_generator(size=8), [0], 1.0, noise="loud")

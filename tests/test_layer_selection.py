@@ -79,6 +79,29 @@ def test_select_codes_picks_the_codes_the_loss_moves():
     assert all(p.grad is None for p in g.parameters())
 
 
+def test_select_codes_takes_plain_sgd_steps_of_the_given_rate():
+    """Each step moves the codes by exactly lr times the loss's gradient (default lr 0.01): the ws the
+    loss sees at step t+1 are those of step t less lr * grad."""
+    g = tiny_generator()
+    weights = torch.randn(g.n_latent, 32)  # the loss's gradient with respect to each sample's ws
+    seen, live = [], []
+    orig = g.synthesis
+
+    def synth(ws, noise_mode="const"):
+        seen.append(ws.detach().clone())  # ws itself is the leaf the steps update in place
+        live[:] = [ws]
+        return orig(ws)
+
+    g.synthesis = synth
+    w = torch.randn(2, 32)
+    for kwargs, lr in (({}, 0.01), ({"lr": 0.25}, 0.25)):
+        seen.clear()
+        select_codes(g, w, lambda img: (live[0] * weights).sum(), k=1, iters=3, **kwargs)
+        assert len(seen) == 3
+        for before, after in zip(seen, seen[1:]):
+            torch.testing.assert_close(after, before - lr * weights, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("n_latent,k", [(18, 12), (14, 9), (8, 5), (3, 2), (2, 1), (1, 1)])
 def test_default_k_is_two_thirds_of_the_codes(n_latent, k):
     from nada_train.layer_selection import default_auto_k

@@ -102,12 +102,16 @@ def precision_gate(reference: StyleGenerator, fast: StyleGenerator, precision: s
     return Gate(precision, worst, int(np.abs(got.astype(int) - want.astype(int)).max()))
 
 
-def fastest_copy(generator: StyleGenerator, precision: str = "auto") -> tuple[StyleGenerator, str]:
+def fastest_copy(
+    generator: StyleGenerator, precision: str = "auto", on_gpu: bool | None = None
+) -> tuple[StyleGenerator, str]:
     """The copy nada-generate renders with, and a line saying what it is. auto: on a GPU fp16 with
     channels_last where it passes the gate (else fp32), on the CPU fp32 (its reduced-precision
-    convolutions are slower than fp32's). A precision asked for by name must pass the gate."""
+    convolutions are slower than fp32's). A precision asked for by name must pass the gate.
+    on_gpu: choose as for a GPU (True) or the CPU (False); default: by the generator's device."""
     check_render_precision(precision)
-    on_gpu = next(generator.parameters()).device.type == "cuda"
+    if on_gpu is None:
+        on_gpu = next(generator.parameters()).device.type == "cuda"
     stylegan2 = isinstance(generator, Generator)
     if precision == "auto":
         if not (on_gpu and stylegan2):
