@@ -33,6 +33,8 @@ _NAMES = {
     "project": ("nada_train.projection", "project"),
     "Projection": ("nada_train.projection", "Projection"),
     "edit": ("nada_train.edit", "edit"),
+    "load_encoder": ("nada_train.encoders.loading", "load_encoder"),
+    "LoadedEncoder": ("nada_train.encoders.loading", "LoadedEncoder"),
     "export": ("nada_export.pipeline", "export"),
     "ServeOptions": ("nada_export.triton_repo", "ServeOptions"),
     "Client": ("nada_serve.client", "GeneratorClient"),

@@ -183,45 +183,72 @@ def _unpickler_detail(message: str) -> str:
     error:" (the lines before are the same advice every time), else its first line."""
     head, _, tail = message.partition("WeightsUnpickler error:")
     lines = [line.strip() for line in (tail or head).splitlines() if line.strip()]
-    return lines[0] if lines else ""
+    # a blocked module (os.system is posix's) is named further down: "Trying to load unsupported GLOBAL"
+    named = [line for line in lines if any(word in line for word in OBJECT_WORDS)]
+    return (named or lines or [""])[0]
 
 
-def _load_torch_file(path: Path, allow_pickle: bool) -> LoadedGenerator:
+def read_torch_file(path: Path, allow_pickle: bool = False, what: str = "generator") -> object:
+    """A torch file's contents, read with weights_only=True unless allow_pickle; its refusals one line,
+    naming `what` and the file."""
     try:
         if allow_pickle:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        else:
-            # rosinality's train.py stores its argparse Namespace beside the weights: harmless, allowed.
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=False)
+        # rosinality's train.py stores its argparse Namespace beside the weights: harmless, allowed.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = _unpickler_detail(str(exc)) or type(exc).__name__
         if any(word in detail for word in OBJECT_WORDS):
+            advice = (
+                "Pass {allow_pickle} only if you trust the file"
+                if what == "generator"
+                else "nada reads it as data only"
+            )
             raise FieldError(
-                f"generator '{path}': the file holds Python objects beyond tensors and would run code when "
-                "loaded; refused. Pass {allow_pickle} only if you trust the file"
+                f"{what} '{path}': the file holds Python objects beyond tensors and would run code when "
+                f"loaded; refused. {advice}"
             ) from None
-        raise NadaError(f"generator '{path}': not a readable torch checkpoint ({detail[:200]})") from None
+        raise NadaError(f"{what} '{path}': not a readable torch checkpoint ({detail[:200]})") from None
     except Exception as exc:  # a corrupt file can fail anywhere in the unpickler: name the exception too
         first = f"{type(exc).__name__}: {_unpickler_detail(str(exc))}".rstrip(": ")
-        raise NadaError(f"generator '{path}': not a readable torch checkpoint ({first[:200]})") from None
+        raise NadaError(f"{what} '{path}': not a readable torch checkpoint ({first[:200]})") from None
+
+
+def encoder_decoder_state(ckpt: dict) -> tuple[dict, torch.Tensor | None] | None:
+    """The decoder (a rosinality generator under decoder.*) and its w_avg in a pSp/e4e/ReStyle
+    checkpoint ({'state_dict', 'opts', 'latent_avg'}), or None if the file is not one."""
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict) or not any(k.startswith("decoder.") for k in state):
+        return None
+    decoder = {k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")}
+    latent_avg = ckpt.get(LATENT_AVG_KEY)
+    if isinstance(latent_avg, torch.Tensor) and latent_avg.ndim == 2:  # W+ (one row per code): w is a row
+        latent_avg = latent_avg[0]
+    return decoder, latent_avg
+
+
+def _load_torch_file(path: Path, allow_pickle: bool) -> LoadedGenerator:
+    ckpt = read_torch_file(path, allow_pickle)
     if not isinstance(ckpt, dict):
         raise NadaError(f"generator '{path}': expected a dict with 'g_ema', got {type(ckpt).__name__}")
     if "g_ema" in ckpt:
         state, latent_avg = ckpt["g_ema"], ckpt.get(LATENT_AVG_KEY)
     elif "style.1.weight" in ckpt:
         state, latent_avg = ckpt, ckpt.get(LATENT_AVG_KEY)
+    elif (decoder := encoder_decoder_state(ckpt)) is not None:  # an encoder's checkpoint: its decoder
+        state, latent_avg = decoder
     else:
         keys = ", ".join(list(ckpt)[:6])
         raise NadaError(
             f"generator '{path}': no 'g_ema' generator in the checkpoint (keys: {keys}); is it a "
             "rosinality-format StyleGAN2 checkpoint?"
         )
-    generator = _build(state, latent_avg, str(path))
+    generator = generator_from_state(state, latent_avg, str(path))
     return LoadedGenerator(generator, str(path), "rosinality", sha256_file(path))
 
 
-def _build(
+def generator_from_state(
     state: dict, latent_avg: torch.Tensor | None, source: str, config: AnyConfig | None = None
 ) -> StyleGenerator:
     state = {k: v for k, v in state.items() if k != LATENT_AVG_KEY}
@@ -247,7 +274,7 @@ def _load_safetensors(path: Path) -> LoadedGenerator:
     except Exception as exc:  # safetensors raises its own error types
         raise NadaError(f"generator '{path}': not a readable safetensors file ({exc})") from None
     config = config_from_dict(json.loads(meta["nada_config"])) if "nada_config" in meta else None
-    generator = _build(state, state.get(LATENT_AVG_KEY), str(path), config)
+    generator = generator_from_state(state, state.get(LATENT_AVG_KEY), str(path), config)
     return LoadedGenerator(generator, str(path), "safetensors", sha256_file(path))
 
 

@@ -1,4 +1,5 @@
-"""Your own images in every domain: each image is projected into the base's W+ (nada_train.projection),
+"""Your own images in every domain: each image is inverted into the base's W+, by an encoder trained for
+that base (nada_train.encoders: pSp, e4e, ReStyle) or by projection (nada_train.projection: any base),
 then its codes are drawn by the base (the reconstruction) and by each run adapted from that base.
 An inversion belongs to one base, so runs of different bases are refused."""
 
@@ -15,7 +16,7 @@ import torch
 from nada_core.errors import FieldError
 from nada_train.checkpoints import LoadedGenerator, load_generator
 from nada_train.generator import StyleGenerator
-from nada_train.images import to_uint8
+from nada_train.images import psnr, to_uint8
 from nada_train.projection import project, target_tensor
 
 MIN_SIDE = 16  # pixels: below this an image holds too little to invert
@@ -100,26 +101,45 @@ def edit(
     *,
     names: Sequence[str] | None = None,
     base: LoadedGenerator | None = None,
+    encoder=None,
+    encoder_steps: int | None = None,
     **projection,
 ) -> list[Edited]:
     """Each uint8 image [H, W, 3] (resized to the base's size) in every run's domain (named after the
     run's folder). runs: run directories (or loaded runs) of one base; base: that base as one_base
-    gives it, when the caller has it already; projection: nada_train.projection options (steps,
-    space, ...). Images are projected one at a time: each finds its own noise maps."""
+    gives it, when the caller has it already. encoder: a LoadedEncoder (nada_train.encoders) whose
+    decoder is that base: images are encoded (ReStyle: encoder_steps refinements, default 5);
+    without one they are projected one at a time (projection: nada_train.projection options: steps,
+    space, ...), each finding its own noise maps."""
     loaded = [r if isinstance(r, LoadedGenerator) else load_generator(r) for r in runs]
     run_names = [Path(r.source).name for r in loaded]
     base = base or one_base(loaded, run_names)
+    if encoder is not None:
+        check_encoder_base(encoder, base)
     size = base.config.image_shape
     names = list(names or [f"image{i}" for i in range(len(images))])
     out = []
     for name, image in zip(names, images):
         resized = to_uint8(target_tensor(image, tuple(size), torch.device("cpu"))).numpy()[0]
-        found = project(base, resized, **projection)
+        if encoder is not None:
+            ws = torch.from_numpy(encoder.encode(image[None], steps=encoder_steps))
+            reconstruction = base.synthesize(ws)[0]
+            noise, quality = {}, psnr(reconstruction, resized, 255.0)
+        else:
+            found = project(base, resized, **projection)
+            ws, reconstruction, noise, quality = found.ws, found.images[0], found.noise, found.psnr_db[0]
         domains = {}
         for run_name, run in zip(run_names, loaded):
-            with noise_of(run.generator, found.noise):
-                domains[run_name] = run.synthesize(found.ws)[0]
-        out.append(
-            Edited(name, resized, found.images[0], domains, found.ws[0].cpu().numpy(), found.psnr_db[0])
-        )
+            with noise_of(run.generator, noise):
+                domains[run_name] = run.synthesize(ws)[0]
+        out.append(Edited(name, resized, reconstruction, domains, ws[0].cpu().numpy(), quality))
     return out
+
+
+def check_encoder_base(encoder, base: LoadedGenerator) -> None:
+    """The runs must be adapted from the encoder's own decoder (nada-train --generator ENCODER.pt)."""
+    if encoder.generator.sha256 != base.sha256:
+        raise FieldError(
+            f"{{encoder}} '{encoder.path}': its decoder is not the runs' base ({base.source}); train the runs "
+            f"with --generator {encoder.path}, or invert by projection without {{encoder}}"
+        )

@@ -97,9 +97,19 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
-def test_pickle_with_code_is_refused_and_its_code_never_runs(tmp_path):
+class ShellPayload(Payload):
+    """os.system: a module torch's unpickler blocks outright (its refusal reads differently)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+@pytest.mark.parametrize("payload", [Payload, ShellPayload])
+def test_pickle_with_code_is_refused_and_its_code_never_runs(tmp_path, payload):
     path, marker = tmp_path / "evil.pt", tmp_path / "the-payload-ran"
-    torch.save({"g_ema": tiny_generator().state_dict(), "extra": Payload(marker)}, path)
+    torch.save({"g_ema": tiny_generator().state_dict(), "extra": payload(marker)}, path)
     with refused(
         f"^generator '{re.escape(str(path))}': the file holds Python objects beyond tensors and would run "
         "code when loaded; refused. Pass --allow-pickle only if you trust the file$"

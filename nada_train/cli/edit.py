@@ -15,11 +15,16 @@ from nada_train.edit import edit, one_base, read_image
 from nada_train.projection import ProjectionOptions
 
 P = ProjectionOptions()
-FLAGS = {"images": "IMAGE", "runs": "--run"}  # the library's field -> this command's argument
+FLAGS = {
+    "images": "IMAGE",
+    "runs": "--run",
+    "encoder": "--encoder",
+}  # the library's field -> this command's argument
 app = typer_app(
-    "Draw your own images in the domains of nada-train runs: each image is projected into the runs' "
-    "base (W or W+, by optimisation: any StyleGAN2/3 base, no encoder), then drawn by the base and by "
-    "each run.\n\n"
+    "Draw your own images in the domains of nada-train runs: each image is inverted into the runs' "
+    "base, by --encoder (a pSp, e4e or ReStyle checkpoint whose decoder the runs adapted: nada-train "
+    "--generator E.pt) or else projected (W or W+, by optimisation: any StyleGAN2/3 base), then drawn "
+    "by the base and by each run.\n\n"
     "Writes, per image NAME: OUT/NAME/input.png (the image at the generator's size), "
     "reconstruction.png (the base's), RUN.png for each run, grid.png with --grid (input | "
     "reconstruction | each run), and OUT/NAME.npy (its W+ code, [n_latent, w_dim]) with "
@@ -35,6 +40,10 @@ def main(
         ..., "--run", help="A nada-train run directory; repeat it. One base for all."
     ),
     out: Path = typer.Option(Path("edits"), "--out", "-o", help="Output directory."),
+    encoder: Path = typer.Option(
+        None, "--encoder", help="A pSp/e4e/ReStyle .pt whose decoder is the runs' base (read as data)."
+    ),
+    encoder_steps: int = typer.Option(None, help="ReStyle's refinement steps (default 5)."),
     steps: int = typer.Option(P.steps, help="Projection steps (NVIDIA's projector takes 1000)."),
     space: str = typer.Option(
         P.space, help="w+ (one code per layer: closer reconstructions) or w (one code: the base's own space)."
@@ -48,20 +57,29 @@ def main(
 
     runs = [load_generator(r) for r in run]
     base = one_base(runs, run)  # refused before any image is read if the bases differ
-    pictures = [read_image(p, base.config.image_shape[0]) for p in images]
     names = [p.stem for p in images]
-    bar = tqdm(total=steps * len(pictures), desc="projecting", unit="step", disable=quiet)
-    edited = edit(
-        pictures,
-        runs,
-        names=names,
-        base=base,
-        steps=steps,
-        space=space,
-        seed=seed,
-        callback=lambda step, loss: (bar.update(1), bar.set_postfix_str(f"loss {loss:.3f}")),
-    )
-    bar.close()
+    if encoder is not None:
+        from nada_train.edit import check_encoder_base
+        from nada_train.encoders.loading import INPUT_SIZE, load_encoder
+
+        loaded = load_encoder(encoder, base.device)
+        check_encoder_base(loaded, base)
+        pictures = [read_image(p, INPUT_SIZE) for p in images]  # the encoder's own input size
+        edited = edit(pictures, runs, names=names, base=base, encoder=loaded, encoder_steps=encoder_steps)
+    else:
+        pictures = [read_image(p, base.config.image_shape[0]) for p in images]
+        bar = tqdm(total=steps * len(pictures), desc="projecting", unit="step", disable=quiet)
+        edited = edit(
+            pictures,
+            runs,
+            names=names,
+            base=base,
+            steps=steps,
+            space=space,
+            seed=seed,
+            callback=lambda step, loss: (bar.update(1), bar.set_postfix_str(f"loss {loss:.3f}")),
+        )
+        bar.close()
     for e in edited:
         folder = out / e.name
         folder.mkdir(parents=True, exist_ok=True)

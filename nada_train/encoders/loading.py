@@ -1,0 +1,172 @@
+"""An encoder checkpoint as its authors publish it ({'state_dict': encoder.* and decoder.*, 'opts',
+'latent_avg'}), read as data, and the call that turns photos into W+ codes of its decoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from nada_core.errors import NadaError
+from nada_core.fileio import sha256_file
+from nada_train.checkpoints import (
+    LoadedGenerator,
+    encoder_decoder_state,
+    generator_from_state,
+    read_torch_file,
+)
+from nada_train.devices import resolve_device
+from nada_train.encoders.heads import StyleEncoder
+
+INPUT_SIZE = 256  # every encoder of the family reads 256x256 images in [-1, 1]
+RESTYLE_STEPS = 5  # ReStyle's default number of refinement steps at inference
+
+# the authors' encoder_type -> (kind, heads on the feature pyramid, progressive codes, iterative)
+ENCODER_TYPES = {
+    "GradualStyleEncoder": ("psp", True, False),
+    "Encoder4Editing": ("e4e", True, True),
+    "BackboneEncoder": ("restyle_psp", False, False),
+    "ProgressiveBackboneEncoder": ("restyle_e4e", False, True),
+}
+
+
+@dataclass
+class LoadedEncoder:
+    """encode(images) -> W+ of `generator` (the decoder it was trained with)."""
+
+    network: StyleEncoder
+    generator: LoadedGenerator
+    kind: str  # psp, e4e, restyle_psp, restyle_e4e
+    latent_avg: torch.Tensor  # [n_styles, w_dim]: where codes start (pSp and e4e add it when trained so)
+    add_latent_avg: bool
+    path: str
+
+    @property
+    def iterative(self) -> bool:
+        return self.kind.startswith("restyle")
+
+    @property
+    def default_steps(self) -> int:
+        return RESTYLE_STEPS if self.iterative else 1
+
+    @torch.no_grad()
+    def encode(self, images: np.ndarray, steps: int | None = None, batch: int = 4) -> np.ndarray:
+        """uint8 images [N, H, W, 3] (resized to 256x256 as the authors' transforms do) -> W+ codes
+        [N, n_latent, w_dim] float32. steps: ReStyle's refinement steps (default 5); others take 1."""
+        x = preprocess(images)
+        out = [self.encode_tensor(chunk, steps) for chunk in x.split(batch)]
+        return torch.cat(out).cpu().numpy()
+
+    def encode_tensor(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """[N, 3, 256, 256] in [-1, 1] -> W+ [N, n_latent, w_dim]."""
+        steps = self.default_steps if steps is None else steps
+        if steps < 1 or (steps > 1 and not self.iterative):
+            raise NadaError(f"encoder '{self.path}': steps {steps}: a {self.kind} encoder takes 1 step")
+        device = self.latent_avg.device
+        x = x.to(device)
+        start = self.latent_avg[None].expand(len(x), -1, -1)
+        if not self.iterative:
+            codes = self.network(x)
+            return codes + start if self.add_latent_avg else codes
+        # ReStyle: each step sees the photo beside the current reconstruction and adds a correction;
+        # the first reconstruction is the average image
+        codes = start
+        current = self.decode_for_encoder(start[:1]).expand(len(x), -1, -1, -1)
+        for _ in range(steps):
+            codes = codes + self.network(torch.cat([x, current], dim=1))
+            current = self.decode_for_encoder(codes)
+        return codes
+
+    def decode_for_encoder(self, codes: torch.Tensor) -> torch.Tensor:
+        """The decoder's images of `codes` (stored noise) pooled to the encoder's 256 px, unclamped."""
+        images = self.generator.generator.synthesis(codes, noise_mode="const")
+        return F.adaptive_avg_pool2d(images, (INPUT_SIZE, INPUT_SIZE))
+
+    def to(self, device: str | torch.device) -> LoadedEncoder:
+        device = resolve_device(device)
+        self.network.to(device)
+        self.generator.generator.to(device)
+        self.latent_avg = self.latent_avg.to(device)
+        return self
+
+
+def preprocess(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> [N, 3, 256, 256] in [-1, 1]: PIL's bilinear resize, then (x/255 - 0.5)/0.5."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise NadaError(
+            f"encoder input: expected uint8 images [N, H, W, 3], got {images.dtype} {list(images.shape)}"
+        )
+    size = (INPUT_SIZE, INPUT_SIZE)
+    resized = np.stack([np.asarray(Image.fromarray(im).resize(size, Image.BILINEAR)) for im in images])
+    x = torch.from_numpy(resized).permute(0, 3, 1, 2).float() / 255.0
+    return (x - 0.5) / 0.5
+
+
+def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> LoadedEncoder:
+    """A pSp, e4e, ReStyle-pSp or ReStyle-e4e checkpoint (the authors' .pt files), read with
+    weights_only=True: its encoder, its decoder as a generator, and its latent average."""
+    path = Path(path)
+    if not path.is_file():
+        raise NadaError(f"encoder '{path}': no such file; pass a pSp, e4e or ReStyle .pt checkpoint")
+    ckpt = read_torch_file(path, what="encoder")
+    return encoder_from_checkpoint(ckpt, str(path), sha256_file(path)).to(device)
+
+
+def encoder_from_checkpoint(ckpt: object, path: str, digest: str | None = None) -> LoadedEncoder:
+    """load_encoder's work on a checkpoint already read: the kind from opts['encoder_type'], the
+    number of codes and input channels from the tensors, the decoder from decoder.*."""
+    decoder = encoder_decoder_state(ckpt) if isinstance(ckpt, dict) else None
+    if decoder is None:
+        raise NadaError(
+            f"encoder '{path}': not a pSp/e4e/ReStyle checkpoint (expected 'state_dict' with encoder.* and "
+            "decoder.* tensors)"
+        )
+    opts = ckpt.get("opts") or {}
+    encoder_type = opts.get("encoder_type") if isinstance(opts, dict) else None
+    if encoder_type not in ENCODER_TYPES:
+        raise NadaError(
+            f"encoder '{path}': encoder_type {encoder_type!r} in its opts; nada reads "
+            f"{', '.join(ENCODER_TYPES)}"
+        )
+    kind, pyramid, progressive = ENCODER_TYPES[encoder_type]
+    state = {k[len("encoder.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("encoder.")}
+    n_styles = 1 + max((int(k.split(".")[1]) for k in state if k.startswith("styles.")), default=-1)
+    in_channels = int(state["input_layer.0.weight"].shape[1]) if "input_layer.0.weight" in state else 3
+    if kind.startswith("restyle") != (in_channels == 6):
+        raise NadaError(
+            f"encoder '{path}': a {kind} encoder with {in_channels} input channels (ReStyle's read 6: the "
+            "photo and the current reconstruction; the others 3)"
+        )
+    with torch.device("meta"):  # no initial weights drawn: the checkpoint's tensors become the module's
+        network = StyleEncoder(n_styles, in_channels, pyramid=pyramid, progressive=progressive)
+    try:
+        network.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise NadaError(f"encoder '{path}': tensors do not fit a {kind} encoder ({detail})") from None
+    generator = generator_from_state(*decoder, path)
+    if generator.n_latent != n_styles:
+        raise NadaError(
+            f"encoder '{path}': {n_styles} codes from the encoder, but its decoder takes {generator.n_latent}"
+        )
+    latent_avg = ckpt.get("latent_avg")
+    if latent_avg is None:
+        latent_avg = generator.w_avg
+    latent_avg = torch.as_tensor(latent_avg).float().reshape(-1, generator.config.style_dim)
+    latent_avg = latent_avg.expand(n_styles, -1).clone()
+    add = bool(opts.get("start_from_latent_avg", True)) or kind.startswith("restyle")
+    return LoadedEncoder(
+        network.eval().requires_grad_(False),
+        LoadedGenerator(generator.eval(), path, "rosinality", digest),
+        kind,
+        latent_avg,
+        add,
+        path,
+    )
