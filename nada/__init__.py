@@ -34,6 +34,7 @@ _NAMES = {
     "Projection": ("nada_train.projection", "Projection"),
     "edit": ("nada_train.edit", "edit"),
     "load_encoder": ("nada_train.encoders.loading", "load_encoder"),
+    "align_face": ("nada_train.alignment", "align_face"),
     "LoadedEncoder": ("nada_train.encoders.loading", "LoadedEncoder"),
     "export": ("nada_export.pipeline", "export"),
     "ServeOptions": ("nada_export.triton_repo", "ServeOptions"),

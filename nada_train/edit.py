@@ -35,9 +35,9 @@ class Edited:
     psnr_db: float
 
 
-def read_image(path: str | Path, size: int) -> np.ndarray:
-    """An image file as uint8 RGB [size, size, 3]: the centre square, resized with Lanczos."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as uint8 RGB [H, W, 3]; unreadable or tiny files refused in one line."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as opened:
@@ -49,7 +49,14 @@ def read_image(path: str | Path, size: int) -> np.ndarray:
             f"{{images}} '{path}': {image.size[0]} x {image.size[1]} pixels is too small to invert; give "
             f"at least {MIN_SIDE} x {MIN_SIDE}"
         )
-    return np.asarray(ImageOps.fit(image, (size, size), Image.LANCZOS))
+    return np.asarray(image)
+
+
+def read_image(path: str | Path, size: int) -> np.ndarray:
+    """An image file as uint8 RGB [size, size, 3]: the centre square, resized with Lanczos."""
+    from PIL import Image, ImageOps
+
+    return np.asarray(ImageOps.fit(Image.fromarray(read_rgb(path)), (size, size), Image.LANCZOS))
 
 
 def one_base(runs: Sequence[LoadedGenerator], names: Sequence[str]) -> LoadedGenerator:

@@ -205,20 +205,56 @@ def test_an_encoders_codes_are_drawn_in_each_domain_of_its_decoders_runs(
 
 
 def test_nada_edit_with_an_encoder_writes_every_promised_file(encoder_file, encoder_runs, tmp_path):
-    """The command, as a user runs it: the photo read at the encoder's 256 px, its codes written."""
+    """The command, as a user runs it: the photo aligned by its landmarks at the encoder's 256 px, its
+    codes written."""
     from PIL import Image
 
-    from nada_train.edit import read_image
+    from nada_train.alignment import align_face
     from tests.test_cli import run
 
-    Image.fromarray(photos(1, 300, seed=5)[0]).save(tmp_path / "me.png")
+    photo = photos(1, 512, seed=11)[0]
+    Image.fromarray(photo).save(tmp_path / "me.png")
+    landmarks = np.load(Path(__file__).parent / "data" / "encoders" / "alignment.npz")["landmarks"][0]
+    np.save(tmp_path / "me.npy", landmarks)
     out = tmp_path / "edits"
-    runs = ["--run", str(encoder_runs[0]), "--run", str(encoder_runs[1])]
+    runs = [
+        "--run",
+        str(encoder_runs[0]),
+        "--run",
+        str(encoder_runs[1]),
+        "--landmarks",
+        str(tmp_path / "me.npy"),
+    ]
     args = [str(tmp_path / "me.png"), *runs, "--encoder", str(encoder_file), "--encoder-steps", "2"]
     r = run(["nada_train.cli.edit", "nada-edit", *args, "--out", str(out), "--grid", "--save-latents"])
     assert r.returncode == 0, r.stderr
     files = sorted(p.name for p in (out / "me").iterdir())
     assert files == ["a.png", "b.png", "grid.png", "input.png", "reconstruction.png"]
-    want = load_encoder(encoder_file).encode(read_image(tmp_path / "me.png", 256)[None], steps=2)
+    want = load_encoder(encoder_file).encode(align_face(photo, landmarks)[None], steps=2)  # aligned at 256
     np.testing.assert_array_equal(np.load(out / "me.npy"), want[0])
     assert "me: reconstruction PSNR" in r.stdout
+
+
+def test_alignment_asked_without_what_it_needs_is_refused_in_one_line(tmp_path):
+    from PIL import Image
+
+    from nada_train.cli.edit import FLAGS, read_pictures
+    from tests.conftest import refused
+
+    Image.fromarray(photos(1, 64)[0]).save(tmp_path / "me.png")
+    images = [tmp_path / "me.png"]
+    with refused(r"^--landmarks: 2 files for 1 images; give one per image$", FLAGS):
+        read_pictures(images, 64, False, None, [tmp_path / "a.npy", tmp_path / "b.npy"])
+    with refused(
+        r"^--align: give dlib's 68-landmark model with --shape-predictor FILE, or --landmarks$", FLAGS
+    ):
+        read_pictures(images, 64, True, None, None)
+    np.save(tmp_path / "few.npy", np.zeros((5, 2)))
+    with refused(r"^--landmarks '.*few\.npy': expected 68 x 2 points, got shape \[5, 2\]$", FLAGS):
+        read_pictures(images, 64, False, None, [tmp_path / "few.npy"])
+    # without dlib (as here) --align says how to get it, or to give the landmarks
+    try:
+        import dlib  # noqa: F401
+    except ImportError:
+        with refused(r"^--align .*me\.png: face detection needs dlib \(pip install dlib\)", FLAGS):
+            read_pictures(images, 64, True, tmp_path / "predictor.dat", None)

@@ -11,7 +11,7 @@ from nada_core.cli import run_app, typer_app
 from nada_core.fileio import atomic_path
 from nada_core.pngs import grid, save_png
 from nada_train.checkpoints import load_generator
-from nada_train.edit import edit, one_base, read_image
+from nada_train.edit import edit, one_base, read_image, read_rgb
 from nada_train.projection import ProjectionOptions
 
 P = ProjectionOptions()
@@ -44,6 +44,15 @@ def main(
         None, "--encoder", help="A pSp/e4e/ReStyle .pt whose decoder is the runs' base (read as data)."
     ),
     encoder_steps: int = typer.Option(None, help="ReStyle's refinement steps (default 5)."),
+    align: bool = typer.Option(
+        False, "--align", help="FFHQ-align each face first (as the face encoders expect): dlib finds it."
+    ),
+    shape_predictor: Path = typer.Option(
+        None, "--shape-predictor", help="With --align: dlib's shape_predictor_68_face_landmarks.dat."
+    ),
+    landmarks: list[Path] = typer.Option(
+        None, "--landmarks", help="Align by these 68 x 2 landmarks (.npy, one per image, any detector's)."
+    ),
     steps: int = typer.Option(P.steps, help="Projection steps (NVIDIA's projector takes 1000)."),
     space: str = typer.Option(
         P.space, help="w+ (one code per layer: closer reconstructions) or w (one code: the base's own space)."
@@ -64,10 +73,10 @@ def main(
 
         loaded = load_encoder(encoder, base.device)
         check_encoder_base(loaded, base)
-        pictures = [read_image(p, INPUT_SIZE) for p in images]  # the encoder's own input size
+        pictures = read_pictures(images, INPUT_SIZE, align, shape_predictor, landmarks)  # the encoder's size
         edited = edit(pictures, runs, names=names, base=base, encoder=loaded, encoder_steps=encoder_steps)
     else:
-        pictures = [read_image(p, base.config.image_shape[0]) for p in images]
+        pictures = read_pictures(images, base.config.image_shape[0], align, shape_predictor, landmarks)
         bar = tqdm(total=steps * len(pictures), desc="projecting", unit="step", disable=quiet)
         edited = edit(
             pictures,
@@ -93,6 +102,29 @@ def main(
             with atomic_path(out / f"{e.name}.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, e.ws)
         print(f"{e.name}: reconstruction PSNR {e.psnr_db:.1f} dB; {len(e.domains)} domains in {folder}")
+
+
+def read_pictures(images, size, align, shape_predictor, landmarks) -> list[np.ndarray]:
+    """Each image at `size`: the centre square, or with --align / --landmarks the FFHQ-aligned face."""
+    from nada_core.errors import FieldError
+    from nada_train.alignment import align_face, detect_landmarks, read_landmarks
+
+    if landmarks and len(landmarks) != len(images):
+        raise FieldError(
+            f"{{landmarks}}: {len(landmarks)} files for {len(images)} images; give one per image"
+        )
+    if not (align or landmarks):
+        return [read_image(p, size) for p in images]
+    if not landmarks and shape_predictor is None:
+        raise FieldError("{align}: give dlib's 68-landmark model with --shape-predictor FILE, or --landmarks")
+    out = []
+    for i, path in enumerate(images):
+        photo = read_rgb(path)
+        lm = (
+            read_landmarks(landmarks[i]) if landmarks else detect_landmarks(photo, shape_predictor, str(path))
+        )
+        out.append(align_face(photo, lm, size))
+    return out
 
 
 def main_entry() -> None:
