@@ -262,8 +262,14 @@ def test_sigterm_saves_like_ctrl_c(tmp_path, rosinality_ckpt, tiny_clip_spec, mo
         return real(self, *args)
 
     monkeypatch.setattr(ClipGuide, "directional", directional)
-    with pytest.raises(NadaError, match="interrupted at iteration 1"):
-        train(options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec), progress=False)
+    run = tmp_path / "r"
+    with pytest.raises(NadaError) as e:
+        train(options(rosinality_ckpt, run, tiny_clip_spec), progress=False)
+    assert (
+        str(e.value)
+        == f"interrupted at iteration 1; state saved in {run}; continue with: nada.resume('{run}')"
+    )
+    assert (e.value.run, e.value.iteration) == (str(run), 1)
     assert json.loads((tmp_path / "r" / "manifest.json").read_text())["status"] == "interrupted"
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
@@ -282,8 +288,12 @@ def test_nan_loss_stops_and_keeps_last_good_state(tmp_path, rosinality_ckpt, tin
         return (loss * float("nan"), parts) if calls["n"] == 3 else (loss, parts)
 
     monkeypatch.setattr(ClipGuide, "directional", nan_on_third)
-    with pytest.raises(NadaError, match=r"^loss is nan at iteration 3; the last good state .iteration 2"):
+    with pytest.raises(NadaError) as e:
         train(options(rosinality_ckpt, tmp_path / "bad", tiny_clip_spec, layers="all"), progress=False)
+    assert e.value.for_command_line() == (
+        f"loss is nan at iteration 3; the last good state (iteration 2) is saved in {tmp_path / 'bad'}; lower "
+        "--lr or use --precision fp32"
+    )
     manifest = json.loads((tmp_path / "bad" / "manifest.json").read_text())
     assert manifest["status"] == "failed-nan" and manifest["iterations_done"] == 2
     a, b = weights(good), weights(tmp_path / "bad")
@@ -1095,3 +1105,29 @@ def test_each_sample_grid_is_the_frozen_row_over_the_trained_row_the_frozen_draw
         want = grid(torch.cat([real(trainer.g_frozen), real(trainer.g_train)]).numpy(), rows=2)
         same = np.array_equal(np.asarray(Image.open(path)), want)
         assert same == (path == second), path  # the first grid shows g_train before it changed
+
+
+def test_the_callback_hears_each_step_and_finished_each_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    """run_to_end: exactly `iterations` steps, a Progress per step saying what the log says, and each
+    finished trainer passed to `finished` once."""
+    from tqdm import tqdm
+
+    from nada_train.loop import run_to_end
+
+    trainer = fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, iterations=3, sample_every=2)
+    trainer.start()
+    heard, done = [], []
+    run_to_end([trainer], tqdm(disable=True), heard.append, done.append)
+    assert trainer.iteration == 3 and done == [trainer]
+    log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert [p.step for p in heard] == [1, 2, 3] and len(log) == 3
+    for p, line in zip(heard, log):
+        assert (p.run, p.target, p.iterations) == (trainer.run.path, "sketch", 3)
+        assert (
+            p.loss == line["loss"] and p.clip_losses == line["clip_losses"] and p.seconds == line["seconds"]
+        )
+    samples = [p.sample.name for p in heard]  # the start's grid until the first one falls due, then each
+    assert samples == ["step-000000.png", "step-000002.png", "step-000003.png"]
+    assert all(p.sample.exists() and p.sample.parent == trainer.run.path / "samples" for p in heard)
+    run_to_end([trainer], tqdm(disable=True), heard.append, done.append)  # a finished run steps no more
+    assert trainer.iteration == 3 and len(heard) == 3 and done == [trainer, trainer]

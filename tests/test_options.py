@@ -1,0 +1,55 @@
+"""resolve_options: what nada-train and nada.adapt make of their arguments before a run starts."""
+
+import pytest
+
+from nada_core.errors import NadaError
+from nada_train.clip import ClipSpec, parse_clip_spec
+from nada_train.options import SETTINGS, option_defaults, resolve_options
+
+
+def test_a_checkpoint_base_takes_the_defaults_with_absolute_paths(rosinality_ckpt, tmp_path, monkeypatch):
+    monkeypatch.chdir(rosinality_ckpt.parent)
+    opts = resolve_options(rosinality_ckpt.name, "run", target="sketch")
+    assert opts.generator == str(rosinality_ckpt.resolve()) and opts.out == str(tmp_path.resolve() / "run")
+    assert (opts.source, opts.target, opts.target_images, opts.allow_pickle) == (
+        "photo",
+        "sketch",
+        None,
+        False,
+    )
+    assert opts.clip == [parse_clip_spec(c) for c in option_defaults()["clip"]] == [ClipSpec("ViT-B-32")]
+    assert option_defaults()["clip"] == ["ViT-B-32"]  # the default spec as a user writes it
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    guided = resolve_options(str(rosinality_ckpt), "run", target_images="styles", allow_pickle=True, lr=0.02)
+    assert guided.target_images == str(styles.resolve()) and guided.target is None
+    assert guided.allow_pickle is True and guided.lr == 0.02
+    assert resolve_options("random:16", "run").generator == "random:16"  # not a file: kept as given
+
+
+def test_a_builtin_base_brings_its_clip_templates_target_and_settings(tmp_path):
+    from nada_world.base import RUN_SETTINGS, TARGET_SETTINGS
+
+    world = resolve_options(None, tmp_path / "run")  # no generator: the default built-in base
+    named = resolve_options("builtin:world", tmp_path / "run", target="pixel")
+    assert (
+        world == named and world.target == "pixel" and world.templates and world.templates[0].count("{}") == 1
+    )
+    assert world.clip[0].name == "nada-world-clip-rn"
+    assert world.global_weight == TARGET_SETTINGS["pixel"]["global_weight"]
+    guided = resolve_options(None, tmp_path / "run", target_images=str(tmp_path))
+    # image-guided: the world's run settings without a target style's own
+    assert (
+        guided.target is None
+        and guided.global_weight == {**option_defaults(), **RUN_SETTINGS}["global_weight"]
+    )
+    assert resolve_options(None, tmp_path / "run", global_weight=0.9).global_weight == 0.9  # yours win
+
+
+def test_unknown_settings_and_a_missing_out_are_refused_in_one_line(tmp_path):
+    with pytest.raises(NadaError) as e:
+        resolve_options(None, tmp_path, lrr=0.1)
+    assert str(e.value) == "lrr: not a training setting; the settings are " + ", ".join(sorted(SETTINGS))
+    with pytest.raises(NadaError) as e:
+        resolve_options(None, None)
+    assert e.value.for_command_line() == "--out is required: a new directory for the run"
