@@ -118,6 +118,15 @@ def read_plan(out: Path) -> list[TrainOptions]:
     return [TrainOptions.from_json(d) for d in json.loads((out / PLAN).read_text())["targets"]]
 
 
+def rank_device(device: torch.device, rank: int, world: int, gpus: int | None = None) -> torch.device:
+    """Under torchrun each rank takes a GPU of its own: LOCAL_RANK's (else its rank's), modulo the
+    GPUs it sees (gpus: default torch.cuda.device_count()). A CPU run or a single process keeps `device`."""
+    if device.type != "cuda" or world <= 1:
+        return device
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % gpus)
+
+
 def train_many(
     plan: list[TrainOptions],
     out: Path,
@@ -143,9 +152,7 @@ def train_many(
     mine = plan[rank::world]
     if not mine:
         return out
-    device = resolve_device(mine[0].device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    device = rank_device(resolve_device(mine[0].device), rank, world)
     base = load_base(mine[0], device)
     clips: dict = {}
     memo = FrozenMemo()

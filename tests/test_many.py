@@ -174,10 +174,12 @@ def test_a_resume_skips_the_finished_target_and_finishes_the_others(
     monkeypatch.setattr("nada_train.loop.advance", advance)
     import nada_train.many as many
 
-    totals, tqdm = [], many.tqdm
+    totals, tqdm, made, make = [], many.tqdm, [], many.make_trainer
     monkeypatch.setattr(many, "tqdm", lambda **kw: totals.append(kw["total"]) or tqdm(**kw))
+    monkeypatch.setattr(many, "make_trainer", lambda opts, *a: made.append(opts.out) or make(opts, *a))
     train_many(read_plan(out), out, resume=True, progress=False)
     assert totals == [2]  # the progress bar counts the steps left: the second target's 3 - 1
+    assert made == [str(out / folder_names(texts)[1])]  # the finished target is not even loaded
     assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == files
     second = folder_names(texts)[1]
     assert same_weights(out / second, together[0] / second)
@@ -448,3 +450,16 @@ def test_nada_train_with_two_targets_on_two_gloo_ranks_equals_one_process(
     assert r.returncode == 0, r.stderr[-3000:]
     runs = json.loads((tmp_path / "ranks" / "index.json").read_text())["runs"]
     assert [(r["status"], r["iterations_done"]) for r in runs] == [("finished", 3)] * 3
+
+
+def test_each_torchrun_rank_takes_a_gpu_of_its_own(monkeypatch):
+    from nada_train.many import rank_device
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert rank_device(cpu, 1, 2, gpus=2) == cpu and rank_device(cuda, 0, 1, gpus=2) == cuda
+    assert [rank_device(cuda, r, 4, gpus=2) for r in range(4)] == [
+        torch.device("cuda", i) for i in (0, 1, 0, 1)
+    ]
+    monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun's rank on this node wins over the global rank
+    assert rank_device(cuda, 6, 8, gpus=4) == torch.device("cuda", 1)
