@@ -33,6 +33,7 @@ class Edited:
     domains: dict[str, np.ndarray]
     ws: np.ndarray
     psnr_db: float
+    inverted_by: str = ""  # the encoder, or the projection's distance
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -132,14 +133,17 @@ def edit(
             ws = torch.from_numpy(encoder.encode(image[None], steps=encoder_steps))
             reconstruction = base.synthesize(ws)[0]
             noise, quality = {}, psnr(reconstruction, resized, 255.0)
+            steps = encoder.default_steps if encoder_steps is None else encoder_steps
+            how = f"{encoder.kind} encoder" + (f", {steps} steps" if encoder.iterative else "")
         else:
             found = project(base, resized, **projection)
             ws, reconstruction, noise, quality = found.ws, found.images[0], found.noise, found.psnr_db[0]
+            how = f"projected by {found.distance}"
         domains = {}
         for run_name, run in zip(run_names, loaded):
             with noise_of(run.generator, noise):
                 domains[run_name] = run.synthesize(ws)[0]
-        out.append(Edited(name, resized, reconstruction, domains, ws[0].cpu().numpy(), quality))
+        out.append(Edited(name, resized, reconstruction, domains, ws[0].cpu().numpy(), quality, how))
     return out
 
 

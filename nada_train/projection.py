@@ -115,13 +115,15 @@ def project(
     *,
     perceptual: Callable[[torch.Tensor], torch.Tensor] | None = None,
     perceptual_name: str = "",
+    lpips=None,
     callback: Callable[[int, float], None] | None = None,
     **options,
 ) -> Projection:
     """Project uint8 images [N, H, W, 3] into `generator`'s W or W+ space (the generator is left as it
     was; the images are resized to its size). options: ProjectionOptions' fields (steps, space, ...).
     perceptual: images in [-1, 1] -> L2-normalised embeddings (a CLIP's encode_images); without one
-    the distance is pixel L2 alone. callback(step, loss) after each step."""
+    the distance is pixel L2 alone. lpips: a nada_train.perceptual.LPIPS, the distance NVIDIA's
+    projector uses (taken over `perceptual`). callback(step, loss) after each step."""
     known = {f.name for f in fields(ProjectionOptions)}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -143,7 +145,20 @@ def project(
         w = g.mapping(torch.randn(opts.w_avg_samples, c.z_dim, generator=rng).to(device))
         w_avg = w.mean(0)
         w_std = float(((w - w_avg).square().sum() / opts.w_avg_samples).sqrt())
-        target_embedding = perceptual(target) if perceptual is not None else None
+        target_embedding = perceptual(target) if perceptual is not None and lpips is None else None
+    if lpips is not None:
+        lpips = lpips.to(device)
+
+        def distance(synth: torch.Tensor) -> torch.Tensor:
+            return lpips.distance(synth, target)
+
+    elif perceptual is not None:
+
+        def distance(synth: torch.Tensor) -> torch.Tensor:
+            return 1 - (perceptual(synth) * target_embedding).sum(-1)
+
+    else:
+        distance = None
     codes = 1 if opts.space == "w" else g.n_latent
     w_opt = w_avg.expand(n, codes, -1).clone().requires_grad_(True)
 
@@ -164,8 +179,8 @@ def project(
         ws = w_opt + torch.randn(w_opt.shape, generator=rng).to(device) * fade
         synth = g.synthesis(ws.expand(n, g.n_latent, -1), noise_mode="const")
         loss = opts.pixel_weight * (synth - target).square().mean((1, 2, 3)).sum()
-        if perceptual is not None:
-            loss = loss + (1 - (perceptual(synth) * target_embedding).sum(-1)).sum()
+        if distance is not None:
+            loss = loss + distance(synth).sum()
         if noise_maps:
             loss = loss + opts.noise_weight * noise_penalty(noise_maps)
         optimizer.zero_grad(set_to_none=True)
@@ -189,5 +204,7 @@ def project(
         rendered,
         losses,
         [psnr(r, t, 255.0) for r, t in zip(rendered, wanted)],
-        perceptual_name or ("pixel L2 only" if perceptual is None else "a perceptual model"),
+        "LPIPS (VGG16) and pixel L2"
+        if lpips is not None
+        else perceptual_name or ("pixel L2 only" if perceptual is None else "a perceptual model"),
     )

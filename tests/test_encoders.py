@@ -232,7 +232,10 @@ def test_nada_edit_with_an_encoder_writes_every_promised_file(encoder_file, enco
     assert files == ["a.png", "b.png", "grid.png", "input.png", "reconstruction.png"]
     want = load_encoder(encoder_file).encode(align_face(photo, landmarks)[None], steps=2)  # aligned at 256
     np.testing.assert_array_equal(np.load(out / "me.npy"), want[0])
-    assert "me: reconstruction PSNR" in r.stdout
+    assert (
+        "me: reconstruction PSNR " in r.stdout
+        and " dB (restyle_e4e encoder, 2 steps); 2 domains in " in r.stdout
+    )
 
 
 def test_alignment_asked_without_what_it_needs_is_refused_in_one_line(tmp_path):

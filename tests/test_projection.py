@@ -81,3 +81,16 @@ def test_bad_images_and_options_are_one_line():
         project(g, np.zeros((1, 32, 32, 3), np.uint8), steps=0)
     with refused("--iterations: not an option of a projection; the options are code_noise, lr, "):
         project(g, np.zeros((1, 32, 32, 3), np.uint8), iterations=3)
+
+
+def test_an_lpips_projection_says_so_and_the_distance_drives_it():
+    """With LPIPS (the fixtures' weights) the loss is pixel L2 plus LPIPS, and the projection names it."""
+    from tests.test_perceptual import fixture_lpips
+
+    g, lpips = tiny_generator(), fixture_lpips()
+    target = render(g, [3], 0.6)
+    plain = project(g, target, steps=4)
+    found = project(g, target, steps=4, lpips=lpips)
+    assert found.distance == "LPIPS (VGG16) and pixel L2"
+    # the same first render (w_avg, the seed's noise): the losses differ by LPIPS alone, then fall
+    assert found.losses[0] != plain.losses[0] and found.losses[-1] < found.losses[0]

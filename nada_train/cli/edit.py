@@ -12,6 +12,7 @@ from nada_core.fileio import atomic_path
 from nada_core.pngs import grid, save_png
 from nada_train.checkpoints import load_generator
 from nada_train.edit import edit, one_base, read_image, read_rgb
+from nada_train.perceptual import load_lpips
 from nada_train.projection import ProjectionOptions
 
 P = ProjectionOptions()
@@ -60,6 +61,12 @@ def main(
     grid_png: bool = typer.Option(False, "--grid", help="Also write grid.png per image."),
     save_latents: bool = typer.Option(False, "--save-latents", help="Also write each image's W+ code."),
     seed: int = typer.Option(P.seed, help="Seed of the projection's noise."),
+    lpips: Path = typer.Option(
+        None,
+        "--lpips",
+        help="LPIPS-VGG16 weights in the lpips package's layout (torch.save(lpips.LPIPS(net='vgg')"
+        ".state_dict(), FILE)): the projection's perceptual distance, as NVIDIA's projector. Else pixel L2.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     from tqdm import tqdm
@@ -86,6 +93,7 @@ def main(
             steps=steps,
             space=space,
             seed=seed,
+            lpips=load_lpips(lpips) if lpips is not None else None,
             callback=lambda step, loss: (bar.update(1), bar.set_postfix_str(f"loss {loss:.3f}")),
         )
         bar.close()
@@ -101,7 +109,10 @@ def main(
         if save_latents:
             with atomic_path(out / f"{e.name}.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, e.ws)
-        print(f"{e.name}: reconstruction PSNR {e.psnr_db:.1f} dB; {len(e.domains)} domains in {folder}")
+        print(
+            f"{e.name}: reconstruction PSNR {e.psnr_db:.1f} dB ({e.inverted_by}); {len(e.domains)} domains "
+            f"in {folder}"
+        )
 
 
 def read_pictures(images, size, align, shape_predictor, landmarks) -> list[np.ndarray]:
