@@ -80,3 +80,40 @@ def test_a_compiled_step_keeps_only_the_chosen_layers_gradients():
     drop_unchosen_gradients(params, [params[1]])
     assert params[0].grad is None and params[2].grad is None
     assert torch.equal(params[1].grad, torch.full((2,), 0.5))
+
+
+def test_a_compiled_modes_step_bookkeeping_equals_the_eager_step(
+    tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch
+):
+    """--compile inductor's step with the compile itself left out (the functions run eagerly): every
+    layer asks for a gradient, the unchosen ones' are dropped before Adam, and the run moves exactly
+    as the eager one, unchosen layers untouched."""
+    import nada_train.losses
+    import nada_train.trainer
+    from tests.test_trainer import fresh_trainer
+
+    for module in (nada_train.trainer, nada_train.losses):
+        monkeypatch.setattr(module, "compiled", lambda fn, mode: fn)
+    runs = {
+        mode: fresh_trainer(
+            tmp_path, rosinality_ckpt, tiny_clip_spec, mode, layers="auto", auto_layer_k=2, compile=mode
+        )
+        for mode in ("off", "inductor")
+    }
+    seen = []
+    real_drop = nada_train.trainer.drop_unchosen_gradients
+
+    def drop(params, chosen):
+        seen.append(sum(p.grad is not None for p in params))  # before: every layer has one
+        real_drop(params, chosen)
+
+    monkeypatch.setattr(nada_train.trainer, "drop_unchosen_gradients", drop)
+    records = {mode: [t.step() for _ in range(3)] for mode, t in runs.items()}
+    assert [r["layers"] for r in records["inductor"]] == [r["layers"] for r in records["off"]]
+    eager, bookkept = (dict(t.g_train.named_parameters()) for t in runs.values())
+    assert all(torch.equal(eager[n], bookkept[n]) for n in eager)
+    params = runs["inductor"].params
+    assert seen == [len(params)] * 3  # the eager run drops nothing: it never calls
+    last = set(records["inductor"][-1]["layers"])
+    with_grad = {n for n, p in bookkept.items() if p.grad is not None}
+    assert with_grad and all(any(n.startswith(layer + ".") for layer in last) for n in with_grad)
