@@ -60,8 +60,12 @@ def read_image(path: str | Path, size: int) -> np.ndarray:
     return np.asarray(ImageOps.fit(Image.fromarray(read_rgb(path)), (size, size), Image.LANCZOS))
 
 
-def one_base(runs: Sequence[LoadedGenerator], names: Sequence[str]) -> LoadedGenerator:
-    """The base every run was adapted from, loaded and checked against the runs' record of it."""
+def one_base(
+    runs: Sequence[LoadedGenerator], names: Sequence[str], loaded: LoadedGenerator | None = None
+) -> LoadedGenerator:
+    """The base every run was adapted from, loaded and checked against the runs' record of it.
+    loaded: a generator already in memory (an encoder's decoder) used as the base when it is the one
+    the runs record, instead of reading the file again."""
     if not runs:
         raise FieldError("{runs}: give at least one run directory to draw the images in")
     bases = {}
@@ -77,6 +81,8 @@ def one_base(runs: Sequence[LoadedGenerator], names: Sequence[str]) -> LoadedGen
             f"{{runs}}: adapted from different bases ({listed}); an inversion belongs to one base"
         )
     record = next(iter(bases.values()))[0][1]
+    if loaded is not None and loaded.sha256 == record["sha256"]:
+        return loaded
     base = load_generator(record["path"], runs[0].device)
     if base.sha256 != record["sha256"]:
         raise FieldError(
@@ -121,7 +127,7 @@ def edit(
     space, ...), each finding its own noise maps."""
     loaded = [r if isinstance(r, LoadedGenerator) else load_generator(r) for r in runs]
     run_names = [Path(r.source).name for r in loaded]
-    base = base or one_base(loaded, run_names)
+    base = base or one_base(loaded, run_names, encoder.generator if encoder is not None else None)
     if encoder is not None:
         check_encoder_base(encoder, base)
     size = base.config.image_shape

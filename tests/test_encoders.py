@@ -84,13 +84,19 @@ def preprocess_at_size(images: np.ndarray) -> torch.Tensor:
     return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
 
 
+@functools.cache
+def narrow_decoder() -> Generator:
+    g = Generator(GeneratorConfig(size=8, style_dim=512, n_mlp=2, channels=(16, 16)))
+    named_weights(g)
+    return g
+
+
 @pytest.fixture(scope="module")
 def encoder_file(tmp_path_factory) -> Path:
     """A ReStyle-e4e checkpoint on disk as the authors save one: the fixtures' encoder, and for a
     decoder a narrow 8-px generator taking 512-wide codes (quicker to build and draw than the
     authors' 512-channel one; nada reads any widths)."""
-    narrow = Generator(GeneratorConfig(size=8, style_dim=512, n_mlp=2, channels=(16, 16)))
-    named_weights(narrow)
+    narrow = narrow_decoder()
     ckpt = checkpoint("restyle_e4e")
     state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("encoder.")}
     state.update({f"decoder.{k}": v for k, v in narrow.state_dict().items()})
@@ -170,19 +176,19 @@ def test_what_is_not_an_encoder_of_the_family_is_refused_in_one_line(tmp_path):
 @pytest.fixture(scope="module")
 def encoder_runs(encoder_file, tmp_path_factory) -> list[Path]:
     """Two runs adapted from the encoder's decoder, as nada-train --generator E.pt leaves them."""
-    from nada_train.checkpoints import load_generator
     from tests.conftest import adapted_copy
     from tests.test_edit import make_run
 
-    base, folder = load_generator(encoder_file).generator, tmp_path_factory.mktemp("runs")
+    base, folder = narrow_decoder(), tmp_path_factory.mktemp("runs")  # the file's decoder
     return [make_run(folder / n, encoder_file, adapted_copy(base, i + 1)) for i, n in enumerate("ab")]
 
 
 def test_an_encoders_codes_are_drawn_in_each_domain_of_its_decoders_runs(
-    encoder_file, encoder_runs, tmp_path
+    encoder_file, encoder_runs, tmp_path, monkeypatch
 ):
     """nada.edit with an encoder: the codes are the encoder's, the reconstruction and each domain their
     drawings by the base and by each run; an encoder whose decoder is not the runs' base is refused."""
+    import nada_train.edit
     from nada_train.checkpoints import load_generator
     from nada_train.cli.edit import FLAGS
     from nada_train.edit import edit
@@ -190,8 +196,13 @@ def test_an_encoders_codes_are_drawn_in_each_domain_of_its_decoders_runs(
     from tests.test_edit import make_run
 
     photo, encoder = photos(1, 40, seed=5)[0], load_encoder(encoder_file)
-    base = encoder.generator  # the runs' base, as one_base would load it from the same file
-    (edited,) = edit([photo], encoder_runs, names=["me"], base=base, encoder=encoder, encoder_steps=1)
+    reads, real = [], nada_train.edit.load_generator
+    monkeypatch.setattr(
+        nada_train.edit, "load_generator", lambda spec, *a: reads.append(str(spec)) or real(spec, *a)
+    )
+    (edited,) = edit([photo], encoder_runs, names=["me"], encoder=encoder, encoder_steps=1)
+    assert reads == [str(r) for r in encoder_runs]  # the encoder's decoder is the base: not read again
+    base = encoder.generator
     ws = torch.from_numpy(encoder.encode(photo[None], steps=1))
     np.testing.assert_array_equal(edited.ws, ws[0].numpy())
     np.testing.assert_array_equal(edited.reconstruction, base.synthesize(ws)[0])

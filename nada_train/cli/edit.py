@@ -71,14 +71,15 @@ def main(
 ) -> None:
     from tqdm import tqdm
 
-    runs = [load_generator(r) for r in run]
-    base = one_base(runs, run)  # refused before any image is read if the bases differ
-    names = [p.stem for p in images]
-    if encoder is not None:
-        from nada_train.edit import check_encoder_base
-        from nada_train.encoders.loading import INPUT_SIZE, load_encoder
+    from nada_train.edit import check_encoder_base
+    from nada_train.encoders.loading import INPUT_SIZE, load_encoder
 
-        loaded = load_encoder(encoder, base.device)
+    runs = [load_generator(r) for r in run]
+    loaded = load_encoder(encoder, runs[0].device) if encoder is not None and runs else None
+    # refused before any image is read if the bases differ; an encoder's decoder is not read twice
+    base = one_base(runs, run, loaded.generator if loaded is not None else None)
+    names = [p.stem for p in images]
+    if loaded is not None:
         check_encoder_base(loaded, base)
         pictures = read_pictures(images, INPUT_SIZE, align, shape_predictor, landmarks)  # the encoder's size
         edited = edit(pictures, runs, names=names, base=base, encoder=loaded, encoder_steps=encoder_steps)
