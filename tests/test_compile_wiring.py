@@ -92,8 +92,9 @@ def test_a_compiled_modes_step_bookkeeping_equals_the_eager_step(
     import nada_train.trainer
     from tests.test_trainer import fresh_trainer
 
+    modes = []
     for module in (nada_train.trainer, nada_train.losses):
-        monkeypatch.setattr(module, "compiled", lambda fn, mode: fn)
+        monkeypatch.setattr(module, "compiled", lambda fn, mode: modes.append(mode) or fn)
     runs = {
         mode: fresh_trainer(
             tmp_path, rosinality_ckpt, tiny_clip_spec, mode, layers="auto", auto_layer_k=2, compile=mode
@@ -108,6 +109,8 @@ def test_a_compiled_modes_step_bookkeeping_equals_the_eager_step(
         real_drop(params, chosen)
 
     monkeypatch.setattr(nada_train.trainer, "drop_unchosen_gradients", drop)
+    # each run compiles (or not) both syntheses and its CLIP's image encoder, in its own mode
+    assert sorted(modes) == ["inductor"] * 3 + ["off"] * 3
     records = {mode: [t.step() for _ in range(3)] for mode, t in runs.items()}
     assert [r["layers"] for r in records["inductor"]] == [r["layers"] for r in records["off"]]
     eager, bookkept = (dict(t.g_train.named_parameters()) for t in runs.values())
@@ -117,3 +120,12 @@ def test_a_compiled_modes_step_bookkeeping_equals_the_eager_step(
     last = set(records["inductor"][-1]["layers"])
     with_grad = {n for n, p in bookkept.items() if p.grad is not None}
     assert with_grad and all(any(n.startswith(layer + ".") for layer in last) for n in with_grad)
+
+
+def test_a_run_on_the_cpu_refuses_cuda_graphs_before_it_starts(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    from tests.conftest import refused
+    from tests.test_trainer import fresh_trainer
+
+    with refused("^--compile cudagraphs: CUDA graphs need a CUDA device, this run is on cpu; use --compile"):
+        fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, compile="cudagraphs")
+    assert not (tmp_path / "r").exists()

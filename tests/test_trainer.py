@@ -1131,3 +1131,6 @@ def test_the_callback_hears_each_step_and_finished_each_trainer(tmp_path, rosina
     assert all(p.sample.exists() and p.sample.parent == trainer.run.path / "samples" for p in heard)
     run_to_end([trainer], tqdm(disable=True), heard.append, done.append)  # a finished run steps no more
     assert trainer.iteration == 3 and len(heard) == 3 and done == [trainer, trainer]
+    resumed = build(trainer.opts, RunDir(trainer.opts.out), resume=True)
+    assert resumed.latest_sample == heard[-1].sample  # a resumed run knows its newest grid
+    assert fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, "new").latest_sample is None
