@@ -319,6 +319,24 @@ def test_nan_loss_stops_and_keeps_last_good_state(tmp_path, rosinality_ckpt, tin
         (dict(iterations=0), "--iterations 0: must be at least 1"),
         (dict(batch=0), "--batch 0: must be at least 1"),
         (dict(n_sample=0), "--n-sample 0: must be at least 1"),
+        (dict(auto_layer_batch=0), "--auto-layer-batch 0: must be at least 1"),
+        (dict(auto_layer_iters=0), "--auto-layer-iters 0: must be at least 1"),
+        (dict(sample_every=0), "--sample-every 0: must be at least 1"),
+        (dict(lr=0.0), "--lr 0.0: must be a positive number"),
+        (dict(lr=float("inf")), "--lr inf: must be a positive number"),
+        (
+            dict(sample_truncation=float("nan")),
+            "--sample-truncation nan: must be a number (1 = no truncation, 0.7 is common)",
+        ),
+        (
+            dict(crop=[0, 0, 8]),
+            "--crop [0, 0, 8]: give the box as LEFT,TOP,RIGHT,BOTTOM in pixels, e.g. --crop 0,64,512,448",
+        ),
+        (
+            dict(crop=[0, 0, 8, 8.5]),
+            "--crop [0, 0, 8, 8.5]: give the box as LEFT,TOP,RIGHT,BOTTOM in pixels, e.g. --crop 0,64,512,448",
+        ),
+        (dict(compile="fast"), "--compile fast: choose one of off, inductor, cudagraphs"),
     ],
 )
 def test_bad_options(tmp_path, rosinality_ckpt, tiny_clip_spec, kw, message):
