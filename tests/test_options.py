@@ -53,3 +53,15 @@ def test_unknown_settings_and_a_missing_out_are_refused_in_one_line(tmp_path):
     with pytest.raises(NadaError) as e:
         resolve_options(None, None)
     assert e.value.for_command_line() == "--out is required: a new directory for the run"
+
+
+def test_option_defaults_are_the_dataclass_defaults():
+    from dataclasses import fields
+
+    from nada_train.options import TrainOptions
+
+    required = {f.name: "x" for f in fields(TrainOptions) if f.name not in option_defaults()}
+    made = TrainOptions(**required)
+    defaults = option_defaults()
+    assert defaults["iterations"] == 300 and defaults["clip"] == ["ViT-B-32"]
+    assert all(getattr(made, k) == v for k, v in defaults.items() if k != "clip")
