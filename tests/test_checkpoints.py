@@ -395,3 +395,73 @@ def test_loaded_generator_defaults_and_inputs(rosinality_ckpt):
             p.add_(1.0)
     assert not np.array_equal(copy.generate([0]), loaded.generate([0]))  # a copy: the loaded one kept
     assert random_generator(16).config == GeneratorConfig.rosinality(16, 512, 8, 2)  # config-f by default
+
+
+def test_a_disk_error_while_saving_is_an_oserror_naming_the_file(tmp_path, monkeypatch):
+    """safetensors reports an I/O failure as its own error ending '(os error N)': saving turns it into
+    OSError(N, strerror(N), path) (a full disk: errno 28), nothing left behind; other errors pass as
+    they are."""
+    import errno
+    import os
+
+    import nada_train.checkpoints as ckpt
+
+    def full_disk(*a, **k):
+        raise RuntimeError(
+            "Error while serializing: IoError(Os { code: 28, kind: StorageFull }) (os error 28)"
+        )
+
+    monkeypatch.setattr(ckpt, "save_file", full_disk)
+    path = tmp_path / "g.safetensors"
+    with pytest.raises(OSError) as e:
+        save_safetensors(tiny_generator(), path)
+    assert (e.value.errno, e.value.strerror, e.value.filename) == (errno.ENOSPC, os.strerror(28), str(path))
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(ckpt, "save_file", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad dtype")))
+    with pytest.raises(ValueError, match="bad dtype"):
+        save_safetensors(tiny_generator(), path)
+
+
+def test_what_rosinalitys_format_cannot_hold_is_refused_whole(tmp_path):
+    from dataclasses import replace
+
+    from nada_train.generator import Generator
+    from tests.test_stylegan3 import sg3
+
+    with pytest.raises(NadaError) as e:
+        save_rosinality(sg3(), tmp_path / "g.pt")
+    assert str(e.value) == (
+        f"{tmp_path / 'g.pt'}: rosinality's format holds StyleGAN2 generators only; save this stylegan3 "
+        "generator as .safetensors"
+    )
+    clamped = Generator(replace(tiny_generator().config, conv_clamp=256.0))
+    with pytest.raises(NadaError) as e:
+        save_rosinality(clamped, tmp_path / "g.pt")
+    assert str(e.value) == (
+        f"{tmp_path / 'g.pt'}: rosinality's format cannot record lr_mlp=0.01, blur kernel [1, 3, 3, 1], z width "
+        "32, mapping width None, conv_clamp 256.0 (its loader assumes 0.01, [1, 3, 3, 1], one width for z and w, "
+        "no clamp); save as .safetensors instead"
+    )
+    assert not (tmp_path / "g.pt").exists()
+
+
+def test_each_kind_of_base_says_where_it_came_from(tmp_path):
+    """The source and kind a LoadedGenerator records, for a built-in base, an NVIDIA pickle and an
+    encoder's checkpoint without a latent average (its decoder's w_avg is then the mean of mapped z)."""
+    from pathlib import Path
+
+    from nada_train.bases import named_base
+    from nada_train.checkpoints import random_generator
+
+    world = load_generator("builtin:world")
+    assert world.source == str(named_base("builtin:world").generator) and world.kind == "safetensors"
+    pkl = Path(__file__).parent / "data" / "nvidia" / "ada32_clamp.pkl"
+    loaded = load_generator(pkl)
+    assert (loaded.source, loaded.kind) == (str(pkl), "nvidia")
+    g = tiny_generator()
+    torch.save(
+        {"state_dict": {f"decoder.{k}": v for k, v in g.state_dict().items()}, "opts": {}}, tmp_path / "e.pt"
+    )
+    decoder = load_generator(tmp_path / "e.pt")
+    assert decoder.kind == "rosinality" and decoder.generator.w_avg_known
+    assert random_generator(16).config == random_generator(16, channel_multiplier=2).config  # config-f widths
