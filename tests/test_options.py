@@ -25,6 +25,7 @@ def test_a_checkpoint_base_takes_the_defaults_with_absolute_paths(rosinality_ckp
     assert guided.target_images == str(styles.resolve()) and guided.target is None
     assert guided.allow_pickle is True and guided.lr == 0.02
     assert resolve_options("random:16", "run").generator == "random:16"  # not a file: kept as given
+    assert resolve_options("random:16", "run", source="dog", target="cat").source == "dog"
 
 
 def test_a_builtin_base_brings_its_clip_templates_target_and_settings(tmp_path):
@@ -65,3 +66,14 @@ def test_option_defaults_are_the_dataclass_defaults():
     defaults = option_defaults()
     assert defaults["iterations"] == 300 and defaults["clip"] == ["ViT-B-32"]
     assert all(getattr(made, k) == v for k, v in defaults.items() if k != "clip")
+
+
+def test_a_builtin_bases_checkpoint_named_by_its_path_brings_the_base_and_weights_reach_the_clips(tmp_path):
+    from nada_train.bases import named_base
+
+    path = str(named_base("builtin:world").generator)
+    by_path = resolve_options(path, tmp_path / "run")
+    assert by_path == resolve_options("builtin:world", tmp_path / "run")  # its CLIP, templates, target
+    weighted = resolve_options(path, tmp_path / "run", clip=["RN50", "ViT-B-32"], clip_weights=[0.25, 0.75])
+    assert [(c.name, c.weight) for c in weighted.clip] == [("RN50", 0.25), ("ViT-B-32", 0.75)]
+    assert weighted.templates is None  # your CLIPs: the base's templates are not forced on them

@@ -1152,3 +1152,13 @@ def test_the_callback_hears_each_step_and_finished_each_trainer(tmp_path, rosina
     resumed = build(trainer.opts, RunDir(trainer.opts.out), resume=True)
     assert resumed.latest_sample == heard[-1].sample  # a resumed run knows its newest grid
     assert fresh_trainer(tmp_path, rosinality_ckpt, tiny_clip_spec, "new").latest_sample is None
+
+
+def test_train_passes_its_callback_every_step(tmp_path, rosinality_ckpt, tiny_clip_spec):
+    heard = []
+    train(
+        options(rosinality_ckpt, tmp_path / "r", tiny_clip_spec, iterations=2),
+        progress=False,
+        callback=heard.append,
+    )
+    assert [p.step for p in heard] == [1, 2] and heard[0].run == tmp_path / "r"
