@@ -121,6 +121,8 @@ def test_an_encoder_file_is_read_as_data_and_its_decoder_is_a_base(encoder_file)
     torch.testing.assert_close(base.generator.w_avg, encoder.latent_avg[0])
     with pytest.raises(NadaError, match=r"encoder input: expected uint8 images \[N, H, W, 3\], got float32"):
         encoder.encode(np.zeros((1, 8, 8, 3), np.float32))
+    with pytest.raises(NadaError, match=r"restyle_e4e\.pt': steps 0: give at least 1$"):
+        encoder.encode(photos(1, 64), steps=0)
     with pytest.raises(NadaError, match=r"steps 2: a psp encoder takes 1 step"):
         encoder.kind = "psp"
         encoder.encode(photos(1, 64), steps=2)

@@ -64,7 +64,9 @@ class LoadedEncoder:
     def encode_tensor(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """[N, 3, 256, 256] in [-1, 1] -> W+ [N, n_latent, w_dim]."""
         steps = self.default_steps if steps is None else steps
-        if steps < 1 or (steps > 1 and not self.iterative):
+        if steps < 1:
+            raise NadaError(f"encoder '{self.path}': steps {steps}: give at least 1")
+        if steps > 1 and not self.iterative:
             raise NadaError(f"encoder '{self.path}': steps {steps}: a {self.kind} encoder takes 1 step")
         device = self.latent_avg.device
         x = x.to(device)
