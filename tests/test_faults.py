@@ -251,14 +251,16 @@ def test_the_two_rename_fallback_killed_between_its_renames_is_undone(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
 
 
-def limited(max_bytes: int):
-    """A child whose files cannot grow past max_bytes: writes fail with EFBIG, as on a full disk."""
-    import resource
-
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
-
-    return apply
+def limited(cmd: list[str], max_bytes: int) -> list[str]:
+    """`cmd` run so that its files cannot grow past max_bytes: writes fail with EFBIG, as on a full disk.
+    A small Python sets the limit and execs the command: a preexec_fn would make subprocess fork this
+    process (which holds gRPC), and gRPC's fork handlers can abort the child before its exec
+    (grpc/grpc#43055: 'Epoll1Poller encountered epoll_wait error: Bad file descriptor')."""
+    shim = (
+        "import os, resource, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); "
+    )
+    shim += "os.execv(sys.argv[2], sys.argv[2:])"
+    return [sys.executable, "-c", shim, str(max_bytes), *cmd]
 
 
 def test_a_full_disk_during_export_is_one_line_and_changes_nothing(
@@ -276,7 +278,7 @@ def test_a_full_disk_during_export_is_one_line_and_changes_nothing(
         "--quiet",
         env={},
     )
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=limited(20_000))
+    r = subprocess.run(limited(cmd, 20_000), capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("nada-export: error: the disk is full") and "Traceback" not in r.stderr
     assert tree_digest(repo) == before and sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
@@ -321,12 +323,11 @@ def test_a_full_disk_during_training_is_one_line_and_keeps_the_last_save(
     before = tree_digest(run)
     size = (run / "generator.safetensors").stat().st_size
     r = subprocess.run(
-        console(*train, "--resume", str(run), "--iterations", "4", "--quiet", env=env),
+        limited(console(*train, "--resume", str(run), "--iterations", "4", "--quiet", env=env), size // 2),
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=limited(size // 2),
     )
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
         "nada-train: error: the disk is full"
