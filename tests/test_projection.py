@@ -101,10 +101,10 @@ def test_a_fresh_world_render_is_projected_to_a_close_reconstruction():
     22 dB here and the loss falls a hundredfold (1000 steps: 34.6-38.5 dB on four such renders, the
     judge's shape and colour kept on all four: docs/editing.md)."""
     from nada_train.checkpoints import load_generator
+    from nada_train.images import to_uint8
     from nada_world.render import STYLES, random_scene, render_batch
 
     scene = random_scene(np.random.default_rng(123), style=STYLES.index("photo"))
-    render = render_batch([scene])
-    target = np.floor((np.clip(render, -1, 1) + 1) / 2 * 255 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
+    target = to_uint8(torch.from_numpy(render_batch([scene]))).numpy()  # the renders as images
     found = project(load_generator("builtin:world"), target, steps=40, w_avg_samples=2000)
     assert found.psnr_db[0] > 21 and found.losses[-1] < 0.01 * found.losses[0]
