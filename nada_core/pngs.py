@@ -1,6 +1,6 @@
-"""Pictures on disk: 8-bit RGB arrays as PNG files (written atomically), grids of them, and the
-seedNNNN.png files nada-generate and nada-client both write. numpy and pillow only: the client side
-needs no torch."""
+"""Pictures on disk: 8-bit RGB arrays as PNG files (written atomically), grids of them, the
+seedNNNN.png files nada-generate and nada-client both write, and photos read and sized for an
+encoder. numpy and pillow only: the client side needs no torch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,46 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from nada_core.errors import FieldError, NadaError
 from nada_core.fileio import atomic_path
+
+MIN_SIDE = 16  # pixels: below this an image holds too little to invert
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as uint8 RGB [H, W, 3]; unreadable or tiny files refused in one line."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise FieldError(f"{{images}} '{path}': not an image that can be read ({exc})") from None
+    if min(image.size) < MIN_SIDE:
+        raise FieldError(
+            f"{{images}} '{path}': {image.size[0]} x {image.size[1]} pixels is too small to invert; give "
+            f"at least {MIN_SIDE} x {MIN_SIDE}"
+        )
+    return np.asarray(image)
+
+
+def encoder_photos(images, side: int) -> np.ndarray:
+    """uint8 photos ([N, H, W, 3], one [H, W, 3], or a list of them of any sizes) -> [N, side, side, 3]
+    by PIL's bilinear resize, as the pSp family's own transforms do: the step that an encoder's
+    encode() and a client of a served encoder share."""
+    if isinstance(images, (list, tuple)):
+        items = [np.asarray(i) for i in images]
+        bad = next((i for i in items if i.ndim != 3 or i.shape[-1] != 3 or i.dtype != np.uint8), None)
+        shape = None if bad is None else [len(items), *bad.shape]
+    else:
+        items = np.asarray(images)
+        items = items[None] if items.ndim == 3 else items
+        ok = items.ndim == 4 and items.shape[-1] == 3 and items.dtype == np.uint8
+        bad, shape = (None, None) if ok else (items, list(items.shape))
+    if bad is not None or not len(items):
+        what = f"{bad.dtype} {shape}" if bad is not None else "no images"
+        raise NadaError(f"encoder input: expected uint8 images [N, H, W, 3], got {what}")
+    return np.stack([np.asarray(Image.fromarray(im).resize((side, side), Image.BILINEAR)) for im in items])
 
 
 def save_png(pixels: np.ndarray, path: str | Path) -> None:

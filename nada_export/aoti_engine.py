@@ -16,14 +16,13 @@ import numpy as np
 import torch
 
 from nada_core.fileio import atomic_path
-from nada_export.graphs import export_spec
+from nada_export.graphs import GraphSource, export_spec
 from nada_export.tensors import graph_precision
-from nada_train.generator import StyleGenerator
 from nada_train.generator.inference import inference_copy
 
 
 def build_package(
-    generator: StyleGenerator,
+    generator: GraphSource,
     kind: str,
     path: Path,
     max_batch: int,
@@ -34,7 +33,7 @@ def build_package(
     under a temporary name and renamed when complete."""
     # the synthesis at a reduced precision is the inference copy's mixed precision (fp32 styles,
     # demodulation and RGB sum); W+ codes arrive and images leave as the fp32 graph's
-    g = inference_copy(generator, graph_precision(kind, precision))
+    g = inference_copy(generator, graph_precision(kind, precision)) if kind != "encoder" else generator
     module, inputs, dynamic = export_spec(g, kind, max_batch)
     module, inputs = module.to(device), tuple(t.to(device) for t in inputs)
     with torch.no_grad(), warnings.catch_warnings():

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nada_core.errors import FieldError, NadaError
+from nada_export.graphs import GraphSource
 from nada_export.onnx_export import export_verified
 from nada_export.parity import Parity, check_parity, parity_batches, parity_limit
 from nada_export.tensors import IO_NAMES, graph_precision, graph_tensors
 from nada_export.triton_repo import RUNTIMES
-from nada_train.generator import StyleGenerator
 
 # (generator, graph, work path without suffix, max_batch, precision, device) -> (file written, parity)
-Build = Callable[[StyleGenerator, str, Path, int, str, str], tuple[Path, Parity]]
+Build = Callable[[GraphSource, str, Path, int, str, str], tuple[Path, Parity]]
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,12 @@ class Engine:
         return RUNTIMES[self.runtime].built_for_device
 
 
-def build_onnx(g: StyleGenerator, graph: str, stem: Path, max_batch: int, precision: str, device: str):
+def build_onnx(g: GraphSource, graph: str, stem: Path, max_batch: int, precision: str, device: str):
     path = stem.with_suffix(".onnx")
     return path, export_verified(g, graph, path, max_batch)
 
 
-def build_tensorrt(g: StyleGenerator, graph: str, stem: Path, max_batch: int, precision: str, device: str):
+def build_tensorrt(g: GraphSource, graph: str, stem: Path, max_batch: int, precision: str, device: str):
     """The verified ONNX graph, then a TensorRT engine from it, checked again."""
     from nada_export.tensorrt_engine import EngineRunner, build_engine, engine_filename
 
@@ -61,7 +61,7 @@ def build_tensorrt(g: StyleGenerator, graph: str, stem: Path, max_batch: int, pr
     return path, parity
 
 
-def build_aoti(g: StyleGenerator, graph: str, stem: Path, max_batch: int, precision: str, device: str):
+def build_aoti(g: GraphSource, graph: str, stem: Path, max_batch: int, precision: str, device: str):
     """The AOTInductor package for `device`, checked like the ONNX graphs; refused (deleted) on failure."""
     from nada_export.aoti_engine import AotiRunner, build_package
 

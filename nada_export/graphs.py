@@ -3,16 +3,19 @@
 mapping:   z, truncation -> ws  (shared by every generator adapted from one base: the trainer never
            changes the mapping network or latent_avg)
 synthesis: ws -> image, uint8 RGB ready to encode
+encoder:   photo (uint8 RGB, 256x256) -> ws  (one per encoder file; its decoder is the base)
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from nada_export.tensors import IO_NAMES
+from nada_export.tensors import IO_NAMES, PHOTO_SIDE
+from nada_train.encoders.loading import LoadedEncoder, encoded
 from nada_train.generator import StyleGenerator
 from nada_train.images import to_uint8
 
@@ -37,9 +40,44 @@ class SynthesisGraph(nn.Module):
         return to_uint8(self.g.synthesis(ws, noise_mode="const"))
 
 
+@dataclass
+class EncoderSource:
+    """What the encoder graph is built from: an encoder and its refinement steps, fixed at export
+    (ReStyle's loop is unrolled into the graph)."""
+
+    encoder: LoadedEncoder
+    steps: int
+
+    @property
+    def config(self):
+        """The decoder's config: the W+ codes' shape."""
+        return self.encoder.generator.config
+
+
+class EncoderGraph(nn.Module):
+    """uint8 photos [N, 256, 256, 3] -> W+ [N, n_latent, w_dim]: the authors' normalisation, then the
+    encoder's codes as LoadedEncoder.encode computes them (after its resize, which the client does)."""
+
+    def __init__(self, source: EncoderSource):
+        super().__init__()
+        e = source.encoder
+        self.network, self.decoder = e.network, e.generator.generator
+        self.register_buffer("latent_avg", e.latent_avg)
+        self.steps, self.iterative, self.add_latent_avg = source.steps, e.iterative, e.add_latent_avg
+
+    def forward(self, photo: torch.Tensor) -> torch.Tensor:
+        x = (photo.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+        return encoded(
+            self.network, self.decoder, self.latent_avg, x, self.steps, self.iterative, self.add_latent_avg
+        )
+
+
+GraphSource = StyleGenerator | EncoderSource  # what each kind's graph is built from
+
 # kind -> (graph, input names, output names)
 GRAPHS: dict[str, tuple[type[nn.Module], list[str], list[str]]] = {
-    kind: (cls, *IO_NAMES[kind]) for kind, cls in (("mapping", MappingGraph), ("synthesis", SynthesisGraph))
+    kind: (cls, *IO_NAMES[kind])
+    for kind, cls in (("mapping", MappingGraph), ("synthesis", SynthesisGraph), ("encoder", EncoderGraph))
 }
 
 
@@ -56,11 +94,12 @@ def mapping_fingerprint(generator: StyleGenerator) -> str:
     return h.hexdigest()[:12]
 
 
-def example_inputs(
-    generator: StyleGenerator, kind: str, batch: int, seed: int = 0
-) -> dict[str, torch.Tensor]:
+def example_inputs(generator: GraphSource, kind: str, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """Fresh random inputs for export and parity checks."""
     gen = torch.Generator().manual_seed(seed)
+    if kind == "encoder":
+        shape = (batch, PHOTO_SIDE, PHOTO_SIDE, 3)
+        return {"photo": torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)}
     c = generator.config
     if kind == "mapping":
         return {
@@ -75,7 +114,7 @@ def example_inputs(
 
 
 def export_spec(
-    generator: StyleGenerator, kind: str, max_batch: int
+    generator: GraphSource, kind: str, max_batch: int
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...], dict]:
     """What torch.export (for ONNX and for AOTInductor alike) takes for kind's graph: the module,
     example inputs at batch 2, and each input's batch axis free over 1..max_batch. The graphs render

@@ -12,9 +12,8 @@ import torch
 from nada_core.cache import cache_dir
 from nada_core.errors import NadaError
 from nada_core.fileio import atomic_path
-from nada_export.graphs import GRAPHS, export_spec
+from nada_export.graphs import GRAPHS, GraphSource, export_spec
 from nada_export.parity import Parity, check_parity, parity_batches, parity_limit
-from nada_train.generator import StyleGenerator
 
 OPSET = 18
 TRACES_KEPT = 4  # the graphs this process keeps for reuse (without their weights' data)
@@ -22,9 +21,7 @@ _traces: dict[tuple, bytes] = {}  # structure_key -> the ONNX model, its weights
 TRACE_FORMAT = 1  # of the files trace_file names: a change here leaves the old ones unread
 
 
-def export_graph(
-    generator: StyleGenerator, kind: str, path: Path, max_batch: int, reuse: bool = True
-) -> bool:
+def export_graph(generator: GraphSource, kind: str, path: Path, max_batch: int, reuse: bool = True) -> bool:
     """Write kind ('mapping' or 'synthesis') to `path` (temporary name, then rename). Returns whether
     an earlier trace was reused: this process's, or one an earlier process kept in NADA_CACHE.
 
@@ -171,7 +168,7 @@ def onnx_session(path: Path, threads: int = 0):
     return ort.InferenceSession(str(path), opts, providers=providers)
 
 
-def export_verified(generator: StyleGenerator, kind: str, path: Path, max_batch: int) -> Parity:
+def export_verified(generator: GraphSource, kind: str, path: Path, max_batch: int) -> Parity:
     """Export, then check against PyTorch at batch 1, 3 and max; refuse (delete, raise) on failure.
     A reused trace that fails is traced afresh first (a setting the structure key missed)."""
 

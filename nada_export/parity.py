@@ -12,13 +12,12 @@ import torch
 
 from nada_core.errors import NadaError
 from nada_core.seeds import z_batch
-from nada_export.graphs import GRAPHS, example_inputs
-from nada_train.generator import StyleGenerator
+from nada_export.graphs import GRAPHS, GraphSource, example_inputs
 from nada_train.generator.inference import GATE_SEEDS, MIN_PSNR_DB
 from nada_train.images import psnr
 
 # Refuse a model whose outputs differ more than this from PyTorch's (fp32).
-MAX_WS_ERROR = 1e-3  # mapping output, absolute (w values are O(1))
+MAX_WS_ERROR = 1e-3  # mapping and encoder output, absolute (w values are O(1))
 MAX_PIXEL_ERROR = 1  # fp32 synthesis output, 8-bit levels (implies PSNR >= 48.1 dB)
 # reduced-precision (fp16/bf16) synthesis: MIN_PSNR_DB against fp32, every gate seed's image and each batch
 
@@ -38,10 +37,10 @@ class Parity:
 
 
 def check_parity(
-    generator: StyleGenerator, kind: str, run, batches: list[int], precision: str = "fp32"
+    generator: GraphSource, kind: str, run, batches: list[int], precision: str = "fp32"
 ) -> Parity:
     """Compare `run(inputs) -> numpy output` with PyTorch (fp32) on fresh random inputs at each batch
-    size. Passes: mapping within MAX_WS_ERROR; synthesis within MAX_PIXEL_ERROR levels at fp32, or
+    size. Passes: mapping and encoder within MAX_WS_ERROR; synthesis within MAX_PIXEL_ERROR levels at fp32, or
     at a reduced precision MIN_PSNR_DB or more on each batch and on each gate seed's image."""
     cls, input_names, _ = GRAPHS[kind]
     module = cls(generator).eval()
@@ -72,7 +71,7 @@ def check_parity(
 
 
 def parity_limit(kind: str, precision: str = "fp32") -> str:
-    if kind == "mapping":
+    if kind != "synthesis":  # the mapping's and the encoder's W+ codes
         return f"limit: {MAX_WS_ERROR} for ws"
     return (
         f"limit: {MAX_PIXEL_ERROR} level"

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from nada_export.engines import Engine, engine_for
-from nada_export.graphs import mapping_fingerprint
+from nada_export.graphs import EncoderSource, mapping_fingerprint
 from nada_export.parity import Parity
 from nada_export.tensors import graph_tensors
 from nada_export.triton_repo import BACKENDS, ModelSpec, ServeOptions, write_repository
 from nada_train.checkpoints import LoadedGenerator, load_generator
 
 if TYPE_CHECKING:
+    from nada_train.encoders.loading import LoadedEncoder
     from nada_train.runs import Run
 from nada_core.errors import FieldError, NadaError
 
@@ -64,13 +65,18 @@ def export(
     allow_pickle: bool = False,
     progress: bool = True,
     device: str = "auto",
+    encoder: str | Path | LoadedEncoder | None = None,
+    encoder_steps: int | None = None,
 ) -> ExportReport:
     """Export generators (checkpoints, run directories, Runs or loaded generators) into a Triton
     model repository: per base one mapping model (z, truncation -> W+), per generator a synthesis
     model (W+ -> image) and an ensemble NAME (z, truncation -> image). Every graph is checked against
     PyTorch at batch 1, 3 and max_batch; one that differs is refused and the repository is left as it
     was. engine: onnx, trt (TensorRT engines; a GPU) or aoti (AOTInductor packages for `device`).
-    names: the served model names, in order (default: file or run folder name)."""
+    names: the served model names, in order (default: file or run folder name).
+    encoder: a pSp/e4e/ReStyle checkpoint (or one loaded) whose decoder is every generator's base:
+    adds its model encoder_<sha> (photo 256x256 -> W+, ReStyle's encoder_steps unrolled, default 5)
+    and per generator an ensemble NAME_edit (photo -> image in that domain)."""
     serve = serve or ServeOptions()
     checkpoints = [source_of(c) for c in checkpoints]
     built_by = _validate(checkpoints, engine, names, max_batch, precision, serve, device)
@@ -88,18 +94,49 @@ def export(
             f"two generators would both be served as '{sorted(dupes)[0]}'; give each a {{names}}"
         )
     for n in names:
-        if not NAME_RE.match(n) or n.startswith("mapping_"):
+        if not NAME_RE.match(n) or n.startswith(("mapping_", "encoder_")):
             raise FieldError(
-                f"{{names}} '{n}': use lowercase letters, digits, _ and - (not starting with mapping_)"
+                f"{{names}} '{n}': use lowercase letters, digits, _ and - (not starting with mapping_ or "
+                "encoder_)"
             )
+    inverter = _encoder_source(encoder, encoder_steps, loaded, names)
 
     report = ExportReport(Path(repository), [])
     specs: list[ModelSpec] = []
     manifest_models: dict[str, dict] = {}
     mappings: dict[str, str] = {}
-    bar = tqdm(total=2 * len(loaded), disable=not progress, desc="export", unit="graph")
+    bar = tqdm(total=2 * len(loaded) + bool(inverter), disable=not progress, desc="export", unit="graph")
     with tempfile.TemporaryDirectory(prefix="nada-export-") as tmp:
         work = Path(tmp)
+        encoder_manifest = {}
+        if inverter is not None:
+            e = inverter.encoder
+            encoder_name = f"encoder_{e.generator.sha256[:12]}"
+            bar.set_postfix_str(encoder_name)
+            file, exported = _export_one(
+                built_by, inverter, "encoder", work / encoder_name, max_batch, precision, device
+            )
+            report.files.append(exported)
+            bar.update(1)
+            specs.append(
+                ModelSpec(
+                    encoder_name,
+                    *graph_tensors(inverter.config, "encoder"),
+                    max_batch,
+                    file=file,
+                    runtime=built_by.runtime,
+                    device=device,
+                    description=f"{e.kind} encoder ({_steps_in_words(inverter)}): photo -> W+ codes of "
+                    f"its decoder, {Path(e.path).name}",
+                )
+            )
+            encoder_manifest = {
+                "model": encoder_name,
+                "source": e.path,
+                "kind": e.kind,
+                "steps": inverter.steps,
+                "sha256": e.generator.sha256,
+            }
         for name, item in zip(names, loaded):
             g, c = item.generator, item.generator.config
             fingerprint = mapping_fingerprint(g)
@@ -158,6 +195,19 @@ def export(
                     description=f"{name}: z, truncation -> image ({mapping_name} then {synthesis_name})",
                 )
             )
+            if inverter is not None:
+                specs.append(
+                    served(
+                        f"{name}_edit",
+                        "edit",
+                        steps=[
+                            {"model": encoder_name, "inputs": {"photo": "photo"}, "outputs": {"ws": "ws"}},
+                            {"model": synthesis_name, "inputs": {"ws": "ws"}, "outputs": {"image": "image"}},
+                        ],
+                        description=f"{name}: a photo (RGB, resized to 256x256) -> it in this domain "
+                        f"({encoder_name} then {synthesis_name})",
+                    )
+                )
             manifest_models[name] = {
                 "source": item.source,
                 "kind": item.kind,
@@ -171,6 +221,7 @@ def export(
                 "engine": engine,
                 "precision": precision,
                 **({"device": device} if built_by.built_for_device else {}),
+                **({"edit": f"{name}_edit"} if inverter is not None else {}),
             }
             report.models.append(name)
         bar.close()
@@ -179,6 +230,7 @@ def export(
             "backend": serve.backend,
             "max_batch": max_batch,
             "models": manifest_models,
+            **({"encoder": encoder_manifest} if encoder_manifest else {}),
             "parity": {f.model: f.parity.describe() for f in report.files},
         }
         write_repository(Path(repository), specs, serve, manifest)
@@ -198,6 +250,36 @@ def source_of(item) -> str:
     raise FieldError(
         f"{{checkpoints}}: cannot export a {type(item).__name__}; give a path, a Run or a loaded generator"
     )
+
+
+def _encoder_source(
+    encoder, steps: int | None, loaded: list[LoadedGenerator], names: list[str]
+) -> EncoderSource | None:
+    """The encoder to serve, loaded and checked: it must be the encoder of every generator's base."""
+    if encoder is None:
+        if steps is not None:
+            raise FieldError("{encoder_steps} given without {encoder}; name the encoder checkpoint")
+        return None
+    from nada_train.encoders.loading import LoadedEncoder, load_encoder
+
+    encoder = encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder)
+    why = None if steps is None else encoder.steps_refusal(steps)
+    if why:
+        raise FieldError(f"{{encoder_steps}} {steps}: {why}")
+    steps = encoder.checked_steps(steps)
+    for name, item in zip(names, loaded):
+        base = item.base["sha256"] if item.base else item.sha256
+        if base != encoder.generator.sha256:
+            raise FieldError(
+                f"{{encoder}} '{encoder.path}': its decoder is not the base of '{name}' ({item.source}); "
+                f"export generators adapted from it (nada-train --generator {encoder.path})"
+            )
+    return EncoderSource(encoder.to("cpu"), steps)
+
+
+def _steps_in_words(source: EncoderSource) -> str:
+    n = source.steps
+    return f"{n} refinement step{'s' * (n != 1)}" if source.encoder.iterative else "one pass"
 
 
 def _export_one(

@@ -13,7 +13,11 @@ IO_NAMES: dict[str, tuple[list[str], list[str]]] = {
     "mapping": (["z", "truncation"], ["ws"]),
     "synthesis": (["ws"], ["image"]),
     "generator": (["z", "truncation"], ["image"]),  # the ensemble: mapping then synthesis
+    "encoder": (["photo"], ["ws"]),  # a photo's W+ codes (pSp, e4e, ReStyle)
+    "edit": (["photo"], ["image"]),  # the ensemble: encoder then a domain's synthesis
 }
+# the side of the photos the encoders read (nada_train.encoders.loading.INPUT_SIZE: test_export checks)
+PHOTO_SIDE = 256
 
 
 @dataclass
@@ -39,12 +43,14 @@ class Shapes(Protocol):
 
 
 def graph_tensors(config: Shapes, graph: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """(inputs, outputs) of `graph` (mapping, synthesis or generator) for a generator's config."""
+    """(inputs, outputs) of `graph` (a key of IO_NAMES) for a generator's config (an encoder's: its
+    decoder's)."""
     known = {
         "z": TensorSpec("z", "FP32", (config.z_dim,)),
         "truncation": TensorSpec("truncation", "FP32", (1,)),
         "ws": TensorSpec("ws", "FP32", (config.n_latent, config.style_dim)),
         "image": TensorSpec("image", "UINT8", (*config.image_shape, 3)),
+        "photo": TensorSpec("photo", "UINT8", (PHOTO_SIDE, PHOTO_SIDE, 3)),
     }
     inputs, outputs = IO_NAMES[graph]
     return [known[n] for n in inputs], [known[n] for n in outputs]
@@ -52,5 +58,6 @@ def graph_tensors(config: Shapes, graph: str) -> tuple[list[TensorSpec], list[Te
 
 def graph_precision(graph: str, precision: str) -> str:
     """The precision `graph` is built at when an export asks for `precision`: the synthesis at it,
-    the mapping always at fp32 (its W codes feed every layer, and it is a few matmuls of the work)."""
+    the mapping and the encoder always at fp32 (their W codes feed every layer; the mapping is a few
+    matmuls of the work)."""
     return precision if graph == "synthesis" else "fp32"

@@ -1,4 +1,5 @@
-"""gRPC clients for served generators: z (by seed) and truncation in, uint8 RGB images out.
+"""gRPC clients for served generators: z (by seed) and truncation in, uint8 RGB images out; or
+your own photos in (NAME_edit: an encoder, then the domain's synthesis), each in that domain out.
 
 Many seeds are split into requests of at most the model's max_batch_size; the asyncio client keeps
 several requests in flight so Triton's dynamic batcher can merge them. On the server's own host,
@@ -15,6 +16,7 @@ import os
 import numpy as np
 
 from nada_core.errors import FieldError, NadaError
+from nada_core.pngs import encoder_photos
 from nada_core.seeds import z_batch
 
 
@@ -27,8 +29,8 @@ class ServedModel:
         self.inputs = {i["name"]: [int(d) for d in i["dims"]] for i in config["input"]}
         self.output = config["output"][0]["name"]
         self.output_dims = [int(d) for d in config["output"][0]["dims"]]
-        if "z" not in self.inputs and "ws" not in self.inputs:
-            raise NadaError(f"model '{self.name}' takes neither z nor ws; is it a nada generator?")
+        if not {"z", "ws", "photo"} & set(self.inputs):
+            raise NadaError(f"model '{self.name}' takes neither z, ws nor photo; is it a nada generator?")
 
     @property
     def z_dim(self) -> int:
@@ -92,25 +94,27 @@ class GeneratorClient:
         self.grpc = grpcclient
         self.url, self.timeout = url, timeout
         self.client = grpcclient.InferenceServerClient(url)
+        self.model = self._served(model)
+        self.shared = SharedImages(self.client, self.model) if shared_memory else None
+        self._editor: ServedModel | None = None
+
+    def _served(self, model: str) -> ServedModel:
         try:
             config = self.client.get_model_config(model, as_json=True)["config"]
         except Exception as exc:
-            raise FieldError(_not_served(model, url, exc)) from None
-        self.model = ServedModel(config)
-        self.shared = SharedImages(self.client, self.model) if shared_memory else None
+            raise FieldError(_not_served(model, self.url, exc)) from None
+        return ServedModel(config)
 
-    def _infer(self, inputs: list, outputs: list, batch: int) -> np.ndarray:
-        if self.shared is not None:
-            outputs = [self.shared.requested(self.grpc, self.model.output, batch)]
+    def _infer(self, inputs: list, outputs: list, batch: int, model: ServedModel | None = None) -> np.ndarray:
+        model = model or self.model
+        shared = self.shared if model is self.model else None
+        if shared is not None:
+            outputs = [shared.requested(self.grpc, model.output, batch)]
         try:
-            result = self.client.infer(self.model.name, inputs, outputs=outputs, client_timeout=self.timeout)
+            result = self.client.infer(model.name, inputs, outputs=outputs, client_timeout=self.timeout)
         except Exception as exc:
-            raise NadaError(f"{self.model.name}: {_message(exc)}") from None
-        return (
-            self.shared.read(result, self.model.output)
-            if self.shared is not None
-            else result.as_numpy(self.model.output)
-        )
+            raise NadaError(f"{model.name}: {_message(exc)}") from None
+        return shared.read(result, model.output) if shared is not None else result.as_numpy(model.output)
 
     def generate(self, z: np.ndarray, truncation: float = 1.0) -> np.ndarray:
         out = []
@@ -130,6 +134,36 @@ class GeneratorClient:
             x.set_data_from_numpy(np.ascontiguousarray(ws[part], np.float32))
             out.append(self._infer([x], [self.grpc.InferRequestedOutput(self.model.output)], len(ws[part])))
         return np.concatenate(out)
+
+    def edit(self, images) -> np.ndarray:
+        """Your photos (uint8 [N, H, W, 3], or a list of [H, W, 3] of any sizes; faces aligned already,
+        nada.align_face) in this generator's domain: uint8 [N, H, W, 3]. Each is resized to the
+        encoder's input as nada-edit resizes it, then sent to NAME_edit (nada-export --encoder)."""
+        editor = self._edit_model()
+        photos = encoder_photos(images, editor.inputs["photo"][0])
+        out = []
+        for part in _requests(len(photos), editor.max_batch):
+            x = self.grpc.InferInput("photo", list(photos[part].shape), "UINT8")
+            x.set_data_from_numpy(np.ascontiguousarray(photos[part]))
+            requested = [self.grpc.InferRequestedOutput(editor.output)]
+            out.append(self._infer([x], requested, len(photos[part]), editor))
+        return np.concatenate(out)
+
+    def _edit_model(self) -> ServedModel:
+        """This model when it takes photos, else its NAME_edit (refused in one line when not served)."""
+        if "photo" in self.model.inputs:
+            return self.model
+        if self._editor is None:
+            name = f"{self.model.name}_edit"
+            try:
+                config = self.client.get_model_config(name, as_json=True)["config"]
+            except Exception:
+                raise FieldError(
+                    f"{{model}} {self.model.name} at {self.url}: no {name} is served to take photos; export "
+                    "with nada-export --encoder ENCODER.pt"
+                ) from None
+            self._editor = ServedModel(config)
+        return self._editor
 
     def close(self) -> None:
         if self.shared is not None:

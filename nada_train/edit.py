@@ -14,12 +14,11 @@ import numpy as np
 import torch
 
 from nada_core.errors import FieldError
+from nada_core.pngs import read_rgb
 from nada_train.checkpoints import LoadedGenerator, load_generator
 from nada_train.generator import StyleGenerator
 from nada_train.images import psnr, to_uint8
 from nada_train.projection import project, target_tensor
-
-MIN_SIDE = 16  # pixels: below this an image holds too little to invert
 
 
 @dataclass
@@ -34,23 +33,6 @@ class Edited:
     ws: np.ndarray
     psnr_db: float
     inverted_by: str = ""  # the encoder, or the projection's distance
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as uint8 RGB [H, W, 3]; unreadable or tiny files refused in one line."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise FieldError(f"{{images}} '{path}': not an image that can be read ({exc})") from None
-    if min(image.size) < MIN_SIDE:
-        raise FieldError(
-            f"{{images}} '{path}': {image.size[0]} x {image.size[1]} pixels is too small to invert; give "
-            f"at least {MIN_SIDE} x {MIN_SIDE}"
-        )
-    return np.asarray(image)
 
 
 def read_image(path: str | Path, size: int) -> np.ndarray:

@@ -188,3 +188,28 @@ def refused(pattern: str, flags: dict[str, str] | None = None):
         yield caught
     line = caught.value.for_command_line(flags)
     assert re.search(pattern, line), f"{line!r} does not match {pattern!r}"
+
+
+@pytest.fixture(scope="module")
+def encoder_file(tmp_path_factory) -> Path:
+    """A ReStyle-e4e checkpoint on disk as the authors save one: the fixtures' encoder
+    (tests/test_encoders.py), and for a decoder a narrow 8-px generator taking 512-wide codes (quicker
+    to build and draw than the authors' 512-channel one; nada reads any widths)."""
+    from tests.test_encoders import checkpoint, narrow_decoder
+
+    ckpt = checkpoint("restyle_e4e")
+    state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("encoder.")}
+    state.update({f"decoder.{k}": v for k, v in narrow_decoder().state_dict().items()})
+    path = tmp_path_factory.mktemp("encoder") / "restyle_e4e.pt"
+    torch.save({**ckpt, "state_dict": state}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoder_runs(encoder_file, tmp_path_factory) -> list[Path]:
+    """Two runs (a, b) adapted from encoder_file's decoder, as nada-train --generator E.pt leaves them."""
+    from tests.test_edit import make_run
+    from tests.test_encoders import narrow_decoder
+
+    base, folder = narrow_decoder(), tmp_path_factory.mktemp("runs")  # the file's decoder
+    return [make_run(folder / n, encoder_file, adapted_copy(base, i + 1)) for i, n in enumerate("ab")]

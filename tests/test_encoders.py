@@ -80,6 +80,25 @@ def test_codes_and_images_match_the_authors_code(kind):
     assert np.abs(drawn.numpy().astype(int) - want["images"].astype(int)).max() <= 1
 
 
+def test_photos_are_sized_and_scaled_as_the_authors_transforms_do():
+    """The authors' inference transform (Resize((256, 256)), ToTensor, Normalize(0.5, 0.5)) on PIL
+    images, against preprocess, which nada's encode and the served encoder's client share; the
+    served encoder's photo side is the encoders' input size."""
+    from PIL import Image
+    from torchvision import transforms
+
+    from nada_export.tensors import PHOTO_SIDE
+    from nada_train.encoders.loading import INPUT_SIZE, preprocess
+
+    authors = transforms.Compose(
+        [transforms.Resize((256, 256)), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)]
+    )
+    pictures = [photos(1, 100, seed=1)[0], photos(1, 300, seed=2)[0][:, :200]]  # smaller, larger, not square
+    want = torch.stack([authors(Image.fromarray(p)) for p in pictures])
+    torch.testing.assert_close(preprocess(pictures), want, rtol=0, atol=1e-6)
+    assert PHOTO_SIDE == INPUT_SIZE == 256
+
+
 def preprocess_at_size(images: np.ndarray) -> torch.Tensor:
     return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
 
@@ -89,20 +108,6 @@ def narrow_decoder() -> Generator:
     g = Generator(GeneratorConfig(size=8, style_dim=512, n_mlp=2, channels=(16, 16)))
     named_weights(g)
     return g
-
-
-@pytest.fixture(scope="module")
-def encoder_file(tmp_path_factory) -> Path:
-    """A ReStyle-e4e checkpoint on disk as the authors save one: the fixtures' encoder, and for a
-    decoder a narrow 8-px generator taking 512-wide codes (quicker to build and draw than the
-    authors' 512-channel one; nada reads any widths)."""
-    narrow = narrow_decoder()
-    ckpt = checkpoint("restyle_e4e")
-    state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("encoder.")}
-    state.update({f"decoder.{k}": v for k, v in narrow.state_dict().items()})
-    path = tmp_path_factory.mktemp("encoder") / "restyle_e4e.pt"
-    torch.save({**ckpt, "state_dict": state}, path)
-    return path
 
 
 def test_an_encoder_file_is_read_as_data_and_its_decoder_is_a_base(encoder_file):
@@ -173,16 +178,6 @@ def test_what_is_not_an_encoder_of_the_family_is_refused_in_one_line(tmp_path):
     )
     with pytest.raises(NadaError, match="no such file"):
         load_encoder(tmp_path / "missing.pt")
-
-
-@pytest.fixture(scope="module")
-def encoder_runs(encoder_file, tmp_path_factory) -> list[Path]:
-    """Two runs adapted from the encoder's decoder, as nada-train --generator E.pt leaves them."""
-    from tests.conftest import adapted_copy
-    from tests.test_edit import make_run
-
-    base, folder = narrow_decoder(), tmp_path_factory.mktemp("runs")  # the file's decoder
-    return [make_run(folder / n, encoder_file, adapted_copy(base, i + 1)) for i, n in enumerate("ab")]
 
 
 def test_an_encoders_codes_are_drawn_in_each_domain_of_its_decoders_runs(

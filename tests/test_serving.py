@@ -109,7 +109,9 @@ def infer(server, model, arrays: dict):
     client = grpcclient.InferenceServerClient(server.endpoints.grpc)
     inputs = []
     for name, a in arrays.items():
-        x = grpcclient.InferInput(name, list(a.shape), {np.float32: "FP32", np.float64: "FP64"}[a.dtype.type])
+        x = grpcclient.InferInput(
+            name, list(a.shape), {np.float32: "FP32", np.float64: "FP64", np.uint8: "UINT8"}[a.dtype.type]
+        )
         x.set_data_from_numpy(a)
         inputs.append(x)
     return client.infer(model, inputs)

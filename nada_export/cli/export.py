@@ -80,6 +80,14 @@ def main(
         SERVE.threads,
         help="intra-op threads (onnxruntime, aoti on the CPU) in python-backend models (0 = all cores).",
     ),
+    encoder: str = typer.Option(
+        None,
+        help="A pSp, e4e or ReStyle checkpoint whose decoder is the base of every checkpoint exported: adds "
+        "its model encoder_<sha> (photo -> W+) and per generator NAME_edit (photo -> image in that domain).",
+    ),
+    encoder_steps: int = typer.Option(
+        None, help="ReStyle encoders: refinement steps built into the served encoder (default 5)."
+    ),
     allow_pickle: bool = typer.Option(
         EXPORT["allow_pickle"],
         "--allow-pickle",
@@ -124,6 +132,8 @@ def main(
         allow_pickle=allow_pickle,
         progress=not quiet,
         device=device,
+        encoder=encoder,
+        encoder_steps=encoder_steps,
     )
     for f in report.files:
         print(

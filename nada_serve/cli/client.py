@@ -1,4 +1,5 @@
-"""nada-client: ask a served generator for images by seed, write seed0000.png, ..."""
+"""nada-client: ask a served generator for images by seed (seed0000.png, ...), or for your own photos
+in its domain (--image: NAME.png each)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from pathlib import Path
 import typer
 
 from nada_core.cli import run_app, typer_app
-from nada_core.pngs import write_seed_images
+from nada_core.pngs import grid, read_rgb, save_png, write_seed_images
 from nada_core.seeds import parse_seeds
 from nada_serve.client import GeneratorClient, generate_seeds_async, wait_until_ready
 
 app = typer_app(
     "Request images from a generator served by Triton over gRPC.\n\n"
     "Same seed convention as nada-generate (z = numpy RandomState(seed).randn(1, z_dim)), so the two give "
-    "the same images."
+    "the same images.\n\n"
+    "With --image: your photos in the model's domain, from its NAME_edit model (nada-export --encoder), as "
+    "nada-edit draws them. Faces should be aligned first (nada-edit --align writes input.png aligned)."
 )
 
 
@@ -26,6 +29,11 @@ def main(
         ..., "--model", "-m", help="Served generator name (see the repository README)."
     ),
     seeds: str = typer.Option("0-7", help="Seeds, e.g. 0-3,7."),
+    image: list[Path] = typer.Option(
+        [],
+        "--image",
+        help="A photo to draw in the model's domain (repeatable): written as OUT/NAME.png; --seeds unused.",
+    ),
     truncation: float = typer.Option(1.0, help="Truncation psi."),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output directory."),
     batch: int = typer.Option(0, help="Seeds per request (0 = the model's max batch)."),
@@ -38,9 +46,22 @@ def main(
         False,
         "--shared-memory",
         help="On the server's own host: receive the images through system shared memory instead of the gRPC "
-        "response (one request in flight).",
+        "response (one request in flight; seeds only).",
     ),
 ) -> None:
+    if image:
+        photos = [read_rgb(p) for p in image]  # every file checked before the first request
+        if wait > 0:
+            wait_until_ready(url, f"{model}_edit", wait)
+        with GeneratorClient(url, model) as client:
+            images = client.edit(photos)
+        out.mkdir(parents=True, exist_ok=True)
+        for path, picture in zip(image, images):
+            save_png(picture, out / f"{path.stem}.png")
+        if grid_png:
+            save_png(grid(images, 1), out / "grid.png")
+        print(f"wrote {len(images)} images to {out}")
+        return
     seed_list = parse_seeds(seeds)
     if wait > 0:
         wait_until_ready(url, model, wait)
@@ -56,4 +77,4 @@ def main(
 
 
 def main_entry() -> None:
-    run_app(app, "nada-client")
+    run_app(app, "nada-client", {"images": "--image"})

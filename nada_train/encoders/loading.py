@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from nada_core.errors import NadaError
 from nada_core.fileio import sha256_file
+from nada_core.pngs import encoder_photos
 from nada_train.checkpoints import (
     LoadedGenerator,
     encoder_decoder_state,
@@ -21,6 +21,7 @@ from nada_train.checkpoints import (
 )
 from nada_train.devices import resolve_device
 from nada_train.encoders.heads import StyleEncoder
+from nada_train.generator import StyleGenerator
 
 INPUT_SIZE = 256  # every encoder of the family reads 256x256 images in [-1, 1]
 RESTYLE_STEPS = 5  # ReStyle's default number of refinement steps at inference
@@ -63,30 +64,32 @@ class LoadedEncoder:
 
     def encode_tensor(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """[N, 3, 256, 256] in [-1, 1] -> W+ [N, n_latent, w_dim]."""
-        steps = self.default_steps if steps is None else steps
-        if steps < 1:
-            raise NadaError(f"encoder '{self.path}': steps {steps}: give at least 1")
-        if steps > 1 and not self.iterative:
-            raise NadaError(f"encoder '{self.path}': steps {steps}: a {self.kind} encoder takes 1 step")
-        device = self.latent_avg.device
-        x = x.to(device)
-        start = self.latent_avg[None].expand(len(x), -1, -1)
-        if not self.iterative:
-            codes = self.network(x)
-            return codes + start if self.add_latent_avg else codes
-        # ReStyle: each step sees the photo beside the current reconstruction and adds a correction;
-        # the first reconstruction is the average image
-        codes = start
-        current = self.decode_for_encoder(start[:1]).expand(len(x), -1, -1, -1)
-        for _ in range(steps):
-            codes = codes + self.network(torch.cat([x, current], dim=1))
-            current = self.decode_for_encoder(codes)
-        return codes
+        x = x.to(self.latent_avg.device)
+        return encoded(
+            self.network,
+            self.generator.generator,
+            self.latent_avg,
+            x,
+            self.checked_steps(steps),
+            self.iterative,
+            self.add_latent_avg,
+        )
 
-    def decode_for_encoder(self, codes: torch.Tensor) -> torch.Tensor:
-        """The decoder's images of `codes` (stored noise) pooled to the encoder's 256 px, unclamped."""
-        images = self.generator.generator.synthesis(codes, noise_mode="const")
-        return F.adaptive_avg_pool2d(images, (INPUT_SIZE, INPUT_SIZE))
+    def checked_steps(self, steps: int | None) -> int:
+        """The refinement steps to run: the default for None; refused (steps_refusal) otherwise."""
+        steps = self.default_steps if steps is None else steps
+        why = self.steps_refusal(steps)
+        if why:
+            raise NadaError(f"encoder '{self.path}': steps {steps}: {why}")
+        return steps
+
+    def steps_refusal(self, steps: int) -> str | None:
+        """Why this encoder cannot take `steps` refinements (below 1; above 1 where not iterative)."""
+        if steps < 1:
+            return "give at least 1"
+        if steps > 1 and not self.iterative:
+            return f"a {self.kind} encoder takes 1 step"
+        return None
 
     def to(self, device: str | torch.device) -> LoadedEncoder:
         device = resolve_device(device)
@@ -96,18 +99,42 @@ class LoadedEncoder:
         return self
 
 
-def preprocess(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> [N, 3, 256, 256] in [-1, 1]: PIL's bilinear resize, then (x/255 - 0.5)/0.5."""
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise NadaError(
-            f"encoder input: expected uint8 images [N, H, W, 3], got {images.dtype} {list(images.shape)}"
-        )
-    size = (INPUT_SIZE, INPUT_SIZE)
-    resized = np.stack([np.asarray(Image.fromarray(im).resize(size, Image.BILINEAR)) for im in images])
-    x = torch.from_numpy(resized).permute(0, 3, 1, 2).float() / 255.0
+def encoded(
+    network: StyleEncoder,
+    decoder: StyleGenerator,
+    latent_avg: torch.Tensor,
+    x: torch.Tensor,
+    steps: int,
+    iterative: bool,
+    add_latent_avg: bool,
+) -> torch.Tensor:
+    """An encoder's codes for photos x [N, 3, 256, 256] in [-1, 1] -> W+ [N, n_latent, w_dim]; a
+    function of modules and tensors only, so that nada-export traces the same computation."""
+    start = latent_avg[None].expand(x.shape[0], -1, -1)
+    if not iterative:
+        codes = network(x)
+        return codes + start if add_latent_avg else codes
+    # ReStyle: each step sees the photo beside the current reconstruction and adds a correction;
+    # the first reconstruction is the average image
+    codes = start
+    current = decoded_for_encoder(decoder, start[:1]).expand(x.shape[0], -1, -1, -1)
+    for step in range(steps):
+        codes = codes + network(torch.cat([x, current], dim=1))
+        if step < steps - 1:
+            current = decoded_for_encoder(decoder, codes)
+    return codes
+
+
+def decoded_for_encoder(decoder: StyleGenerator, codes: torch.Tensor) -> torch.Tensor:
+    """The decoder's images of `codes` (stored noise) pooled to the encoder's 256 px, unclamped."""
+    images = decoder.synthesis(codes, noise_mode="const")
+    return F.adaptive_avg_pool2d(images, (INPUT_SIZE, INPUT_SIZE))
+
+
+def preprocess(images) -> torch.Tensor:
+    """uint8 [N, H, W, 3] (or a list of [H, W, 3]) -> [N, 3, 256, 256] in [-1, 1]: PIL's bilinear
+    resize (nada_core.pngs.encoder_photos), then (x/255 - 0.5)/0.5."""
+    x = torch.from_numpy(encoder_photos(images, INPUT_SIZE)).permute(0, 3, 1, 2).float() / 255.0
     return (x - 0.5) / 0.5
 
 
