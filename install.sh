@@ -15,10 +15,14 @@ echo "installed: $(python -c 'import nada, torch; print("nada", nada.__version__
 
 if [ "${NADA_SKIP_DEMO:-0}" = "1" ]; then exit 0; fi
 # The main job on the built-in default: the built-in world's 64-px generator (trained on photos of
-# shapes only) adapted photo -> sketch with the world's own small CLIP, then judged (metrics.json).
-# Under 3 minutes on a 2-core CPU; no download.
+# shapes only) adapted photo -> pixel with the world's own small CLIP, then judged (metrics.json);
+# then fresh renders encoded and drawn in the new domain. Under 3 minutes on a 2-core CPU; no download.
 out=runs/default
 rm -rf "$out"
 nada-train --out "$out" --quiet
 nada-generate "$out" --seeds 0-7 --out "$out/generated" --grid
-echo "default run: $out (samples/: frozen row above adapted row; metrics.json: the judge's verdict)"
+# pictures the generator never drew (fresh renders), through the world's encoder, in the run's domain
+python -m nada_world.train_encoder --evaluate builtin:world --run "$out" --n 256 --figure "$out/edit.png" \
+  > "$out/edit.json"
+echo "default run: $out (samples/: frozen row above adapted row; metrics.json: the judge's verdict;"
+echo "  edit.png: fresh renders, their reconstructions, the run's images of them; edit.json: judged)"

@@ -111,7 +111,7 @@ def export(
         encoder_manifest = {}
         if inverter is not None:
             e = inverter.encoder
-            encoder_name = f"encoder_{e.generator.sha256[:12]}"
+            encoder_name = f"encoder_{e.sha256[:12]}"
             bar.set_postfix_str(encoder_name)
             file, exported = _export_one(
                 built_by, inverter, "encoder", work / encoder_name, max_batch, precision, device
@@ -135,7 +135,7 @@ def export(
                 "source": e.path,
                 "kind": e.kind,
                 "steps": inverter.steps,
-                "sha256": e.generator.sha256,
+                "sha256": e.sha256,
             }
         for name, item in zip(names, loaded):
             g, c = item.generator, item.generator.config

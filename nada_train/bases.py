@@ -32,6 +32,8 @@ class BuiltinBase:
     options_for:  (source, target) -> TrainOptions fields that differ from TrainOptions' defaults for
                   this base and target; raises NadaError for texts the base cannot judge.
     evaluate:     (run directory, device) -> metrics, written to RUN/metrics.json; None: no judge.
+    encoder:      an encoder file for its generator (nada.load_encoder("builtin:NAME"),
+                  nada-edit --encoder builtin:NAME); None: none ships.
     """
 
     name: str
@@ -42,6 +44,7 @@ class BuiltinBase:
     templates: tuple[str, ...] | None = None
     evaluate: Callable[[Path, str], dict] | None = None
     description: str = ""
+    encoder: Path | None = None
 
     def owns(self, generator: str | Path | None) -> bool:
         """Whether `generator` (a checkpoint path as given to nada-train) is this base's checkpoint."""

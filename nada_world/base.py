@@ -21,6 +21,7 @@ from nada_train.options import TrainOptions
 from nada_world.evaluate import adaptation_metrics, zero_shot_of_embeddings
 from nada_world.models import (
     CLIP_WEIGHTS,
+    ENCODER_WEIGHTS,
     GENERATOR_WEIGHTS,
     JUDGE_WEIGHTS,
     clip_model_name,
@@ -57,6 +58,7 @@ def world() -> BuiltinBase:
         if JUDGE_WEIGHTS.exists()
         else None,
         description="64-px shapes in photo style, adapted to sketch, neon or pixel and judged",
+        encoder=ENCODER_WEIGHTS,
     )
 
 

@@ -17,6 +17,7 @@ CLIP_NAME = "nada-world-clip"
 CLIP_WEIGHTS = ASSETS / "clip.safetensors"
 JUDGE_WEIGHTS = ASSETS / "judge.safetensors"
 GENERATOR_WEIGHTS = ASSETS / "generator.safetensors"
+ENCODER_WEIGHTS = ASSETS / "encoder.safetensors"  # photo renders -> the generator's W+ (train_encoder)
 
 # Caption templates the world CLIP is trained on; {style} is the style word the user names.
 CAPTION_TEMPLATES = (

@@ -217,3 +217,25 @@ def test_training_comparison_measures_each_variant_against_the_first(tiny_clip_s
     assert rows[1]["max_loss_dev"] > 0 and rows[1]["image_psnr_db"] < float("inf")  # bf16 really ran
     # another seed moves more
     assert rows[2]["max_loss_dev"] > 0 and rows[2]["image_psnr_db"] < rows[1]["image_psnr_db"]
+
+
+def test_encoder_benchmark_measures_each_graph_against_the_decoders_synthesis(tmp_path):
+    """Eager rows for e4e, ReStyle-e4e and the synthesis, each ratio recomputed from its rows; the
+    encoders are the authors' layout, read back by load_encoder."""
+    from benchmarks import encoder
+
+    out = tmp_path / "enc.json"
+    args = ["--size", "8", "--backends", "eager", "--batches", "1", "2", "--restyle-batches", "1"]
+    encoder.main([*args, "--requests", "1", "--min-seconds", "0", "--warmup", "0", "--json", str(out)])
+    rows = json.loads(out.read_text())["records"]
+    assert {(r["subject"], r["batch"]) for r in rows} == {
+        ("e4e", 1),
+        ("e4e", 2),
+        ("restyle_e4e", 1),
+        ("synthesis", 1),
+        ("synthesis", 2),
+    }
+    synthesis = {r["batch"]: r["p50_ms"] for r in rows if r["subject"] == "synthesis"}
+    for r in rows:
+        assert r["speedup_vs_eager"] == 1.0 and r["resolution"] == 8
+        assert r["x_synthesis"] == pytest.approx(r["p50_ms"] / synthesis[r["batch"]])

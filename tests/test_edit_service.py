@@ -47,7 +47,7 @@ def encoder_model(repo) -> str:
 def test_the_repository_lists_the_encoder_and_each_domains_edit_model(repo, encoder_file):
     path, report = repo
     manifest = json.loads((path / "manifest.json").read_text())
-    sha = load_encoder(encoder_file).generator.sha256
+    sha = load_encoder(encoder_file).sha256
     assert manifest["encoder"] == {
         "model": f"encoder_{sha[:12]}",
         "source": str(encoder_file),

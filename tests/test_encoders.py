@@ -269,3 +269,73 @@ def test_alignment_asked_without_what_it_needs_is_refused_in_one_line(tmp_path):
     except ImportError:
         with refused(r"^--align .*me\.png: face detection needs dlib \(pip install dlib\)", FLAGS):
             read_pictures(images, 64, True, tmp_path / "predictor.dat", None)
+
+
+NARROW_STAGES = ((8, 8, 1), (8, 16, 1), (16, 32, 2), (32, 32, 1))  # codes 32 wide: the tests' base's w
+
+
+def narrow_encoder_file(folder: Path) -> tuple[Path, StyleEncoder, Path]:
+    """An encoder trained here, as save_encoder writes it: narrow stages, codes 64 wide, its decoder
+    (the tests' 32-px base, 8 codes) beside it."""
+    from tests.conftest import write_base_checkpoint
+
+    decoder = write_base_checkpoint(folder)
+    with torch.device("cpu"):
+        network = StyleEncoder(
+            8, 3, pyramid=True, progressive=True, stages=NARROW_STAGES[:3] + ((32, 32, 1),)
+        )
+    named_weights(network, seed=4)
+    latent_avg = torch.randn(8, 32, generator=torch.Generator().manual_seed(2))
+    from nada_train.encoders.loading import save_encoder
+
+    path = folder / "mine.safetensors"
+    save_encoder(network.eval(), "e4e", latent_avg, decoder, path)
+    return path, network, decoder
+
+
+def test_an_encoder_trained_here_round_trips_with_its_decoder(tmp_path):
+    """save_encoder -> load_encoder: the same network (narrow stages, read from the file's opts), its
+    latent average, and the decoder named beside it, checked by its sha256; the taps of the authors'
+    IR-50 are units 6, 20 and 23."""
+    from nada_core.fileio import sha256_file
+    from nada_train.encoders.backbone import IRSE50
+    from nada_train.encoders.loading import preprocess
+
+    path, network, decoder = narrow_encoder_file(tmp_path)
+    loaded = load_encoder(path)
+    assert (
+        loaded.kind == "e4e"
+        and loaded.sha256 == sha256_file(path)
+        and loaded.network.stages == network.stages
+    )
+    assert loaded.generator.sha256 == sha256_file(decoder) and loaded.generator.source == str(decoder)
+    x = preprocess(photos(2, 40, seed=8))
+    with torch.no_grad():
+        want = network(x) + loaded.latent_avg[None]
+    np.testing.assert_array_equal(loaded.encode(photos(2, 40, seed=8)), want.numpy())
+    assert IRSE50().taps == (6, 20, 23)
+    from nada_train.checkpoints import save_rosinality
+    from tests.conftest import tiny_generator
+
+    save_rosinality(tiny_generator(seed=1), decoder)  # the decoder changed after training
+    with pytest.raises(NadaError, match=r"its decoder .*base\.pt has changed since the encoder was trained"):
+        load_encoder(path)
+
+
+def test_what_is_not_an_encoder_file_of_ours_is_refused_in_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, tmp_path / "other.safetensors", metadata={"format": "nada-stylegan2"})
+    with pytest.raises(NadaError) as e:
+        load_encoder(tmp_path / "other.safetensors")
+    assert str(e.value) == (
+        f"encoder '{tmp_path / 'other.safetensors'}': a safetensors file without nada's encoder metadata "
+        "(format 'nada-stylegan2'); pass a pSp, e4e or ReStyle .pt checkpoint or a nada encoder"
+    )
+    (tmp_path / "torn.safetensors").write_bytes(b"\x08\x00")
+    with pytest.raises(NadaError, match=r"torn\.safetensors': not a safetensors file that can be read"):
+        load_encoder(tmp_path / "torn.safetensors")
+    with pytest.raises(
+        NadaError, match=r"^encoder 'builtin:nowhere': no built-in base of that name ships an encoder"
+    ):
+        load_encoder("builtin:nowhere")

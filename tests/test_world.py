@@ -520,3 +520,48 @@ def test_metrics_table_rows_follow_the_runs(tmp_path):
         == "| done | neon, 600 it, lr 0.01, all layers, global 0.3 | 0.12 | 0.50 | 0.00 | 1.00 | 0.712 |"
     )
     assert rows[3].startswith("| unjudged | neon, 600 it") and "(no metrics.json)" in rows[3]
+
+
+@needs_weights
+def test_the_shipped_encoder_reconstructs_fresh_renders_as_recorded():
+    """32 renders of latents neither training nor its recorded evaluation drew: the judge's shape
+    and colour kept by the reconstruction, and its PSNR, within sampling error of what train_encoder
+    measured on 512 and recorded in the file; nada.load_encoder('builtin:world') is that file."""
+    from nada_train.encoders.loading import load_encoder
+    from nada_world.models import ENCODER_WEIGHTS
+    from nada_world.train_encoder import evaluate_encoder
+
+    assert load_encoder("builtin:world").path == str(ENCODER_WEIGHTS)
+    got = evaluate_encoder("builtin:world", [], n=32, seed=77)["reconstruction"]
+    want = recorded(ENCODER_WEIGHTS, "world_report")
+    assert got["content_kept_rate"] >= want["content_kept_rate"] - 0.08
+    assert got["psnr_db"] >= want["psnr_db"] - 1.5
+
+
+@needs_weights
+def test_nada_edit_on_the_world_writes_every_promised_file(tmp_path):
+    """A fresh render as a user's photo: nada-edit --encoder builtin:world writes the input, the
+    reconstruction, the image in the run's domain, the grid and the W+ code."""
+    from PIL import Image
+
+    from nada_train.checkpoints import load_generator
+    from tests.conftest import adapted_copy
+    from tests.test_cli import run
+    from tests.test_edit import make_run
+
+    world = load_generator(GENERATOR_WEIGHTS).generator
+    pixel = make_run(tmp_path / "pixel", GENERATOR_WEIGHTS, adapted_copy(world, 1))
+    photo = render(scene_of_z(torch.randn(1, 64, generator=torch.Generator().manual_seed(5)))[0])
+    Image.fromarray((photo * 255).round().astype(np.uint8)).save(tmp_path / "mine.png")
+    out = tmp_path / "edits"
+    args = [str(tmp_path / "mine.png"), "--encoder", "builtin:world", "--run", str(pixel), "--out", str(out)]
+    r = run(["nada_train.cli.edit", "nada-edit", *args, "--grid", "--save-latents"])
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (out / "mine").iterdir()) == [
+        "grid.png",
+        "input.png",
+        "pixel.png",
+        "reconstruction.png",
+    ]
+    assert np.load(out / "mine.npy").shape == (world.n_latent, 64)
+    assert "mine: reconstruction PSNR " in r.stdout and "(e4e encoder)" in r.stdout

@@ -52,7 +52,7 @@ def slow_uses() -> dict[int, tuple[Any, str]]:
     import torch
     import torch._dynamo
 
-    from benchmarks import inference, load
+    from benchmarks import encoder, inference, load
     from nada_export import aoti_engine, engines, onnx_export, pipeline
     from nada_serve.server import TritonServer
 
@@ -72,6 +72,7 @@ def slow_uses() -> dict[int, tuple[Any, str]]:
         (load.Server, "nada-serve"),
         (load.main, "nada-serve"),
         (inference.main, "exports and a tritonserver"),
+        (encoder.main, "full-size encoders, exports and a tritonserver"),
         (torch.compile, "a torch.compile"),
         (torch._dynamo, "a torch.compile (Dynamo)"),
     ]

@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 # (input channels, output channels, units) per stage; the first unit of each stage halves the size
-IR50_STAGES = ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3))
-# the body's units after which the feature pyramid taps its three levels (64, 32 and 16 px at 256 input)
-FINE_TAP, MIDDLE_TAP, COARSE_TAP = 6, 20, 23
+Stages = tuple[tuple[int, int, int], ...]
+IR50_STAGES: Stages = ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3))
 
 
 class SqueezeExcite(nn.Module):
@@ -18,8 +17,9 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
-        self.fc1 = nn.Conv2d(channels, channels // reduction, 1, bias=False)
-        self.fc2 = nn.Conv2d(channels // reduction, channels, 1, bias=False)
+        hidden = max(1, channels // reduction)  # the authors' widths (64 up) divide; a narrow one keeps 1
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=False)
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate = self.fc2(torch.relu(self.fc1(x.mean((2, 3), keepdim=True))))
@@ -53,23 +53,30 @@ class IRUnit(nn.Module):
 
 class IRSE50(nn.Module):
     """in_channels (3 for pSp/e4e, 6 for ReStyle: the image and the current reconstruction) ->
-    the features after FINE_TAP, MIDDLE_TAP and COARSE_TAP (the last unit)."""
+    the features at the end of stages 2, 3 and 4 (64, 32 and 16 px at 256 input): the fine, middle
+    and coarse levels of the pyramid. stages: the authors' IR-50 unless a smaller encoder (the built-in
+    world's) asks for fewer or narrower units."""
 
-    def __init__(self, in_channels: int = 3):
+    def __init__(self, in_channels: int = 3, stages: Stages = IR50_STAGES):
         super().__init__()
+        assert len(stages) == 4, stages
+        first = stages[0][0]
         self.input_layer = nn.Sequential(
-            nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64)
+            nn.Conv2d(in_channels, first, 3, 1, 1, bias=False), nn.BatchNorm2d(first), nn.PReLU(first)
         )
         units = []
-        for c_in, c_out, n in IR50_STAGES:
+        for c_in, c_out, n in stages:
             units += [IRUnit(c_in, c_out, 2)] + [IRUnit(c_out, c_out, 1) for _ in range(n - 1)]
         self.body = nn.Sequential(*units)
+        self.stages = tuple(tuple(stage) for stage in stages)
+        ends = [sum(n for *_, n in stages[: i + 1]) - 1 for i in range(4)]
+        self.taps = (ends[1], ends[2], ends[3])  # IR-50: units 6, 20 and 23
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.input_layer(x)
         taps = {}
         for i, unit in enumerate(self.body):
             x = unit(x)
-            if i in (FINE_TAP, MIDDLE_TAP, COARSE_TAP):
+            if i in self.taps:
                 taps[i] = x
-        return taps[FINE_TAP], taps[MIDDLE_TAP], taps[COARSE_TAP]
+        return tuple(taps[i] for i in self.taps)

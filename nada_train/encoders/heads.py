@@ -10,17 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nada_train.encoders.backbone import IRSE50
+from nada_train.encoders.backbone import IR50_STAGES, IRSE50, Stages
 from nada_train.generator.layers import EqualLinear
 
 COARSE_CODES, MIDDLE_CODES = 3, 7  # codes 0-2 read the 16-px level, 3-6 the 32-px one, the rest 64 px
-WIDTH = 512
 
 
 class MapToStyle(nn.Module):
     """Strided 3x3 convs with leaky ReLUs down to 1x1, then an equalised linear layer: one W code."""
 
-    def __init__(self, spatial: int, width: int = WIDTH):
+    def __init__(self, spatial: int, width: int):
         super().__init__()
         layers: list[nn.Module] = []
         for _ in range(int(math.log2(spatial))):
@@ -43,15 +42,25 @@ class StyleEncoder(IRSE50):
     latent average (or, for ReStyle, the previous step's codes) is added.
 
     pyramid: heads read the feature pyramid (pSp, e4e); else all read the 16-px features (ReStyle).
-    progressive: codes are w0 + delta_i (e4e, ReStyle-e4e); else each code is its own head's (pSp)."""
+    progressive: codes are w0 + delta_i (e4e, ReStyle-e4e); else each code is its own head's (pSp).
+    stages, width: the backbone's stages and the codes' width (the last stage's channels), the
+    authors' IR-50 and 512 unless given."""
 
-    def __init__(self, n_styles: int, in_channels: int = 3, pyramid: bool = True, progressive: bool = False):
-        super().__init__(in_channels)
+    def __init__(
+        self,
+        n_styles: int,
+        in_channels: int = 3,
+        pyramid: bool = True,
+        progressive: bool = False,
+        stages: Stages = IR50_STAGES,
+    ):
+        super().__init__(in_channels, stages)
         self.n_styles, self.pyramid, self.progressive = n_styles, pyramid, progressive
-        self.styles = nn.ModuleList(MapToStyle(self.spatial_of(i)) for i in range(n_styles))
+        width = stages[-1][1]
+        self.styles = nn.ModuleList(MapToStyle(self.spatial_of(i), width) for i in range(n_styles))
         if pyramid:
-            self.latlayer1 = nn.Conv2d(256, WIDTH, 1)
-            self.latlayer2 = nn.Conv2d(128, WIDTH, 1)
+            self.latlayer1 = nn.Conv2d(stages[2][1], width, 1)
+            self.latlayer2 = nn.Conv2d(stages[1][1], width, 1)
 
     def spatial_of(self, code: int) -> int:
         if not self.pyramid or code < COARSE_CODES:
