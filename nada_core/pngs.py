@@ -15,12 +15,22 @@ from nada_core.fileio import atomic_path
 MIN_SIDE = 16  # pixels: below this an image holds too little to invert
 
 
+# modes whose conversion to 8-bit RGB would clip or guess (16-bit, 32-bit integer or float pixels)
+DEEP_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as uint8 RGB [H, W, 3]; unreadable or tiny files refused in one line."""
+    """An image file as uint8 RGB [H, W, 3] (greyscale, palette, RGBA and CMYK converted); unreadable,
+    high-bit-depth or tiny files refused in one line."""
     from PIL import UnidentifiedImageError
 
     try:
         with Image.open(path) as opened:
+            if opened.mode in DEEP_MODES:
+                raise FieldError(
+                    f"{{images}} '{path}': {opened.mode} pixels (more than 8 bits a channel) would be clipped; "
+                    "save it as 8-bit RGB"
+                )
             image = opened.convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
         raise FieldError(f"{{images}} '{path}': not an image that can be read ({exc})") from None
@@ -30,6 +40,13 @@ def read_rgb(path: str | Path) -> np.ndarray:
             f"at least {MIN_SIDE} x {MIN_SIDE}"
         )
     return np.asarray(image)
+
+
+def read_image(path: str | Path, size: int) -> np.ndarray:
+    """An image file as uint8 RGB [size, size, 3]: the centre square, resized with Lanczos."""
+    from PIL import ImageOps
+
+    return np.asarray(ImageOps.fit(Image.fromarray(read_rgb(path)), (size, size), Image.LANCZOS))
 
 
 def encoder_photos(images, side: int) -> np.ndarray:

@@ -149,9 +149,13 @@ class GeneratorClient:
             out.append(self._infer([x], requested, len(photos[part]), editor))
         return np.concatenate(out)
 
+    def photo_side(self) -> int:
+        """The side of the square photos this model's NAME_edit takes (its encoder's input)."""
+        return self._edit_model().inputs["photo"][0]
+
     def _edit_model(self) -> ServedModel:
         """This model when it takes photos, else its NAME_edit (refused in one line when not served)."""
-        if "photo" in self.model.inputs:
+        if "photo" in self.model.inputs and self.model.output == "image":  # NAME_edit itself
             return self.model
         if self._editor is None:
             name = f"{self.model.name}_edit"

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from nada_core.errors import FieldError
-from nada_core.pngs import read_rgb
 from nada_train.checkpoints import LoadedGenerator, load_generator
 from nada_train.generator import StyleGenerator
 from nada_train.images import psnr, to_uint8
@@ -33,13 +32,6 @@ class Edited:
     ws: np.ndarray
     psnr_db: float
     inverted_by: str = ""  # the encoder, or the projection's distance
-
-
-def read_image(path: str | Path, size: int) -> np.ndarray:
-    """An image file as uint8 RGB [size, size, 3]: the centre square, resized with Lanczos."""
-    from PIL import Image, ImageOps
-
-    return np.asarray(ImageOps.fit(Image.fromarray(read_rgb(path)), (size, size), Image.LANCZOS))
 
 
 def one_base(

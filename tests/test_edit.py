@@ -104,3 +104,30 @@ def test_nada_edit_writes_every_promised_file(world, tmp_path, monkeypatch, caps
     assert err.strip() == (
         f"nada-edit: error: IMAGE '{tiny}': 8 x 8 pixels is too small to invert; give at least 16 x 16"
     )
+
+
+def test_photos_of_other_modes_are_converted_and_deep_ones_refused_in_one_line(tmp_path):
+    """Greyscale, palette, RGBA and CMYK files come in as their RGB; 16-bit and float pixels, which
+    8-bit RGB would clip, are refused naming the file and the fix."""
+    from nada_core.errors import NadaError
+    from nada_core.pngs import read_rgb
+
+    rgb = np.random.RandomState(3).randint(0, 256, (20, 24, 3)).astype(np.uint8)
+    picture = Image.fromarray(rgb)
+    for mode in ("L", "P", "RGBA", "CMYK"):
+        converted = picture.convert(mode)
+        path = tmp_path / f"{mode}.{'jpg' if mode == 'CMYK' else 'png'}"
+        converted.save(path, **({"quality": 100} if mode == "CMYK" else {}))
+        got = read_rgb(path)
+        assert got.shape == (20, 24, 3) and got.dtype == np.uint8
+        if mode != "CMYK":  # lossless files: exactly PIL's own conversion
+            np.testing.assert_array_equal(got, np.asarray(converted.convert("RGB")))
+    deep = tmp_path / "deep.png"
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(deep)  # a 16-bit greyscale PNG
+    assert Image.open(deep).mode.startswith("I")
+    with pytest.raises(NadaError) as e:
+        read_rgb(deep)
+    assert str(e.value) == (
+        f"images '{deep}': {Image.open(deep).mode} pixels (more than 8 bits a channel) would be clipped; save it "
+        "as 8-bit RGB"
+    )

@@ -91,30 +91,40 @@ def test_served_edits_equal_nada_edit_within_one_level(repo, server, encoder_fil
     np.testing.assert_allclose(codes, encoder.encode(pictures[:2], steps=STEPS), atol=1e-4)
 
 
-def test_nada_client_image_writes_each_photo_in_the_domain(server, encoder_file, encoder_runs, tmp_path):
+def test_nada_client_image_writes_each_photo_as_nada_edit_draws_it(
+    server, encoder_file, encoder_runs, tmp_path
+):
+    """Photo files, not square: nada-client --image reads them as nada-edit does (the centre square
+    at the encoder's side), so its PNGs are nada-edit's images in that domain within 1 level."""
+    from tests.test_cli import run
     from tests.test_serving import cli
 
-    pictures = photos(2, 64, seed=31)
-    for i, p in enumerate(pictures):
+    files = []
+    for i, p in enumerate(photos(2, 64, seed=31)[:, :, :48]):
         Image.fromarray(p).save(tmp_path / f"me{i}.png")
-    args = ["--image", str(tmp_path / "me0.png"), "--image", str(tmp_path / "me1.png")]
+        files.append(str(tmp_path / f"me{i}.png"))
+    args = [a for f in files for a in ("--image", f)]
+    url = server.endpoints.grpc
     r = cli(
-        "nada_serve.cli.client",
-        "--url",
-        server.endpoints.grpc,
-        "--model",
-        "a",
-        *args,
-        "--out",
-        str(tmp_path / "out"),
-        "--grid",
+        "nada_serve.cli.client", "--url", url, "--model", "a", *args, "--out", str(tmp_path / "out"), "--grid"
     )
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["grid.png", "me0.png", "me1.png"]
-    local = edit(list(pictures), encoder_runs, encoder=load_encoder(encoder_file), encoder_steps=STEPS)
-    for i, e in enumerate(local):
+    runs = [a for r in encoder_runs for a in ("--run", str(r))]
+    edit_args = [
+        "--encoder",
+        str(encoder_file),
+        "--encoder-steps",
+        str(STEPS),
+        "--out",
+        str(tmp_path / "edits"),
+    ]
+    r = run(["nada_train.cli.edit", "nada-edit", *files, *runs, *edit_args])
+    assert r.returncode == 0, r.stderr
+    for i in range(2):
         got = np.asarray(Image.open(tmp_path / "out" / f"me{i}.png")).astype(int)
-        assert np.abs(got - e.domains["a"].astype(int)).max() <= 1
+        want = np.asarray(Image.open(tmp_path / "edits" / f"me{i}" / "a.png")).astype(int)
+        assert np.abs(got - want).max() <= 1
     (tmp_path / "notes.png").write_text("not an image")
     r = cli(
         "nada_serve.cli.client",
@@ -139,6 +149,12 @@ def test_a_model_without_an_edit_model_and_bad_photos_are_refused_in_one_line(se
         f"model a_synthesis at {url}: no a_synthesis_edit is served to take photos; export with nada-export "
         "--encoder ENCODER.pt"
     )
+    encoder = next(m["name"] for m in server.models() if m["name"].startswith("encoder_"))
+    with (
+        GeneratorClient(url, encoder) as client,
+        pytest.raises(NadaError, match=f"no {encoder}_edit is served"),
+    ):
+        client.edit(photos(1, 32))  # the encoder takes photos, but gives codes
     with GeneratorClient(url, "a") as client:
         with pytest.raises(
             NadaError, match=r"^encoder input: expected uint8 images \[N, H, W, 3\], got float32"

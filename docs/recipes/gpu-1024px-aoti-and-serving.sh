@@ -5,7 +5,9 @@
 #      built for cuda (fp32, fp16), batches 1 4 16 32, share of the compute floor;
 #   B. nada-export --engine aoti --device cuda of a 1024-px generator: build time, parity, file sizes;
 #   C. (STAGE=C, a second call with the nvidia-pytriton wheel in .whl/) the same repository served by
-#      Triton on the GPU, batch 1 over gRPC with and without shared memory.
+#      Triton on the GPU, batch 1 over gRPC with and without shared memory;
+#   E. (STAGE=E) the encoders beside the 1024-px synthesis: e4e, ReStyle-e4e (5 steps), eager and
+#      AOTInductor for cuda, batches 1 and 8 (benchmarks/encoder.py).
 # Run from the repository root:  OUT=/some/dir bash docs/recipes/gpu-1024px-aoti-and-serving.sh
 # Everything lands in $OUT/results.tgz (logs, JSON, plots). DEV=cpu QUICK=1 runs it tiny on a CPU.
 set -u
@@ -49,6 +51,13 @@ if [[ "$STAGE" == *C* ]]; then
   timeout 400 python3 -m benchmarks.inference --generator "$G" --device $DEV --backends triton triton-shm --batches 1 4 \
     --concurrency 1 --requests $R --min-seconds 1 --json "$L/inference-triton.json" --plot "$L/inference-triton.png" > "$L/inference-triton.log" 2>&1
   tail -n 10 "$L/inference-triton.log"
+  pack
+fi
+if [[ "$STAGE" == *E* ]]; then
+  stamp "E. encoders beside the synthesis, decoder $S px"
+  timeout 400 python3 -m benchmarks.encoder --size $S --device $DEV --backends eager aoti --batches 1 8 \
+    --restyle-batches 1 8 --requests $R --min-seconds 1 --json "$L/encoder.json" > "$L/encoder.log" 2>&1
+  tail -n 14 "$L/encoder.log"
   pack
 fi
 stamp done

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from nada_core.cli import run_app, typer_app
-from nada_core.pngs import grid, read_rgb, save_png, write_seed_images
+from nada_core.pngs import grid, read_image, read_rgb, save_png, write_seed_images
 from nada_core.seeds import parse_seeds
 from nada_serve.client import GeneratorClient, generate_seeds_async, wait_until_ready
 
@@ -50,11 +50,13 @@ def main(
     ),
 ) -> None:
     if image:
-        photos = [read_rgb(p) for p in image]  # every file checked before the first request
+        for p in image:  # every file checked before the server is asked anything
+            read_rgb(p)
         if wait > 0:
             wait_until_ready(url, f"{model}_edit", wait)
         with GeneratorClient(url, model) as client:
-            images = client.edit(photos)
+            # as nada-edit reads them: the centre square, at the encoder's side
+            images = client.edit([read_image(p, client.photo_side()) for p in image])
         out.mkdir(parents=True, exist_ok=True)
         for path, picture in zip(image, images):
             save_png(picture, out / f"{path.stem}.png")

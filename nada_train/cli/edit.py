@@ -9,9 +9,9 @@ import typer
 
 from nada_core.cli import run_app, typer_app
 from nada_core.fileio import atomic_path
-from nada_core.pngs import grid, read_rgb, save_png
+from nada_core.pngs import grid, read_image, read_rgb, save_png
 from nada_train.checkpoints import load_generator
-from nada_train.edit import edit, one_base, read_image
+from nada_train.edit import edit, one_base
 from nada_train.perceptual import load_lpips
 from nada_train.projection import ProjectionOptions
 
