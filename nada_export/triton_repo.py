@@ -198,9 +198,10 @@ def write_repository(repo: Path, models: list[ModelSpec], opts: ServeOptions, ma
         merged = {**old_manifest.get("models", {}), **manifest["models"]}
         kept = [m for m in old_manifest.get("model_specs", []) if m["name"] not in names]
         specs = kept + [_spec_json(m) for m in models]
-        (staging / "manifest.json").write_text(
-            json.dumps({**manifest, "models": merged, "model_specs": specs}, indent=2) + "\n"
-        )
+        parity = {**old_manifest.get("parity", {}), **manifest.get("parity", {})}
+        # what an earlier export wrote and this one does not (its encoder, the kept models' parity) stays
+        kept_manifest = {**old_manifest, **manifest, "models": merged, "model_specs": specs, "parity": parity}
+        (staging / "manifest.json").write_text(json.dumps(kept_manifest, indent=2) + "\n")
         (staging / "README.md").write_text(readme([_spec_from_json(s) for s in specs], opts))
         if not repo.exists():
             staging.rename(repo)

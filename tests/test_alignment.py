@@ -34,3 +34,51 @@ def test_the_crop_is_square_turned_with_the_eyes_and_its_size_follows_the_face()
         NadaError, match=r"landmarks: expected 68 \(x, y\) points as dlib gives them, got shape \[5, 2\]"
     ):
         face_quad(lm[:5])
+
+
+def test_no_face_is_one_line_naming_the_image_and_the_largest_face_is_taken(monkeypatch):
+    """detect_landmarks' handling of what dlib's detector answers, with a stand-in module shaped as
+    dlib's API (dlib itself is not installed here): no face is one line naming the image and the fix;
+    of two faces the larger one's 68 points are returned."""
+    import sys
+    import types
+
+    from nada_core.errors import NadaError
+    from nada_train.alignment import detect_landmarks
+
+    class Rect:
+        def __init__(self, w, h):
+            self.w, self.h = w, h
+
+        def width(self):
+            return self.w
+
+        def height(self):
+            return self.h
+
+    found: list = []
+    asked = []
+
+    def predictor(path):
+        def predict(image, face):
+            asked.append(face)
+            return types.SimpleNamespace(
+                parts=lambda: [types.SimpleNamespace(x=i, y=face.w) for i in range(68)]
+            )
+
+        return predict
+
+    stand_in = types.SimpleNamespace(
+        get_frontal_face_detector=lambda: lambda image, upsample: found, shape_predictor=predictor
+    )
+    monkeypatch.setitem(sys.modules, "dlib", stand_in)
+    photo = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(NadaError) as e:
+        detect_landmarks(photo, "sp.dat", "me.png")
+    assert (
+        e.value.for_command_line()
+        == "--align me.png: no face found; give its landmarks with --landmarks FILE.npy"
+    )
+    found[:] = [Rect(10, 10), Rect(20, 30), Rect(25, 5)]
+    points = detect_landmarks(photo, "sp.dat", "me.png")
+    assert asked == [found[1]] and points.shape == (68, 2) and (points[:, 1] == 20).all()

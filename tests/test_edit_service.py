@@ -182,3 +182,18 @@ def test_an_encoder_that_does_not_fit_the_generators_is_refused_before_any_work(
     with refused(r"^--encoder-steps 0: give at least 1$", FLAGS):
         export([encoder_runs[0]], tmp_path / "repo", encoder=encoder_file, encoder_steps=0, progress=False)
     assert not (tmp_path / "repo").exists()
+
+
+def test_a_later_export_without_the_encoder_keeps_its_models_and_record(repo, encoder_runs, tmp_path):
+    """Exporting another domain into the repository later keeps the encoder's model, its manifest
+    entry and every earlier model's parity."""
+    import shutil
+
+    path = tmp_path / "repo"
+    shutil.copytree(repo[0], path)
+    before = json.loads((path / "manifest.json").read_text())
+    export([encoder_runs[1]], path, names=["c"], max_batch=MAX_BATCH, progress=False)
+    after = json.loads((path / "manifest.json").read_text())
+    assert after["encoder"] == before["encoder"] and (path / before["encoder"]["model"]).is_dir()
+    assert before["parity"].items() <= after["parity"].items() and "c_synthesis" in after["parity"]
+    assert "edit" not in after["models"]["c"] and after["models"]["a"]["edit"] == "a_edit"

@@ -339,3 +339,16 @@ def test_what_is_not_an_encoder_file_of_ours_is_refused_in_one_line(tmp_path):
         NadaError, match=r"^encoder 'builtin:nowhere': no built-in base of that name ships an encoder"
     ):
         load_encoder("builtin:nowhere")
+
+
+def test_an_encoder_is_saved_only_beside_its_decoder(tmp_path):
+    """The file names its decoder by file name: an encoder written elsewhere is refused, nothing written."""
+    from nada_train.encoders.loading import save_encoder
+
+    _, network, decoder = narrow_encoder_file(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(
+        NadaError, match=r"its decoder .*base\.pt is in another folder; save the encoder beside"
+    ):
+        save_encoder(network, "e4e", torch.zeros(8, 32), decoder, tmp_path / "elsewhere" / "e.safetensors")
+    assert not list((tmp_path / "elsewhere").iterdir())

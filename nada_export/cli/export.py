@@ -82,7 +82,8 @@ def main(
     ),
     encoder: str = typer.Option(
         None,
-        help="A pSp, e4e or ReStyle checkpoint whose decoder is the base of every checkpoint exported: adds "
+        help="A pSp, e4e or ReStyle checkpoint (or a nada encoder, builtin:world) whose decoder is the base "
+        "of every checkpoint exported: adds "
         "its model encoder_<sha> (photo -> W+) and per generator NAME_edit (photo -> image in that domain).",
     ),
     encoder_steps: int = typer.Option(

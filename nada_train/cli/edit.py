@@ -42,7 +42,10 @@ def main(
     ),
     out: Path = typer.Option(Path("edits"), "--out", "-o", help="Output directory."),
     encoder: Path = typer.Option(
-        None, "--encoder", help="A pSp/e4e/ReStyle .pt whose decoder is the runs' base (read as data)."
+        None,
+        "--encoder",
+        help="A pSp/e4e/ReStyle .pt whose decoder is the runs' base (read as data), a nada encoder "
+        "(.safetensors), or builtin:world for the built-in world's runs.",
     ),
     encoder_steps: int = typer.Option(None, help="ReStyle's refinement steps (default 5)."),
     align: bool = typer.Option(

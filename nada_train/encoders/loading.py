@@ -254,6 +254,11 @@ def save_encoder(
     tensors = {f"encoder.{k}": v.detach().contiguous().cpu() for k, v in network.state_dict().items()}
     tensors["latent_avg"] = latent_avg.detach().float().contiguous().cpu()
     decoder = Path(decoder)
+    if decoder.resolve().parent != Path(path).resolve().parent:
+        raise NadaError(
+            f"encoder '{path}': its decoder {decoder} is in another folder; save the encoder beside it "
+            "(the file names its decoder by file name)"
+        )
     metadata = {
         "format": NADA_ENCODER_FORMAT,
         "opts": json.dumps(opts),
