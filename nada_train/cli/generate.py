@@ -42,11 +42,32 @@ def main(
         "--allow-pickle",
         help="Load a checkpoint holding arbitrary Python objects (runs code from the file).",
     ),
+    video: Path = typer.Option(
+        None,
+        help="Instead of PNGs, a latent walk through the seeds in order (slerp in z; first frame the first "
+        "seed's image, last the last's): a .mp4 (H.264) or .gif file.",
+    ),
+    frames: int = typer.Option(24, help="--video: frames from one seed to the next."),
+    fps: float = typer.Option(24.0, help="--video: frames per second."),
 ) -> None:
     check_noise(noise)  # refused before a large checkpoint is read
     check_render_precision(precision)
     seed_list = parse_seeds(seeds)
+    if video is not None:
+        from nada_train.video import check_video, walk_latents
+
+        walk_latents(seed_list, 1, frames)  # refusals before the checkpoint is read
+        check_video(video, fps)
     loaded = load_generator(checkpoint, device, allow_pickle=allow_pickle).to(device, precision)
+    if video is not None:
+        from nada_train.video import latent_walk, write_video
+
+        clip = latent_walk(loaded.generator, seed_list, frames, truncation, noise)
+        write_video(clip, video, fps)
+        print(
+            f"wrote {len(clip)} frames ({len(clip) / fps:.1f} s at {fps:g} fps) to {video} ({loaded.rendering})"
+        )
+        return
     images = loaded.generate(seed_list, truncation, noise)
     write_seed_images(images, seed_list, out, grid_png)
     print(f"wrote {len(images)} images to {out} ({loaded.rendering})")

@@ -75,9 +75,17 @@ def render(
     generator: StyleGenerator, seeds: list[int], truncation: float, noise: str = "const", batch: int = 8
 ) -> np.ndarray:
     """uint8 images [N, H, W, 3] of these seeds (NVlabs' z per seed): nada-generate's path."""
+    return render_z(
+        generator, torch.from_numpy(z_batch(seeds, generator.config.z_dim)), truncation, noise, batch
+    )
+
+
+def render_z(
+    generator: StyleGenerator, z_all: torch.Tensor, truncation: float, noise: str = "const", batch: int = 8
+) -> np.ndarray:
+    """uint8 images [N, H, W, 3] of latents z [N, z_dim], `batch` at a time."""
     check_noise(noise)
     device = next(generator.parameters()).device
-    z_all = torch.from_numpy(z_batch(seeds, generator.config.z_dim))
     out = []
     with torch.no_grad():
         for z in z_all.split(batch):
