@@ -5,6 +5,7 @@ exactly as nada-generate draws them."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,79 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def domain_walk(
+    generators: list[StyleGenerator | LoadedGenerator],
+    seeds: list[int],
+    frames_per_seed: int = 24,
+    truncation: float = 1.0,
+    noise: str = "const",
+) -> np.ndarray:
+    """The same walk drawn by each generator, side by side: frames [F, H, W * len(generators), 3]
+    (the domains of one base moving together)."""
+    walks = [latent_walk(g, seeds, frames_per_seed, truncation, noise) for g in generators]
+    if len({w.shape[1] for w in walks}) > 1:
+        sizes = ", ".join(f"{w.shape[1]} px" for w in walks)
+        raise FieldError(
+            f"{{checkpoints}}: the generators draw {sizes}; side by side they must be one height"
+        )
+    return np.concatenate(walks, axis=2)
+
+
+def morph_frames(
+    generators: list[StyleGenerator | LoadedGenerator],
+    seeds: list[int],
+    frames_per_domain: int = 24,
+    truncation: float = 1.0,
+    noise: str = "const",
+) -> np.ndarray:
+    """Frames [F, H, W * len(seeds), 3]: the seeds' images while the weights blend linearly from each
+    generator to the next (as the reference's videos blend whole networks); F = (len(generators) - 1)
+    * frames_per_domain + 1, the first frame the first generator's images, the last the last's. The
+    generators must share one architecture (domains of one base)."""
+    nets = [g.generator if isinstance(g, LoadedGenerator) else g for g in generators]
+    if len(nets) < 2:
+        raise FieldError(f"{{checkpoints}}: a morph needs at least 2 generators, got {len(nets)}")
+    if frames_per_domain < 1:
+        raise FieldError(f"{{frames}} {frames_per_domain}: at least 1 frame from one domain to the next")
+    states = [{k: v.detach() for k, v in g.state_dict().items()} for g in nets]
+    shapes = {k: v.shape for k, v in states[0].items()}
+    for i, s in enumerate(states[1:], 1):
+        if {k: v.shape for k, v in s.items()} != shapes or nets[i].config != nets[0].config:
+            raise FieldError(
+                f"{{checkpoints}}: generator {i + 1} is not of the first one's architecture; a morph blends "
+                "domains of one base"
+            )
+    for g in nets:  # truncation's centre, which is not in the state dict: known before blending
+        if not g.w_avg_known:
+            g.set_w_avg(None)
+    work = copy.deepcopy(nets[0]).eval()
+    z = torch.from_numpy(z_batch(seeds, work.config.z_dim))
+    frames = []
+    steps = [(i, k / frames_per_domain) for i in range(len(nets) - 1) for k in range(frames_per_domain)]
+    for i, t in [*steps, (len(nets) - 2, 1.0)]:
+        if t in (0.0, 1.0):  # the domains themselves, exactly
+            drawn = nets[i] if t == 0 else nets[i + 1]
+        else:
+            a, b = states[i], states[i + 1]
+            work.load_state_dict(
+                {k: torch.lerp(a[k], b[k], t) if a[k].is_floating_point() else a[k] for k in a}
+            )
+            work.set_w_avg(torch.lerp(nets[i].w_avg, nets[i + 1].w_avg, t))
+            drawn = work
+        frames.append(np.concatenate(list(render_z(drawn, z, truncation, noise)), axis=1))
+    return np.stack(frames)
+
+
+def timelapse(run_dir: str | Path, path: str | Path | None = None, fps: float = 4.0) -> Path:
+    """A run's sample grids (samples/step-*.png, in order) as one video, RUN/samples.mp4 by default:
+    the training as a time-lapse."""
+    from PIL import Image
+
+    run_dir = Path(run_dir)
+    grids = sorted((run_dir / "samples").glob("step-*.png"))
+    if not grids:
+        raise FieldError(f"{{run}} '{run_dir}': no sample grids (samples/step-*.png) to make a time-lapse of")
+    frames = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in grids])
+    return write_video(frames, path or run_dir / "samples.mp4", fps)

@@ -49,6 +49,9 @@ def test_train_then_generate_end_to_end(tmp_path, rosinality_ckpt, tiny_clip_spe
             str(out),
             "--n-sample",
             "3",
+            "--sample-every",
+            "2",
+            "--samples-video",
             "--quiet",
             "--device",
             "cpu",
@@ -60,11 +63,21 @@ def test_train_then_generate_end_to_end(tmp_path, rosinality_ckpt, tiny_clip_spe
         "generator.safetensors",
         "manifest.json",
         "samples",
+        "samples.mp4",
         "log.jsonl",
         "state",
     }
     grid = np.asarray(Image.open(out / "samples" / "step-000003.png"))
     assert grid.shape == (2 * 32 + 2, 3 * 32 + 4, 3)  # frozen row above adapted row, 3 columns
+    import av
+
+    with av.open(str(out / "samples.mp4")) as c:  # the time-lapse: a frame per grid, in order
+        lapse = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    grids = sorted((out / "samples").glob("step-*.png"))
+    assert [p.name for p in grids] == ["step-000000.png", "step-000002.png", "step-000003.png"]
+    assert len(lapse) == 3 and lapse[-1].shape == grid.shape
+    first = np.asarray(Image.open(grids[0])).astype(int)
+    assert np.abs(lapse[-1] - grid.astype(int)).mean() < np.abs(lapse[-1] - first).mean()  # the last grid
     for source, name in ((rosinality_ckpt, "base"), (out, "adapted")):
         r = run(
             [

@@ -8,7 +8,7 @@ from nada_core.errors import NadaError
 from nada_core.seeds import z_batch
 from nada_train.generator.inference import render
 from nada_train.images import psnr
-from nada_train.video import latent_walk, slerp, walk_latents, write_video
+from nada_train.video import domain_walk, latent_walk, morph_frames, slerp, walk_latents, write_video
 from tests.conftest import tiny_generator
 
 
@@ -100,3 +100,85 @@ def test_nada_generate_video_writes_the_walk(tmp_path):
         r.returncode == 2
         and r.stderr.strip() == "nada-generate: error: --seeds: a walk needs at least 2 seeds, got 1"
     )
+
+
+def test_domains_walk_side_by_side_and_morph_from_one_to_the_next():
+    """domain_walk: each generator's own walk in its column; morph_frames: the first generator's
+    images, then blended weights (the middle frame is the average network's drawing), then the
+    last generator's; a generator of another architecture is refused."""
+    from tests.conftest import adapted_copy
+
+    a = tiny_generator()
+    a.set_w_avg(None)
+    b = adapted_copy(a, 1)
+    b.set_w_avg(a.w_avg + 0.3)  # truncation's centre (not in the state dict) differs too: blended
+    grid = domain_walk([a, b], [0, 1], frames_per_seed=2, truncation=0.7)
+    assert grid.shape == (3, 32, 64, 3)
+    np.testing.assert_array_equal(grid[:, :, :32], latent_walk(a, [0, 1], 2, 0.7))
+    np.testing.assert_array_equal(grid[:, :, 32:], latent_walk(b, [0, 1], 2, 0.7))
+    frames = morph_frames([a, b], [3, 4], frames_per_domain=2, truncation=0.7)
+    assert frames.shape == (3, 32, 64, 3)
+    np.testing.assert_array_equal(frames[0], np.concatenate(list(render(a, [3, 4], 0.7)), axis=1))
+    np.testing.assert_array_equal(frames[-1], np.concatenate(list(render(b, [3, 4], 0.7)), axis=1))
+    middle = tiny_generator()
+    middle.load_state_dict({k: (v + b.state_dict()[k]) / 2 for k, v in a.state_dict().items()})
+    middle.set_w_avg((a.w_avg + b.w_avg) / 2)
+    want = np.concatenate(list(render(middle, [3, 4], 0.7)), axis=1)
+    assert np.abs(frames[1].astype(int) - want.astype(int)).max() <= 1
+    assert np.abs(frames[1].astype(int) - frames[0].astype(int)).max() > 5
+    with pytest.raises(NadaError, match=r"generator 2 is not of the first one's architecture"):
+        morph_frames([a, tiny_generator(size=16)], [3], 2)
+    with pytest.raises(
+        NadaError, match=r"the generators draw 32 px, 16 px; side by side they must be one height"
+    ):
+        domain_walk([a, tiny_generator(size=16)], [0, 1], 2)
+
+
+def test_nada_generate_puts_several_runs_in_one_video(tmp_path):
+    from nada_train.checkpoints import save_safetensors
+    from tests.conftest import adapted_copy
+    from tests.test_cli import run
+
+    a, b = tiny_generator(), adapted_copy(tiny_generator(), 2)
+    for name, g in (("a", a), ("b", b)):
+        save_safetensors(g, tmp_path / f"{name}.safetensors")
+    paths = [str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]
+    generate = ["nada_train.cli.generate", "nada-generate"]
+    r = run(
+        [*generate, *paths, "--seeds", "0-1", "--video", str(tmp_path / "m.gif"), "--morph", "--frames", "3"]
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"wrote 4 frames (0.2 s at 24 fps) to {tmp_path / 'm.gif'}")
+    r = run([*generate, *paths, "--seeds", "0-1", "--video", str(tmp_path / "g.gif"), "--frames", "3"])
+    assert r.returncode == 0 and r.stdout.startswith(
+        f"wrote 4 frames (0.2 s at 24 fps) to {tmp_path / 'g.gif'}"
+    )
+    r = run([*generate, *paths, "--seeds", "0-1", "--out", str(tmp_path / "pngs")])
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "nada-generate: error: CHECKPOINT: give one checkpoint for PNGs; several go into one --video"
+    )
+
+
+def test_a_runs_samples_become_a_time_lapse(tmp_path):
+    from PIL import Image
+
+    from nada_train.video import timelapse
+
+    (tmp_path / "samples").mkdir()
+    grids = np.random.RandomState(0).randint(0, 256, (3, 20, 30, 3)).astype(np.uint8)
+    for step, g in zip((0, 50, 100), grids):
+        Image.fromarray(np.repeat(np.repeat(g, 4, 0), 4, 1)).save(
+            tmp_path / "samples" / f"step-{step:06d}.png"
+        )
+    with pytest.raises(NadaError, match=r"no sample grids"):
+        timelapse(tmp_path / "elsewhere")
+    import av
+
+    with av.open(str(timelapse(tmp_path))) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 3 and frames[0].shape == (80, 120, 3)
+    firsts = [np.repeat(np.repeat(g, 4, 0), 4, 1) for g in grids]
+    assert all(
+        np.abs(f.astype(int) - g.astype(int)).mean() < np.abs(f.astype(int) - h.astype(int)).mean()
+        for f, g, h in zip(frames, firsts, firsts[1:] + firsts[:1])
+    )  # each frame its own grid, in order

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from nada_core.cli import run_app, typer_app
+from nada_core.errors import FieldError
 from nada_core.pngs import write_seed_images
 from nada_core.seeds import parse_seeds
 from nada_train.checkpoints import load_generator
@@ -21,8 +22,10 @@ app = typer_app(
 
 @app.command()
 def main(
-    checkpoint: str = typer.Argument(
-        ..., help="rosinality .pt, NVIDIA .pkl, nada .safetensors, a run directory, or random:SIZE."
+    checkpoint: list[str] = typer.Argument(
+        ...,
+        help="rosinality .pt, NVIDIA .pkl, nada .safetensors, a run directory, or random:SIZE; several (runs of "
+        "one base) with --video.",
     ),
     seeds: str = typer.Option("0-7", help="Seeds, e.g. 0-3,7."),
     truncation: float = typer.Option(1.0, help="Truncation psi (1 = none; 0.7 is common)."),
@@ -47,31 +50,47 @@ def main(
         help="Instead of PNGs, a latent walk through the seeds in order (slerp in z; first frame the first "
         "seed's image, last the last's): a .mp4 (H.264) or .gif file.",
     ),
-    frames: int = typer.Option(24, help="--video: frames from one seed to the next."),
+    frames: int = typer.Option(
+        24, help="--video: frames from one seed (or, --morph, one domain) to the next."
+    ),
     fps: float = typer.Option(24.0, help="--video: frames per second."),
+    morph: bool = typer.Option(
+        False,
+        "--morph",
+        help="--video with several runs: the seeds' images while the weights blend from each run to the next "
+        "(else the runs' walks side by side).",
+    ),
 ) -> None:
     check_noise(noise)  # refused before a large checkpoint is read
     check_render_precision(precision)
     seed_list = parse_seeds(seeds)
+    if video is None and len(checkpoint) > 1:
+        raise FieldError("{checkpoints}: give one checkpoint for PNGs; several go into one --video")
     if video is not None:
         from nada_train.video import check_video, walk_latents
 
-        walk_latents(seed_list, 1, frames)  # refusals before the checkpoint is read
+        if morph and len(checkpoint) < 2:
+            raise FieldError("{morph}: give two or more runs of one base to morph between")
+        if not morph:
+            walk_latents(seed_list, 1, frames)  # refusals before a checkpoint is read
         check_video(video, fps)
-    loaded = load_generator(checkpoint, device, allow_pickle=allow_pickle).to(device, precision)
+    loaded = [load_generator(c, device, allow_pickle=allow_pickle).to(device, precision) for c in checkpoint]
     if video is not None:
-        from nada_train.video import latent_walk, write_video
+        from nada_train.video import domain_walk, morph_frames, write_video
 
-        clip = latent_walk(loaded.generator, seed_list, frames, truncation, noise)
+        made = morph_frames if morph else domain_walk
+        clip = made([g.generator for g in loaded], seed_list, frames, truncation, noise)
         write_video(clip, video, fps)
         print(
-            f"wrote {len(clip)} frames ({len(clip) / fps:.1f} s at {fps:g} fps) to {video} ({loaded.rendering})"
+            f"wrote {len(clip)} frames ({len(clip) / fps:.1f} s at {fps:g} fps) to {video} "
+            f"({loaded[0].rendering})"
         )
         return
+    loaded = loaded[0]
     images = loaded.generate(seed_list, truncation, noise)
     write_seed_images(images, seed_list, out, grid_png)
     print(f"wrote {len(images)} images to {out} ({loaded.rendering})")
 
 
 def main_entry() -> None:
-    run_app(app, "nada-generate")
+    run_app(app, "nada-generate", {"checkpoints": "CHECKPOINT"})

@@ -160,6 +160,11 @@ def main(
         help="Load a checkpoint that holds arbitrary Python objects. Runs code from the file: only for files "
         "you trust.",
     ),
+    samples_video: bool = typer.Option(
+        False,
+        "--samples-video",
+        help="When training ends, also write RUN/samples.mp4: the sample grids in order, as a time-lapse.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     if eval_only is not None:
@@ -211,7 +216,7 @@ def main(
                 f"--resume continues a run with the settings it started with; {option_of(refused[0])} cannot "
                 "be given with it (only --iterations, a new total)"
             )
-        report(resume, resume_run(resume, iterations, progress=not quiet))
+        report(resume, resume_run(resume, iterations, progress=not quiet), samples_video)
         return
     wanted = [Target(t) for t in target] + (parse_targets_file(targets) if targets is not None else [])
     several = len(wanted) > 1 or targets is not None
@@ -234,10 +239,15 @@ def main(
         progress=not quiet,
         **settings,
     )
-    report(out, result)
+    report(out, result, samples_video)
 
 
-def report(out: Path, result: Run | list[Run]) -> None:
+def report(out: Path, result: Run | list[Run], samples_video: bool = False) -> None:
+    if samples_video:
+        from nada_train.video import timelapse
+
+        for run in result if isinstance(result, list) else [result]:
+            print(f"time-lapse of the samples: {timelapse(run.path)}")
     if isinstance(result, list):
         report_many(out)
         return
