@@ -1,7 +1,8 @@
-"""Videos of a generator: a latent walk through seeds in order (slerp between their z, so that every
-frame is a latent of the usual norm), written as mp4 (H.264 through PyAV, which brings its own
-ffmpeg from PyPI) or gif (Pillow). The first frame is the first seed's image, the last the last's,
-exactly as nada-generate draws them."""
+"""Videos of generators: a latent walk through seeds in order (slerp between their z, so that every
+frame is a latent of the usual norm; the first frame is the first seed's image, the last the last's,
+exactly as nada-generate draws them), the same walk by several domains side by side, a morph that
+blends weights from one domain to the next, and a run's sample grids as a time-lapse; written as
+mp4 (H.264 through PyAV, which brings its own ffmpeg from PyPI) or gif (Pillow)."""
 
 from __future__ import annotations
 
