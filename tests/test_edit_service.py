@@ -139,6 +139,14 @@ def test_nada_client_image_writes_each_photo_as_nada_edit_draws_it(
         f"nada-client: error: --image '{tmp_path / 'notes.png'}': not an image"
     )
     assert len(r.stderr.strip().splitlines()) == 1
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "me0.png").write_bytes((tmp_path / "me0.png").read_bytes())
+    twice = ["--image", str(tmp_path / "me0.png"), "--image", str(tmp_path / "other" / "me0.png")]
+    r = cli("nada_serve.cli.client", "--url", url, "--model", "a", *twice, "--out", str(tmp_path / "twice"))
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "nada-client: error: --image: two photos named 'me0' would both be written as me0.png"
+    )
+    assert not (tmp_path / "twice").exists()
 
 
 def test_a_model_without_an_edit_model_and_bad_photos_are_refused_in_one_line(server):

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from nada_core.cli import run_app, typer_app
+from nada_core.errors import FieldError
 from nada_core.pngs import grid, read_image, read_rgb, save_png, write_seed_images
 from nada_core.seeds import parse_seeds
 from nada_serve.client import GeneratorClient, generate_seeds_async, wait_until_ready
@@ -50,10 +51,14 @@ def main(
     ),
 ) -> None:
     if image:
+        stems = [p.stem for p in image]
+        twice = next((s for s in stems if stems.count(s) > 1), None)
+        if twice is not None:
+            raise FieldError(f"{{images}}: two photos named '{twice}' would both be written as {twice}.png")
         for p in image:  # every file checked before the server is asked anything
             read_rgb(p)
         if wait > 0:
-            wait_until_ready(url, f"{model}_edit", wait)
+            wait_until_ready(url, model if model.endswith("_edit") else f"{model}_edit", wait)
         with GeneratorClient(url, model) as client:
             # as nada-edit reads them: the centre square, at the encoder's side
             images = client.edit([read_image(p, client.photo_side()) for p in image])
