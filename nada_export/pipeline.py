@@ -108,28 +108,30 @@ def export(
     bar = tqdm(total=2 * len(loaded) + bool(inverter), disable=not progress, desc="export", unit="graph")
     with tempfile.TemporaryDirectory(prefix="nada-export-") as tmp:
         work = Path(tmp)
+
+        def exported_model(model: str, source, graph: str, description: str) -> ModelSpec:
+            """graph built from source into the work folder, checked, and served as `model`."""
+            bar.set_postfix_str(model)
+            file, exported = _export_one(built_by, source, graph, work / model, max_batch, precision, device)
+            report.files.append(exported)
+            tensors = graph_tensors(source.config, graph)
+            return ModelSpec(
+                model,
+                *tensors,
+                max_batch,
+                file=file,
+                runtime=built_by.runtime,
+                device=device,
+                description=description,
+            )
+
         encoder_manifest = {}
         if inverter is not None:
             e = inverter.encoder
             encoder_name = f"encoder_{e.sha256[:12]}"
-            bar.set_postfix_str(encoder_name)
-            file, exported = _export_one(
-                built_by, inverter, "encoder", work / encoder_name, max_batch, precision, device
-            )
-            report.files.append(exported)
+            words = f"{e.kind} encoder ({_steps_in_words(inverter)}): photo -> W+ codes of its decoder"
+            specs.append(exported_model(encoder_name, inverter, "encoder", f"{words}, {Path(e.path).name}"))
             bar.update(1)
-            specs.append(
-                ModelSpec(
-                    encoder_name,
-                    *graph_tensors(inverter.config, "encoder"),
-                    max_batch,
-                    file=file,
-                    runtime=built_by.runtime,
-                    device=device,
-                    description=f"{e.kind} encoder ({_steps_in_words(inverter)}): photo -> W+ codes of "
-                    f"its decoder, {Path(e.path).name}",
-                )
-            )
             encoder_manifest = {
                 "model": encoder_name,
                 "source": e.path,
@@ -146,40 +148,14 @@ def export(
                 return ModelSpec(model, *graph_tensors(c, graph), max_batch, **how)  # noqa: B023
 
             if fingerprint not in mappings:
-                bar.set_postfix_str(f"{mapping_name}")
-                file, exported = _export_one(
-                    built_by, g, "mapping", work / mapping_name, max_batch, precision, device
-                )
-                report.files.append(exported)
-                specs.append(
-                    served(
-                        mapping_name,
-                        "mapping",
-                        file=file,
-                        runtime=built_by.runtime,
-                        device=device,
-                        description="mapping network + truncation (shared by every generator of this base)",
-                    )
-                )
+                shared = "mapping network + truncation (shared by every generator of this base)"
+                specs.append(exported_model(mapping_name, g, "mapping", shared))
                 mappings[fingerprint] = mapping_name
             bar.update(1)
             synthesis_name = f"{name}_synthesis"
-            bar.set_postfix_str(synthesis_name)
-            file, exported = _export_one(
-                built_by, g, "synthesis", work / synthesis_name, max_batch, precision, device
-            )
-            report.files.append(exported)
+            inverted = f"{name}: W+ codes -> image (inverted real images, edits)"
+            specs.append(exported_model(synthesis_name, g, "synthesis", inverted))
             bar.update(1)
-            specs.append(
-                served(
-                    synthesis_name,
-                    "synthesis",
-                    file=file,
-                    runtime=built_by.runtime,
-                    device=device,
-                    description=f"{name}: W+ codes -> image (inverted real images, edits)",
-                )
-            )
             specs.append(
                 served(
                     name,
@@ -263,10 +239,10 @@ def _encoder_source(
     from nada_train.encoders.loading import LoadedEncoder, load_encoder
 
     encoder = encoder if isinstance(encoder, LoadedEncoder) else load_encoder(encoder)
-    why = None if steps is None else encoder.steps_refusal(steps)
+    steps = encoder.default_steps if steps is None else steps
+    why = encoder.steps_refusal(steps)
     if why:
         raise FieldError(f"{{encoder_steps}} {steps}: {why}")
-    steps = encoder.checked_steps(steps)
     for name, item in zip(names, loaded):
         base = item.base["sha256"] if item.base else item.sha256
         if base != encoder.generator.sha256:

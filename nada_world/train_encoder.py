@@ -32,6 +32,7 @@ from nada_train.checkpoints import load_generator
 from nada_train.encoders.heads import StyleEncoder
 from nada_train.encoders.loading import encoded, load_encoder, preprocess, save_encoder
 from nada_train.images import psnr, to_uint8
+from nada_train.projection import target_tensor
 from nada_world.models import (
     ENCODER_WEIGHTS,
     GENERATOR_WEIGHTS,
@@ -133,33 +134,38 @@ def evaluate_encoder(
     """On n fresh renders: the judge's shape and colour of each render kept by its reconstruction
     (and, per run, by the run's image of the same codes), the reconstruction's PSNR, and the run's
     target style rate on them. figure: rows of the first 8 renders, reconstructions, runs' images."""
+    from nada_world.base import check_style
+
     encoder = load_encoder(path)
     judge = load_judge(JUDGE_WEIGHTS)
     z = torch.randn(n, Z_DIM, generator=torch.Generator().manual_seed(seed))
     pixels, images, _ = renders_of(z)
     ws = torch.from_numpy(encoder.encode(pixels, batch=64))
-    base = encoder.generator
-    drawn = {"reconstruction": base.synthesize(ws)}
-    for r in runs:
-        drawn[r.name] = load_generator(r).synthesize(ws)
     seen = judge.predict(images)
-    out = {"n": n, "encoder": str(path)}
-    for name, pictures in drawn.items():
-        judged = judge.predict(torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 127.5 - 1)
-        kept = (judged["shape"] == seen["shape"]) & (judged["colour"] == seen["colour"])
-        out[name] = {"content_kept_rate": float(kept.mean())}
-        if name == "reconstruction":
-            out[name]["psnr_db"] = float(np.mean([psnr(a, b, 255.0) for a, b in zip(pictures, pixels)]))
-        else:
-            target = json.loads(
-                (Path(runs[[r.name for r in runs].index(name)]) / "manifest.json").read_text()
-            )
-            from nada_world.base import check_style
 
-            style = check_style(target["target"], "target")
-            out[name]["target_style_rate"] = float(np.mean(judged["style"] == style))
+    def judged(pictures: np.ndarray) -> tuple[dict, float]:
+        """The judge's verdicts on pictures, and the share keeping each render's shape and colour."""
+        verdict = judge.predict(target_tensor(pictures, pictures.shape[1:3], torch.device("cpu")))
+        kept = (verdict["shape"] == seen["shape"]) & (verdict["colour"] == seen["colour"])
+        return verdict, float(kept.mean())
+
+    reconstruction = encoder.generator.synthesize(ws)
+    out = {"n": n, "encoder": str(path)}
+    out["reconstruction"] = {
+        "content_kept_rate": judged(reconstruction)[1],
+        "psnr_db": float(np.mean([psnr(a, b, 255.0) for a, b in zip(reconstruction, pixels)])),
+    }
+    rows = [pixels[:8], reconstruction[:8]]
+    for r in runs:
+        pictures = load_generator(r).synthesize(ws)
+        verdict, kept = judged(pictures)
+        style = check_style(json.loads((Path(r) / "manifest.json").read_text())["target"], "target")
+        out[r.name] = {
+            "content_kept_rate": kept,
+            "target_style_rate": float(np.mean(verdict["style"] == style)),
+        }
+        rows.append(pictures[:8])
     if figure is not None:
-        rows = [pixels[:8], *(pictures[:8] for pictures in drawn.values())]
         save_png(grid(np.concatenate(rows).repeat(2, 1).repeat(2, 2), len(rows)), figure)
     return out
 
