@@ -36,6 +36,8 @@ _NAMES = {
     "load_encoder": ("nada_train.encoders.loading", "load_encoder"),
     "align_face": ("nada_train.alignment", "align_face"),
     "LoadedEncoder": ("nada_train.encoders.loading", "LoadedEncoder"),
+    "blend": ("nada_train.blending", "blend"),
+    "Domain": ("nada_train.domains", "Domain"),
     "latent_walk": ("nada_train.video", "latent_walk"),
     "write_video": ("nada_train.video", "write_video"),
     "export": ("nada_export.pipeline", "export"),

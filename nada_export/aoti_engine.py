@@ -7,6 +7,7 @@ package file that loads without Python model code. Parity-checked like every oth
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import warnings
@@ -33,7 +34,13 @@ def build_package(
     under a temporary name and renamed when complete."""
     # the synthesis at a reduced precision is the inference copy's mixed precision (fp32 styles,
     # demodulation and RGB sum); W+ codes arrive and images leave as the fp32 graph's
-    g = inference_copy(generator, graph_precision(kind, precision)) if kind != "encoder" else generator
+    at = graph_precision(kind, precision)
+    if kind == "encoder":
+        g = generator
+    elif kind == "domains":
+        g = dataclasses.replace(generator, generator=inference_copy(generator.generator, at))
+    else:
+        g = inference_copy(generator, at)
     module, inputs, dynamic = export_spec(g, kind, max_batch)
     module, inputs = module.to(device), tuple(t.to(device) for t in inputs)
     with torch.no_grad(), warnings.catch_warnings():

@@ -4,6 +4,7 @@ mapping:   z, truncation -> ws  (shared by every generator adapted from one base
            changes the mapping network or latent_avg)
 synthesis: ws -> image, uint8 RGB ready to encode
 encoder:   photo (uint8 RGB, 256x256) -> ws  (one per encoder file; its decoder is the base)
+domains:   ws, domain index -> image  (many lightweight domains of one base: each item in its own)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from nada_export.tensors import IO_NAMES, PHOTO_SIDE
+from nada_train.domains import Domain, DomainTable
 from nada_train.encoders.loading import LoadedEncoder, encoded
 from nada_train.generator import StyleGenerator
 from nada_train.images import to_uint8
@@ -72,12 +74,56 @@ class EncoderGraph(nn.Module):
         )
 
 
-GraphSource = StyleGenerator | EncoderSource  # what each kind's graph is built from
+@dataclass
+class DomainsSource:
+    """What the multi-domain graph is built from: the base and its lightweight domains, in index order."""
+
+    generator: StyleGenerator
+    domains: list[Domain]
+    names: list[str]
+
+    @property
+    def config(self):
+        return self.generator.config
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator.mapping(z)
+
+    def broadcast(self, w: torch.Tensor) -> torch.Tensor:
+        return self.generator.broadcast(w)
+
+    def truncate(self, w: torch.Tensor, truncation) -> torch.Tensor:
+        return self.generator.truncate(w, truncation)
+
+    def ws(self, z: torch.Tensor, truncation=1.0) -> torch.Tensor:
+        return self.generator.ws(z, truncation)
+
+
+class DomainsGraph(nn.Module):
+    """ws [N, n_latent, w_dim], domain INT32 [N, 1] -> images [N, H, W, 3]: one forward pass in which
+    every item's styles are edited by its own domain (gathered from the table, no loop over domains)."""
+
+    def __init__(self, source: DomainsSource):
+        super().__init__()
+        self.g = source.generator
+        self.table = DomainTable(source.domains)
+
+    def forward(self, ws: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        edits = self.table.edits(domain.reshape(-1).to(torch.int64))
+        return to_uint8(self.g.synthesis(ws, noise_mode="const", edits=edits))
+
+
+GraphSource = StyleGenerator | EncoderSource | DomainsSource  # what each kind's graph is built from
 
 # kind -> (graph, input names, output names)
 GRAPHS: dict[str, tuple[type[nn.Module], list[str], list[str]]] = {
     kind: (cls, *IO_NAMES[kind])
-    for kind, cls in (("mapping", MappingGraph), ("synthesis", SynthesisGraph), ("encoder", EncoderGraph))
+    for kind, cls in (
+        ("mapping", MappingGraph),
+        ("synthesis", SynthesisGraph),
+        ("encoder", EncoderGraph),
+        ("domains", DomainsGraph),
+    )
 }
 
 
@@ -110,6 +156,10 @@ def example_inputs(generator: GraphSource, kind: str, batch: int, seed: int = 0)
         w = generator.mapping(torch.randn(batch, c.z_dim, generator=gen))
         ws = generator.broadcast(generator.truncate(w, 0.7)).clone()
         ws += 0.05 * torch.randn(ws.shape, generator=gen)  # distinct codes per layer, as inverted images have
+    if kind == "domains":  # every domain in turn, from a random start
+        start = int(torch.randint(len(generator.domains), (1,), generator=gen))
+        index = (torch.arange(batch) + start) % len(generator.domains)
+        return {"ws": ws, "domain": index.to(torch.int32)[:, None]}
     return {"ws": ws}
 
 

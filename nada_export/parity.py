@@ -13,6 +13,7 @@ import torch
 from nada_core.errors import NadaError
 from nada_core.seeds import z_batch
 from nada_export.graphs import GRAPHS, GraphSource, example_inputs
+from nada_export.tensors import IMAGE_GRAPHS
 from nada_train.generator.inference import GATE_SEEDS, MIN_PSNR_DB
 from nada_train.images import psnr
 
@@ -46,10 +47,16 @@ def check_parity(
     module = cls(generator).eval()
     worst, worst_psnr, t0 = 0.0, math.inf, time.perf_counter()
     feeds = [example_inputs(generator, kind, b, seed=1000 + i) for i, b in enumerate(batches)]
-    if kind == "synthesis" and precision != "fp32":  # and the gate seeds' images, one at a time
+    if kind in IMAGE_GRAPHS and precision != "fp32":  # and the gate seeds' images, one at a time
         with torch.no_grad():
             ws = generator.ws(torch.from_numpy(z_batch(list(GATE_SEEDS), generator.config.z_dim)))
         feeds += [{"ws": w[None]} for w in ws]
+        if kind == "domains":  # in every domain
+            feeds = feeds[: len(batches)] + [
+                {"ws": f["ws"], "domain": torch.tensor([[d]], dtype=torch.int32)}
+                for f in feeds[len(batches) :]
+                for d in range(len(generator.domains))
+            ]
     for inputs in feeds:
         b = len(inputs[input_names[0]])
         with torch.no_grad():
@@ -60,10 +67,10 @@ def check_parity(
                 f"{kind}: exported model returned shape {got.shape} for batch {b}, PyTorch {want.shape}"
             )
         err = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max())
-        peak = 255.0 if kind == "synthesis" else float(np.abs(want).max() or 1.0)
+        peak = 255.0 if kind in IMAGE_GRAPHS else float(np.abs(want).max() or 1.0)
         worst, worst_psnr = max(worst, err), min(worst_psnr, psnr(got, want, peak))
     parity = Parity(kind, batches, worst, worst_psnr, time.perf_counter() - t0)
-    if kind == "synthesis":
+    if kind in IMAGE_GRAPHS:
         parity.passed = worst <= MAX_PIXEL_ERROR if precision == "fp32" else worst_psnr >= MIN_PSNR_DB
     else:
         parity.passed = worst <= MAX_WS_ERROR
@@ -71,7 +78,7 @@ def check_parity(
 
 
 def parity_limit(kind: str, precision: str = "fp32") -> str:
-    if kind != "synthesis":  # the mapping's and the encoder's W+ codes
+    if kind not in IMAGE_GRAPHS:  # the mapping's and the encoder's W+ codes
         return f"limit: {MAX_WS_ERROR} for ws"
     return (
         f"limit: {MAX_PIXEL_ERROR} level"

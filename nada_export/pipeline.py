@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from nada_export.engines import Engine, engine_for
-from nada_export.graphs import EncoderSource, mapping_fingerprint
+from nada_export.graphs import DomainsSource, EncoderSource, mapping_fingerprint
 from nada_export.parity import Parity
 from nada_export.tensors import graph_tensors
 from nada_export.triton_repo import BACKENDS, ModelSpec, ServeOptions, write_repository
 from nada_train.checkpoints import LoadedGenerator, load_generator
+from nada_train.domains import Domain
 
 if TYPE_CHECKING:
     from nada_train.encoders.loading import LoadedEncoder
@@ -67,6 +68,7 @@ def export(
     device: str = "auto",
     encoder: str | Path | LoadedEncoder | None = None,
     encoder_steps: int | None = None,
+    domains: str | None = None,
 ) -> ExportReport:
     """Export generators (checkpoints, run directories, Runs or loaded generators) into a Triton
     model repository: per base one mapping model (z, truncation -> W+), per generator a synthesis
@@ -76,7 +78,11 @@ def export(
     names: the served model names, in order (default: file or run folder name).
     encoder: a pSp/e4e/ReStyle checkpoint (or one loaded) whose decoder is every generator's base:
     adds its model encoder_<sha> (photo 256x256 -> W+, ReStyle's encoder_steps unrolled, default 5)
-    and per generator an ensemble NAME_edit (photo -> image in that domain)."""
+    and per generator an ensemble NAME_edit (photo -> image in that domain).
+    domains: a model name: the lightweight runs (nada-train --parametrization channels|styles) and
+    their base, if given, are served as one model of that name (z, truncation, domain index -> image;
+    NAME_synthesis: ws, domain -> image; NAME_edit with an encoder), each domain named by `names` (default
+    its run folder's name); full runs among the checkpoints are exported as separate models."""
     serve = serve or ServeOptions()
     checkpoints = [source_of(c) for c in checkpoints]
     built_by = _validate(checkpoints, engine, names, max_batch, precision, serve, device)
@@ -100,12 +106,20 @@ def export(
                 "encoder_)"
             )
     inverter = _encoder_source(encoder, encoder_steps, loaded, names)
+    shared = _domains_source(domains, loaded, names, serve) if domains is not None else None
+    if shared is not None:  # the rest are served each as its own model, as without --domains
+        joined = set(shared.names)
+        loaded, names = (
+            [g for g, n in zip(loaded, names) if n not in joined],
+            [n for n in names if n not in joined],
+        )
 
     report = ExportReport(Path(repository), [])
     specs: list[ModelSpec] = []
     manifest_models: dict[str, dict] = {}
     mappings: dict[str, str] = {}
-    bar = tqdm(total=2 * len(loaded) + bool(inverter), disable=not progress, desc="export", unit="graph")
+    graphs = 2 * len(loaded) + bool(inverter) + 2 * bool(shared)
+    bar = tqdm(total=graphs, disable=not progress, desc="export", unit="graph")
     with tempfile.TemporaryDirectory(prefix="nada-export-") as tmp:
         work = Path(tmp)
 
@@ -139,19 +153,47 @@ def export(
                 "steps": inverter.steps,
                 "sha256": e.sha256,
             }
+
+        def mapping_of(g) -> str:
+            """The mapping model of g's base, exported the first time a generator of it comes."""
+            fingerprint = mapping_fingerprint(g)
+            if fingerprint not in mappings:
+                words = "mapping network + truncation (shared by every generator of this base)"
+                specs.append(exported_model(f"mapping_{fingerprint}", g, "mapping", words))
+                mappings[fingerprint] = f"mapping_{fingerprint}"
+            bar.update(1)
+            return mappings[fingerprint]
+
+        if shared is not None:
+            mapping_name = mapping_of(shared.generator)
+            specs += _domains_models(
+                shared, domains, mapping_name, exported_model, max_batch, encoder_name if inverter else None
+            )
+            bar.update(1)
+            manifest_models[domains] = {
+                "kind": "domains",
+                "domains": shared.names,
+                "sources": [d.meta.get("source", "") for d in shared.domains],
+                "parametrizations": [d.parametrization for d in shared.domains],
+                "base_sha256": shared.domains[0].base_sha256,
+                "size": shared.config.size,
+                "z_dim": shared.config.z_dim,
+                "n_latent": shared.config.n_latent,
+                "mapping": mapping_name,
+                "synthesis": f"{domains}_synthesis",
+                "engine": engine,
+                "precision": precision,
+                **({"device": device} if built_by.built_for_device else {}),
+                **({"edit": f"{domains}_edit"} if inverter is not None else {}),
+            }
+            report.models.append(domains)
         for name, item in zip(names, loaded):
             g, c = item.generator, item.generator.config
-            fingerprint = mapping_fingerprint(g)
-            mapping_name = f"mapping_{fingerprint}"
 
             def served(model: str, graph: str, **how) -> ModelSpec:
                 return ModelSpec(model, *graph_tensors(c, graph), max_batch, **how)  # noqa: B023
 
-            if fingerprint not in mappings:
-                shared = "mapping network + truncation (shared by every generator of this base)"
-                specs.append(exported_model(mapping_name, g, "mapping", shared))
-                mappings[fingerprint] = mapping_name
-            bar.update(1)
+            mapping_name = mapping_of(g)
             synthesis_name = f"{name}_synthesis"
             inverted = f"{name}: W+ codes -> image (inverted real images, edits)"
             specs.append(exported_model(synthesis_name, g, "synthesis", inverted))
@@ -226,6 +268,92 @@ def source_of(item) -> str:
     raise FieldError(
         f"{{checkpoints}}: cannot export a {type(item).__name__}; give a path, a Run or a loaded generator"
     )
+
+
+def _domains_source(
+    model: str, loaded: list[LoadedGenerator], names: list[str], serve: ServeOptions
+) -> DomainsSource:
+    """The multi-domain model's parts: the lightweight runs among `loaded` and their base (where it is
+    one of them, as domain 'its name' with nothing changed), refused in one line where they do not fit."""
+    if not NAME_RE.match(model) or model.startswith(("mapping_", "encoder_")) or model in names:
+        raise FieldError(
+            f"{{domains}} '{model}': name the model with lowercase letters, digits, _ and - (not starting with "
+            "mapping_ or encoder_, and not a checkpoint's name)"
+        )
+    if serve.backend == "native":
+        raise FieldError(
+            "{domains}: a multi-domain model refuses a wrong domain per request in nada's python model; drop "
+            "{backend} native"
+        )
+    light = [(n, g) for n, g in zip(names, loaded) if g.domain is not None]
+    if not light:
+        raise FieldError(
+            f"{{domains}} {model}: none of the checkpoints is a lightweight run; train them with nada-train "
+            "--parametrization channels or styles"
+        )
+    base_sha = light[0][1].domain.base_sha256
+    for n, g in light:
+        if g.domain.base_sha256 != base_sha:
+            raise FieldError(
+                f"{{domains}} {model}: '{n}' ({g.source}) was trained from another base than "
+                f"'{light[0][0]}'; one model serves domains of one base"
+            )
+    bases = [(n, g) for n, g in zip(names, loaded) if g.base is None and g.sha256 == base_sha]
+    base = bases[0][1] if bases else load_generator(light[0][1].base["path"], "cpu")
+    if base.sha256 != base_sha:
+        raise FieldError(
+            f"{{domains}} {model}: the base '{base.source}' changed since the runs were trained (sha256 "
+            "differs); restore it"
+        )
+    members, domains = [], []
+    for n, g in zip(names, loaded):
+        if g.domain is not None or (g.base is None and g.sha256 == base_sha):
+            d = g.domain if g.domain is not None else Domain.zeros(base.generator, "channels", base_sha)
+            d.meta = {**d.meta, "source": g.source}
+            members.append(n)
+            domains.append(d)
+    return DomainsSource(base.generator, domains, members)
+
+
+def _domains_models(
+    source: DomainsSource, model: str, mapping: str, exported_model, max_batch: int, encoder: str | None
+) -> list[ModelSpec]:
+    """The multi-domain synthesis (built and checked) and its ensembles: MODEL (z, truncation, domain)
+    and, with an encoder, MODEL_edit (photo, domain). Each carries the domain names, which the client
+    reads to take a name and the python model to refuse an index out of range."""
+    listed = {"domains": ",".join(source.names)}
+    synthesis = f"{model}_synthesis"
+    words = f"{model}: W+ codes, domain -> image, domains {', '.join(source.names)} (index 0..{len(source.names) - 1})"
+    built = exported_model(synthesis, source, "domains", words)
+    built.parameters = listed
+    draw = {"model": synthesis, "inputs": {"ws": "ws", "domain": "domain"}, "outputs": {"image": "image"}}
+    specs = [
+        built,
+        ModelSpec(
+            model,
+            *graph_tensors(source.config, "domains_generator"),
+            max_batch,
+            steps=[
+                {"model": mapping, "inputs": {"z": "z", "truncation": "truncation"}, "outputs": {"ws": "ws"}},
+                draw,
+            ],
+            description=f"{model}: z, truncation, domain -> image ({mapping} then {synthesis})",
+            parameters=listed,
+        ),
+    ]
+    if encoder is not None:
+        specs.append(
+            ModelSpec(
+                f"{model}_edit",
+                *graph_tensors(source.config, "domains_edit"),
+                max_batch,
+                steps=[{"model": encoder, "inputs": {"photo": "photo"}, "outputs": {"ws": "ws"}}, draw],
+                description=f"{model}: a photo (RGB, resized to 256x256), domain -> it in that domain "
+                f"({encoder} then {synthesis})",
+                parameters=listed,
+            )
+        )
+    return specs
 
 
 def _encoder_source(

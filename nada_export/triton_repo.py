@@ -59,6 +59,9 @@ class ModelSpec:
     device: str = "cpu"  # what a runtime built for one device was built for: cpu | cuda
     steps: list[dict] = field(default_factory=list)  # ensemble steps
     description: str = ""
+    parameters: dict[str, str] = field(
+        default_factory=dict
+    )  # config parameters (a multi-domain model's names)
 
 
 @dataclass
@@ -104,6 +107,7 @@ def config_pbtxt(spec: ModelSpec, opts: ServeOptions) -> str:
             maps += "".join(f' output_map {{ key: "{k}" value: "{v}" }}' for k, v in s["outputs"].items())
             steps.append(f'    {{ model_name: "{s["model"]}" model_version: -1{maps} }}')
         lines.append("ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}")
+        lines += _parameter_lines(spec.parameters)
         return "\n".join(lines) + "\n"
     lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {opts.queue_delay_us} }}")
     lines.append(f"instance_group [ {{ count: {opts.instance_count} kind: {_instance_kind(spec, opts)} }} ]")
@@ -115,11 +119,15 @@ def config_pbtxt(spec: ModelSpec, opts: ServeOptions) -> str:
             "threads": str(opts.threads),
             **({"device": spec.device} if RUNTIMES[spec.runtime].built_for_device else {}),
         }
-        for k, v in params.items():
-            lines.append(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}')
+        lines += _parameter_lines({**params, **spec.parameters})
     else:
         lines.append(f'default_model_filename: "{model_filename(spec, opts)}"')
+        lines += _parameter_lines(spec.parameters)
     return "\n".join(lines) + "\n"
+
+
+def _parameter_lines(params: dict[str, str]) -> list[str]:
+    return [f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items()]
 
 
 def write_model(spec: ModelSpec, root: Path, opts: ServeOptions) -> None:

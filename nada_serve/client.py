@@ -31,6 +31,39 @@ class ServedModel:
         self.output_dims = [int(d) for d in config["output"][0]["dims"]]
         if not {"z", "ws", "photo"} & set(self.inputs):
             raise NadaError(f"model '{self.name}' takes neither z, ws nor photo; is it a nada generator?")
+        listed = config.get("parameters", {}).get("domains", {}).get("string_value", "")
+        self.domains = [d for d in listed.split(",") if d]  # a multi-domain model's names, by index
+
+    def domain_input(self, module, domain, n: int):
+        """The `domain` input of n items (a name or index for all, or one per item), or None for a model
+        of one domain; names not served here refused in one line."""
+        if "domain" not in self.inputs:
+            if domain is not None:
+                raise FieldError(
+                    f"{{domain}} {domain}: model '{self.name}' draws one domain; ask a multi-domain model "
+                    "(nada-export --domains)"
+                )
+            return None
+        if domain is None:
+            raise FieldError(
+                f"{{domain}}: model '{self.name}' draws several domains; name one of {', '.join(self.domains)}"
+            )
+        items = [domain] * n if isinstance(domain, (str, int, np.integer)) else list(domain)
+        if len(items) != n:
+            raise FieldError(f"{{domain}}: {len(items)} domains for {n} images; give one, or one per image")
+        index = np.empty((n, 1), np.int32)
+        for k, d in enumerate(items):
+            if isinstance(d, str) and not d.lstrip("-").isdigit():
+                if d not in self.domains:
+                    raise FieldError(
+                        f"{{domain}} '{d}': model '{self.name}' serves {', '.join(self.domains)}; name one of them"
+                    )
+                index[k] = self.domains.index(d)
+            else:
+                index[k] = int(d)
+        x = module.InferInput("domain", list(index.shape), "INT32")
+        x.set_data_from_numpy(index)
+        return x
 
     @property
     def z_dim(self) -> int:
@@ -41,13 +74,19 @@ def _requests(n: int, max_batch: int) -> list[slice]:
     return [slice(i, min(i + max_batch, n)) for i in range(0, n, max_batch)]
 
 
-def _inputs(module, model: ServedModel, z: np.ndarray, truncation: float):
+def _inputs(module, model: ServedModel, z: np.ndarray, truncation: float, domain=None):
     t = np.full((len(z), 1), truncation, np.float32)
     a = module.InferInput("z", list(z.shape), "FP32")
     a.set_data_from_numpy(np.ascontiguousarray(z, np.float32))
     b = module.InferInput("truncation", list(t.shape), "FP32")
     b.set_data_from_numpy(t)
-    return [a, b], [module.InferRequestedOutput(model.output)]
+    d = model.domain_input(module, domain, len(z))
+    return [a, b] + ([d] if d is not None else []), [module.InferRequestedOutput(model.output)]
+
+
+def _part(domain, part: slice):
+    """The domains of one request's items: one for all, or the slice of a per-item list."""
+    return domain if domain is None or isinstance(domain, (str, int, np.integer)) else list(domain)[part]
 
 
 class SharedImages:
@@ -116,26 +155,35 @@ class GeneratorClient:
             raise NadaError(f"{model.name}: {_message(exc)}") from None
         return shared.read(result, model.output) if shared is not None else result.as_numpy(model.output)
 
-    def generate(self, z: np.ndarray, truncation: float = 1.0) -> np.ndarray:
+    def generate(self, z, truncation: float = 1.0, domain=None) -> np.ndarray:
+        """Images of z [N, z_dim] (float), or of seeds (a list or range of ints, as generate_seeds).
+        domain: for a multi-domain model, a domain's name or index for every image, or one per image."""
+        z = np.asarray(z)
+        if z.ndim == 1 and np.issubdtype(z.dtype, np.integer):
+            z = z_batch([int(s) for s in z], self.model.z_dim)
         out = []
         for part in _requests(len(z), self.model.max_batch):
-            inputs, outputs = _inputs(self.grpc, self.model, z[part], truncation)
+            inputs, outputs = _inputs(self.grpc, self.model, z[part], truncation, _part(domain, part))
             out.append(self._infer(inputs, outputs, len(z[part])))
         return np.concatenate(out)
 
-    def generate_seeds(self, seeds: list[int], truncation: float = 1.0) -> np.ndarray:
-        return self.generate(z_batch(seeds, self.model.z_dim), truncation)
+    def generate_seeds(self, seeds: list[int], truncation: float = 1.0, domain=None) -> np.ndarray:
+        return self.generate(z_batch(seeds, self.model.z_dim), truncation, domain)
 
-    def synthesize(self, ws: np.ndarray) -> np.ndarray:
-        """For NAME_synthesis models: W+ codes [N, n_latent, w_dim] -> images."""
+    def synthesize(self, ws: np.ndarray, domain=None) -> np.ndarray:
+        """For NAME_synthesis models: W+ codes [N, n_latent, w_dim] -> images (domain: as generate's)."""
         out = []
         for part in _requests(len(ws), self.model.max_batch):
             x = self.grpc.InferInput("ws", list(ws[part].shape), "FP32")
             x.set_data_from_numpy(np.ascontiguousarray(ws[part], np.float32))
-            out.append(self._infer([x], [self.grpc.InferRequestedOutput(self.model.output)], len(ws[part])))
+            d = self.model.domain_input(self.grpc, _part(domain, part), len(ws[part]))
+            inputs = [x] + ([d] if d is not None else [])
+            out.append(
+                self._infer(inputs, [self.grpc.InferRequestedOutput(self.model.output)], len(ws[part]))
+            )
         return np.concatenate(out)
 
-    def edit(self, images) -> np.ndarray:
+    def edit(self, images, domain=None) -> np.ndarray:
         """Your photos (uint8 [N, H, W, 3], or a list of [H, W, 3] of any sizes; faces aligned already,
         nada.align_face) in this generator's domain: uint8 [N, H, W, 3]. Each is resized to the
         encoder's input as nada-edit resizes it, then sent to NAME_edit (nada-export --encoder)."""
@@ -145,8 +193,11 @@ class GeneratorClient:
         for part in _requests(len(photos), editor.max_batch):
             x = self.grpc.InferInput("photo", list(photos[part].shape), "UINT8")
             x.set_data_from_numpy(np.ascontiguousarray(photos[part]))
+            d = editor.domain_input(self.grpc, _part(domain, part), len(photos[part]))
             requested = [self.grpc.InferRequestedOutput(editor.output)]
-            out.append(self._infer([x], requested, len(photos[part]), editor))
+            out.append(
+                self._infer([x] + ([d] if d is not None else []), requested, len(photos[part]), editor)
+            )
         return np.concatenate(out)
 
     def photo_side(self) -> int:
@@ -189,8 +240,10 @@ async def generate_seeds_async(
     truncation: float = 1.0,
     batch: int | None = None,
     concurrency: int = 4,
+    domain=None,
 ) -> np.ndarray:
-    """Seeds split into requests of `batch` (default: the model's max), `concurrency` in flight."""
+    """Seeds split into requests of `batch` (default: the model's max), `concurrency` in flight;
+    domain: a multi-domain model's domain (name or index) for every seed, or one per seed."""
     import tritonclient.grpc.aio as aioclient
 
     client = aioclient.InferenceServerClient(url)
@@ -205,7 +258,7 @@ async def generate_seeds_async(
 
         async def one(part: slice) -> np.ndarray:
             async with gate:
-                inputs, outputs = _inputs(aioclient, served, z[part], truncation)
+                inputs, outputs = _inputs(aioclient, served, z[part], truncation, _part(domain, part))
                 result = await client.infer(served.name, inputs, outputs=outputs)
                 return result.as_numpy(served.output)
 

@@ -5,7 +5,9 @@ where the server runs. On a GPU instance onnxruntime uses its TensorRT and CUDA 
 installed onnxruntime has them (onnxruntime-gpu: pip install 'nada[gpu]').
 
 Parameters (config.pbtxt): runtime = onnxruntime | tensorrt | aoti, model_file, check_finite = 1|0,
-threads (intra-op threads, 0 = default), device (aoti: cpu | cuda, what the package was built for).
+threads (intra-op threads, 0 = default), device (aoti: cpu | cuda, what the package was built for),
+domains (a multi-domain model: its domain names in index order, comma-separated; a request whose
+`domain` is not one of their indices is refused alone, the rest of the batch is drawn).
 """
 
 import json
@@ -67,6 +69,18 @@ class TritonPythonModel:
             self.run = _OnnxRuntime(path, threads, want_gpu)
         self.output_name = config["output"][0]["name"]
         self.check_finite = params.get("check_finite", "1") == "1"
+        self.domains = [d for d in params.get("domains", "").split(",") if d]
+
+    def wrong_domain(self, arrays):
+        """Why a request's domain indices cannot be drawn here, or None."""
+        if not self.domains or "domain" not in arrays:
+            return None
+        index = arrays["domain"]
+        wrong = index[(index < 0) | (index >= len(self.domains))]
+        if not wrong.size:
+            return None
+        names = ", ".join(f"{k} {n}" for k, n in enumerate(self.domains))
+        return f"domain {int(wrong[0])} is not served by this model; its domains are {names}"
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -74,10 +88,10 @@ class TritonPythonModel:
         for i, request in enumerate(requests):
             arrays = {n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names}
             bad = [n for n, a in arrays.items() if self.check_finite and not np.isfinite(a).all()]
-            if bad:
+            refusal = f"input '{bad[0]}' contains NaN or infinity" if bad else self.wrong_domain(arrays)
+            if refusal:
                 responses[i] = pb_utils.InferenceResponse(
-                    output_tensors=[],
-                    error=pb_utils.TritonError(f"input '{bad[0]}' contains NaN or infinity"),
+                    output_tensors=[], error=pb_utils.TritonError(refusal)
                 )
                 continue
             for n, a in arrays.items():

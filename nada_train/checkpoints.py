@@ -31,6 +31,7 @@ from nada_core.fileio import atomic_path, sha256_file
 from nada_core.seeds import parse_seeds, z_batch
 from nada_train.bases import BUILTIN_PREFIX, named_base
 from nada_train.devices import resolve_device
+from nada_train.domains import RUN_DOMAIN, Domain, bake, load_domain
 from nada_train.generator import (
     AnyConfig,
     Generator,
@@ -42,7 +43,7 @@ from nada_train.generator import (
 from nada_train.images import to_uint8
 from nada_train.nvidia_pickle import load_nvidia_generator
 
-RUN_GENERATOR = "generator.safetensors"
+RUN_GENERATOR = "generator.safetensors"  # a lightweight run has domains.RUN_DOMAIN instead
 RUN_MANIFEST = "manifest.json"
 LATENT_AVG_KEY = "latent_avg"
 
@@ -61,6 +62,7 @@ class LoadedGenerator:
     sha256: str | None  # of the weights file, for the manifest
     base: dict | None = None  # for run directories: the base checkpoint the run started from
     rendering: str = "fp32"  # how it renders: its precision, and the gate's verdict where one ran
+    domain: Domain | None = None  # a lightweight run's domain (drawn by `generator`, its base baked)
 
     @property
     def config(self) -> AnyConfig:
@@ -280,6 +282,8 @@ def _load_safetensors(path: Path) -> LoadedGenerator:
 
 def _load_run_dir(path: Path) -> LoadedGenerator:
     weights, manifest_path = path / RUN_GENERATOR, path / RUN_MANIFEST
+    if (path / RUN_DOMAIN).exists() and manifest_path.exists():
+        return _load_domain_run(path)
     if not weights.exists() or not manifest_path.exists():
         raise NadaError(
             f"run directory '{path}': needs {RUN_GENERATOR} and {RUN_MANIFEST}; is it a finished or saved "
@@ -288,6 +292,27 @@ def _load_run_dir(path: Path) -> LoadedGenerator:
     loaded = _load_safetensors(weights)
     manifest = json.loads(manifest_path.read_text())
     return LoadedGenerator(loaded.generator, str(path), "run", loaded.sha256, base=manifest.get("base"))
+
+
+def _load_domain_run(path: Path) -> LoadedGenerator:
+    """A lightweight run: its base (as the manifest names it, checked by sha256) with the domain baked in."""
+    domain, _ = load_domain(path / RUN_DOMAIN)
+    manifest = json.loads((path / RUN_MANIFEST).read_text())
+    base = load_generator(manifest["base"]["path"], "cpu")
+    if domain.base_sha256 and base.sha256 != domain.base_sha256:
+        raise NadaError(
+            f"run directory '{path}': its base '{base.source}' changed since the run was trained (sha256 "
+            "differs); restore the base to draw this domain"
+        )
+    domain.base_sha256 = base.sha256
+    return LoadedGenerator(
+        bake(base.generator, domain),
+        str(path),
+        "run",
+        sha256_file(path / RUN_DOMAIN),
+        base=manifest.get("base"),
+        domain=domain,
+    )
 
 
 def save_safetensors(

@@ -12,6 +12,7 @@ from nada_train.checkpoints import LoadedGenerator, load_generator
 from nada_train.clip import load_clip
 from nada_train.compiled import check_compile
 from nada_train.devices import resolve_device
+from nada_train.domains import DomainGenerator
 from nada_train.losses import ClipGuide, load_style_images
 from nada_train.options import TrainOptions
 from nada_train.run_dir import RunDir
@@ -81,7 +82,7 @@ def make_trainer(
         guide.set_image_target(source, style.to(device))
     else:
         guide.set_text_target(opts.source, opts.target, opts.templates)
-    trainer = Trainer(opts, run, base, copy.deepcopy(base.generator), guide, device, frozen_memo)
+    trainer = Trainer(opts, run, base, trained_copy(base, opts.parametrization), guide, device, frozen_memo)
     if resume:
         try:
             trainer.load_state(state)
@@ -92,3 +93,11 @@ def make_trainer(
             ) from None
         run.truncate_log(trainer.iteration)
     return trainer
+
+
+def trained_copy(base: LoadedGenerator, parametrization: str):
+    """G_train: a copy of the base's network (full), or a lightweight domain of the base itself, which
+    stays frozen and is shared with G_frozen (channels, styles)."""
+    if parametrization == "full":
+        return copy.deepcopy(base.generator)
+    return DomainGenerator(base.generator, parametrization)

@@ -47,7 +47,7 @@ def advance(trainer: Trainer, bar: tqdm, callback: Callback | None = None) -> No
         trainer.write_samples()
     if trainer.iteration % opts.save_every == 0:
         trainer.save("finished" if done else "running")
-        run.save_snapshot(trainer.g_train, trainer.iteration)
+        run.save_snapshot(trainer.g_train, trainer.iteration, trainer.base.sha256)
     elif done:
         trainer.save("finished")
     if callback is not None:

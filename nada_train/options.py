@@ -12,6 +12,7 @@ from nada_core.errors import FieldError
 from nada_train.bases import BUILTIN_PREFIX, BuiltinBase, base_owning, default_base, named_base
 from nada_train.clip import ClipSpec, parse_clip_spec
 from nada_train.compiled import COMPILE_CHOICES
+from nada_train.domains import PARAMETRIZATIONS
 from nada_train.layer_selection import LAYER_CHOICES
 
 PRECISIONS = ("fp32", "bf16")  # of a training step: fp32, or bf16 autocast
@@ -31,6 +32,9 @@ class TrainOptions:
     batch: int = 2
     lr: float = 0.002
     layers: str = "auto"
+    # what a run trains: full (the whole synthesis network, the paper's), channels or styles (a
+    # lightweight domain of the frozen base: nada_train.domains)
+    parametrization: str = "full"
     auto_layer_k: int | None = None
     auto_layer_iters: int = 1
     auto_layer_batch: int = 8
@@ -74,6 +78,10 @@ class TrainOptions:
                     f"{{source}} and {{target}} are both '{self.source}'; the direction between them is zero, "
                     "name a different target"
                 )
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise FieldError(
+                f"{{parametrization}} '{self.parametrization}': choose one of {', '.join(PARAMETRIZATIONS)}"
+            )
         if self.layers not in LAYER_CHOICES:
             raise FieldError(f"{{layers}} '{self.layers}': choose one of {', '.join(LAYER_CHOICES)}")
         for name, value, low in (

@@ -2,9 +2,11 @@
 nada-export read back.
 
   generator.safetensors  the adapted generator (with manifest.json, all that is needed downstream)
+  domain.safetensors     instead, for a lightweight run (channels, styles): its parameters only
   manifest.json          base checkpoint + sha256, texts, CLIP models, layers, arguments, progress
   samples/step-NNNNNN.png  frozen row above adapted row, same latents every time
   snapshots/generator-NNNNNN.safetensors  the adapted generator every --save-every iterations
+                         (domain-NNNNNN.safetensors for a lightweight run)
   log.jsonl              one line per step
   state/resume.pt        G_train, optimizer and RNG state for --resume, one file written at once
                          (tensors only, loaded weights_only)
@@ -23,6 +25,7 @@ from nada_core import __version__
 from nada_core.errors import FieldError
 from nada_core.fileio import append_jsonl, atomic_path, write_json
 from nada_train.checkpoints import RUN_GENERATOR, RUN_MANIFEST, save_safetensors
+from nada_train.domains import RUN_DOMAIN, DomainGenerator, save_domain
 from nada_train.generator import StyleGenerator
 
 MANIFEST_FORMAT = "nada-run/1"
@@ -33,6 +36,7 @@ class RunDir:
         self.path = Path(path)
 
     generator_path = property(lambda self: self.path / RUN_GENERATOR)
+    domain_path = property(lambda self: self.path / RUN_DOMAIN)
     manifest_path = property(lambda self: self.path / RUN_MANIFEST)
     state_path = property(lambda self: self.path / "state" / "resume.pt")
     log_path = property(lambda self: self.path / "log.jsonl")
@@ -69,10 +73,10 @@ class RunDir:
             )
         return manifest
 
-    def save(self, generator: StyleGenerator, state: dict, manifest: dict) -> None:
+    def save(self, generator: StyleGenerator | DomainGenerator, state: dict, manifest: dict) -> None:
         """Weights, then resume state, then manifest: the manifest only ever names saved files."""
-        save_safetensors(
-            generator, self.generator_path, {"iterations_done": str(manifest["iterations_done"])}
+        self._save_weights(
+            generator, self.path, "", manifest["iterations_done"], manifest["base"].get("sha256")
         )
         self.state_path.parent.mkdir(exist_ok=True)
         with atomic_path(self.state_path) as tmp:
@@ -82,11 +86,24 @@ class RunDir:
         manifest["format"] = MANIFEST_FORMAT
         write_json(self.manifest_path, manifest)
 
-    def save_snapshot(self, generator: StyleGenerator, iteration: int) -> Path:
+    def save_snapshot(
+        self, generator: StyleGenerator | DomainGenerator, iteration: int, base_sha256: str | None = None
+    ) -> Path:
         """A numbered copy of the generator (the reference's save_interval checkpoints): loadable by
-        nada-generate and nada-export like any .safetensors generator."""
-        path = self.snapshots_dir / f"generator-{iteration:06d}.safetensors"
-        save_safetensors(generator, path, {"iterations_done": str(iteration)})
+        nada-generate and nada-export like any .safetensors generator; a lightweight run's domain."""
+        return self._save_weights(generator, self.snapshots_dir, f"-{iteration:06d}", iteration, base_sha256)
+
+    @staticmethod
+    def _save_weights(generator, folder: Path, suffix: str, iteration: int, base_sha256: str | None) -> Path:
+        meta = {"iterations_done": str(iteration)}
+        if isinstance(generator, DomainGenerator):
+            path = folder / f"{Path(RUN_DOMAIN).stem}{suffix}.safetensors"
+            domain = generator.domain()
+            domain.base_sha256 = base_sha256
+            save_domain(domain, path, generator.config.to_dict(), meta)
+        else:
+            path = folder / f"{Path(RUN_GENERATOR).stem}{suffix}.safetensors"
+            save_safetensors(generator, path, meta)
         return path
 
     def load_state(self) -> dict:

@@ -285,6 +285,7 @@ def manifest_for(trainer: Trainer, status: str) -> dict:
         "target": o.target,
         "target_images": o.target_images,
         "clip": [m.describe() for m in trainer.guide.models],
+        "parametrization": o.parametrization,
         "layers": o.layers
         if o.layers != "auto"
         else {"auto": {"k": trainer.auto_k, "iters": o.auto_layer_iters, "batch": o.auto_layer_batch}},

@@ -89,6 +89,13 @@ def main(
     encoder_steps: int = typer.Option(
         None, help="ReStyle encoders: refinement steps built into the served encoder (default 5)."
     ),
+    domains: str = typer.Option(
+        None,
+        help="NAME: serve the lightweight runs among the checkpoints (nada-train --parametrization channels|"
+        "styles), and their base where it is given, as one model NAME that draws each item in its own domain "
+        "(z, truncation, domain -> image; domains named after their run folders, or --name). Full runs are "
+        "exported beside it as their own models.",
+    ),
     allow_pickle: bool = typer.Option(
         EXPORT["allow_pickle"],
         "--allow-pickle",
@@ -135,6 +142,7 @@ def main(
         device=device,
         encoder=encoder,
         encoder_steps=encoder_steps,
+        domains=domains,
     )
     for f in report.files:
         print(

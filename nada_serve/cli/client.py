@@ -36,6 +36,10 @@ def main(
         help="A photo to draw in the model's domain (repeatable): written as OUT/NAME.png; --seeds unused.",
     ),
     truncation: float = typer.Option(1.0, help="Truncation psi."),
+    domain: str = typer.Option(
+        None,
+        help="A multi-domain model's domain (nada-export --domains): its name (a run folder's) or index.",
+    ),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="Output directory."),
     batch: int = typer.Option(0, help="Seeds per request (0 = the model's max batch)."),
     concurrency: int = typer.Option(4, help="Requests in flight."),
@@ -61,7 +65,7 @@ def main(
             wait_until_ready(url, model if model.endswith("_edit") else f"{model}_edit", wait)
         with GeneratorClient(url, model) as client:
             # as nada-edit reads them: the centre square, at the encoder's side
-            images = client.edit([read_image(p, client.photo_side()) for p in image])
+            images = client.edit([read_image(p, client.photo_side()) for p in image], domain)
         out.mkdir(parents=True, exist_ok=True)
         for path, picture in zip(image, images):
             save_png(picture, out / f"{path.stem}.png")
@@ -74,10 +78,10 @@ def main(
         wait_until_ready(url, model, wait)
     if shared_memory:
         with GeneratorClient(url, model, shared_memory=True) as client:
-            images = client.generate_seeds(seed_list, truncation)
+            images = client.generate_seeds(seed_list, truncation, domain)
     else:
         images = asyncio.run(
-            generate_seeds_async(url, model, seed_list, truncation, batch or None, concurrency)
+            generate_seeds_async(url, model, seed_list, truncation, batch or None, concurrency, domain)
         )
     write_seed_images(images, seed_list, out, grid_png)
     print(f"wrote {len(images)} images to {out}")

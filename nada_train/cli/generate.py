@@ -10,6 +10,8 @@ from nada_core.cli import run_app, typer_app
 from nada_core.errors import FieldError
 from nada_core.pngs import write_seed_images
 from nada_core.seeds import parse_seeds
+from nada_train.blending import blend as blend_runs
+from nada_train.blending import parse_blend
 from nada_train.checkpoints import load_generator
 from nada_train.generator.inference import check_noise, check_render_precision
 
@@ -54,6 +56,17 @@ def main(
         24, help="--video: frames from one seed (or, --morph, one domain) to the next."
     ),
     fps: float = typer.Option(24.0, help="--video: frames per second."),
+    blend: list[str] = typer.Option(
+        [],
+        "--blend",
+        help="RUN:WEIGHT (repeatable): mix another run of the same base into the domain, e.g. --blend "
+        "runs/neon:0.5 draws half of each (cross-domain interpolation).",
+    ),
+    strength: float = typer.Option(
+        1.0,
+        help="How strongly the domain (after --blend) is applied to its base: 0 = the base, 1 = the domain, "
+        "beyond 1 = exaggerated.",
+    ),
     morph: bool = typer.Option(
         False,
         "--morph",
@@ -74,7 +87,13 @@ def main(
         if not morph:
             walk_latents(seed_list, 1, frames)  # refusals before a checkpoint is read
         check_video(video, fps)
-    loaded = [load_generator(c, device, allow_pickle=allow_pickle).to(device, precision) for c in checkpoint]
+    if (blend or strength != 1.0) and len(checkpoint) > 1:
+        raise FieldError("{blend}/{strength} apply to one run; give one checkpoint with them")
+    mix = [parse_blend(b) for b in blend]  # refused before a checkpoint is read
+    loaded = [load_generator(c, "cpu", allow_pickle=allow_pickle) for c in checkpoint]
+    if mix or strength != 1.0:
+        loaded = [blend_runs(loaded[0], mix, strength)]
+    loaded = [g.to(device, precision) for g in loaded]
     if video is not None:
         from nada_train.video import domain_walk, morph_frames, write_video
 
@@ -93,4 +112,4 @@ def main(
 
 
 def main_entry() -> None:
-    run_app(app, "nada-generate", {"checkpoints": "CHECKPOINT"})
+    run_app(app, "nada-generate", {"checkpoints": "CHECKPOINT", "blend": "--blend", "strength": "--strength"})

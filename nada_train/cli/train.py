@@ -24,7 +24,7 @@ app = typer_app(
     "Without --generator: the built-in base (the built-in world: a 64-px generator of shapes trained on "
     "photos "
     "only, with its own small CLIP) is adapted to its default target and judged: OUT/metrics.json.\n\n"
-    "Writes OUT/generator.safetensors, manifest.json, samples/ (frozen row above adapted row), log.jsonl. "
+    "Writes OUT/generator.safetensors (a lightweight run: OUT/domain.safetensors), manifest.json, samples/ (frozen row above adapted row), log.jsonl. "
     "Ctrl-C (or SIGTERM) saves a resumable state; continue with --resume OUT."
 )
 
@@ -83,6 +83,13 @@ def main(
         None,
         help="Which layers learn: auto (adaptive selection each step), all, texture or shape (default "
         f"{D['layers']}).",
+    ),
+    parametrization: str | None = typer.Option(
+        None,
+        help="What the run trains: full (the whole synthesis network, the paper's), channels (a multiplier per "
+        "input channel of each convolution, HyperDomainNet) or styles (an offset of each layer's style, "
+        "StyleDomain). channels and styles keep the base frozen and write only their parameters, "
+        f"OUT/domain.safetensors, a few KB (default {D['parametrization']}).",
     ),
     auto_layer_k: int | None = typer.Option(
         None, help="W+ codes chosen per step with --layers auto (default 2/3 of them)."
@@ -175,6 +182,7 @@ def main(
         batch=batch,
         lr=lr,
         layers=layers,
+        parametrization=parametrization,
         auto_layer_k=auto_layer_k,
         auto_layer_iters=auto_layer_iters,
         auto_layer_batch=auto_layer_batch,
@@ -251,7 +259,8 @@ def report(out: Path, result: Run | list[Run], samples_video: bool = False) -> N
     if isinstance(result, list):
         report_many(out)
         return
-    print(f"done: {result.path}/generator.safetensors  (samples in {result.path}/samples)")
+    weights = result.dir.domain_path if result.dir.domain_path.exists() else result.dir.generator_path
+    print(f"done: {weights}  (samples in {result.path}/samples)")
     if result.metrics is not None:
         print_metrics(result.metrics)
 

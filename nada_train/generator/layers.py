@@ -4,6 +4,7 @@ checkpoints load strictly; the arithmetic is plain PyTorch (no compiled ops) and
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,22 @@ def upfirdn2d(
 
 
 REDUCED_DTYPES = (torch.float16, torch.bfloat16)  # weights in these take the reduced form
+
+
+class LayerEdit(NamedTuple):
+    """A lightweight domain's change of one layer's style (nada_train.domains): style * scale + shift.
+    Each [in_channel] (one domain for the whole batch) or [batch, in_channel] (a domain per item);
+    None leaves that part alone."""
+
+    scale: torch.Tensor | None = None
+    shift: torch.Tensor | None = None
+
+    def apply(self, style: torch.Tensor) -> torch.Tensor:
+        if self.scale is not None:
+            style = style * self.scale
+        if self.shift is not None:
+            style = style + self.shift
+        return style
 
 
 class Blur(nn.Module):
@@ -128,9 +145,14 @@ class ModulatedConv2d(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.in_channel}, {self.out_channel}, k={self.kernel_size}, upsample={self.upsample}"
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, fused: bool = False, edit: LayerEdit | None = None
+    ) -> torch.Tensor:
+        """edit: a lightweight domain's change of this layer's style (None: the layer as trained)."""
         assert x.ndim == 4 and x.shape[1] == self.in_channel, (tuple(x.shape), self.in_channel)
         style = self.modulation(w)  # [batch, in_channel]
+        if edit is not None:
+            style = edit.apply(style)
         weight = self.weight[0] * self.scale  # [out, in, k, k]
         reduced = weight.dtype in REDUCED_DTYPES
         if fused:
@@ -217,9 +239,14 @@ class StyledConv(nn.Module):
         self.clamp = clamp
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None, fused: bool = False
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        noise: torch.Tensor | None,
+        fused: bool = False,
+        edit: LayerEdit | None = None,
     ) -> torch.Tensor:
-        out = self.activate(self.noise(self.conv(x, w, fused), noise))
+        out = self.activate(self.noise(self.conv(x, w, fused, edit), noise))
         return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
 
 
@@ -251,10 +278,15 @@ class ToRGB(nn.Module):
         self.clamp = clamp
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None, fused: bool = False
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        skip: torch.Tensor | None = None,
+        fused: bool = False,
+        edit: LayerEdit | None = None,
     ) -> torch.Tensor:
         # the inference copy keeps the RGB sum in fp32
-        out = self.conv(x, w, fused).to(self.bias.dtype) + self.bias
+        out = self.conv(x, w, fused, edit).to(self.bias.dtype) + self.bias
         if self.clamp is not None:  # this layer's own output, before the skip is added (NVIDIA's order)
             out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:

@@ -7,6 +7,7 @@ checkpoints load with strict=True and adapted generators can be written back in 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Literal
 
@@ -14,7 +15,14 @@ import torch
 from torch import nn
 
 from nada_train.generator.config import GeneratorConfig
-from nada_train.generator.layers import ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB
+from nada_train.generator.layers import (
+    ConstantInput,
+    EqualLinear,
+    LayerEdit,
+    PixelNorm,
+    StyledConv,
+    ToRGB,
+)
 
 NoiseMode = Literal["const", "random", "none"]
 
@@ -165,22 +173,36 @@ class Generator(StyleGenerator):
         raise ValueError(f"noise mode must be const, random or none, got {mode!r}")
 
     def synthesis(
-        self, ws: torch.Tensor, noise_mode: NoiseMode = "const", fused: bool = False
+        self,
+        ws: torch.Tensor,
+        noise_mode: NoiseMode = "const",
+        fused: bool = False,
+        edits: Mapping[str, LayerEdit] | None = None,
     ) -> torch.Tensor:
         """W+ codes [batch, n_latent, style_dim] -> image [batch, 3, H, W] in about [-1, 1] (size x size,
-        or the config's crop box). fused: grouped modulated convolutions (training on GPUs)."""
+        or the config's crop box). fused: grouped modulated convolutions (training on GPUs). edits: a
+        lightweight domain, by layer name (modulated_layers; nada_train.domains)."""
         assert ws.ndim == 3 and ws.shape[1:] == (self.n_latent, self.config.style_dim), tuple(ws.shape)
+        edit = (edits or {}).get
         noise = self._noise(noise_mode, ws)
         x = self.input(ws)
-        x = self.conv1(x, ws[:, 0], noise[0], fused)
-        rgb = self.to_rgb1(x, ws[:, 1], fused=fused)
+        x = self.conv1(x, ws[:, 0], noise[0], fused, edit("conv1"))
+        rgb = self.to_rgb1(x, ws[:, 1], fused=fused, edit=edit("to_rgb1"))
         code = 1
         for j, to_rgb in enumerate(self.to_rgbs):
-            x = self.convs[2 * j](x, ws[:, code], noise[1 + 2 * j], fused)
-            x = self.convs[2 * j + 1](x, ws[:, code + 1], noise[2 + 2 * j], fused)
-            rgb = to_rgb(x, ws[:, code + 2], rgb, fused)
+            up, same = 2 * j, 2 * j + 1
+            x = self.convs[up](x, ws[:, code], noise[1 + up], fused, edit(f"convs.{up}"))
+            x = self.convs[same](x, ws[:, code + 1], noise[1 + same], fused, edit(f"convs.{same}"))
+            rgb = to_rgb(x, ws[:, code + 2], rgb, fused, edit(f"to_rgbs.{j}"))
             code += 2
         return self.crop(rgb)
+
+    def modulated_layers(self) -> dict[str, int]:
+        """Every layer whose convolution a style modulates, by module name, with its style's width
+        (input channels): what a lightweight domain changes."""
+        names = ["conv1", "to_rgb1"] + [f"convs.{i}" for i in range(len(self.convs))]
+        names += [f"to_rgbs.{j}" for j in range(len(self.to_rgbs))]
+        return {n: self.get_submodule(n).conv.in_channel for n in names}
 
     # ---- which layers a W+ code drives -------------------------------------------------------
     def layers_of_code(self, code: int, include_torgb: bool = False) -> list[str]:
