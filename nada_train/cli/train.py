@@ -24,7 +24,8 @@ app = typer_app(
     "Without --generator: the built-in base (the built-in world: a 64-px generator of shapes trained on "
     "photos "
     "only, with its own small CLIP) is adapted to its default target and judged: OUT/metrics.json.\n\n"
-    "Writes OUT/generator.safetensors (a lightweight run: OUT/domain.safetensors), manifest.json, samples/ (frozen row above adapted row), log.jsonl. "
+    "Writes OUT/generator.safetensors (a lightweight run: OUT/domain.safetensors), manifest.json, "
+    "samples/ (frozen row above adapted row), log.jsonl. "
     "Ctrl-C (or SIGTERM) saves a resumable state; continue with --resume OUT."
 )
 
