@@ -8,6 +8,11 @@ says (the models it has READY, and how many instances each python-backend model'
 with the stub processes alive under it; a model short of a process is unloaded at once (readiness
 says not ready until the reload has finished) and loaded again. Nothing is remembered from an earlier
 look, so a process that dies at any time, in the first second of serving too, is found.
+
+It also loads what a later nada-export changed in the repository (a domain added to a multi-domain
+model, a new generator): each look compares every model folder's files (names, sizes, times) with the
+last look's, and loads the models whose files changed, composing models before ensembles, while the
+others keep serving.
 """
 
 from __future__ import annotations
@@ -71,6 +76,24 @@ def python_instances(config: dict) -> int:
     )
 
 
+def repository_files(repository: Path) -> dict[str, tuple]:
+    """Each model folder of the repository (one with a config.pbtxt) -> its files' names, sizes and
+    modification times: what a new export changes (the models it keeps are copied with their times)."""
+    out = {}
+    for folder in sorted(p for p in Path(repository).iterdir() if (p / "config.pbtxt").is_file()):
+        files = []
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                stat = path.stat()
+                files.append((str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns))
+        out[folder.name] = tuple(files)
+    return out
+
+
+def is_ensemble(folder: Path) -> bool:
+    return 'platform: "ensemble"' in (folder / "config.pbtxt").read_text()
+
+
 class Supervisor:
     """Watches `server`: `check` once, every `interval` seconds (nada-serve's loop)."""
 
@@ -93,6 +116,7 @@ class Supervisor:
             str, int
         ] = {}  # model -> stub processes its config asks for (configs do not change while served)
         self.restarts: list[float] = []
+        self.files: dict[str, tuple] = {}  # model -> its folder's files at the last look (none: first look)
 
     def _client(self):
         import tritonclient.grpc as grpcclient
@@ -128,6 +152,7 @@ class Supervisor:
             index = self._index(client)
             for model in self.short_of_processes(client, index):
                 self.reload(model)
+            self.load_changed(client)
             for model in sorted(m["name"] for m in index if m.get("state") == "UNAVAILABLE"):
                 t0 = time.monotonic()
                 self._load(client, model, t0 + self.start_timeout)
@@ -138,6 +163,21 @@ class Supervisor:
             if not self._server_gone(within=5.0):
                 raise
             self.restart_server()
+
+    def load_changed(self, client) -> None:
+        """Load the models whose folders a new export changed or added since the last look."""
+        try:
+            found = repository_files(self.server.repository)
+        except OSError:  # a folder gone between listing and reading: an export's swap; the next look sees it
+            return
+        changed = sorted(n for n, f in found.items() if self.files and self.files.get(n) != f)
+        self.files = found
+        # composing models first: an ensemble is checked against its members when it loads
+        for model in sorted(changed, key=lambda n: is_ensemble(self.server.repository / n)):
+            t0 = time.monotonic()
+            self.instances.pop(model, None)  # its config may ask for other instances now
+            self._load(client, model, t0 + self.start_timeout)
+            self._event(model, "a new export changed it in the repository", "loaded", time.monotonic() - t0)
 
     def _server_gone(self, within: float) -> bool:
         try:

@@ -2,6 +2,8 @@
 which models it reloads, from what Triton says and the processes alive; when it gives up."""
 
 import subprocess
+import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -108,6 +110,7 @@ def watched(monkeypatch, client: Client, live: list[str], process: Process | Non
         wait_ready=lambda timeout: None,
         start=lambda timeout: None,
         errors=lambda: "E server log line",
+        repository=Path(tempfile.mkdtemp(prefix="nada-supervised-")),
     )
     monkeypatch.setattr(
         module,
