@@ -572,6 +572,7 @@ def test_manifest_records_the_run(tmp_path, rosinality_ckpt, tiny_clip_spec):
                 "quick_gelu": False,
             }
         ],
+        "parametrization": "full",
         "layers": {"auto": {"k": 3, "iters": 1, "batch": 2}},
         "arguments": opts.to_json(),
         "nada_version": "0.1.0",
