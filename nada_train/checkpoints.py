@@ -13,9 +13,7 @@ import argparse
 import copy
 import dataclasses
 import json
-import os
 import pickle
-import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from nada_core.errors import FieldError, NadaError
 from nada_core.fileio import atomic_path, sha256_file
@@ -42,6 +38,7 @@ from nada_train.generator import (
 )
 from nada_train.images import to_uint8
 from nada_train.nvidia_pickle import load_nvidia_generator
+from nada_train.tensor_files import read_safetensors, write_safetensors
 
 RUN_GENERATOR = "generator.safetensors"  # a lightweight run has domains.RUN_DOMAIN instead
 RUN_MANIFEST = "manifest.json"
@@ -269,12 +266,7 @@ def generator_from_state(
 
 
 def _load_safetensors(path: Path) -> LoadedGenerator:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types
-        raise NadaError(f"generator '{path}': not a readable safetensors file ({exc})") from None
+    meta, state = read_safetensors(path, "generator")
     config = config_from_dict(json.loads(meta["nada_config"])) if "nada_config" in meta else None
     generator = generator_from_state(state, state.get(LATENT_AVG_KEY), str(path), config)
     return LoadedGenerator(generator, str(path), "safetensors", sha256_file(path))
@@ -327,14 +319,7 @@ def save_safetensors(
         "format": f"nada-{generator.config.architecture}",
     }
     meta.update(extra_metadata or {})
-    with atomic_path(path) as tmp:
-        try:
-            save_file(state, str(tmp), metadata=meta)
-        except Exception as exc:  # safetensors reports I/O failures as its own error, "... (os error N)"
-            code = re.search(r"os error (\d+)", str(exc))
-            if code is None:
-                raise
-            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+    write_safetensors(state, path, meta)
 
 
 def save_rosinality(generator: StyleGenerator, path: str | Path) -> None:

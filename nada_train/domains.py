@@ -24,14 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from nada_core.errors import FieldError, NadaError
-from nada_core.fileio import atomic_path
 from nada_train.generator import Generator, StyleGenerator
 from nada_train.generator.layers import LayerEdit
+from nada_train.tensor_files import read_safetensors, write_safetensors
 
 PARAMETRIZATIONS = ("full", "channels", "styles")
 LIGHTWEIGHT = ("channels", "styles")
@@ -236,18 +234,12 @@ def save_domain(
         "nada_config": json.dumps(config),
         **(extra_metadata or {}),
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    write_safetensors(tensors, path, meta)
 
 
 def load_domain(path: str | Path) -> tuple[Domain, dict]:
     """A domain file -> (Domain, the base's config as a dict)."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises its own error types
-        raise NadaError(f"domain '{path}': not a readable safetensors file ({exc})") from None
+    meta, tensors = read_safetensors(path, "domain")
     if meta.get("format") != DOMAIN_FORMAT or meta.get("parametrization") not in LIGHTWEIGHT:
         raise NadaError(f"domain '{path}': not a nada domain file (format {meta.get('format')!r})")
     part = "shift" if meta["parametrization"] == "styles" else "scale"

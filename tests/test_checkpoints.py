@@ -404,7 +404,7 @@ def test_a_disk_error_while_saving_is_an_oserror_naming_the_file(tmp_path, monke
     import errno
     import os
 
-    import nada_train.checkpoints as ckpt
+    import nada_train.tensor_files as ckpt  # where every safetensors write goes through save_file
 
     def full_disk(*a, **k):
         raise RuntimeError(

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from nada_core.errors import NadaError
-from nada_core.fileio import atomic_path, sha256_file
+from nada_core.fileio import sha256_file
 from nada_core.pngs import encoder_photos
 from nada_train.bases import BUILTIN_PREFIX
 from nada_train.checkpoints import (
@@ -245,7 +245,7 @@ def save_encoder(
 ) -> None:
     """An encoder trained here, as safetensors (written atomically), its decoder named beside it
     (the same folder); extra_metadata: what its trainer measured, how it was made."""
-    from safetensors.torch import save_file
+    from nada_train.tensor_files import write_safetensors
 
     encoder_type = next(t for t, (k, *_) in ENCODER_TYPES.items() if k == kind)
     opts = {"encoder_type": encoder_type, "start_from_latent_avg": True}
@@ -266,8 +266,7 @@ def save_encoder(
         "decoder_sha256": sha256_file(decoder),
         **(extra_metadata or {}),
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_safetensors(tensors, path, metadata)
 
 
 def read_nada_encoder(path: Path) -> tuple[dict, LoadedGenerator]:
