@@ -16,7 +16,7 @@ from nada_export.graphs import DomainsSource, EncoderSource, mapping_fingerprint
 from nada_export.parity import Parity
 from nada_export.tensors import graph_tensors
 from nada_export.triton_repo import BACKENDS, ModelSpec, ServeOptions, write_repository
-from nada_train.checkpoints import LoadedGenerator, load_generator
+from nada_train.checkpoints import LoadedGenerator, load_generator, load_run_base
 from nada_train.domains import Domain
 
 if TYPE_CHECKING:
@@ -298,21 +298,19 @@ def _domains_source(
                 f"{{domains}} {model}: '{n}' ({g.source}) was trained from another base than "
                 f"'{light[0][0]}'; one model serves domains of one base"
             )
-    bases = [(n, g) for n, g in zip(names, loaded) if g.base is None and g.sha256 == base_sha]
-    base = bases[0][1] if bases else load_generator(light[0][1].base["path"], "cpu")
-    if base.sha256 != base_sha:
-        raise FieldError(
-            f"{{domains}} {model}: the base '{base.source}' changed since the runs were trained (sha256 "
-            "differs); restore it"
-        )
-    members, domains = [], []
-    for n, g in zip(names, loaded):
-        if g.domain is not None or (g.base is None and g.sha256 == base_sha):
-            d = g.domain if g.domain is not None else Domain.zeros(base.generator, "channels", base_sha)
-            d.meta = {**d.meta, "source": g.source}
-            members.append(n)
-            domains.append(d)
-    return DomainsSource(base.generator, domains, members)
+    members = [
+        (n, g)
+        for n, g in zip(names, loaded)
+        if g.domain is not None or (g.base is None and g.sha256 == base_sha)  # a run of it, or the base
+    ]
+    given = [g for _, g in members if g.domain is None]  # the base itself, named among the checkpoints
+    base = given[0] if given else load_run_base(light[0][1].source, light[0][1].base, base_sha)
+    domains = []
+    for _, g in members:
+        d = g.domain if g.domain is not None else Domain.zeros(base.generator, "channels", base_sha)
+        d.meta = {**d.meta, "source": g.source}
+        domains.append(d)
+    return DomainsSource(base.generator, domains, [n for n, _ in members])
 
 
 def _domains_models(

@@ -15,10 +15,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from nada_core.errors import FieldError
-from nada_train.checkpoints import LoadedGenerator, load_generator
+from nada_train.checkpoints import LoadedGenerator, load_generator, load_run_base
 from nada_train.domains import bake, combine
 
 RunLike = str | Path | LoadedGenerator
@@ -103,14 +101,7 @@ def _base_of(items: list[LoadedGenerator]) -> LoadedGenerator:
     for i in items:
         if i.base is None:
             return i
-    first = items[0]
-    base = load_generator(first.base["path"], "cpu")
-    if first.base.get("sha256") and base.sha256 != first.base["sha256"]:
-        raise FieldError(
-            f"{{blend}}: the base '{first.base['path']}' changed since '{first.source}' was trained (sha256 "
-            "differs); restore it to blend"
-        )
-    with torch.no_grad():
-        if not base.generator.w_avg_known:
-            base.generator.set_w_avg(None)
+    base = load_run_base(items[0].source, items[0].base)
+    if not base.generator.w_avg_known:  # truncation's centre, which a full blend copies
+        base.generator.set_w_avg(None)
     return base

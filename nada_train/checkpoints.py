@@ -286,16 +286,24 @@ def _load_run_dir(path: Path) -> LoadedGenerator:
     return LoadedGenerator(loaded.generator, str(path), "run", loaded.sha256, base=manifest.get("base"))
 
 
+def load_run_base(run: str | Path, record: dict, sha256: str | None = None) -> LoadedGenerator:
+    """The base a run was trained from, as its manifest's record names it (on the CPU); refused in one
+    line when the file's sha256 is no longer `sha256` (default: the one the record holds)."""
+    base = load_generator(record["path"], "cpu")
+    want = sha256 or record.get("sha256")
+    if want and base.sha256 != want:
+        raise NadaError(
+            f"run directory '{run}': its base '{base.source}' changed since the run was trained (sha256 "
+            "differs); restore the base to draw this domain"
+        )
+    return base
+
+
 def _load_domain_run(path: Path) -> LoadedGenerator:
     """A lightweight run: its base (as the manifest names it, checked by sha256) with the domain baked in."""
     domain, _ = load_domain(path / RUN_DOMAIN)
     manifest = json.loads((path / RUN_MANIFEST).read_text())
-    base = load_generator(manifest["base"]["path"], "cpu")
-    if domain.base_sha256 and base.sha256 != domain.base_sha256:
-        raise NadaError(
-            f"run directory '{path}': its base '{base.source}' changed since the run was trained (sha256 "
-            "differs); restore the base to draw this domain"
-        )
+    base = load_run_base(path, manifest["base"], domain.base_sha256)
     domain.base_sha256 = base.sha256
     return LoadedGenerator(
         bake(base.generator, domain),
