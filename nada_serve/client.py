@@ -34,16 +34,16 @@ class ServedModel:
         listed = config.get("parameters", {}).get("domains", {}).get("string_value", "")
         self.domains = [d for d in listed.split(",") if d]  # a multi-domain model's names, by index
 
-    def domain_input(self, module, domain, n: int):
-        """The `domain` input of n items (a name or index for all, or one per item), or None for a model
-        of one domain; names not served here refused in one line."""
+    def domain_inputs(self, module, domain, n: int) -> list:
+        """The `domain` input of n items (a name or index for all, or one per item) as a list of one, or
+        no input for a model of one domain; names not served here refused in one line."""
         if "domain" not in self.inputs:
             if domain is not None:
                 raise FieldError(
                     f"{{domain}} {domain}: model '{self.name}' draws one domain; ask a multi-domain model "
                     "(nada-export --domains)"
                 )
-            return None
+            return []
         if domain is None:
             raise FieldError(
                 f"{{domain}}: model '{self.name}' draws several domains; name one of {', '.join(self.domains)}"
@@ -63,7 +63,7 @@ class ServedModel:
                 index[k] = int(d)
         x = module.InferInput("domain", list(index.shape), "INT32")
         x.set_data_from_numpy(index)
-        return x
+        return [x]
 
     @property
     def z_dim(self) -> int:
@@ -80,8 +80,7 @@ def _inputs(module, model: ServedModel, z: np.ndarray, truncation: float, domain
     a.set_data_from_numpy(np.ascontiguousarray(z, np.float32))
     b = module.InferInput("truncation", list(t.shape), "FP32")
     b.set_data_from_numpy(t)
-    d = model.domain_input(module, domain, len(z))
-    return [a, b] + ([d] if d is not None else []), [module.InferRequestedOutput(model.output)]
+    return [a, b] + model.domain_inputs(module, domain, len(z)), [module.InferRequestedOutput(model.output)]
 
 
 def _part(domain, part: slice):
@@ -176,8 +175,7 @@ class GeneratorClient:
         for part in _requests(len(ws), self.model.max_batch):
             x = self.grpc.InferInput("ws", list(ws[part].shape), "FP32")
             x.set_data_from_numpy(np.ascontiguousarray(ws[part], np.float32))
-            d = self.model.domain_input(self.grpc, _part(domain, part), len(ws[part]))
-            inputs = [x] + ([d] if d is not None else [])
+            inputs = [x] + self.model.domain_inputs(self.grpc, _part(domain, part), len(ws[part]))
             out.append(
                 self._infer(inputs, [self.grpc.InferRequestedOutput(self.model.output)], len(ws[part]))
             )
@@ -193,11 +191,9 @@ class GeneratorClient:
         for part in _requests(len(photos), editor.max_batch):
             x = self.grpc.InferInput("photo", list(photos[part].shape), "UINT8")
             x.set_data_from_numpy(np.ascontiguousarray(photos[part]))
-            d = editor.domain_input(self.grpc, _part(domain, part), len(photos[part]))
+            inputs = [x] + editor.domain_inputs(self.grpc, _part(domain, part), len(photos[part]))
             requested = [self.grpc.InferRequestedOutput(editor.output)]
-            out.append(
-                self._infer([x] + ([d] if d is not None else []), requested, len(photos[part]), editor)
-            )
+            out.append(self._infer(inputs, requested, len(photos[part]), editor))
         return np.concatenate(out)
 
     def photo_side(self) -> int:
