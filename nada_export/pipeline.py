@@ -154,6 +154,20 @@ def export(
                 "sha256": e.sha256,
             }
 
+        def served_record(model: str, c, mapping: str) -> dict:
+            """What the manifest says of every served generator model: its shapes, graphs and build."""
+            return {
+                "size": c.size,
+                "z_dim": c.z_dim,
+                "n_latent": c.n_latent,
+                "mapping": mapping,
+                "synthesis": f"{model}_synthesis",
+                "engine": engine,
+                "precision": precision,
+                **({"device": device} if built_by.built_for_device else {}),
+                **({"edit": f"{model}_edit"} if inverter is not None else {}),
+            }
+
         def mapping_of(g) -> str:
             """The mapping model of g's base, exported the first time a generator of it comes."""
             fingerprint = mapping_fingerprint(g)
@@ -176,15 +190,7 @@ def export(
                 "sources": [d.meta.get("source", "") for d in shared.domains],
                 "parametrizations": [d.parametrization for d in shared.domains],
                 "base_sha256": shared.domains[0].base_sha256,
-                "size": shared.config.size,
-                "z_dim": shared.config.z_dim,
-                "n_latent": shared.config.n_latent,
-                "mapping": mapping_name,
-                "synthesis": f"{domains}_synthesis",
-                "engine": engine,
-                "precision": precision,
-                **({"device": device} if built_by.built_for_device else {}),
-                **({"edit": f"{domains}_edit"} if inverter is not None else {}),
+                **served_record(domains, shared.config, mapping_name),
             }
             report.models.append(domains)
         for name, item in zip(names, loaded):
@@ -231,15 +237,7 @@ def export(
                 "kind": item.kind,
                 "sha256": item.sha256,
                 "base": item.base,
-                "size": c.size,
-                "z_dim": c.z_dim,
-                "n_latent": c.n_latent,
-                "mapping": mapping_name,
-                "synthesis": synthesis_name,
-                "engine": engine,
-                "precision": precision,
-                **({"device": device} if built_by.built_for_device else {}),
-                **({"edit": f"{name}_edit"} if inverter is not None else {}),
+                **served_record(name, c, mapping_name),
             }
             report.models.append(name)
         bar.close()
