@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import re
 import tempfile
 import time
@@ -84,7 +86,7 @@ def export(
     NAME_synthesis: ws, domain -> image; NAME_edit with an encoder), each domain named by `names` (default
     its run folder's name); full runs among the checkpoints are exported as separate models."""
     serve = serve or ServeOptions()
-    checkpoints = [source_of(c) for c in checkpoints]
+    checkpoints = [c if isinstance(c, LoadedGenerator) else source_of(c) for c in checkpoints]
     built_by = _validate(checkpoints, engine, names, max_batch, precision, serve, device)
     built_by.available(device)
     if built_by.built_for_device:
@@ -92,7 +94,10 @@ def export(
 
         device = resolve_device(device).type
     t_start = time.perf_counter()
-    loaded = [load_generator(c, "cpu", allow_pickle=allow_pickle) for c in checkpoints]
+    loaded = [
+        on_cpu(c) if isinstance(c, LoadedGenerator) else load_generator(c, "cpu", allow_pickle)
+        for c in checkpoints
+    ]
     names = names or [default_name(g) for g in loaded]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -252,6 +257,13 @@ def export(
         write_repository(Path(repository), specs, serve, manifest)
     report.seconds = time.perf_counter() - t_start
     return report
+
+
+def on_cpu(g: LoadedGenerator) -> LoadedGenerator:
+    """g itself when on the CPU (where graphs are built), else a copy there: the caller's is left as it is."""
+    if g.device.type == "cpu":
+        return g
+    return dataclasses.replace(g, generator=copy.deepcopy(g.generator).cpu())
 
 
 def source_of(item) -> str:

@@ -479,6 +479,23 @@ def test_a_cropped_generator_is_served_at_its_box(tmp_path):
         assert list(cfg.output[0].dims) == [4, 8, 3], model
 
 
+def test_a_generator_held_in_memory_is_exported_as_it_is_held(tmp_path):
+    """export() takes a LoadedGenerator as it is (a blend, a generator built in a notebook), never
+    reloading its source: here no file has its weights, and the graph checked is the one held."""
+    from nada_train.checkpoints import LoadedGenerator
+
+    g = tiny_generator(size=8)
+    held = LoadedGenerator(g, "made-in-a-notebook", "random", None)
+    report = export([held], tmp_path / "repo", names=["mine"], max_batch=2, progress=False)
+    assert report.models == ["mine"]
+    (graph,) = (tmp_path / "repo" / "mine_synthesis").rglob("*.onnx")
+    ws = g.broadcast(g.mapping(torch.randn(2, g.config.z_dim))).detach()
+    served = onnx_session(graph).run(None, {"ws": ws.numpy()})[0]
+    with torch.no_grad():
+        want = to_uint8(g.synthesis(ws)).numpy()
+    assert np.abs(served.astype(int) - want.astype(int)).max() <= 1
+
+
 def test_synthesis_psnr_is_against_255_and_the_default_gate_is_fp32():
     """An engine off by exactly one level everywhere: MSE 1, so PSNR 20 log10(255) = 48.13 dB, and
     it passes the fp32 gate (1 level) that check_parity applies by default; two levels at one pixel
