@@ -5,6 +5,7 @@
     python -m benchmarks.training --size 64 --layers auto --targets 1 8   # one run of 1 target vs 8 targets
     python -m benchmarks.training --size 64 --compare --iterations 20     # fp32/bf16 x eager/compiled
     python -m benchmarks.training --size 64 --batching-bound              # can stepping targets batched pay here?
+    python -m benchmarks.training --size 256 --layers all --parametrization full channels styles
 
 Random weights (generator and CLIP) are fine here: speed does not depend on them.
 """
@@ -12,9 +13,12 @@ Random weights (generator and CLIP) are fine here: speed does not depend on them
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import resource
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -49,6 +53,7 @@ def measure(
     device: str,
     precision: str,
     fused: bool,
+    parametrization: str = "full",
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = random_checkpoint(tmp, size)
@@ -63,6 +68,7 @@ def measure(
             device=device,
             precision=precision,
             fused=fused,
+            parametrization=parametrization,
         )
         trainer = build(opts, RunDir(opts.out), resume=False)
         if trainer.device.type == "cuda":
@@ -78,6 +84,8 @@ def measure(
         "layers": layers,
         "precision": precision,
         "fused": fused,
+        "parametrization": parametrization,
+        "trained_params": sum(p.numel() for p in trainer.params),  # those the layer selection picks from
         "iterations_timed": len(timed),
         "s_per_it": statistics.mean(r["seconds"] for r in timed),
         "wall_s_incl_warmup": wall,
@@ -87,7 +95,14 @@ def measure(
     row["min_per_300_it"] = row["s_per_it"] * 300 / 60
     if trainer.device.type == "cuda":
         row["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return row
+
+
+def measure_apart(**kwargs) -> dict:
+    """measure() in a process of its own, so that each row's peak resident memory is its own."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(measure, **kwargs).result()
 
 
 def measure_targets(
@@ -254,6 +269,12 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", nargs="+", default=["fp32"])
     ap.add_argument("--fused", action="store_true", help="grouped-conv modulated convolutions")
+    ap.add_argument(
+        "--parametrization",
+        nargs="+",
+        default=["full"],
+        help="full, channels and/or styles (nada-train --parametrization): what each step trains",
+    )
     ap.add_argument("--quick", action="store_true", help="64 px, 2 timed iterations, layers auto only")
     ap.add_argument(
         "--targets",
@@ -376,12 +397,25 @@ def main() -> None:
     for size in args.size:
         for layers in args.layers:
             for precision in args.precision:
-                rows.append(
-                    measure(
-                        size, clips, layers, args.iterations, args.batch, args.device, precision, args.fused
+                for parametrization in args.parametrization:
+                    rows.append(
+                        measure_apart(
+                            size=size,
+                            clips=clips,
+                            layers=layers,
+                            iterations=args.iterations,
+                            batch=args.batch,
+                            device=args.device,
+                            precision=precision,
+                            fused=args.fused,
+                            parametrization=parametrization,
+                        )
                     )
-                )
-                print(f"  {size}px layers={layers} {precision}: {rows[-1]['s_per_it']:.2f} s/it", flush=True)
+                    print(
+                        f"  {size}px layers={layers} {precision} {parametrization}: "
+                        f"{rows[-1]['s_per_it']:.2f} s/it",
+                        flush=True,
+                    )
     write_json(args.json, {"machine": info, "records": rows})
     cols = [
         ("size", "px"),
@@ -389,9 +423,12 @@ def main() -> None:
         ("clip", "CLIP"),
         ("layers", "layers"),
         ("precision", "precision"),
+        ("parametrization", "parametrization"),
+        ("trained_params", "trained params"),
         ("s_per_it", "s/it"),
         ("min_per_300_it", "min/300 it"),
     ] + [(p, p + " s") for p in PHASES]
+    cols.append(("peak_rss_mib", "peak RSS MiB"))
     if any("peak_gpu_gib" in r for r in rows):
         cols.append(("peak_gpu_gib", "peak GPU GiB"))
     print(f"\nTraining speed on {machine_line(info)}\n")
