@@ -11,6 +11,12 @@ pip install -q --upgrade pip
 # this project is developed; on a GPU machine the same pin installs the CUDA build.
 pip install -q torch==2.13.0 torchvision==0.28.0
 pip install -q -e '.[all,test,bench]'
+# nada-app's browser test drives Debian's chromium (Playwright's own browsers are a download); as root
+# with apt-get it is installed here, else the test says how to get it
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+    || echo "install.sh: could not install chromium (apt-get install chromium); the browser test needs it"
+fi
 echo "installed: $(python -c 'import nada, torch; print("nada", nada.__version__, "torch", torch.__version__)')"
 
 if [ "${NADA_SKIP_DEMO:-0}" = "1" ]; then exit 0; fi

@@ -62,6 +62,7 @@ MISSING_MODULE_EXTRA = {
     "onnxscript": "export",
     "tritonclient": "client",
     "pytriton": "serve",
+    "gradio": "app",
 }
 
 

@@ -39,3 +39,7 @@ def serve() -> None:
 
 def client() -> None:
     launch("nada_serve.cli.client", "nada-client")
+
+
+def app() -> None:
+    launch("nada_app.cli", "nada-app")

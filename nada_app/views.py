@@ -1,0 +1,187 @@
+"""What the page shows, as plain functions over nada's API (no web library here): finished runs side by
+side, a photo in every domain, and images fetched from a Triton server that serves the runs."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nada_core.errors import FieldError
+from nada_core.pngs import grid
+from nada_core.seeds import parse_seeds
+
+MAX_SEEDS = 16
+
+
+def finished_runs(root: Path) -> list[Path]:
+    """The finished run directories in `root` (a page's gallery), newest first."""
+    import nada
+
+    found = []
+    for manifest in root.glob("*/manifest.json"):
+        try:
+            if nada.Run(manifest.parent).status == "finished":
+                found.append(manifest.parent)
+        except Exception:  # noqa: BLE001 - a folder being written or not a run: not listed
+            continue
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+class Generators:
+    """Loaded generators by run path, reloaded when the run's manifest changes (a resumed run)."""
+
+    def __init__(self):
+        self._loaded: dict[Path, tuple[float, object]] = {}
+
+    def get(self, run: Path):
+        from nada_train.checkpoints import load_generator
+
+        stamp = (run / "manifest.json").stat().st_mtime if (run / "manifest.json").exists() else 0.0
+        held = self._loaded.get(run)
+        if held is None or held[0] != stamp:
+            held = (stamp, load_generator(run, "cpu"))
+            self._loaded[run] = held
+        return held[1]
+
+
+def chosen(runs: list[str] | None, root: Path) -> list[Path]:
+    if not runs:
+        raise FieldError("{runs}: tick at least one finished run")
+    paths = [root / r for r in runs]
+    missing = [str(p.name) for p in paths if not (p / "manifest.json").exists()]
+    if missing:
+        raise FieldError(f"{{runs}} {', '.join(missing)}: no such run any more; refresh the list")
+    return paths
+
+
+def seed_list(seeds: str) -> list[int]:
+    values = parse_seeds(str(seeds))
+    if len(values) > MAX_SEEDS:
+        raise FieldError(f"{{seeds}} {seeds}: at most {MAX_SEEDS} seeds at once")
+    return values
+
+
+def side_by_side(
+    runs: list[Path], seeds: str, truncation: float, generators: Generators
+) -> tuple[np.ndarray, list[str]]:
+    """One row per domain (the runs' base first), one column per seed: the same seed in every domain."""
+    from nada_train.edit import one_base
+
+    values = seed_list(seeds)
+    loaded = [generators.get(r) for r in runs]
+    rows, labels = [], []
+    try:
+        base = one_base(loaded, [r.name for r in runs])
+        rows.append(base.generate(values, truncation))
+        labels.append(f"base ({Path(base.source).name})")
+    except FieldError:  # runs of different bases: each run's row alone
+        pass
+    for run, g in zip(runs, loaded):
+        rows.append(g.generate(values, truncation))
+        labels.append(run.name)
+    return grid(np.concatenate(rows), rows=len(rows)), labels
+
+
+@dataclass
+class PhotoResult:
+    grid: np.ndarray  # one row: the photo as inverted, its reconstruction, then each domain
+    labels: list[str]
+    psnr_db: float
+    inverted_by: str
+    png: Path  # the grid as a PNG, to download
+
+
+def photo_in_domains(
+    photo: str | Path,
+    runs: list[Path],
+    generators: Generators,
+    align: bool = False,
+    shape_predictor: Path | None = None,
+    projection_steps: int = 100,
+) -> PhotoResult:
+    """The photo inverted into the runs' base (by the base's own encoder where it ships one, else by
+    projection) and drawn in every run's domain."""
+    import nada
+    from nada_core.pngs import save_png
+    from nada_train.bases import base_owning
+    from nada_train.cli.edit import read_pictures
+    from nada_train.edit import edit, one_base
+    from nada_train.encoders.loading import INPUT_SIZE
+
+    if photo is None:
+        raise FieldError("{photo}: drop a photo first")
+    loaded = [generators.get(r) for r in runs]
+    base = one_base(loaded, [r.name for r in runs])
+    owner = base_owning(base.source)
+    encoder = nada.load_encoder(owner.encoder) if owner is not None and owner.encoder is not None else None
+    size = INPUT_SIZE if encoder is not None else base.config.image_shape[0]
+    picture = read_pictures([Path(photo)], size, align, shape_predictor, None)[0]
+    if encoder is not None:
+        (edited,) = edit([picture], loaded, base=base, encoder=encoder)
+    else:
+        (edited,) = edit([picture], loaded, base=base, steps=projection_steps)
+    images = [edited.input, edited.reconstruction, *edited.domains.values()]
+    mosaic = grid(np.stack(images), rows=1)
+    png = Path(tempfile.mkdtemp(prefix="nada-app-")) / "photo-in-every-domain.png"
+    save_png(mosaic, png)
+    labels = ["your photo", "reconstruction", *edited.domains]
+    return PhotoResult(mosaic, labels, float(edited.psnr_db), edited.inverted_by, png)
+
+
+class Serving:
+    """The chosen runs exported to a Triton repository and served by tritonserver on 127.0.0.1 (free
+    ports), for the page to fetch images over gRPC; one at a time: a new export replaces the last."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.server = None
+        self.models: list[str] = []
+
+    def start(self, runs: list[Path], engine: str = "onnx") -> str:
+        import nada
+        from nada_serve.server import TritonServer
+
+        self.stop()
+        repository = self.folder / "triton_models"
+        t0 = time.perf_counter()
+        report = nada.export(runs, repository, engine=engine, max_batch=8, progress=False)
+        exported_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.server = TritonServer(repository, 0, 0, 0, host="127.0.0.1").start(timeout=300)
+        self.models = list(report.models)
+        return (
+            f"exported {len(self.models)} model(s) ({engine}) in {exported_s:.1f} s; tritonserver ready on "
+            f"{self.server.endpoints.grpc} in {time.perf_counter() - t0:.1f} s"
+        )
+
+    def fetch(self, model: str, seeds: str, truncation: float, repeats: int = 5) -> tuple[np.ndarray, str]:
+        """The seeds' images as the server draws them, and the latency of that request (median of
+        `repeats` after one warm-up)."""
+        if self.server is None:
+            raise FieldError("{serve}: export and serve the runs first")
+        if model not in self.models:
+            raise FieldError(f"{{model}} {model}: not served; pick one of {', '.join(self.models)}")
+        from nada_serve.client import GeneratorClient
+
+        values = seed_list(seeds)
+        with GeneratorClient(self.server.endpoints.grpc, model) as client:
+            images = client.generate(values, truncation)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                client.generate(values, truncation)
+                times.append(time.perf_counter() - t0)
+        ms = 1000 * statistics.median(times)
+        return grid(
+            images, rows=1
+        ), f"{len(values)} image(s) over gRPC from '{model}': {ms:.1f} ms (p50 of {repeats})"
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None

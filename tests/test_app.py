@@ -1,0 +1,157 @@
+"""nada-app's training queue (nada_app.jobs), in process: trainings run one at a time in submission
+order in a worker thread, each page sees and stops only its own, a stopped run resumes to the very
+run it would have been, and bad input fails its job in one line without stopping the queue."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import nada
+from nada_app.jobs import TrainingQueue, folder_name
+from nada_core.errors import FieldError
+from nada_train.tensor_files import read_safetensors
+from tests.conftest import wait_for, write_base_checkpoint
+
+SETTINGS = dict(n_sample=2, sample_every=1, save_every=1, device="cpu", auto_layer_batch=2)
+
+
+@pytest.fixture
+def base(tmp_path):
+    return write_base_checkpoint(tmp_path)
+
+
+def make_queue(root, on_step=None):
+    """A queue over the real nada.adapt/resume; on_step(progress) hears each step before the queue does."""
+    events = []
+
+    def adapt(*args, callback, out, **kwargs):
+        def heard(progress):
+            if on_step is not None:
+                on_step(progress)
+            callback(progress)
+
+        events.append(("start", out.name, threading.get_ident()))
+        try:
+            return nada.adapt(*args, out=out, callback=heard, **kwargs)
+        finally:
+            events.append(("end", out.name, threading.get_ident()))
+
+    return TrainingQueue(root, adapt=adapt, resume=nada.resume), events
+
+
+def test_jobs_run_one_at_a_time_in_order_each_in_its_own_folder(tmp_path, base, tiny_clip_spec):
+    queue, events = make_queue(tmp_path / "runs")
+    common = dict(base=str(base), clip=[tiny_clip_spec], **SETTINGS)
+    first = queue.submit("page-a", "pencil sketch", 2, **common)
+    second = queue.submit("page-b", "pencil sketch", 2, **common)
+    third = queue.submit("page-a", "neon", 2, **common)
+    assert queue.ahead_of(third) == 2 or first.status != "queued"
+    wait_for(lambda: all(j.done for j in (first, second, third)), 120, "three trainings")
+    queue.close()
+    assert [j.status for j in (first, second, third)] == ["finished"] * 3, [
+        j.error for j in (first, second, third)
+    ]
+    # one at a time, in order, never on the page's thread
+    assert [(e[0], e[1]) for e in events] == [
+        ("start", "pencil-sketch"),
+        ("end", "pencil-sketch"),
+        ("start", "pencil-sketch-2"),
+        ("end", "pencil-sketch-2"),
+        ("start", "neon"),
+        ("end", "neon"),
+    ]
+    assert {e[2] for e in events} != {threading.get_ident()}
+    for job in (first, second, third):
+        run = nada.Run(job.out)
+        assert run.status == "finished" and run.iterations_done == 2
+        assert job.step == job.iterations == 2 and job.sample == run.samples[-1]
+
+
+def test_a_page_sees_and_stops_only_its_own_jobs(tmp_path, base, tiny_clip_spec):
+    gate = threading.Event()
+    queue, _ = make_queue(tmp_path / "runs", on_step=lambda p: gate.wait(30))
+    job = queue.submit("page-a", "sketch", 3, base=str(base), clip=[tiny_clip_spec], **SETTINGS)
+    try:
+        assert queue.jobs_of("page-b") == []
+        for call in (queue.stop, queue.resume, queue.job):
+            with pytest.raises(FieldError, match="no such job of this page"):
+                call(job.id, "page-b")
+        assert not job.stop_requested
+        assert queue.jobs_of("page-a") == [job]
+    finally:
+        gate.set()
+        wait_for(lambda: job.done, 60, "the training")
+        queue.close()
+    assert job.status == "finished"
+
+
+def test_stop_saves_the_run_and_resume_continues_it_to_the_straight_run(tmp_path, base, tiny_clip_spec):
+    common = dict(base=str(base), **SETTINGS)
+    stopper = {}
+    queue, _ = make_queue(
+        tmp_path / "runs", on_step=lambda p: p.step == 2 and queue.stop(stopper["job"].id, "page-a")
+    )
+    stopper["job"] = job = queue.submit("page-a", "sketch", 4, clip=[tiny_clip_spec], **common)
+    wait_for(lambda: job.done, 60, "the stop")
+    assert (job.status, job.step) == ("stopped", 2)
+    assert nada.Run(job.out).status == "interrupted"
+    queue.resume(job.id, "page-a")
+    wait_for(lambda: job.done, 60, "the resumed training")
+    straight = nada.adapt(
+        target="sketch",
+        out=tmp_path / "straight",
+        iterations=4,
+        progress=False,
+        clip=[tiny_clip_spec],
+        **common,
+    )
+    queue.close()
+    assert (job.status, job.step) == ("finished", 4)
+    _, resumed = read_safetensors(job.out / "generator.safetensors", "run")
+    _, reference = read_safetensors(straight.path / "generator.safetensors", "run")
+    assert resumed.keys() == reference.keys()
+    for name in reference:
+        assert torch.equal(resumed[name], reference[name]), name
+    with pytest.raises(FieldError, match="only a run stopped"):
+        queue.resume(job.id, "page-a")
+
+
+def test_a_queued_job_stopped_never_starts(tmp_path, base, tiny_clip_spec):
+    gate = threading.Event()
+    queue, events = make_queue(tmp_path / "runs", on_step=lambda p: gate.wait(30))
+    common = dict(base=str(base), clip=[tiny_clip_spec], **SETTINGS)
+    running = queue.submit("page-a", "sketch", 2, **common)
+    waiting = queue.submit("page-b", "neon", 2, **common)
+    assert queue.ahead_of(waiting) == 1
+    queue.stop(waiting.id, "page-b")
+    gate.set()
+    wait_for(lambda: running.done and waiting.done, 60, "both jobs")
+    queue.close()
+    assert (running.status, waiting.status) == ("finished", "stopped")
+    assert [e[1] for e in events] == ["sketch", "sketch"] and not waiting.out.exists()
+
+
+def test_bad_input_fails_its_job_in_one_line_and_the_next_one_runs(tmp_path, base, tiny_clip_spec):
+    queue, _ = make_queue(tmp_path / "runs")
+    with pytest.raises(FieldError, match="target: type the new domain"):
+        queue.submit("page-a", "   ", 2)
+    with pytest.raises(FieldError, match="iterations 0"):
+        queue.submit("page-a", "sketch", 0)
+    bad = queue.submit(
+        "page-a", "sketch", 2, base=str(tmp_path / "no-such.pt"), clip=[tiny_clip_spec], **SETTINGS
+    )
+    good = queue.submit("page-a", "sketch", 2, base=str(base), clip=[tiny_clip_spec], **SETTINGS)
+    wait_for(lambda: bad.done and good.done, 60, "both jobs")
+    queue.close()
+    assert bad.status == "failed" and "no-such.pt" in bad.error and "\n" not in bad.error
+    assert bad.line().startswith("sketch: failed: generator")
+    assert good.status == "finished"
+
+
+def test_folder_names_come_from_the_target():
+    assert folder_name("Pencil Sketch!") == "pencil-sketch"
+    assert folder_name("  ") == "run"
+    assert len(folder_name("x" * 100)) == 40
