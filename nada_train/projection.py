@@ -103,7 +103,8 @@ def target_tensor(images: np.ndarray, size: tuple[int, int], device: torch.devic
         raise FieldError(
             f"{{images}}: want uint8 RGB images [N, H, W, 3], got {images.dtype} {list(images.shape)}"
         )
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().to(device) / 127.5 - 1
+    x = torch.as_tensor(np.array(images, copy=not images.flags.writeable))  # torch wants writable memory
+    x = x.permute(0, 3, 1, 2).float().to(device) / 127.5 - 1
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=size, mode="area")
     return x
