@@ -22,9 +22,14 @@ def test_readme_is_at_most_200_lines():
 
 
 def option_table() -> dict[str, str]:
-    """`--option` -> the default the README's option table gives."""
-    rows = re.findall(r"^\| `(--[a-z0-9-]+)` \| ([^|]*) \|", README, flags=re.M)
-    return {name: default.strip() for name, default in rows}
+    """`--option` -> the default the README's option table gives (a row of two, `--a` / `--b`, gives
+    its defaults as `x / y`)."""
+    table = {}
+    for names, defaults in re.findall(r"^\| (`--[a-z0-9-]+`(?: / `--[a-z0-9-]+`)*) \| ([^|]*) \|", README, re.M):
+        names, defaults = [n.strip("`") for n in names.split(" / ")], defaults.strip().split(" / ")
+        assert len(names) == len(defaults), (names, defaults)
+        table.update(zip(names, defaults))
+    return table
 
 
 def test_option_table_defaults_are_train_options_defaults():
