@@ -7,7 +7,10 @@
 #   C. (STAGE=C, a second call with the nvidia-pytriton wheel in .whl/) the same repository served by
 #      Triton on the GPU, batch 1 over gRPC with and without shared memory;
 #   E. (STAGE=E) the encoders beside the 1024-px synthesis: e4e, ReStyle-e4e (5 steps), eager and
-#      AOTInductor for cuda, batches 1 and 8 (benchmarks/encoder.py).
+#      AOTInductor for cuda, batches 1 and 8 (benchmarks/encoder.py);
+#   F. (STAGE=F, with the nvidia-pytriton wheel) lightweight domains served (issue 25): one model of 1 and
+#      64 domains against 8 models of one domain each: RSS, start to ready, p50 of 8 images in 8 domains
+#      against 8 in one, images/s (benchmarks/domains.py).
 # Run from the repository root:  OUT=/some/dir bash docs/recipes/gpu-1024px-aoti-and-serving.sh
 # Everything lands in $OUT/results.tgz (logs, JSON, plots). DEV=cpu QUICK=1 runs it tiny on a CPU.
 set -u
@@ -58,6 +61,14 @@ if [[ "$STAGE" == *E* ]]; then
   timeout 400 python3 -m benchmarks.encoder --size $S --device $DEV --backends eager aoti --batches 1 8 \
     --restyle-batches 1 8 --requests $R --min-seconds 1 --json "$L/encoder.json" > "$L/encoder.log" 2>&1
   tail -n 14 "$L/encoder.log"
+  pack
+fi
+if [[ "$STAGE" == *F* ]]; then
+  stamp "F. many domains in one served model, $S px"
+  if [ "$QUICK" = 1 ]; then DOM="1 8"; SEP=2; else DOM="1 64"; SEP=8; fi
+  timeout 540 python3 -m benchmarks.domains --size $S --domains $DOM --separate $SEP --requests 5 --clients 4 \
+    --json "$L/domains.json" > "$L/domains.log" 2>&1
+  tail -n 8 "$L/domains.log"
   pack
 fi
 stamp done

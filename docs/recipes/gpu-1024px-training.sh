@@ -5,12 +5,13 @@
 #   A. seconds per iteration by phase, fp32 and bf16, eager (the 0.29 s/it the issue starts from);
 #   B. the compiled and captured step (--compile inductor / cudagraphs) against eager fp32: speed, loss
 #      curve, chosen layers and final images, with a change of seed as the yardstick (goal <= 0.10 s/it);
-#   C. what stepping 8 targets batched could save at most, and one run of 1 vs 8 targets.
+#   C. what stepping 8 targets batched could save at most, and one run of 1 vs 8 targets;
+#   D. the parametrizations (issue 25): full, channels and styles, every layer: s/it and peak GPU memory.
 # Run from the repository root:  OUT=/some/dir bash docs/recipes/gpu-1024px-training.sh
 # Everything lands in $OUT/results.tgz. DEV=cpu QUICK=1 runs it tiny on a CPU (a check of the script).
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
-OUT=${OUT:-/tmp/gpu-out}; DEV=${DEV:-cuda}; QUICK=${QUICK:-0}; STAGE=${STAGE:-ABC}
+OUT=${OUT:-/tmp/gpu-out}; DEV=${DEV:-cuda}; QUICK=${QUICK:-0}; STAGE=${STAGE:-ABCD}
 L=/tmp/gpu-training; mkdir -p "$L" "$OUT"
 T0=$(date +%s); stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 pack() { tar -czf "$OUT/results.tgz.tmp" -C "$L" --exclude="*.safetensors" . && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
@@ -45,6 +46,13 @@ if [[ "$STAGE" == *C* ]]; then
   timeout 300 python3 -m benchmarks.training --size $S $CLIPS --layers auto --targets 1 8 --iterations $IT --device $DEV \
     --json "$L/targets.json" > "$L/targets.log" 2>&1
   tail -n 5 "$L/targets.log"
+  pack
+fi
+if [[ "$STAGE" == *D* ]]; then
+  stamp "D. parametrizations, $S px"
+  timeout 300 python3 -m benchmarks.training --size $S $CLIPS --layers all --iterations $IT \
+    --parametrization full channels styles --device $DEV --json "$L/parametrizations.json" > "$L/parametrizations.log" 2>&1
+  tail -n 6 "$L/parametrizations.log"
   pack
 fi
 stamp done
