@@ -4,8 +4,11 @@ side, a photo in every domain, and images fetched from a Triton server that serv
 from __future__ import annotations
 
 import statistics
+import sys
 import tempfile
+import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,17 +137,20 @@ def photo_in_domains(
 
 
 class Serving:
-    """The chosen runs exported to a Triton repository and served by tritonserver on 127.0.0.1 (free
-    ports), for the page to fetch images over gRPC; one at a time: a new export replaces the last."""
+    """The chosen runs exported to a Triton repository and served as nada-serve serves it (tritonserver
+    on 127.0.0.1, free ports, its supervisor reloading a model whose process dies), for the page to fetch
+    images over gRPC; one at a time: a new export replaces the last."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.server = None
         self.models: list[str] = []
+        self._stop = threading.Event()
 
     def start(self, runs: list[Path], engine: str = "onnx") -> str:
         import nada
         from nada_serve.server import TritonServer
+        from nada_serve.supervisor import Supervisor
 
         self.stop()
         repository = self.folder / "triton_models"
@@ -154,6 +160,10 @@ class Serving:
         t0 = time.perf_counter()
         self.server = TritonServer(repository, 0, 0, 0, host="127.0.0.1").start(timeout=300)
         self.models = list(report.models)
+        self._stop = threading.Event()
+        supervisor = Supervisor(self.server, log=lambda line: print(line, file=sys.stderr, flush=True))
+        supervisor.check()
+        threading.Thread(target=self._supervise, args=(supervisor, self._stop), daemon=True).start()
         return (
             f"exported {len(self.models)} model(s) ({engine}) in {exported_s:.1f} s; tritonserver ready on "
             f"{self.server.endpoints.grpc} in {time.perf_counter() - t0:.1f} s"
@@ -181,7 +191,16 @@ class Serving:
             images, rows=1
         ), f"{len(values)} image(s) over gRPC from '{model}': {ms:.1f} ms (p50 of {repeats})"
 
+    @staticmethod
+    def _supervise(supervisor, stop: threading.Event) -> None:
+        while not stop.wait(supervisor.interval):
+            try:
+                supervisor.check()
+            except Exception:  # noqa: BLE001 - the watch goes on; the operator sees why
+                traceback.print_exc(file=sys.stderr)
+
     def stop(self) -> None:
+        self._stop.set()
         if self.server is not None:
             self.server.stop()
             self.server = None

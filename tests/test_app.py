@@ -4,10 +4,13 @@ run it would have been, and bad input fails its job in one line without stopping
 
 from __future__ import annotations
 
+import re
 import threading
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import nada
 from nada_app.jobs import TrainingQueue, folder_name
@@ -155,3 +158,71 @@ def test_folder_names_come_from_the_target():
     assert folder_name("Pencil Sketch!") == "pencil-sketch"
     assert folder_name("  ") == "run"
     assert len(folder_name("x" * 100)) == 40
+
+
+@pytest.fixture
+def finished_run(tmp_path, base, tiny_clip_spec):
+    return nada.adapt(str(base), "sketch", out=tmp_path / "runs" / "sketch", iterations=2, progress=False,
+                      clip=[tiny_clip_spec], lr=0.2, **SETTINGS)  # fmt: skip
+
+
+def test_runs_side_by_side_are_the_base_and_each_run_seed_by_seed(finished_run, base):
+    from nada_app.views import Generators, chosen, finished_runs, side_by_side
+    from nada_core.pngs import grid
+
+    root = finished_run.path.parent
+    (root / "half-written").mkdir()  # no manifest: not listed
+    assert finished_runs(root) == [finished_run.path]
+    mosaic, labels = side_by_side(chosen(["sketch"], root), "0-2", 0.7, Generators())
+    assert labels == ["base (base.pt)", "sketch"]
+    want = np.concatenate(
+        [
+            nada.load_generator(base, "cpu").generate([0, 1, 2], 0.7),
+            finished_run.generator.generate([0, 1, 2], 0.7),
+        ]
+    )
+    assert np.array_equal(mosaic, grid(want, rows=2))
+    with pytest.raises(FieldError, match="tick at least one"):
+        chosen([], root)
+    with pytest.raises(FieldError, match="no such run any more"):
+        chosen(["gone"], root)
+    with pytest.raises(FieldError, match="at most 16 seeds"):
+        side_by_side([finished_run.path], "0-16", 0.7, Generators())
+
+
+def test_a_photo_is_drawn_by_the_base_and_every_run(finished_run, tmp_path):
+    from nada_app.views import Generators, photo_in_domains
+    from nada_core.pngs import save_png
+
+    photo = tmp_path / "photo.png"
+    save_png(finished_run.generator.generate([5], 0.7)[0], photo)
+    found = photo_in_domains(photo, [finished_run.path], Generators(), projection_steps=3)
+    assert found.labels == ["your photo", "reconstruction", "sketch"]
+    assert found.inverted_by.startswith("projected") and np.isfinite(found.psnr_db)
+    h, w = finished_run.generator.config.image_shape
+    assert found.grid.shape == (h, 3 * w + 4, 3) and np.array_equal(
+        np.asarray(Image.open(found.png)), found.grid
+    )
+    with pytest.raises(FieldError, match="drop a photo"):
+        photo_in_domains(None, [finished_run.path], Generators())
+
+
+def test_the_serve_tab_fetches_over_grpc_what_nada_generate_draws(finished_run, tmp_path):
+    from nada_app.views import Serving
+
+    serving = Serving(tmp_path / "serving")
+    with pytest.raises(FieldError, match="export and serve the runs first"):
+        serving.fetch("sketch", "0-3", 0.7)
+    try:
+        words = serving.start([finished_run.path])
+        assert serving.models == ["sketch"] and "tritonserver ready on 127.0.0.1:" in words
+        images, latency = serving.fetch("sketch", "0-3", 0.7)
+        with pytest.raises(FieldError, match="not served"):
+            serving.fetch("other", "0-3", 0.7)
+    finally:
+        serving.stop()
+    want = finished_run.generator.generate([0, 1, 2, 3], 0.7)
+    from nada_core.pngs import grid
+
+    assert np.abs(images.astype(int) - grid(want, rows=1).astype(int)).max() <= 1
+    assert re.fullmatch(r"4 image\(s\) over gRPC from 'sketch': [\d.]+ ms \(p50 of 5\)", latency)

@@ -53,6 +53,7 @@ def slow_uses() -> dict[int, tuple[Any, str]]:
     import torch._dynamo
 
     from benchmarks import encoder, inference, load
+    from nada_app.views import Serving
     from nada_export import aoti_engine, engines, onnx_export, pipeline
     from nada_serve.server import TritonServer
 
@@ -70,6 +71,7 @@ def slow_uses() -> dict[int, tuple[Any, str]]:
         (engines.build_tensorrt, "a TensorRT build"),
         (TritonServer, "a tritonserver"),
         (load.Server, "nada-serve"),
+        (Serving, "an export and a tritonserver (nada-app's Serve tab)"),
         (load.main, "nada-serve"),
         (inference.main, "exports and a tritonserver"),
         (encoder.main, "full-size encoders, exports and a tritonserver"),
