@@ -25,7 +25,9 @@ def option_table() -> dict[str, str]:
     """`--option` -> the default the README's option table gives (a row of two, `--a` / `--b`, gives
     its defaults as `x / y`)."""
     table = {}
-    for names, defaults in re.findall(r"^\| (`--[a-z0-9-]+`(?: / `--[a-z0-9-]+`)*) \| ([^|]*) \|", README, re.M):
+    for names, defaults in re.findall(
+        r"^\| (`--[a-z0-9-]+`(?: / `--[a-z0-9-]+`)*) \| ([^|]*) \|", README, re.M
+    ):
         names, defaults = [n.strip("`") for n in names.split(" / ")], defaults.strip().split(" / ")
         assert len(names) == len(defaults), (names, defaults)
         table.update(zip(names, defaults))
