@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import functools
 import html
+import secrets
 import sys
 import tempfile
 import traceback
@@ -105,6 +106,9 @@ def build_page(
             "draw your own photo in each, export them to Triton and fetch images over gRPC."
         )
         job_id = gr.State(None)
+        # who this page is: a random token kept in the browser's storage, so a reload is still the same
+        # person (their trainings reappear) while another browser is someone else
+        owner = gr.BrowserState(None, storage_key="nada-app-owner")
         with gr.Tab("Train"):
             with gr.Row():
                 base_box = gr.Textbox(
@@ -142,7 +146,8 @@ def build_page(
                 label="or style images instead of the target text",
             )
             with gr.Row():
-                start = gr.Button("Start", variant="primary", elem_id="start")
+                # enabled once the page knows who it is (page.load below)
+                start = gr.Button("Start", variant="primary", interactive=False, elem_id="start")
                 stop = gr.Button("Stop", elem_id="stop")
                 resume = gr.Button("Resume", elem_id="resume")
             progress = gr.HTML(progress_html(queue, None), elem_id="progress")
@@ -201,9 +206,9 @@ def build_page(
 
         # ---- training -------------------------------------------------------------------------------
         @shown
-        def on_start(
-            base_, source_, target_, iterations_, layers_, clip_, form_, images_, request: gr.Request
-        ):
+        def on_start(base_, source_, target_, iterations_, layers_, clip_, form_, images_, owner_):
+            if not owner_:
+                raise gr.Error("the page is still loading: press Start again", print_exception=False)
             settings = {"base": base_.strip() or None, "source": source_.strip() or "photo"}
             if layers_ != LAYERS[0]:
                 settings["layers"] = layers_
@@ -218,27 +223,30 @@ def build_page(
                     (folder / f"{i:03d}{src.suffix.lower()}").write_bytes(src.read_bytes())
                 settings["target_images"] = folder
             # a blank number reaches here as None or 0 (the browser's choice): both mean the base's default
-            job = queue.submit(request.session_hash, target_, iterations_ or None, **settings)
+            job = queue.submit(owner_, target_, iterations_ or None, **settings)
             return job.id, progress_html(queue, job)
 
         @shown
-        def on_stop(current, request: gr.Request):
+        def on_stop(current, owner_):
             if current is None:
                 raise gr.Error("nothing to stop: start a training first", print_exception=False)
-            return progress_html(queue, queue.stop(current, request.session_hash))
+            return progress_html(queue, queue.stop(current, owner_))
 
         @shown
-        def on_resume(current, request: gr.Request):
+        def on_resume(current, owner_):
             if current is None:
                 raise gr.Error("nothing to resume: start a training first", print_exception=False)
-            return progress_html(queue, queue.resume(current, request.session_hash))
+            return progress_html(queue, queue.resume(current, owner_))
 
-        def on_tick(current, request: gr.Request):
-            owner = request.session_hash
-            job = queue.job(current, owner) if current is not None else None
-            mine = queue.jobs_of(owner)
+        def on_tick(current, owner_):
+            mine = queue.jobs_of(owner_) if owner_ else []
+            # after a reload the page's job is this person's latest one
+            job = next((j for j in mine if j.id == current), mine[-1] if mine else None)
             listed = "\n".join(f"- {j.line()} (`{j.out}`)" for j in mine)
-            return progress_html(queue, job), sample_html(job), listed
+            return (job.id if job else None), progress_html(queue, job), sample_html(job), listed
+
+        def identified(token):
+            return token or secrets.token_hex(16), gr.update(interactive=True)
 
         inputs = [
             base_box,
@@ -249,11 +257,13 @@ def build_page(
             clip_box,
             form_box,
             style_images,
+            owner,
         ]
+        page.load(identified, [owner], [owner, start])
         start.click(on_start, inputs, [job_id, progress])
-        stop.click(on_stop, [job_id], [progress])
-        resume.click(on_resume, [job_id], [progress])
-        timer.tick(on_tick, [job_id], [progress, sample, jobs], show_progress="hidden")
+        stop.click(on_stop, [job_id, owner], [progress])
+        resume.click(on_resume, [job_id, owner], [progress])
+        timer.tick(on_tick, [job_id, owner], [job_id, progress, sample, jobs], show_progress="hidden")
 
         # ---- runs, photo, serving -----------------------------------------------------------------
         def refreshed():

@@ -90,6 +90,9 @@ def test_train_watch_and_compare_in_chromium(chromium, app, tmp_path):
     assert np.abs(shot.astype(int) - want).max() <= 2
     assert shot.std() > 10
     assert "pencil sketch: finished" in page.inner_text("#jobs")
+    page.reload()  # the same person after a reload: their training is shown again
+    page.wait_for_selector("#progress [data-status=finished]", timeout=30_000)
+    assert "pencil sketch: finished" in page.inner_text("#jobs")
 
     page.get_by_role("tab", name="Runs").click()
     page.locator("#runs").get_by_label("pencil-sketch").check()
