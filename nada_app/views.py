@@ -40,16 +40,18 @@ class Generators:
 
     def __init__(self):
         self._loaded: dict[Path, tuple[float, object]] = {}
+        self._lock = threading.Lock()  # pages call at once: each run is loaded once
 
     def get(self, run: Path):
         from nada_train.checkpoints import load_generator
 
-        stamp = (run / "manifest.json").stat().st_mtime if (run / "manifest.json").exists() else 0.0
-        held = self._loaded.get(run)
-        if held is None or held[0] != stamp:
-            held = (stamp, load_generator(run, "cpu"))
-            self._loaded[run] = held
-        return held[1]
+        with self._lock:
+            stamp = (run / "manifest.json").stat().st_mtime if (run / "manifest.json").exists() else 0.0
+            held = self._loaded.get(run)
+            if held is None or held[0] != stamp:
+                held = (stamp, load_generator(run, "cpu"))
+                self._loaded[run] = held
+            return held[1]
 
 
 def chosen(runs: list[str] | None, root: Path) -> list[Path]:
@@ -146,13 +148,18 @@ class Serving:
         self.server = None
         self.models: list[str] = []
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # one export and server swap at a time, whichever page asks
 
     def start(self, runs: list[Path], engine: str = "onnx") -> str:
+        with self._lock:
+            return self._start(runs, engine)
+
+    def _start(self, runs: list[Path], engine: str) -> str:
         import nada
         from nada_serve.server import TritonServer
         from nada_serve.supervisor import Supervisor
 
-        self.stop()
+        self._stop_server()
         repository = self.folder / "triton_models"
         t0 = time.perf_counter()
         report = nada.export(runs, repository, engine=engine, max_batch=8, progress=False)
@@ -172,14 +179,15 @@ class Serving:
     def fetch(self, model: str, seeds: str, truncation: float, repeats: int = 5) -> tuple[np.ndarray, str]:
         """The seeds' images as the server draws them, and the latency of that request (median of
         `repeats` after one warm-up)."""
-        if self.server is None:
+        server, models = self.server, self.models
+        if server is None:
             raise FieldError("{serve}: export and serve the runs first")
-        if model not in self.models:
-            raise FieldError(f"{{model}} {model}: not served; pick one of {', '.join(self.models)}")
+        if model not in models:
+            raise FieldError(f"{{model}} {model}: not served; pick one of {', '.join(models)}")
         from nada_serve.client import GeneratorClient
 
         values = seed_list(seeds)
-        with GeneratorClient(self.server.endpoints.grpc, model) as client:
+        with GeneratorClient(server.endpoints.grpc, model) as client:
             images = client.generate(values, truncation)
             times = []
             for _ in range(repeats):
@@ -187,9 +195,8 @@ class Serving:
                 client.generate(values, truncation)
                 times.append(time.perf_counter() - t0)
         ms = 1000 * statistics.median(times)
-        return grid(
-            images, rows=1
-        ), f"{len(values)} image(s) over gRPC from '{model}': {ms:.1f} ms (p50 of {repeats})"
+        words = f"{len(values)} image(s) over gRPC from '{model}': {ms:.1f} ms (p50 of {repeats})"
+        return grid(images, rows=1), words
 
     @staticmethod
     def _supervise(supervisor, stop: threading.Event) -> None:
@@ -200,6 +207,10 @@ class Serving:
                 traceback.print_exc(file=sys.stderr)
 
     def stop(self) -> None:
+        with self._lock:
+            self._stop_server()
+
+    def _stop_server(self) -> None:
         self._stop.set()
         if self.server is not None:
             self.server.stop()
