@@ -154,6 +154,25 @@ def test_bad_input_fails_its_job_in_one_line_and_the_next_one_runs(tmp_path, bas
     assert good.status == "finished"
 
 
+def test_style_images_train_an_image_guided_run(tmp_path, base, tiny_clip_spec):
+    from nada_core.pngs import save_png
+
+    style = tmp_path / "style"
+    style.mkdir()
+    for i in range(2):
+        save_png(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8), style / f"{i}.png")
+    queue, _ = make_queue(tmp_path / "runs")
+    job = queue.submit(
+        "page-a", "", 2, base=str(base), clip=[tiny_clip_spec], target_images=style, **SETTINGS
+    )
+    wait_for(lambda: job.done, 60, "the image-guided run")
+    queue.close()
+    assert job.status == "finished", job.error
+    assert (job.target, job.out.name) == ("style images", "images")
+    run = nada.Run(job.out)
+    assert run.target is None and run.manifest["target_images"] == str(style)
+
+
 def test_folder_names_come_from_the_target():
     assert folder_name("Pencil Sketch!") == "pencil-sketch"
     assert folder_name("  ") == "run"
