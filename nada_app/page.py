@@ -13,7 +13,6 @@ import traceback
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 
 from nada_app.jobs import TrainingQueue
 from nada_app.views import Generators, Serving, chosen, finished_runs, photo_in_domains, side_by_side
@@ -47,6 +46,13 @@ def shown(fn):
 
 
 def png_data_uri(path: Path) -> str:
+    """The PNG inlined; each page's once-a-second poll asks for the same grid, so it is read and encoded
+    once per file version (a sample grid is written once, under its step's name)."""
+    return _data_uri(str(path), Path(path).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _data_uri(path: str, mtime_ns: int) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
@@ -75,14 +81,6 @@ def progress_html(queue: TrainingQueue, job) -> str:
         f"<progress{value}></progress><div data-status='{job.status}' data-step='{job.step}' "
         f"data-iterations='{job.iterations}'>{html.escape(line)}</div>"
     )
-
-
-def png_file(image: np.ndarray, name: str) -> Path:
-    from nada_core.pngs import save_png
-
-    path = Path(tempfile.mkdtemp(prefix="nada-app-")) / name
-    save_png(image, path)
-    return path
 
 
 def build_page(
