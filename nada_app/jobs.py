@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import queue
-import re
 import sys
 import threading
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from nada_core.cli import one_line
 from nada_core.errors import FieldError, NadaError, TrainingInterrupted
+from nada_train.many import folder_names
 
 STATUSES = ("queued", "running", "finished", "stopped", "failed")
 
@@ -62,12 +62,6 @@ class StopRequested(KeyboardInterrupt):
     """Raised from the progress callback: the loop saves a resumable state, as on Ctrl-C."""
 
 
-def folder_name(target: str) -> str:
-    """A run folder's name from its target text: lowercase words joined by '-' (at most 40 characters)."""
-    words = re.sub(r"[^a-z0-9]+", "-", target.lower()).strip("-")
-    return words[:40].strip("-") or "run"
-
-
 class TrainingQueue:
     """Jobs run one at a time, in submission order, by one worker thread; each in `root`/NAME.
 
@@ -100,7 +94,7 @@ class TrainingQueue:
         if iterations is not None and int(iterations) < 1:
             raise FieldError(f"{{iterations}} {iterations}: train for at least 1 iteration")
         with self._lock:
-            out = self._free_folder(folder_name(target or "images"))
+            out = self._free_folder(folder_names([target or "images"])[0])
             if iterations is not None:
                 settings["iterations"] = int(iterations)
             job = Job(f"job{next(self._ids)}", owner, target or "style images", out, settings)

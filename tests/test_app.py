@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 import nada
-from nada_app.jobs import TrainingQueue, folder_name
+from nada_app.jobs import TrainingQueue
 from nada_core.errors import FieldError
+from nada_train.many import folder_names
 from nada_train.tensor_files import read_safetensors
 from tests.conftest import wait_for, write_base_checkpoint
 
@@ -173,10 +174,12 @@ def test_style_images_train_an_image_guided_run(tmp_path, base, tiny_clip_spec):
     assert run.target is None and run.manifest["target_images"] == str(style)
 
 
-def test_folder_names_come_from_the_target():
-    assert folder_name("Pencil Sketch!") == "pencil-sketch"
-    assert folder_name("  ") == "run"
-    assert len(folder_name("x" * 100)) == 40
+def test_run_folders_are_named_as_nada_train_names_a_targets_folder(tmp_path):
+    queue = TrainingQueue(tmp_path / "runs", adapt=lambda *a, **k: None, resume=lambda *a, **k: None)
+    (tmp_path / "runs" / "pencil-sketch").mkdir()  # taken on disk: the next free name
+    jobs = [queue.submit("page-a", t, 1) for t in ("Pencil Sketch!", "pencil sketch", "x" * 100)]
+    queue.close()
+    assert [j.out.name for j in jobs] == ["pencil-sketch-2", "pencil-sketch-3", folder_names(["x" * 100])[0]]
 
 
 @pytest.fixture
