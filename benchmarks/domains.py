@@ -17,7 +17,6 @@ about the size a trained run reaches): what a forward pass costs does not depend
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import machine, machine_line, markdown_table
+from benchmarks.inference import time_calls
 from benchmarks.load import Server, rss_bytes, server_pids
 from nada_core.fileio import write_json
 from nada_export.pipeline import export
@@ -63,13 +63,8 @@ def served(repository: Path) -> tuple[Server, float]:
 
 
 def p50_of(call, requests: int) -> float:
-    call()  # the first request warms the model's caches
-    times = []
-    for _ in range(requests):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Seconds, after one warm-up request."""
+    return time_calls(call, BATCH, warmup=1, requests=requests, min_seconds=0)["p50_ms"] / 1000
 
 
 def throughput(call, clients: int, requests: int) -> float:
