@@ -80,6 +80,30 @@ def check_style(name: str, field: str) -> int:
     return STYLES.index(key)
 
 
+def images_of_seeds(generator: torch.nn.Module, n: int) -> torch.Tensor:
+    """The generator's images [n, 3, H, W] in [-1, 1] of seeds 0..n-1, truncation 1: what the judge sees."""
+    # channels_last: a quarter faster on the CPU too; fp32 throughout
+    g = inference_copy(generator, "fp32", channels_last=True)
+    z = torch.from_numpy(z_batch(list(range(n)), g.config.z_dim)).to(next(g.parameters()).device)
+    with torch.no_grad():
+        return torch.cat([g(x) for x in z.split(64)])
+
+
+_FROZEN: dict[tuple[str, int, str], torch.Tensor] = {}  # the last key's images only
+
+
+def frozen_images(n: int, device: str) -> torch.Tensor:
+    """The world generator's own images of seeds 0..n-1, the same for every run judged: drawn once per
+    process (each run of nada-train's several targets, or of nada-app's queue, judges against them),
+    again when the generator's file changes (its sha256 is in the key)."""
+    base = load_generator(GENERATOR_WEIGHTS, device)
+    key = (base.sha256, n, str(device))
+    if key not in _FROZEN:
+        _FROZEN.clear()
+        _FROZEN[key] = images_of_seeds(base.generator, n)
+    return _FROZEN[key]
+
+
 @torch.no_grad()
 def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") -> dict:
     """metrics.json for a run on the world generator: the judge on frozen and adapted images of
@@ -98,12 +122,8 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
     if manifest.get("target") is None:
         raise FieldError(f"{{eval_only}} '{run_dir}': image-guided runs have no target style to judge")
     target = check_style(manifest["target"], "target")
-    # channels_last: a quarter faster on the CPU too; fp32 throughout
-    frozen_g = inference_copy(load_generator(GENERATOR_WEIGHTS, device).generator, "fp32", channels_last=True)
-    adapted_g = inference_copy(load_generator(run_dir, device).generator, "fp32", channels_last=True)
-    z = torch.from_numpy(z_batch(list(range(n)), frozen_g.config.z_dim)).to(device)
-    frozen = torch.cat([frozen_g(x) for x in z.split(64)])
-    adapted = torch.cat([adapted_g(x) for x in z.split(64)])
+    frozen = frozen_images(n, device)
+    adapted = images_of_seeds(load_generator(run_dir, device).generator, n)
     metrics = adaptation_metrics(load_judge().to(device), frozen, adapted, target)
     # the directional similarity under the CLIP and templates the run was guided by
     opts = TrainOptions.from_json(manifest["arguments"])

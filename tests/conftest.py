@@ -25,6 +25,15 @@ def threads_per_worker() -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: a worker per core and one more. With one per core about an eighth of the cores' time
+    in the full suite sits idle (tests waiting on a tritonserver, a subprocess, a browser); the extra
+    worker fills those gaps: 5 min 50 s against 6 min 18 s on two cores, the same tree. The quick tier
+    (`-m "not slow"`) has no such waits, and there one per core is quicker (54 s against 61 s)."""
+    cores = os.cpu_count() or 1
+    return cores if "not slow" in (config.option.markexpr or "") else cores + 1
+
+
 THREADS = threads_per_worker()
 torch.set_num_threads(THREADS)
 # the subprocesses a test starts: nada commands, torchrun, tritonserver

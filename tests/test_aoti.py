@@ -1,6 +1,7 @@
 """nada-export --engine aoti: AOTInductor packages built on this machine's CPU, checked like the ONNX
-graphs, served through the Triton python model's aoti runtime. Compilation costs about half a
-minute per graph here: one repository is built for the module."""
+graphs, served through the Triton python model's aoti runtime: the domain's images as nada-generate
+draws them, and the encoder (NAME_edit) as nada-edit draws a photo. Compilation costs a quarter of a
+minute per generator graph here and a minute for the encoder: one repository is built for the module."""
 
 import json
 
@@ -14,9 +15,12 @@ from nada_export.triton_repo import ServeOptions
 from nada_serve.client import GeneratorClient
 from nada_serve.server import TritonServer
 from nada_train.checkpoints import load_generator, save_safetensors
+from nada_train.edit import edit
+from nada_train.encoders.loading import load_encoder
 from nada_train.generator import Generator, GeneratorConfig
 from nada_train.generator.inference import render
 from tests.conftest import refused
+from tests.encoder_fixtures import photos
 from tests.test_export import parse_config
 
 
@@ -36,49 +40,70 @@ def small(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def aoti_repo(tmp_path_factory, small):
+def aoti_repo(tmp_path_factory, encoder_file, encoder_runs):
+    """One repository for the module: a domain of the encoder's decoder (run "a") and the encoder
+    (ReStyle's step unrolled once): its IR-SE50 backbone alone takes about a minute to compile here."""
     repo = tmp_path_factory.mktemp("aoti") / "repo"
     report = export(
-        [str(small)],
+        [encoder_runs[0]],
         repo,
         engine="aoti",
         device="cpu",
-        max_batch=4,
+        max_batch=2,
+        encoder=encoder_file,
+        encoder_steps=1,
         progress=False,
         serve=ServeOptions(threads=1),
     )
     return repo, report
 
 
+@pytest.fixture(scope="module")
+def aoti_server(aoti_repo):
+    with TritonServer(aoti_repo[0]) as server:
+        yield server
+
+
 def test_packages_are_built_checked_and_written(aoti_repo):
     repo, report = aoti_repo
-    assert sorted(f.path.rsplit(".", 1)[1] for f in report.files) == ["pt2", "pt2"]
-    assert all(f.parity.passed and f.parity.batches == [1, 3, 4] for f in report.files)
-    synthesis = [f for f in report.files if f.model == "sketch_synthesis"][0]
+    encoder = json.loads((repo / "manifest.json").read_text())["encoder"]["model"]
+    assert sorted(f.model for f in report.files) == sorted(["a_synthesis", encoder, mapping_model(repo)])
+    assert all(f.path == f"{f.model}.pt2" for f in report.files)
+    assert all(f.parity.passed and f.parity.batches == [1, 2] for f in report.files)
+    synthesis = [f for f in report.files if f.model == "a_synthesis"][0]
     assert synthesis.parity.max_abs_error <= 1  # levels, on fresh W+ codes at each batch
-    cfg = parse_config(repo / "sketch_synthesis" / "config.pbtxt")
-    params = {k: v.string_value for k, v in cfg.parameters.items()}
-    assert (params["runtime"], params["device"], params["model_file"]) == (
-        "aoti",
-        "cpu",
-        "sketch_synthesis.pt2",
-    )
-    assert cfg.instance_group[0].kind == cfg.instance_group[0].KIND_CPU
-    assert (repo / "sketch_synthesis" / "1" / "sketch_synthesis.pt2").stat().st_size > 0
+    (encoded,) = [f for f in report.files if f.model == encoder]
+    assert encoded.parity.max_abs_error < 1e-4  # W+ codes
+    for model in ("a_synthesis", encoder):
+        cfg = parse_config(repo / model / "config.pbtxt")
+        params = {k: v.string_value for k, v in cfg.parameters.items()}
+        assert (params["runtime"], params["device"], params["model_file"]) == ("aoti", "cpu", f"{model}.pt2")
+        assert cfg.instance_group[0].kind == cfg.instance_group[0].KIND_CPU
+        assert (repo / model / "1" / f"{model}.pt2").stat().st_size > 0
     manifest = json.loads((repo / "manifest.json").read_text())
-    assert (
-        manifest["models"]["sketch"]["engine"] == "aoti" and manifest["models"]["sketch"]["device"] == "cpu"
-    )
+    assert manifest["models"]["a"]["engine"] == "aoti" and manifest["models"]["a"]["device"] == "cpu"
 
 
-def test_served_aoti_images_equal_nada_generate(aoti_repo, small):
-    repo, _ = aoti_repo
-    with TritonServer(repo) as server:
-        got = GeneratorClient(server.endpoints.grpc, "sketch").generate_seeds([0, 1, 2, 3, 4, 9], 0.7)
-    want = render(load_generator(small).generator, [0, 1, 2, 3, 4, 9], 0.7)
+def mapping_model(repo) -> str:
+    return json.loads((repo / "manifest.json").read_text())["models"]["a"]["mapping"]
+
+
+def test_served_aoti_images_equal_nada_generate(aoti_server, encoder_runs):
+    with GeneratorClient(aoti_server.endpoints.grpc, "a") as client:
+        got = client.generate_seeds([0, 1, 2, 3, 4, 9], 0.7)
+    want = render(load_generator(encoder_runs[0]).generator, [0, 1, 2, 3, 4, 9], 0.7)
     assert got.shape == want.shape == (6, 8, 8, 3)
     assert want.std() > 5
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_the_served_aoti_encoder_draws_photos_as_nada_edit(aoti_server, encoder_file, encoder_runs):
+    pictures = photos(3, 90, seed=41)
+    with GeneratorClient(aoti_server.endpoints.grpc, "a") as client:
+        got = client.edit(pictures)
+    drawn = edit(list(pictures), encoder_runs[:1], encoder=load_encoder(encoder_file), encoder_steps=1)
+    local = np.stack([e.domains["a"] for e in drawn])
+    assert np.abs(got.astype(int) - local.astype(int)).max() <= 1
 
 
 def test_a_broken_reduced_precision_package_is_refused(tmp_path, small, monkeypatch):

@@ -322,19 +322,17 @@ def test_shipped_generator_draws_photo_scenes_as_recorded():
 
 
 @needs_weights
-def test_default_run_end_to_end(tmp_path):
-    import subprocess
-    import sys
+def test_default_run_end_to_end(tmp_path, monkeypatch, capsys):
+    """nada-train with the world's defaults (3 steps), as its console script runs it; then --eval-only
+    gives the same metrics, judged against the same frozen images (drawn once in a process)."""
+    from nada_world.base import EVAL_SEEDS, TARGET_SETTINGS, frozen_images
+    from tests.test_cli import run_in_process
 
     out = tmp_path / "run"
-    code = "import sys; from nada_train.cli.train import main_entry; sys.argv[0]='nada-train'; main_entry()"
-    r = subprocess.run(
-        [sys.executable, "-c", code, "--out", str(out), "--iterations", "3", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    code, _, err = run_in_process(
+        monkeypatch, capsys, "nada-train", "--out", str(out), "--iterations", "3", "--quiet"
     )
-    assert r.returncode == 0, r.stderr
+    assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["target"] == "pixel" and metrics["iterations"] == 3 and metrics["n_images"] == 1024
     counts = metrics["adapted_style_counts"]
@@ -353,18 +351,30 @@ def test_default_run_end_to_end(tmp_path):
     }
     assert manifest["arguments"]["templates"] == direction_templates()
     args = manifest["arguments"]
-    from nada_world.base import TARGET_SETTINGS
-
     assert (args["layers"], args["lr"], args["global_weight"], args["batch"]) == (
         "all",
         0.01,
         TARGET_SETTINGS["pixel"]["global_weight"],
         4,
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code, "--eval-only", str(out)], capture_output=True, text=True, timeout=600
-    )
-    assert r.returncode == 0 and json.loads((out / "metrics.json").read_text()) == metrics
+    frozen = frozen_images(EVAL_SEEDS, "cpu")  # the run's evaluation drew them
+    code, printed, err = run_in_process(monkeypatch, capsys, "nada-train", "--eval-only", str(out))
+    assert code == 0, err
+    assert json.loads(printed) == json.loads((out / "metrics.json").read_text()) == metrics
+    assert frozen_images(EVAL_SEEDS, "cpu") is frozen
+
+
+@needs_weights
+def test_the_frozen_images_are_drawn_once_per_generator_and_count():
+    from nada_train.checkpoints import load_generator
+    from nada_world.base import GENERATOR_WEIGHTS, frozen_images, images_of_seeds
+
+    eight = frozen_images(8, "cpu")
+    assert frozen_images(8, "cpu") is eight
+    want = images_of_seeds(load_generator(GENERATOR_WEIGHTS).generator, 8)
+    assert torch.equal(eight, want) and eight.shape[0] == 8
+    four = frozen_images(4, "cpu")  # another count: drawn again
+    assert four.shape[0] == 4 and torch.allclose(four, want[:4], atol=1e-5)  # a batch of 4, not 8
 
 
 @needs_weights

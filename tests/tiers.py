@@ -56,6 +56,7 @@ def slow_uses() -> dict[int, tuple[Any, str]]:
     from nada_app.views import Serving
     from nada_export import aoti_engine, engines, onnx_export, pipeline
     from nada_serve.server import TritonServer
+    from nada_world.base import frozen_images
 
     found: list[tuple[Any, str]] = [
         *(
@@ -72,6 +73,7 @@ def slow_uses() -> dict[int, tuple[Any, str]]:
         (TritonServer, "a tritonserver"),
         (load.Server, "nada-serve"),
         (Serving, "an export and a tritonserver (nada-app's Serve tab)"),
+        (frozen_images, "the world's evaluation (its generator's 1,024 images judged)"),
         (load.main, "nada-serve"),
         (inference.main, "exports and a tritonserver"),
         (encoder.main, "full-size encoders, exports and a tritonserver"),
@@ -167,8 +169,10 @@ def _reached_code(code: types.CodeType, namespace: dict, registry: dict, seen: s
     return None
 
 
-def item_reason(item: pytest.Item, registry: dict) -> str | None:
-    """Why a collected test is slow: its own code, then each fixture of the tests folder it uses."""
+def item_reason(item: pytest.Item, registry: dict, known: dict[int, str | None] | None = None) -> str | None:
+    """Why a collected test is slow: its own code, then each fixture of the tests folder it uses.
+    known: each function's answer so far (a fixture or a parametrized test is read once, not per item)."""
+    known = {} if known is None else known
     functions = [("the test", getattr(item, "function", None))]
     info = getattr(item, "_fixtureinfo", None)
     for name in info.names_closure if info else ():
@@ -176,9 +180,12 @@ def item_reason(item: pytest.Item, registry: dict) -> str | None:
             if ours(fixturedef.func):
                 functions.append((f"fixture {name}", fixturedef.func))
     for where, func in functions:
-        why = reached(func, registry) if func is not None else None
-        if why:
-            return f"{where} uses {why}"
+        if func is None:
+            continue
+        if id(func) not in known:
+            known[id(func)] = reached(func, registry)
+        if known[id(func)]:
+            return f"{where} uses {known[id(func)]}"
     return None
 
 
@@ -187,9 +194,9 @@ def item_reason(item: pytest.Item, registry: dict) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    registry = slow_uses()
+    registry, known = slow_uses(), {}
     for item in items:
-        why = item_reason(item, registry)
+        why = item_reason(item, registry, known)
         if why:
             item.add_marker(pytest.mark.slow(reason=why))
     # The files with the most slow tests first: xdist hands out files in this order, and a long file
