@@ -113,8 +113,8 @@ def photo_in_domains(
     projection) and drawn in every run's domain."""
     import nada
     from nada_core.pngs import save_png
+    from nada_train.alignment import read_photos
     from nada_train.bases import base_owning
-    from nada_train.cli.edit import read_pictures
     from nada_train.edit import edit, one_base
     from nada_train.encoders.loading import INPUT_SIZE
 
@@ -125,7 +125,7 @@ def photo_in_domains(
     owner = base_owning(base.source)
     encoder = nada.load_encoder(owner.encoder) if owner is not None and owner.encoder is not None else None
     size = INPUT_SIZE if encoder is not None else base.config.image_shape[0]
-    picture = read_pictures([Path(photo)], size, align, shape_predictor, None)[0]
+    picture = read_photos([Path(photo)], size, align, shape_predictor)[0]
     if encoder is not None:
         (edited,) = edit([picture], loaded, base=base, encoder=encoder)
     else:

@@ -5,10 +5,14 @@ when the square leaves the photo), then resampled to size x size."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
 from nada_core.errors import FieldError, NadaError
+from nada_core.pngs import read_image, read_rgb
 
 EYE_LEFT, EYE_RIGHT, MOUTH_OUTER = slice(36, 42), slice(42, 48), slice(48, 60)
 
@@ -117,3 +121,33 @@ def read_landmarks(path: str) -> np.ndarray:
     if lm.shape != (68, 2):
         raise FieldError(f"{{landmarks}} '{path}': expected 68 x 2 points, got shape {list(lm.shape)}")
     return lm
+
+
+def read_photos(
+    images: Sequence[str | Path],
+    size: int,
+    align: bool = False,
+    shape_predictor: str | Path | None = None,
+    landmarks: Sequence[str | Path] | None = None,
+) -> list[np.ndarray]:
+    """Each image file as uint8 [size, size, 3]: its centre square, or with `align` (dlib's
+    68-landmark `shape_predictor`) or `landmarks` (one file per image) the FFHQ-aligned face, as the
+    encoders were trained on."""
+    if landmarks and len(landmarks) != len(images):
+        raise FieldError(
+            f"{{landmarks}}: {len(landmarks)} files for {len(images)} images; give one per image"
+        )
+    if not (align or landmarks):
+        return [read_image(p, size) for p in images]
+    if not landmarks and shape_predictor is None:
+        raise FieldError("{align}: give dlib's 68-landmark model with --shape-predictor FILE, or --landmarks")
+    out = []
+    for i, path in enumerate(images):
+        photo = read_rgb(path)
+        lm = (
+            read_landmarks(str(landmarks[i]))
+            if landmarks
+            else detect_landmarks(photo, str(shape_predictor), str(path))
+        )
+        out.append(align_face(photo, lm, size))
+    return out

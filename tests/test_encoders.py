@@ -249,26 +249,27 @@ def test_nada_edit_with_an_encoder_writes_every_promised_file(encoder_file, enco
 def test_alignment_asked_without_what_it_needs_is_refused_in_one_line(tmp_path):
     from PIL import Image
 
-    from nada_train.cli.edit import FLAGS, read_pictures
+    from nada_train.alignment import read_photos
+    from nada_train.cli.edit import FLAGS
     from tests.conftest import refused
 
     Image.fromarray(photos(1, 64)[0]).save(tmp_path / "me.png")
     images = [tmp_path / "me.png"]
     with refused(r"^--landmarks: 2 files for 1 images; give one per image$", FLAGS):
-        read_pictures(images, 64, False, None, [tmp_path / "a.npy", tmp_path / "b.npy"])
+        read_photos(images, 64, False, None, [tmp_path / "a.npy", tmp_path / "b.npy"])
     with refused(
         r"^--align: give dlib's 68-landmark model with --shape-predictor FILE, or --landmarks$", FLAGS
     ):
-        read_pictures(images, 64, True, None, None)
+        read_photos(images, 64, True, None, None)
     np.save(tmp_path / "few.npy", np.zeros((5, 2)))
     with refused(r"^--landmarks '.*few\.npy': expected 68 x 2 points, got shape \[5, 2\]$", FLAGS):
-        read_pictures(images, 64, False, None, [tmp_path / "few.npy"])
+        read_photos(images, 64, False, None, [tmp_path / "few.npy"])
     # without dlib (as here) --align says how to get it, or to give the landmarks
     try:
         import dlib  # noqa: F401
     except ImportError:
         with refused(r"^--align .*me\.png: face detection needs dlib \(pip install dlib\)", FLAGS):
-            read_pictures(images, 64, True, tmp_path / "predictor.dat", None)
+            read_photos(images, 64, True, tmp_path / "predictor.dat", None)
 
 
 NARROW_STAGES = ((8, 8, 1), (8, 16, 1), (16, 32, 2), (32, 32, 1))  # codes 32 wide: the tests' base's w

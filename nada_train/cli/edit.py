@@ -9,7 +9,8 @@ import typer
 
 from nada_core.cli import run_app, typer_app
 from nada_core.fileio import atomic_path
-from nada_core.pngs import grid, read_image, read_rgb, save_png
+from nada_core.pngs import grid, save_png
+from nada_train.alignment import read_photos
 from nada_train.checkpoints import load_generator
 from nada_train.edit import edit, one_base
 from nada_train.perceptual import load_lpips
@@ -84,10 +85,10 @@ def main(
     names = [p.stem for p in images]
     if loaded is not None:
         check_encoder_base(loaded, base)
-        pictures = read_pictures(images, INPUT_SIZE, align, shape_predictor, landmarks)  # the encoder's size
+        pictures = read_photos(images, INPUT_SIZE, align, shape_predictor, landmarks)  # the encoder's size
         edited = edit(pictures, runs, names=names, base=base, encoder=loaded, encoder_steps=encoder_steps)
     else:
-        pictures = read_pictures(images, base.config.image_shape[0], align, shape_predictor, landmarks)
+        pictures = read_photos(images, base.config.image_shape[0], align, shape_predictor, landmarks)
         bar = tqdm(total=steps * len(pictures), desc="projecting", unit="step", disable=quiet)
         edited = edit(
             pictures,
@@ -117,29 +118,6 @@ def main(
             f"{e.name}: reconstruction PSNR {e.psnr_db:.1f} dB ({e.inverted_by}); {len(e.domains)} domains "
             f"in {folder}"
         )
-
-
-def read_pictures(images, size, align, shape_predictor, landmarks) -> list[np.ndarray]:
-    """Each image at `size`: the centre square, or with --align / --landmarks the FFHQ-aligned face."""
-    from nada_core.errors import FieldError
-    from nada_train.alignment import align_face, detect_landmarks, read_landmarks
-
-    if landmarks and len(landmarks) != len(images):
-        raise FieldError(
-            f"{{landmarks}}: {len(landmarks)} files for {len(images)} images; give one per image"
-        )
-    if not (align or landmarks):
-        return [read_image(p, size) for p in images]
-    if not landmarks and shape_predictor is None:
-        raise FieldError("{align}: give dlib's 68-landmark model with --shape-predictor FILE, or --landmarks")
-    out = []
-    for i, path in enumerate(images):
-        photo = read_rgb(path)
-        lm = (
-            read_landmarks(landmarks[i]) if landmarks else detect_landmarks(photo, shape_predictor, str(path))
-        )
-        out.append(align_face(photo, lm, size))
-    return out
 
 
 def main_entry() -> None:
