@@ -334,7 +334,7 @@ def test_what_is_not_an_encoder_file_of_ours_is_refused_in_one_line(tmp_path):
         "(format 'nada-stylegan2'); pass a pSp, e4e or ReStyle .pt checkpoint or a nada encoder"
     )
     (tmp_path / "torn.safetensors").write_bytes(b"\x08\x00")
-    with pytest.raises(NadaError, match=r"torn\.safetensors': not a safetensors file that can be read"):
+    with pytest.raises(NadaError, match=r"torn\.safetensors': not a readable safetensors file"):
         load_encoder(tmp_path / "torn.safetensors")
     with pytest.raises(
         NadaError, match=r"^encoder 'builtin:nowhere': no built-in base of that name ships an encoder"

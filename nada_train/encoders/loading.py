@@ -272,14 +272,9 @@ def save_encoder(
 def read_nada_encoder(path: Path) -> tuple[dict, LoadedGenerator]:
     """A nada encoder file: the checkpoint as the authors' layout holds it, and its decoder, loaded
     from beside it and checked against the sha256 it was trained for."""
-    from safetensors import safe_open
+    from nada_train.tensor_files import read_safetensors
 
-    try:
-        with safe_open(str(path), "pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open has no iterator)
-    except Exception as exc:
-        raise NadaError(f"encoder '{path}': not a safetensors file that can be read ({exc})") from None
+    metadata, tensors = read_safetensors(path, "encoder")
     if metadata.get("format") != NADA_ENCODER_FORMAT:
         raise NadaError(
             f"encoder '{path}': a safetensors file without nada's encoder metadata (format "
