@@ -88,16 +88,22 @@ class Domain:
         return Domain(*move, self.parametrization, self.base_sha256, dict(self.meta))
 
 
-def combine(domains: Sequence[Domain], coefficients: Sequence[float]) -> Domain:
-    """sum_k c_k * domain_k, part by part (the base is the zero domain, so its coefficient drops out).
-    A coefficient of 0 contributes exactly nothing and one of 1 a domain exactly, so blends at the
-    ends equal the domains themselves."""
+def check_one_base(domains: Sequence[Domain], field: str, verb: str) -> None:
+    """Domains mixed or stacked must move the same layers at the same widths: domains of one base."""
     first = domains[0]
     for d in domains[1:]:
         if set(d.layers) != set(first.layers) or any(
             d.scale[n].shape != first.scale[n].shape for n in first.layers
         ):
-            raise FieldError("{blend}: the domains have different layers; blend domains of one base")
+            raise FieldError(f"{{{field}}}: the domains have different layers; {verb} domains of one base")
+
+
+def combine(domains: Sequence[Domain], coefficients: Sequence[float]) -> Domain:
+    """sum_k c_k * domain_k, part by part (the base is the zero domain, so its coefficient drops out).
+    A coefficient of 0 contributes exactly nothing and one of 1 a domain exactly, so blends at the
+    ends equal the domains themselves."""
+    check_one_base(domains, "blend", "blend")
+    first = domains[0]
 
     def mixed(part: str) -> dict[str, torch.Tensor]:
         return {
@@ -257,12 +263,8 @@ class DomainTable(nn.Module):
 
     def __init__(self, domains: Sequence[Domain]):
         super().__init__()
+        check_one_base(domains, "domains", "serve")
         layers = domains[0].layers
-        for d in domains[1:]:
-            if set(d.layers) != set(layers) or any(
-                d.scale[n].shape != domains[0].scale[n].shape for n in layers
-            ):
-                raise FieldError("{domains}: the domains have different layers; serve domains of one base")
         self.layers = layers
         self.widths = [domains[0].scale[n].numel() for n in layers]
         self.register_buffer(

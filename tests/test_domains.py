@@ -19,17 +19,19 @@ from nada_train.domains import (
     RUN_DOMAIN,
     Domain,
     DomainGenerator,
+    DomainTable,
     bake,
     combine,
     load_domain,
     save_domain,
 )
 from nada_train.factory import build
+from nada_train.generator import Generator, GeneratorConfig
 from nada_train.images import to_uint8
 from nada_train.loop import train
 from nada_train.run_dir import RunDir
 from nada_train.runs import Run, resume
-from tests.conftest import tiny_generator
+from tests.conftest import refused, tiny_generator
 from tests.test_trainer import options
 
 
@@ -112,8 +114,76 @@ def test_lightweight_domains_refuse_a_stylegan3_base():
     from tests.test_stylegan3 import sg3
 
     g3 = sg3()
-    with pytest.raises(FieldError, match="lightweight domains are built for StyleGAN2 bases"):
-        DomainGenerator(g3, "styles")
+    for refuse in (lambda: DomainGenerator(g3, "styles"), lambda: bake(g3, Domain({}, {}, "styles"))):
+        with refused(
+            r"^--parametrization styles: lightweight domains are built for StyleGAN2 bases; train this "
+            r"StyleGAN3 base with --parametrization full$"
+        ):
+            refuse()
+
+
+@pytest.mark.parametrize("parametrization", ["channels", "styles"])
+def test_a_trained_domain_draws_as_its_baked_generator(parametrization):
+    """DomainGenerator (what a run trains) with a domain loaded draws what bake() draws, gives the
+    domain back, and is the base in everything else the trainer asks of G_train."""
+    g = tiny_generator()
+    domain = random_domain(g, 5, parametrization)
+    trained = DomainGenerator(g, parametrization)
+    trained.load_domain(domain)
+    ws = codes(g)
+    want = draw(bake(g, domain), ws)
+    assert (want - draw(g, ws)).abs().max() > 0.05
+    assert torch.allclose(draw(trained, ws), want, atol=1e-5)
+    back = trained.domain()
+    for part in ("scale", "shift"):
+        assert all(torch.equal(getattr(back, part)[n], getattr(domain, part)[n]) for n in domain.layers)
+    z = torch.randn(3, g.config.z_dim, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(trained.mapping(z), g.mapping(z))
+    for code in (1, 5):
+        assert trained.layers_of_code(code) == g.layers_of_code(code)
+        assert trained.layers_of_code(code, True) == g.layers_of_code(code, True)
+    assert g.layers_of_code(5, True) != g.layers_of_code(5)  # the flag matters
+
+
+def test_a_domain_keeps_what_it_says_of_itself():
+    g = tiny_generator()
+    zero = Domain.zeros(g, base_sha256="cd" * 32)
+    assert (zero.parametrization, zero.base_sha256) == ("channels", "cd" * 32)
+    domain = random_domain(g, 6, "styles")
+    domain.base_sha256, domain.meta = "ef" * 32, {"note": "x"}
+    moved = domain.to("cpu")
+    assert (moved.parametrization, moved.base_sha256, moved.meta) == ("styles", "ef" * 32, {"note": "x"})
+    assert moved.meta is not domain.meta
+    for part in ("scale", "shift"):
+        assert all(torch.equal(getattr(moved, part)[n], getattr(domain, part)[n]) for n in domain.layers)
+    other = random_domain(g, 7, "styles")
+    other.base_sha256 = "01" * 32
+    # a blend keeps the kind its domains share (or says they are mixed) and the first one's base
+    mixed = combine([domain, other, zero], [0.25, 0.5, 2.0])
+    assert (mixed.parametrization, mixed.base_sha256) == ("mixed", "ef" * 32)
+    same = combine([domain, other], [0.25, 0.5])
+    assert same.parametrization == "styles"
+    for n in domain.layers:
+        assert torch.allclose(same.shift[n], 0.25 * domain.shift[n] + 0.5 * other.shift[n])
+
+
+def test_domains_of_other_bases_are_refused_in_one_line():
+    g, other = tiny_generator(), tiny_generator(size=16)  # fewer layers
+    wider = Generator(GeneratorConfig(**{**g.config.to_dict(), "channels": (16, 16, 16, 16)}))
+    assert set(wider.modulated_layers()) == set(g.modulated_layers())
+    assert wider.modulated_layers() != g.modulated_layers()  # the same layers at other widths
+    mine = random_domain(g, 1)
+    for stranger in (random_domain(other, 2), random_domain(wider, 3)):
+        with refused(r"^--blend: the domains have different layers; blend domains of one base$"):
+            combine([mine, stranger], [0.5, 0.5])
+        with refused(r"^--domains: the domains have different layers; serve domains of one base$"):
+            DomainTable([mine, stranger])
+    with refused(
+        r"^--domain: its layers are not this generator's; apply a domain to the base it was trained on$"
+    ):
+        bake(other, mine)
+    with refused(r"^--parametrization full: choose channels, styles$"):
+        DomainGenerator(g, "full")
 
 
 def test_a_domain_file_round_trips_and_holds_only_what_was_trained(tmp_path):
@@ -131,8 +201,11 @@ def test_a_domain_file_round_trips_and_holds_only_what_was_trained(tmp_path):
         numbers = sum(w for w in g.modulated_layers().values())
         assert domain.parameters_count() == numbers
         assert path.stat().st_size < numbers * 4 + 4096  # the trained part alone, in fp32
+    domain = random_domain(g, 4)  # a random base's domain: no sha256, and none read back
+    save_domain(domain, tmp_path / "random.safetensors", g.config.to_dict())
+    assert load_domain(tmp_path / "random.safetensors")[0].base_sha256 is None
     (tmp_path / "bad.safetensors").write_bytes(b"not a file")
-    with pytest.raises(NadaError, match="not a readable safetensors"):
+    with pytest.raises(NadaError, match=r"^domain '.*bad\.safetensors': not a readable safetensors"):
         load_domain(tmp_path / "bad.safetensors")
 
 
