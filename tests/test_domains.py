@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from nada_core.errors import FieldError, NadaError
+from nada_core.fileio import sha256_file
 from nada_export.graphs import DomainsGraph, DomainsSource
 from nada_train.blending import blend, parse_blend
-from nada_train.checkpoints import load_generator
+from nada_train.checkpoints import load_generator, load_run_base
 from nada_train.domains import (
     RUN_DOMAIN,
     Domain,
@@ -255,8 +256,12 @@ def test_a_lightweight_run_writes_its_domain_and_draws_as_its_training_did(
     assert manifest["parametrization"] == "channels"
     domain, config = load_domain(run / RUN_DOMAIN)
     assert domain.base_sha256 == manifest["base"]["sha256"] and config == manifest["generator_config"]
+    for snapshot in ("domain-000002.safetensors", "domain-000004.safetensors"):  # drawable with their base
+        assert load_domain(run / "snapshots" / snapshot)[0].base_sha256 == manifest["base"]["sha256"]
     loaded = load_generator(run, "cpu")
-    assert loaded.kind == "run" and loaded.domain is not None
+    assert loaded.kind == "run" and loaded.domain is not None and loaded.source == str(run)
+    assert loaded.sha256 == sha256_file(run / RUN_DOMAIN)  # the run's own file, not its base's
+    assert loaded.domain.base_sha256 == manifest["base"]["sha256"]
     base = load_generator(rosinality_ckpt, "cpu").generator
     ws = codes(base)
     trained = DomainGenerator(base, "channels")
@@ -268,8 +273,14 @@ def test_a_lightweight_run_writes_its_domain_and_draws_as_its_training_did(
     from nada_train.checkpoints import save_rosinality
 
     save_rosinality(g, rosinality_ckpt)
-    with pytest.raises(NadaError, match="changed since the run was trained"):
-        load_generator(run, "cpu")
+    changed = (
+        f"run directory '{run}': its base '{rosinality_ckpt}' changed since the run was trained (sha256 "
+        "differs); restore the base to draw this domain"
+    )
+    for load in (lambda: load_generator(run, "cpu"), lambda: load_run_base(run, manifest["base"])):
+        with pytest.raises(NadaError) as refusal:
+            load()
+        assert str(refusal.value) == changed
 
 
 @pytest.mark.parametrize("parametrization", ["channels", "styles"])
@@ -379,6 +390,37 @@ def test_the_multi_domain_graph_draws_each_item_in_its_own_domain():
     with torch.no_grad():
         same = graph(ws[:1].expand(3, -1, -1), torch.tensor([[0], [1], [2]], dtype=torch.int32)).numpy()
     assert all(np.abs(same[i].astype(int) - same[j]).max() > 5 for i, j in ((0, 1), (0, 2), (1, 2)))
+
+
+def test_a_reduced_precision_multi_domain_model_is_checked_in_every_domain():
+    """The precision gate's seeds are drawn in each domain of the model: an engine that is off in
+    its last domain alone, on those seeds alone, is refused; the same engine exact passes."""
+    from nada_export.parity import check_parity
+
+    g = tiny_generator()
+    source = DomainsSource(
+        g, [Domain.zeros(g), random_domain(g, 1), random_domain(g, 2, "styles")], list("xyz")
+    )
+    graph = DomainsGraph(source).eval()
+    calls = []
+
+    def engine(off_in_domain: int | None):
+        def run(feed):
+            calls.append(feed)
+            with torch.no_grad():
+                out = graph(torch.from_numpy(feed["ws"]), torch.from_numpy(feed["domain"])).numpy()
+            if len(calls) > 2 and off_in_domain is not None and int(feed["domain"][0, 0]) == off_in_domain:
+                out = np.clip(out.astype(int) + 40, 0, 255).astype(out.dtype)  # past the 2 batches
+            return out
+
+        return run
+
+    assert check_parity(source, "domains", engine(None), [1, 2], precision="bf16").passed
+    gate_feeds = calls[2:]
+    assert sorted({int(f["domain"][0, 0]) for f in gate_feeds}) == [0, 1, 2]
+    assert len(gate_feeds) == 3 * len({f["ws"].tobytes() for f in gate_feeds})  # each seed, each domain
+    calls.clear()
+    assert not check_parity(source, "domains", engine(2), [1, 2], precision="bf16").passed
 
 
 def test_run_api_reopens_a_lightweight_run(two_light_runs_and_a_full):

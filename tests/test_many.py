@@ -186,6 +186,36 @@ def test_a_resume_skips_the_finished_target_and_finishes_the_others(
     assert [r["status"] for r in json.loads((out / "index.json").read_text())["runs"]] == ["finished"] * 2
 
 
+def test_the_callback_hears_every_step_and_the_index_follows_each_finished_target(
+    tmp_path, rosinality_ckpt, tiny_clip_spec
+):
+    """A callback hears each step of each target; index.json lists a target as finished as soon as it
+    is (not only at the end); a finished target asked for more iterations continues on resume."""
+    from nada_train.many import INDEX
+
+    out = tmp_path / "many"
+    targets = plan(rosinality_ckpt, out, tiny_clip_spec, texts=TEXTS[:2])
+    targets[0].iterations, targets[1].iterations = 1, 3
+    heard = []
+
+    def callback(p):
+        index = json.loads((out / INDEX).read_text()) if (out / INDEX).exists() else None
+        heard.append((p.target, p.step, index and [r["status"] for r in index["runs"]]))
+
+    train_many(targets, out, progress=False, callback=callback)
+    assert [(t, s) for t, s, _ in heard] == [(TEXTS[0], 1), (TEXTS[1], 1), (TEXTS[1], 2), (TEXTS[1], 3)]
+    assert heard[0][2] is None  # nothing finished yet: no index
+    assert heard[1][2] == ["finished", "running"]  # written when the first target finished
+    longer = plan(rosinality_ckpt, out, tiny_clip_spec, texts=TEXTS[:2])
+    longer[0].iterations, longer[1].iterations = 2, 3
+    heard.clear()
+    train_many(longer, out, resume=True, progress=False, callback=callback)
+    assert [(t, s) for t, s, _ in heard] == [(TEXTS[0], 2)]
+    assert (
+        json.loads((out / TEXTS[0].replace(" ", "-") / "manifest.json").read_text())["iterations_done"] == 2
+    )
+
+
 def test_a_target_whose_loss_is_nan_fails_alone(tmp_path, rosinality_ckpt, tiny_clip_spec, monkeypatch):
     """One target's loss turns NaN at its first step, another's at its last (after the third has
     finished): both are saved as failed-nan, the third finishes, the index says so, and the error
@@ -458,6 +488,7 @@ def test_each_torchrun_rank_takes_a_gpu_of_its_own(monkeypatch):
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert rank_device(cpu, 1, 2, gpus=2) == cpu and rank_device(cuda, 0, 1, gpus=2) == cuda
+    assert rank_device(cuda, 1, 2, gpus=2) == torch.device("cuda", 1)  # two ranks: a GPU each
     assert [rank_device(cuda, r, 4, gpus=2) for r in range(4)] == [
         torch.device("cuda", i) for i in (0, 1, 0, 1)
     ]

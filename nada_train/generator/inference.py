@@ -81,9 +81,9 @@ def render(
 
 
 def render_z(
-    generator: StyleGenerator, z_all: torch.Tensor, truncation: float, noise: str = "const", batch: int = 8
+    generator: StyleGenerator, z_all: torch.Tensor, truncation: float, noise: str, batch: int = 8
 ) -> np.ndarray:
-    """uint8 images [N, H, W, 3] of latents z [N, z_dim], `batch` at a time."""
+    """uint8 images [N, H, W, 3] of latents z [N, z_dim], `batch` at a time; noise: const, random or none."""
     check_noise(noise)
     device = next(generator.parameters()).device
     out = []
