@@ -272,9 +272,6 @@ class DomainTable(nn.Module):
         )
         self.register_buffer("shift", torch.stack([torch.cat([d.shift[n] for n in layers]) for d in domains]))
 
-    def __len__(self) -> int:
-        return self.scale.shape[0]
-
     def edits(self, index: torch.Tensor) -> dict[str, LayerEdit]:
         """index: [batch] integers in 0..len-1 -> per-layer edits of [batch, channels]."""
         scale = torch.index_select(self.scale, 0, index).split(self.widths, dim=1)
