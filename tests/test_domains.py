@@ -15,7 +15,7 @@ from nada_core.errors import FieldError, NadaError
 from nada_core.fileio import sha256_file
 from nada_export.graphs import DomainsGraph, DomainsSource
 from nada_train.blending import blend, parse_blend
-from nada_train.checkpoints import load_generator, load_run_base
+from nada_train.checkpoints import load_generator, load_run_base, save_safetensors
 from nada_train.domains import (
     RUN_DOMAIN,
     Domain,
@@ -32,6 +32,7 @@ from nada_train.images import to_uint8
 from nada_train.loop import train
 from nada_train.run_dir import RunDir
 from nada_train.runs import Run, resume
+from nada_train.tensor_files import read_safetensors, write_safetensors
 from tests.conftest import refused, tiny_generator
 from tests.test_trainer import options
 
@@ -203,8 +204,18 @@ def test_a_domain_file_round_trips_and_holds_only_what_was_trained(tmp_path):
         assert domain.parameters_count() == numbers
         assert path.stat().st_size < numbers * 4 + 4096  # the trained part alone, in fp32
     domain = random_domain(g, 4)  # a random base's domain: no sha256, and none read back
-    save_domain(domain, tmp_path / "random.safetensors", g.config.to_dict())
-    assert load_domain(tmp_path / "random.safetensors")[0].base_sha256 is None
+    save_domain(domain, tmp_path / "random.safetensors", g.config.to_dict(), {"iterations_done": "7"})
+    back = load_domain(tmp_path / "random.safetensors")[0]
+    assert back.base_sha256 is None and back.meta["iterations_done"] == "7"  # its metadata kept
+    save_safetensors(g, tmp_path / "generator.safetensors")  # a generator is not a domain
+    meta, tensors = read_safetensors(tmp_path / "random.safetensors", "domain")
+    write_safetensors(tensors, tmp_path / "full.safetensors", {**meta, "parametrization": "full"})
+    for name, format_ in (("generator", "'nada-stylegan2'"), ("full", "'nada-domain/1'")):
+        with pytest.raises(NadaError) as refusal:
+            load_domain(tmp_path / f"{name}.safetensors")
+        assert str(refusal.value) == (
+            f"domain '{tmp_path / name}.safetensors': not a nada domain file (format {format_})"
+        )
     (tmp_path / "bad.safetensors").write_bytes(b"not a file")
     with pytest.raises(NadaError, match=r"^domain '.*bad\.safetensors': not a readable safetensors"):
         load_domain(tmp_path / "bad.safetensors")
@@ -386,6 +397,10 @@ def test_the_multi_domain_graph_draws_each_item_in_its_own_domain():
     for item, k in enumerate(index.flatten().tolist()):
         want = to_uint8(draw(bake(g, domains[k]), ws[item : item + 1])).numpy().astype(int)
         assert np.abs(got[item] - want[0]).max() <= 1, (item, k)
+    alone = DomainTable(domains[1:2]).edits(torch.tensor([0, 0]))  # a table of one domain
+    assert all(
+        torch.equal(alone[n].scale, (1 + domains[1].scale[n]).expand(2, -1)) for n in domains[1].layers
+    )
     # one code in every domain: three different images (the index is not ignored)
     with torch.no_grad():
         same = graph(ws[:1].expand(3, -1, -1), torch.tensor([[0], [1], [2]], dtype=torch.int32)).numpy()

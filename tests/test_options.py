@@ -77,3 +77,12 @@ def test_a_builtin_bases_checkpoint_named_by_its_path_brings_the_base_and_weight
     weighted = resolve_options(path, tmp_path / "run", clip=["RN50", "ViT-B-32"], clip_weights=[0.25, 0.75])
     assert [(c.name, c.weight) for c in weighted.clip] == [("RN50", 0.25), ("ViT-B-32", 0.75)]
     assert weighted.templates is None  # your CLIPs: the base's templates are not forced on them
+
+
+def test_an_unknown_parametrization_is_refused_in_one_line(rosinality_ckpt, tmp_path):
+    with pytest.raises(NadaError) as e:
+        opts = resolve_options(
+            str(rosinality_ckpt), tmp_path / "run", target="sketch", parametrization="Channels"
+        )
+        opts.validate()  # what nada.adapt and nada-train do before a run starts
+    assert e.value.for_command_line() == "--parametrization 'Channels': choose one of full, channels, styles"
