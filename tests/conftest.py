@@ -29,7 +29,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: a worker per core and one more. With one per core about an eighth of the cores' time
     in the full suite sits idle (tests waiting on a tritonserver, a subprocess, a browser); the extra
     worker fills those gaps: 5 min 50 s against 6 min 18 s on two cores, the same tree. The quick tier
-    (`-m "not slow"`) has no such waits, and there one per core is quicker (54 s against 61 s)."""
+    (`-m "not slow"`) has no such waits, and there one per core is quicker (53 s against 61 s)."""
     cores = os.cpu_count() or 1
     return cores if "not slow" in (config.option.markexpr or "") else cores + 1
 
