@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from nada_core.errors import FieldError
-from nada_core.fileio import write_json
+from nada_core.fileio import sha256_file, write_json
 from nada_core.seeds import z_batch
 from nada_train.bases import BuiltinBase
 from nada_train.checkpoints import load_generator
@@ -96,11 +96,10 @@ def frozen_images(n: int, device: str) -> torch.Tensor:
     """The world generator's own images of seeds 0..n-1, the same for every run judged: drawn once per
     process (each run of nada-train's several targets, or of nada-app's queue, judges against them),
     again when the generator's file changes (its sha256 is in the key)."""
-    base = load_generator(GENERATOR_WEIGHTS, device)
-    key = (base.sha256, n, str(device))
-    if key not in _FROZEN:
+    key = (sha256_file(GENERATOR_WEIGHTS), n, str(device))
+    if key not in _FROZEN:  # the generator is built only to draw them
         _FROZEN.clear()
-        _FROZEN[key] = images_of_seeds(base.generator, n)
+        _FROZEN[key] = images_of_seeds(load_generator(GENERATOR_WEIGHTS, device).generator, n)
     return _FROZEN[key]
 
 
