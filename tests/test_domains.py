@@ -46,6 +46,13 @@ def random_domain(g, seed: int, parametrization: str = "channels", size: float =
     return d
 
 
+def same_domain(a: Domain, b: Domain) -> bool:
+    """Both parts equal bit for bit in every layer of b."""
+    return all(
+        torch.equal(getattr(a, part)[n], getattr(b, part)[n]) for part in ("scale", "shift") for n in b.layers
+    )
+
+
 def codes(g, n: int = 4, seed: int = 3) -> torch.Tensor:
     with torch.no_grad():
         w = g.mapping(torch.randn(n, g.config.z_dim, generator=torch.Generator().manual_seed(seed)))
@@ -137,8 +144,7 @@ def test_a_trained_domain_draws_as_its_baked_generator(parametrization):
     assert (want - draw(g, ws)).abs().max() > 0.05
     assert torch.allclose(draw(trained, ws), want, atol=1e-5)
     back = trained.domain()
-    for part in ("scale", "shift"):
-        assert all(torch.equal(getattr(back, part)[n], getattr(domain, part)[n]) for n in domain.layers)
+    assert same_domain(back, domain)
     z = torch.randn(3, g.config.z_dim, generator=torch.Generator().manual_seed(8))
     assert torch.equal(trained.mapping(z), g.mapping(z))
     for code in (1, 5):
@@ -156,8 +162,7 @@ def test_a_domain_keeps_what_it_says_of_itself():
     moved = domain.to("cpu")
     assert (moved.parametrization, moved.base_sha256, moved.meta) == ("styles", "ef" * 32, {"note": "x"})
     assert moved.meta is not domain.meta
-    for part in ("scale", "shift"):
-        assert all(torch.equal(getattr(moved, part)[n], getattr(domain, part)[n]) for n in domain.layers)
+    assert same_domain(moved, domain)
     other = random_domain(g, 7, "styles")
     other.base_sha256 = "01" * 32
     # a blend keeps the kind its domains share (or says they are mixed) and the first one's base
@@ -198,8 +203,7 @@ def test_a_domain_file_round_trips_and_holds_only_what_was_trained(tmp_path):
         back, config = load_domain(path)
         assert config == g.config.to_dict() and back.parametrization == parametrization
         assert back.base_sha256 == "ab" * 32
-        for part in ("scale", "shift"):
-            assert all(torch.equal(getattr(back, part)[n], getattr(domain, part)[n]) for n in domain.layers)
+        assert same_domain(back, domain)
         numbers = sum(w for w in g.modulated_layers().values())
         assert domain.parameters_count() == numbers
         assert path.stat().st_size < numbers * 4 + 4096  # the trained part alone, in fp32
