@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import typer
@@ -44,17 +46,34 @@ def main(
             "train and export here",
             file=sys.stderr,
         )
+
+    def on_sigterm(signum, frame):  # a service manager's stop: the same clean exit as Ctrl-C
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     queue = TrainingQueue(runs)
-    page = build_page(queue, base, clip, shape_predictor)
-    try:
-        page.queue(default_concurrency_limit=4).launch(
-            server_name=host, server_port=port, show_error=True, quiet=True, css=CSS, prevent_thread_lock=True
-        )
-        print(f"nada-app: ready on http://{host}:{port} (runs in {runs})", flush=True)
-        page.block_thread()
-    finally:
-        queue.close()
-        page.serving.stop()
+    # what lasts only while the page does (the served repository, photo grids): removed on the way out
+    with tempfile.TemporaryDirectory(prefix="nada-app-") as work:
+        page = build_page(queue, Path(work), base, clip, shape_predictor)
+        try:
+            page.queue(default_concurrency_limit=4).launch(
+                server_name=host,
+                server_port=port,
+                show_error=True,
+                quiet=True,
+                css=CSS,
+                prevent_thread_lock=True,
+            )
+            print(f"nada-app: ready on http://{host}:{port} (runs in {runs})", flush=True)
+            page.block_thread()  # returns on Ctrl-C or SIGTERM: it catches the KeyboardInterrupt itself
+        except KeyboardInterrupt:  # one that came while the page was starting
+            pass
+        finally:
+            queue.close()
+            page.serving.stop()
+            page.close(verbose=False)
+    print("nada-app: stopped", flush=True)
 
 
 def main_entry() -> None:

@@ -23,6 +23,7 @@ CSS = """
 #sample img { image-rendering: pixelated; }
 #progress progress { width: 100%; height: 1.2em; }
 """
+STYLE_IMAGES = ".style-images"  # in the runs folder: the images of image-guided trainings
 LAYERS = ["base default", "auto", "all", "texture", "shape"]
 
 
@@ -85,14 +86,16 @@ def progress_html(queue: TrainingQueue, job) -> str:
 
 def build_page(
     queue: TrainingQueue,
+    work: Path,
     base: str = "builtin:world",
     clip: str = "",
     shape_predictor: Path | None = None,
-    serve_folder: Path | None = None,
 ) -> gr.Blocks:
+    """The page over `queue`'s runs. `work` holds what lasts only while the page does (the served
+    repository, photo grids to download): the caller removes it after the page."""
     root = queue.root
     generators = Generators()
-    serving = Serving(serve_folder or Path(tempfile.mkdtemp(prefix="nada-app-serve-")))
+    serving = Serving(work / "serve")
 
     def run_names() -> list[str]:
         return [p.name for p in finished_runs(root)]
@@ -215,7 +218,9 @@ def build_page(
             if form_ != "full":
                 settings["parametrization"] = form_
             if images_:
-                folder = Path(tempfile.mkdtemp(prefix="nada-app-style-"))
+                # beside the runs, not in `work`: resuming the run later reads them again
+                (root / STYLE_IMAGES).mkdir(parents=True, exist_ok=True)
+                folder = Path(tempfile.mkdtemp(dir=root / STYLE_IMAGES))
                 for i, f in enumerate(images_):
                     src = Path(f if isinstance(f, str) else f.name)
                     (folder / f"{i:03d}{src.suffix.lower()}").write_bytes(src.read_bytes())
@@ -278,7 +283,9 @@ def build_page(
 
         @shown
         def on_draw(photo_, runs_, align_):
-            found = photo_in_domains(photo_, chosen(runs_, root), generators, align_, shape_predictor)
+            found = photo_in_domains(
+                photo_, chosen(runs_, root), generators, work / "photos", align_, shape_predictor
+            )
             info = (
                 f"{', '.join(found.labels)}; inverted by {found.inverted_by}, reconstruction PSNR "
                 f"{found.psnr_db:.1f} dB"

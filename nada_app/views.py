@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nada_core.cli import one_line
 from nada_core.errors import FieldError
 from nada_core.pngs import grid
 from nada_core.seeds import parse_seeds
@@ -105,12 +106,14 @@ def photo_in_domains(
     photo: str | Path,
     runs: list[Path],
     generators: Generators,
+    out: Path,
     align: bool = False,
     shape_predictor: Path | None = None,
     projection_steps: int = 100,
 ) -> PhotoResult:
     """The photo inverted into the runs' base (by the base's own encoder where it ships one, else by
-    projection) and drawn in every run's domain."""
+    projection) and drawn in every run's domain; the grid's PNG in a folder of its own under `out`
+    (two pages drawing at once never share a file)."""
     import nada
     from nada_core.pngs import save_png
     from nada_train.alignment import read_photos
@@ -132,7 +135,8 @@ def photo_in_domains(
         (edited,) = edit([picture], loaded, base=base, steps=projection_steps)
     images = [edited.input, edited.reconstruction, *edited.domains.values()]
     mosaic = grid(np.stack(images), rows=1)
-    png = Path(tempfile.mkdtemp(prefix="nada-app-")) / "photo-in-every-domain.png"
+    out.mkdir(parents=True, exist_ok=True)
+    png = Path(tempfile.mkdtemp(dir=out)) / "photo-in-every-domain.png"
     save_png(mosaic, png)
     labels = ["your photo", "reconstruction", *edited.domains]
     return PhotoResult(mosaic, labels, float(edited.psnr_db), edited.inverted_by, png)
@@ -147,6 +151,7 @@ class Serving:
         self.folder = folder
         self.server = None
         self.models: list[str] = []
+        self.stopped_because = ""  # what the supervisor could not mend, for the next fetch to say
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one export and server swap at a time, whichever page asks
 
@@ -168,6 +173,7 @@ class Serving:
         self.server = TritonServer(repository, 0, 0, 0, host="127.0.0.1").start(timeout=300)
         self.models = list(report.models)
         self._stop = threading.Event()
+        self.stopped_because = ""
         supervisor = Supervisor(self.server, log=lambda line: print(line, file=sys.stderr, flush=True))
         supervisor.check()
         threading.Thread(target=self._supervise, args=(supervisor, self._stop), daemon=True).start()
@@ -181,6 +187,10 @@ class Serving:
         `repeats` after one warm-up)."""
         server, models = self.server, self.models
         if server is None:
+            if self.stopped_because:
+                raise FieldError(
+                    f"{{serve}}: serving stopped ({self.stopped_because}); export and serve again"
+                )
             raise FieldError("{serve}: export and serve the runs first")
         if model not in models:
             raise FieldError(f"{{model}} {model}: not served; pick one of {', '.join(models)}")
@@ -198,13 +208,17 @@ class Serving:
         words = f"{len(values)} image(s) over gRPC from '{model}': {ms:.1f} ms (p50 of {repeats})"
         return grid(images, rows=1), words
 
-    @staticmethod
-    def _supervise(supervisor, stop: threading.Event) -> None:
-        while not stop.wait(supervisor.interval):
-            try:
-                supervisor.check()
-            except Exception:  # noqa: BLE001 - the watch goes on; the operator sees why
-                traceback.print_exc(file=sys.stderr)
+    def _supervise(self, supervisor, stop: threading.Event) -> None:
+        """The supervisor's watch, on its own thread; what it cannot mend stops this server (not a newer
+        one an export started meanwhile) and is said by the next fetch."""
+        try:
+            supervisor.watch(stop)
+        except Exception as e:  # noqa: BLE001 - the page says it; the trace goes to the terminal
+            traceback.print_exc(file=sys.stderr)
+            with self._lock:
+                if self.server is supervisor.server:
+                    self.stopped_because = one_line(str(e))
+                    self._stop_server()
 
     def stop(self) -> None:
         with self._lock:

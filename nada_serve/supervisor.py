@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -95,7 +96,8 @@ def is_ensemble(folder: Path) -> bool:
 
 
 class Supervisor:
-    """Watches `server`: `check` once, every `interval` seconds (nada-serve's loop)."""
+    """Watches `server`: `check` is one look, `watch` looks every `interval` seconds until stopped
+    (nada-serve's loop and nada-app's Serve tab both run `watch`)."""
 
     def __init__(
         self,
@@ -140,6 +142,13 @@ class Supervisor:
             if live[model] < self.instances[model]:
                 short.append(model)
         return short
+
+    def watch(self, stop: threading.Event) -> None:
+        """Look every `interval` seconds until `stop` is set. What a look cannot mend (a model that
+        cannot be reloaded, a server that keeps dying or stops answering) is raised: the caller stops
+        serving and says why, rather than serve a repository nobody watches."""
+        while not stop.wait(self.interval):
+            self.check()
 
     def check(self) -> None:
         """One look: restart a dead server, reload each model short of a process, load again a

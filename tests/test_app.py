@@ -218,15 +218,19 @@ def test_a_photo_is_drawn_by_the_base_and_every_run(finished_run, tmp_path):
 
     photo = tmp_path / "photo.png"
     save_png(finished_run.generator.generate([5], 0.7)[0], photo)
-    found = photo_in_domains(photo, [finished_run.path], Generators(), projection_steps=3)
+    generators, out = Generators(), tmp_path / "page"
+    found = photo_in_domains(photo, [finished_run.path], generators, out, projection_steps=3)
     assert found.labels == ["your photo", "reconstruction", "sketch"]
+    # in the page's folder (removed with the page), a folder per call: two pages never share a file
+    again = photo_in_domains(photo, [finished_run.path], generators, out, projection_steps=3)
+    assert found.png.is_relative_to(out) and again.png.is_relative_to(out) and again.png != found.png
     assert found.inverted_by.startswith("projected") and np.isfinite(found.psnr_db)
     h, w = finished_run.generator.config.image_shape
     assert found.grid.shape == (h, 3 * w + 4, 3) and np.array_equal(
         np.asarray(Image.open(found.png)), found.grid
     )
     with pytest.raises(FieldError, match="drop a photo"):
-        photo_in_domains(None, [finished_run.path], Generators())
+        photo_in_domains(None, [finished_run.path], Generators(), out)
 
 
 def test_the_serve_tab_fetches_over_grpc_what_nada_generate_draws(finished_run, tmp_path):
@@ -248,3 +252,33 @@ def test_the_serve_tab_fetches_over_grpc_what_nada_generate_draws(finished_run, 
 
     assert np.abs(images.astype(int) - grid(want, rows=1).astype(int)).max() <= 1
     assert re.fullmatch(r"4 image\(s\) over gRPC from 'sketch': [\d.]+ ms \(p50 of 5\)", latency)
+
+
+def test_what_the_supervisor_cannot_mend_stops_that_server_and_the_next_fetch_says_why(tmp_path):
+    """The Serve tab's watch gives up (a model that cannot be reloaded): its server is stopped, not left
+    serving unwatched, and a fetch says why in one line; a newer export's server is never stopped by an
+    older watch."""
+    import threading
+    from types import SimpleNamespace
+
+    from nada_app.views import Serving
+    from nada_core.errors import NadaError
+
+    def gives_up(stop):
+        raise NadaError("sketch_synthesis: could not be reloaded in 300 s:\nfailed to load")
+
+    stopped = []
+    serving = Serving(tmp_path / "serving")
+    serving.server, serving.models = SimpleNamespace(stop=lambda: stopped.append("old")), ["sketch"]
+    serving._supervise(SimpleNamespace(server=serving.server, watch=gives_up), threading.Event())
+    assert stopped == ["old"] and serving.server is None
+    with pytest.raises(FieldError) as info:
+        serving.fetch("sketch", "0-3", 0.7)
+    assert str(info.value) == (
+        "serve: serving stopped (sketch_synthesis: could not be reloaded in 300 s: failed to load); export "
+        "and serve again"
+    )
+    newer = SimpleNamespace(stop=lambda: stopped.append("newer"))
+    serving.server = newer
+    serving._supervise(SimpleNamespace(server=object(), watch=gives_up), threading.Event())
+    assert serving.server is newer and stopped == ["old"]

@@ -43,18 +43,24 @@ def app(tmp_path_factory, clip_config_dir):
     folder = tmp_path_factory.mktemp("app")
     base = write_base_checkpoint(folder)
     port = free_port()
+    temp = folder / "tmp"  # the app's temporary folders land here, to be seen gone after it stops
+    temp.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-c", "from nada_app.cli import main_entry; main_entry()", "--port", str(port),
          "--runs", str(folder / "runs"), "--base", str(base), "--clip", "nada-test-tiny:random"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "TMPDIR": str(temp)},
     )  # fmt: skip
     ready = proc.stdout.readline()
     assert ready.startswith("nada-app: ready on http://127.0.0.1:"), ready + proc.stderr.read()
+    assert len([p for p in temp.iterdir() if p.name.startswith("nada-app-")]) == 1  # the page's work folder
     yield f"http://127.0.0.1:{port}/", folder / "runs"
-    proc.terminate()
-    proc.wait(30)
+    proc.terminate()  # as a service manager stops it: the same clean exit as Ctrl-C
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.splitlines()[-1] == "nada-app: stopped", out + err
+    assert not [p.name for p in temp.iterdir() if p.name.startswith("nada-app-")]
 
 
 def pixels_of_data_uri(src: str) -> np.ndarray:

@@ -2,7 +2,7 @@
 which models it reloads, from what Triton says and the processes alive; when it gives up."""
 
 import subprocess
-import tempfile
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -102,7 +102,9 @@ class Client:
                 self.states[name] = "READY"
 
 
-def watched(monkeypatch, client: Client, live: list[str], process: Process | None = None, **kw) -> Supervisor:
+def watched(
+    monkeypatch, repository: Path, client: Client, live: list[str], process: Process | None = None, **kw
+) -> Supervisor:
     server = SimpleNamespace(
         process=process or Process(),
         endpoints=SimpleNamespace(grpc="127.0.0.1:1"),
@@ -110,7 +112,7 @@ def watched(monkeypatch, client: Client, live: list[str], process: Process | Non
         wait_ready=lambda timeout: None,
         start=lambda timeout: None,
         errors=lambda: "E server log line",
-        repository=Path(tempfile.mkdtemp(prefix="nada-supervised-")),
+        repository=repository,
     )
     monkeypatch.setattr(
         module,
@@ -125,12 +127,12 @@ def watched(monkeypatch, client: Client, live: list[str], process: Process | Non
 logged: list[str] = []
 
 
-def test_a_ready_model_short_of_a_process_is_reloaded_and_nothing_else(monkeypatch):
+def test_a_ready_model_short_of_a_process_is_reloaded_and_nothing_else(monkeypatch, tmp_path):
     """'two' asks for two processes and has one; 'one' has its one; the ensemble has none to have; a
     model still loading is not judged. Only 'two' is unloaded and loaded again."""
     client = Client({"one": "READY", "two": "READY", "ensemble": "READY", "loading": "LOADING"})
     index = [{"name": n, "state": state} for n, state in client.states.items()]
-    s = watched(monkeypatch, client, live=["one", "two"])
+    s = watched(monkeypatch, tmp_path, client, live=["one", "two"])
     assert s.short_of_processes(client, index) == ["two"]
     client.calls.clear()
     logged.clear()
@@ -143,14 +145,14 @@ def test_a_ready_model_short_of_a_process_is_reloaded_and_nothing_else(monkeypat
     assert ("config", "loading") not in client.calls  # configs are read for READY models only
 
 
-def test_a_reload_does_not_wait_for_an_unload_that_never_finishes(monkeypatch):
+def test_a_reload_does_not_wait_for_an_unload_that_never_finishes(monkeypatch, tmp_path):
     """Triton never finishes unloading a model whose process is dead; the new copy loads beside it."""
     client = Client({"two": "READY"}, unloading_looks=10**9)
-    watched(monkeypatch, client, live=["two"], start_timeout=2.0).check()
+    watched(monkeypatch, tmp_path, client, live=["two"], start_timeout=2.0).check()
     assert [c for c in client.calls if c[0] != "config"] == [("unload", "two"), ("load", "two", "UNLOADING")]
 
 
-def test_an_ensemble_left_unloaded_by_a_reload_is_loaded_again(monkeypatch):
+def test_an_ensemble_left_unloaded_by_a_reload_is_loaded_again(monkeypatch, tmp_path):
     """Triton loads the ensembles using a model with it, but one whose unload finished after that load
     stays unloaded: the reload is not done until every model is ready again."""
     client = Client(
@@ -158,7 +160,7 @@ def test_an_ensemble_left_unloaded_by_a_reload_is_loaded_again(monkeypatch):
     )
     logged.clear()
     watched(
-        monkeypatch, client, live=["two"], start_timeout=5.0
+        monkeypatch, tmp_path, client, live=["two"], start_timeout=5.0
     ).check()  # a reload that never loads it fails in 5 s
     loads = [c for c in client.calls if c[0] == "load"]
     assert loads == [("load", "two", "UNAVAILABLE"), ("load", "ensemble", "UNAVAILABLE")]
@@ -168,28 +170,34 @@ def test_an_ensemble_left_unloaded_by_a_reload_is_loaded_again(monkeypatch):
     )
 
 
-def test_a_model_found_unavailable_is_loaded_again(monkeypatch):
+def test_a_model_found_unavailable_is_loaded_again(monkeypatch, tmp_path):
     client = Client({"one": "READY", "ensemble": "UNAVAILABLE"})
     logged.clear()
-    watched(monkeypatch, client, live=["one"]).check()
+    watched(monkeypatch, tmp_path, client, live=["one"]).check()
     assert [c for c in client.calls if c[0] == "load"] == [("load", "ensemble", "UNAVAILABLE")]
     assert len(logged) == 1 and "ensemble: it was unavailable; loaded again in" in logged[0]
 
 
-def test_a_model_that_cannot_be_reloaded_gives_up_in_one_line(monkeypatch):
+def test_a_model_that_cannot_be_reloaded_gives_up_in_one_line(monkeypatch, tmp_path):
     client = Client({"one": "READY"}, fail_loads=True)
-    s = watched(monkeypatch, client, live=[], start_timeout=0.0)
+    s = watched(monkeypatch, tmp_path, client, live=[], start_timeout=0.0)
     with pytest.raises(NadaError) as info:
         s.check()
     assert str(info.value) == "one: could not be reloaded in 0 s: failed to load 'one': boom"
 
 
-def test_a_server_that_keeps_dying_is_restarted_then_given_up(monkeypatch):
+def test_a_server_that_keeps_dying_is_restarted_then_given_up(monkeypatch, tmp_path):
     """Each death is a restart on the same ports, logged; the (max_restarts + 1)-th within the window
     ends nada-serve with the server's own last words."""
     client = Client({})
     s = watched(
-        monkeypatch, client, live=[], process=Process(returncode=-9), max_restarts=2, restart_window_s=300.0
+        monkeypatch,
+        tmp_path,
+        client,
+        live=[],
+        process=Process(returncode=-9),
+        max_restarts=2,
+        restart_window_s=300.0,
     )
     logged.clear()
     s.check()
@@ -206,12 +214,86 @@ def test_a_server_that_keeps_dying_is_restarted_then_given_up(monkeypatch):
     assert len(logged) == 2
 
 
-def test_restarts_outside_the_window_are_forgotten(monkeypatch):
+def test_restarts_outside_the_window_are_forgotten(monkeypatch, tmp_path):
     s = watched(
-        monkeypatch, Client({}), live=[], process=Process(returncode=1), max_restarts=1, restart_window_s=60.0
+        monkeypatch,
+        tmp_path,
+        Client({}),
+        live=[],
+        process=Process(returncode=1),
+        max_restarts=1,
+        restart_window_s=60.0,
     )
     clock = iter([0.0, 0.0, 100.0, 100.0, 200.0, 200.0])
     monkeypatch.setattr(module.time, "monotonic", lambda: next(clock))
     for _ in range(3):  # a death every 100 s: never two within 60 s
         s.check()
     assert len(s.restarts) == 1
+
+
+def test_watch_looks_until_stopped_and_raises_what_it_cannot_mend(monkeypatch, tmp_path):
+    """nada-serve and nada-app's Serve tab both run `watch`: a look every interval until stopped, and a
+    model that cannot be reloaded ends the watch with its one line (the caller stops the server)."""
+    client = Client({"one": "READY"})
+    s = watched(monkeypatch, tmp_path, client, live=["one"], interval=0.01)
+    stop, looks = threading.Event(), []
+    real_check = s.check
+
+    def counted():
+        looks.append(1)
+        real_check()
+        if len(looks) == 3:
+            stop.set()
+
+    s.check = counted
+    s.watch(stop)
+    assert len(looks) == 3 and not [c for c in client.calls if c[0] in ("load", "unload")]
+
+    client = Client({"one": "READY"}, fail_loads=True)
+    s = watched(monkeypatch, tmp_path, client, live=[], interval=0.01, start_timeout=0.0)
+    with pytest.raises(NadaError, match=r"^one: could not be reloaded in 0 s: failed to load 'one': boom$"):
+        s.watch(threading.Event())
+
+
+def test_nada_serve_that_gives_up_stops_its_tritonserver_and_says_why(monkeypatch, tmp_path, capsys):
+    """A watch that cannot mend a model ends nada-serve with the one line and status 2, and takes its
+    tritonserver down with it (started in a session of its own, it would otherwise go on serving,
+    unwatched, holding the ports)."""
+    import sys
+
+    from nada_serve.cli import serve as cli
+
+    events = []
+
+    class Server:
+        def __init__(self, repository, *ports, host):
+            self.repository, self.process = repository, Process()
+            self.endpoints = SimpleNamespace(grpc="127.0.0.1:1", http="127.0.0.1:2", metrics="127.0.0.1:3")
+
+        def start(self, timeout, echo=False):
+            events.append("start")
+            return self
+
+        def models(self):
+            return [{"name": "one"}]
+
+        def stop(self):
+            events.append("stop")
+
+    looks = iter([None, None, NadaError("one: could not be reloaded in 300 s: boom")])
+
+    def check(self):
+        failure = next(looks)
+        if failure is not None:
+            raise failure
+
+    monkeypatch.setattr(cli, "TritonServer", Server)
+    monkeypatch.setattr(cli.Supervisor, "check", check)
+    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)  # pytest's own Ctrl-C stays
+    monkeypatch.setattr(sys, "argv", ["nada-serve", str(tmp_path), "--grpc-port", "0"])
+    with pytest.raises(SystemExit) as info:
+        cli.main_entry()
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and events == ["start", "stop"]
+    assert out.splitlines()[-1] == "models: one"
+    assert err == "nada-serve: error: one: could not be reloaded in 300 s: boom\n"

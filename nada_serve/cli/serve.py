@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 import typer
@@ -63,12 +63,12 @@ def main(
         models = ", ".join(m["name"] for m in server.models())
         print(f"ready: grpc {ep.grpc}  http {ep.http}  metrics http://{ep.metrics}/metrics", flush=True)
         print(f"models: {models}", flush=True)
-        while True:
-            time.sleep(supervisor.interval)
-            supervisor.check()
+        supervisor.watch(threading.Event())  # until Ctrl-C or SIGTERM, or what it cannot mend
     except KeyboardInterrupt:
         code = server.stop()
         print(f"stopped (tritonserver exit status {code})", flush=True)
+    finally:  # giving up (or any error) ends the server with nada-serve: no tritonserver left orphaned
+        server.stop()
 
 
 def main_entry() -> None:
