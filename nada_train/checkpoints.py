@@ -274,7 +274,7 @@ def _load_safetensors(path: Path) -> LoadedGenerator:
 
 def _load_run_dir(path: Path) -> LoadedGenerator:
     weights, manifest_path = path / RUN_GENERATOR, path / RUN_MANIFEST
-    if (path / RUN_DOMAIN).exists() and manifest_path.exists():
+    if is_domain_run(path):
         return _load_domain_run(path)
     if not weights.exists() or not manifest_path.exists():
         raise NadaError(
@@ -299,19 +299,37 @@ def load_run_base(run: str | Path, record: dict, sha256: str | None = None) -> L
     return base
 
 
-def _load_domain_run(path: Path) -> LoadedGenerator:
-    """A lightweight run: its base (as the manifest names it, checked by sha256) with the domain baked in."""
+@dataclass
+class DomainRun:
+    """A lightweight run as its directory holds it, its base not loaded: all a model that serves many
+    domains of one base needs of each (the base is loaded once for them all, no copy baked per domain)."""
+
+    source: str  # the run directory
+    sha256: str  # of its domain file
+    base: dict  # the manifest's record of the base it was trained from
+    domain: Domain
+    kind: str = "run"
+
+
+def is_domain_run(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / RUN_DOMAIN).is_file() and (path / RUN_MANIFEST).is_file()
+
+
+def read_domain_run(path: str | Path) -> DomainRun:
+    path = Path(path)
     domain, _ = load_domain(path / RUN_DOMAIN)
     manifest = json.loads((path / RUN_MANIFEST).read_text())
-    base = load_run_base(path, manifest["base"], domain.base_sha256)
-    domain.base_sha256 = base.sha256
+    return DomainRun(str(path), sha256_file(path / RUN_DOMAIN), manifest["base"], domain)
+
+
+def _load_domain_run(path: Path) -> LoadedGenerator:
+    """A lightweight run: its base (as the manifest names it, checked by sha256) with the domain baked in."""
+    run = read_domain_run(path)
+    base = load_run_base(path, run.base, run.domain.base_sha256)
+    run.domain.base_sha256 = base.sha256
     return LoadedGenerator(
-        bake(base.generator, domain),
-        str(path),
-        "run",
-        sha256_file(path / RUN_DOMAIN),
-        base=manifest.get("base"),
-        domain=domain,
+        bake(base.generator, run.domain), run.source, "run", run.sha256, base=run.base, domain=run.domain
     )
 
 

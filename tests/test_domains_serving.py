@@ -17,6 +17,7 @@ from benchmarks.load import Server
 from nada_core.errors import FieldError, NadaError
 from nada_export.pipeline import export
 from nada_serve.client import GeneratorClient, generate_seeds_async
+from nada_train import checkpoints
 from nada_train.checkpoints import load_generator
 from nada_train.loop import train
 from tests.conftest import write_base_checkpoint
@@ -146,10 +147,19 @@ def test_nada_client_domain_writes_nada_generate_images(served, runs, tmp_path):
         assert np.abs(got - want[i]).max() <= 1
 
 
-def test_a_domain_added_by_a_new_export_is_served_without_a_restart(runs, tmp_path):
+def test_a_domain_added_by_a_new_export_is_served_without_a_restart(runs, tmp_path, monkeypatch):
     ckpt, made = runs
     repo = tmp_path / "repo"
-    export([made["a"], made["b"]], repo, domains="styles", max_batch=4, progress=False)
+    reads, read = [], checkpoints._load_torch_file
+
+    def unbaked(generator, domain):
+        raise AssertionError("a domain baked into a copy of its base")
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoints, "_load_torch_file", lambda path, *a: reads.append(path) or read(path, *a))
+        m.setattr(checkpoints, "bake", unbaked)
+        export([made["a"], made["b"]], repo, domains="styles", max_batch=4, progress=False)
+    assert reads == [ckpt]  # the base read once for both domains, not once per run and once more
     server = Server(repo)
     try:
         pid = server.tritonserver_pid()
