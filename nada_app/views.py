@@ -170,11 +170,12 @@ class Serving:
         report = nada.export(runs, repository, engine=engine, max_batch=8, progress=False)
         exported_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self.server = TritonServer(repository, 0, 0, 0, host="127.0.0.1").start(timeout=300)
+        self.server = TritonServer(repository, 0, 0, 0, host="127.0.0.1")
+        supervisor = Supervisor(self.server, log=lambda line: print(line, file=sys.stderr, flush=True))
+        supervisor.start()
         self.models = list(report.models)
         self._stop = threading.Event()
         self.stopped_because = ""
-        supervisor = Supervisor(self.server, log=lambda line: print(line, file=sys.stderr, flush=True))
         supervisor.check()
         threading.Thread(target=self._supervise, args=(supervisor, self._stop), daemon=True).start()
         return (

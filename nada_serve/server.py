@@ -30,6 +30,12 @@ from nada_core.cache import cache_dir
 from nada_core.errors import FieldError, NadaError
 
 
+class ServerCrashed(NadaError):
+    """tritonserver killed by a signal while loading (nobody asked it to stop): a crash, such as the
+    python backend's abort on a shared-memory lock that Triton shows now and then on a loaded machine,
+    not a model that failed to load (that exits with a status of its own). Worth starting again."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
@@ -220,7 +226,8 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 time.sleep(0.2)  # let the pump read the last lines
-                raise NadaError(
+                died = ServerCrashed if self.process.returncode < 0 else NadaError
+                raise died(
                     f"tritonserver exited with status {self.process.returncode} while loading "
                     f"{self.repository}:\n{self.errors()}"
                 )

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from nada_core.errors import NadaError
-from nada_serve.server import TritonServer, not_ready
+from nada_serve.server import ServerCrashed, TritonServer, not_ready
 
 STUB = "triton_python_backend_stub"
 # a repository-index or config request to a live tritonserver answers in milliseconds; one that does
@@ -119,6 +119,7 @@ class Supervisor:
         ] = {}  # model -> stub processes its config asks for (configs do not change while served)
         self.restarts: list[float] = []
         self.files: dict[str, tuple] = {}  # model -> its folder's files at the last look (none: first look)
+        self.echo = False  # the server's log echoed (nada-serve --verbose), after a restart too
 
     def _client(self):
         import tritonclient.grpc as grpcclient
@@ -243,22 +244,43 @@ class Supervisor:
                     logged = True
                 time.sleep(1.0)
 
+    def start(self, echo: bool = False) -> None:
+        """Start the server and wait until every model is ready. One that crashes while loading (killed
+        by a signal) is started again, counted as a restart: Triton's python backend aborts now and then
+        on a busy machine, more often in the minute after a model process was killed. One that exits on
+        its own (a model that fails to load) or is not ready in time is refused as it is."""
+        self.echo = echo
+        while True:
+            try:
+                self.server.start(timeout=self.start_timeout, echo=echo)
+                return
+            except ServerCrashed:
+                status = self.server.process.returncode
+                self._count_death(status, time.monotonic())
+                self.log(
+                    f"nada-serve: {now()} tritonserver: exited with status {status} while loading; starting it again"
+                )
+
     def restart_server(self) -> None:
         t0 = time.monotonic()
         status = self.server.process.returncode
-        self.restarts = [t for t in self.restarts if t0 - t < self.restart_window_s] + [t0]
-        if len(self.restarts) > self.max_restarts:
-            raise NadaError(
-                f"tritonserver died {len(self.restarts)} times in {self.restart_window_s:.0f} s "
-                f"(last status {status}); giving up:\n{self.server.errors()}"
-            )
-        self.server.start(timeout=self.start_timeout)
+        self._count_death(status, t0)
+        self.start(self.echo)
         self._event(
             "tritonserver",
             f"exited with status {status}",
             "restarted on the same ports",
             time.monotonic() - t0,
         )
+
+    def _count_death(self, status: int | None, at: float) -> None:
+        """One more death of the server at `at`; more than max_restarts within the window: give up."""
+        self.restarts = [t for t in self.restarts if at - t < self.restart_window_s] + [at]
+        if len(self.restarts) > self.max_restarts:
+            raise NadaError(
+                f"tritonserver died {len(self.restarts)} times in {self.restart_window_s:.0f} s "
+                f"(last status {status}); giving up:\n{self.server.errors()}"
+            )
 
     def _event(self, subject: str, cause: str, action: str, seconds: float) -> None:
         self.log(f"nada-serve: {now()} {subject}: {cause}; {action} in {seconds:.1f} s")

@@ -7,6 +7,7 @@ import re
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,13 +177,25 @@ def test_a_killed_model_process_and_a_killed_server_come_back(repo):
         time.sleep(0.5)  # a second SIGTERM (or Ctrl-C) while it stops: the stop still finishes
         serving.proc.send_signal(signal.SIGTERM)
         assert serving.proc.wait(60) == 0
-        wait_for(
-            lambda: not processes_mentioning(str(repo)) & server_pids,
-            15,
-            "the server's processes to end",
-            poll=0.1,
-        )
+        try:
+            wait_for(lambda: not processes_mentioning(str(repo)) & server_pids, 15, "", poll=0.1)
+        except AssertionError:
+            left = sorted(processes_mentioning(str(repo)) & server_pids)
+            raise AssertionError(f"15 s after nada-serve exited, still running: {described(left)}") from None
     finally:
         stop.set()
         if serving.proc.poll() is None:
             serving.stop()
+
+
+def described(pids: list[int]) -> str:
+    """pid, parent and command line of each process, for a message that says what was left behind."""
+    words = []
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parent = re.search(r"PPid:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)
+        except OSError:
+            continue
+        words.append(f"{pid} (parent {parent}): {cmdline[:160]}")
+    return "; ".join(words)

@@ -110,7 +110,7 @@ def watched(
         endpoints=SimpleNamespace(grpc="127.0.0.1:1"),
         control_headers={},
         wait_ready=lambda timeout: None,
-        start=lambda timeout: None,
+        start=lambda timeout, echo=False: None,
         errors=lambda: "E server log line",
         repository=repository,
     )
@@ -297,3 +297,76 @@ def test_nada_serve_that_gives_up_stops_its_tritonserver_and_says_why(monkeypatc
     assert info.value.code == 2 and events == ["start", "stop"]
     assert out.splitlines()[-1] == "models: one"
     assert err == "nada-serve: error: one: could not be reloaded in 300 s: boom\n"
+
+
+class Starts:
+    """A tritonserver's starts, each ending as `outcomes` says: "ready", or a status it exits with while
+    loading (negative: killed by that signal, as Triton's python backend aborts (-6) now and then)."""
+
+    def __init__(self, outcomes: list):
+        self.outcomes, self.process, self.log_lines = list(outcomes), Process(), ["E the last words"]
+
+    def start(self, timeout, echo=False):
+        from nada_serve.server import ServerCrashed
+
+        outcome = self.outcomes.pop(0)
+        if outcome == "ready":
+            self.process = Process()
+            return self
+        self.process = Process(returncode=outcome)
+        died = ServerCrashed if outcome < 0 else NadaError
+        raise died(f"tritonserver exited with status {outcome} while loading repo:\nE the last words")
+
+    def errors(self):
+        return "E the last words"
+
+
+def test_a_server_that_crashes_while_loading_is_started_again_and_a_model_error_is_not(monkeypatch):
+    """Killed by a signal while loading (a crash): started again, each crash a restart in the window;
+    exited with a status of its own (a model that fails to load): refused at once, as it said."""
+    logged.clear()
+    server = Starts([-6, -11, "ready"])
+    s = Supervisor(server, log=logged.append, max_restarts=5)
+    s.start(echo=True)
+    assert server.outcomes == [] and len(s.restarts) == 2 and s.echo
+    assert [line.split(" ", 3)[3] for line in logged] == [
+        "tritonserver: exited with status -6 while loading; starting it again",
+        "tritonserver: exited with status -11 while loading; starting it again",
+    ]
+
+    server = Starts([1, "ready"])
+    with pytest.raises(NadaError, match=r"^tritonserver exited with status 1 while loading repo:"):
+        Supervisor(server, log=logged.append).start()
+    assert server.outcomes == ["ready"]
+
+    server = Starts([-6, -6, -6, "ready"])
+    with pytest.raises(NadaError) as info:
+        Supervisor(server, log=logged.append, max_restarts=2).start()
+    assert str(info.value) == (
+        "tritonserver died 3 times in 300 s (last status -6); giving up:\nE the last words"
+    )
+
+
+def test_a_restart_that_crashes_while_loading_is_tried_again(monkeypatch):
+    """kill -9 of the server, then its restart aborts while loading: started once more, not given up."""
+    server = Starts([-6, "ready"])
+    server.process = Process(returncode=-9)
+    logged.clear()
+    s = Supervisor(server, log=logged.append, max_restarts=5)
+    s.check()
+    assert server.outcomes == [] and len(s.restarts) == 2
+    assert "tritonserver: exited with status -6 while loading; starting it again" in logged[0]
+    assert "tritonserver: exited with status -9; restarted on the same ports in" in logged[1]
+
+
+def test_wait_ready_calls_a_server_killed_by_a_signal_a_crash(tmp_path):
+    from nada_serve.server import ServerCrashed, TritonServer
+
+    server = TritonServer(tmp_path)
+    server.process = Process(returncode=-6)
+    with pytest.raises(ServerCrashed, match=r"^tritonserver exited with status -6 while loading"):
+        server.wait_ready(5)
+    server.process = Process(returncode=1)
+    with pytest.raises(NadaError) as info:
+        server.wait_ready(5)
+    assert not isinstance(info.value, ServerCrashed)

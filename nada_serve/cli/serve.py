@@ -56,8 +56,9 @@ def main(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        server.start(timeout=timeout, echo=verbose)
-        supervisor = Supervisor(server, log=lambda line: print(line, file=sys.stderr, flush=True))
+        log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+        supervisor = Supervisor(server, log=log, start_timeout=timeout)
+        supervisor.start(echo=verbose)
         supervisor.check()  # a model process that died while the server came up is found before anything is printed
         ep = server.endpoints
         models = ", ".join(m["name"] for m in server.models())
