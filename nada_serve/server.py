@@ -29,6 +29,8 @@ from threading import Thread
 from nada_core.cache import cache_dir
 from nada_core.errors import FieldError, NadaError
 
+STUB_START_TIMEOUT_S = 120
+
 
 class ServerCrashed(NadaError):
     """tritonserver killed by a signal while loading (nobody asked it to stop): a crash, such as the
@@ -179,6 +181,9 @@ class TritonServer:
             "--strict-readiness=true",
             f"--log-verbose={self.log_verbose}",
             "--exit-timeout-secs=10",
+            # the python backend gives a model process 30 s to start and connect, then kills it, which
+            # can abort the whole server; a loaded machine needs longer to import torch in each of them
+            f"--backend-config=python,stub-timeout-seconds={STUB_START_TIMEOUT_S}",
             "--model-control-mode=explicit",
             "--load-model=*",
             f"--grpc-restricted-protocol=model-repository:{CONTROL_HEADER}={token}",
@@ -186,6 +191,7 @@ class TritonServer:
         ]
 
     def start(self, timeout: float = 120.0, echo: bool = False) -> TritonServer:
+        self._end_leftovers()
         self.process = subprocess.Popen(
             self.command(),
             stdout=subprocess.PIPE,
@@ -257,14 +263,26 @@ class TritonServer:
         )
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._end_leftovers()
+        return self.process.returncode
+
+    def _end_leftovers(self) -> None:
+        """Kill what is left of an exited server's session: a model process whose tritonserver died
+        (kill -9, a crash) is left to init and may never exit (seen here: still running after minutes)."""
+        if self.process is not None and self.process.poll() is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):  # nothing left: the usual case
+                pass
 
     def __enter__(self) -> TritonServer:
         return self.start()

@@ -370,3 +370,35 @@ def test_wait_ready_calls_a_server_killed_by_a_signal_a_crash(tmp_path):
     with pytest.raises(NadaError) as info:
         server.wait_ready(5)
     assert not isinstance(info.value, ServerCrashed)
+
+
+def test_what_a_dead_server_left_running_is_ended_with_it(tmp_path):
+    """A model process whose tritonserver was killed is left to init and may never exit (seen under
+    load: still running after nada-serve had stopped); stopping the server, or starting it again, ends
+    every process left in its session."""
+    import os
+    import signal
+
+    from nada_serve.server import TritonServer
+    from tests.conftest import wait_for
+
+    def gone(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    server = TritonServer(tmp_path)
+    # a session whose leader exits at once, leaving its child running, as a killed server leaves a stub
+    server.process = subprocess.Popen(
+        ["sh", "-c", "sleep 300 & echo $!"], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    left = int(server.process.stdout.readline())
+    try:
+        server.process.wait(10)
+        assert os.getpgid(left) == server.process.pid and not gone(left)
+        server.stop()
+        wait_for(lambda: gone(left), 5, "the process left in the dead server's session to end")
+    finally:
+        if not gone(left):
+            os.kill(left, signal.SIGKILL)
