@@ -10,6 +10,7 @@ The bundled binary needs three things a plain launch lacks (see environment note
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import secrets
@@ -29,7 +30,7 @@ from threading import Thread
 from nada_core.cache import cache_dir
 from nada_core.errors import FieldError, NadaError
 
-STUB_START_TIMEOUT_S = 120
+STUB_NAME = "triton_python_backend_stub"
 
 
 class ServerCrashed(NadaError):
@@ -57,23 +58,38 @@ def pytriton_root() -> Path:
     return root
 
 
-def backend_directory(cache: Path | None = None) -> Path:
-    """A backends/python folder with the stub for this Python (built once, reused)."""
+def backend_directory() -> Path:
+    """A backends folder whose python/ holds the python backend and the stub for this Python: made
+    once per pytriton build (its files' sizes and times name the folder) and reused. It is made in a
+    folder of its own and renamed into place whole, so that two servers started at once never write a
+    library the other has already loaded (a copy over a loaded libtriton_python.so crashed
+    tritonserver while loading: two test workers starting their first servers together)."""
     root = pytriton_root()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    stub = root / "python_backend_stubs" / version / STUB_NAME
     if not stub.exists():
         raise NadaError(f"nvidia-pytriton has no python-backend stub for Python {version}")
-    cache = cache or cache_dir(f"triton-backends-py{version}")
-    python_dir = cache / "python"
-    if not (python_dir / "triton_python_backend_stub").exists():
-        python_dir.mkdir(parents=True, exist_ok=True)
-        for f in ("libtriton_python.so", "triton_python_backend_utils.py"):
-            shutil.copy2(root / "backends" / "python" / f, python_dir / f)
-        tmp = python_dir / ".stub.tmp"
-        shutil.copy2(stub, tmp)
-        os.replace(tmp, python_dir / "triton_python_backend_stub")
-    return cache
+    sources = [
+        root / "backends" / "python" / f for f in ("libtriton_python.so", "triton_python_backend_utils.py")
+    ]
+    sources.append(stub)
+    build = hashlib.sha256(repr([(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sources]).encode())
+    final = cache_dir(f"triton-backends-py{version}-{build.hexdigest()[:12]}")
+    if (final / "python" / STUB_NAME).exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".triton-backends-", dir=final.parent))
+    try:
+        (work / "python").mkdir()
+        for f in sources:
+            shutil.copy2(f, work / "python" / f.name)
+        os.rename(work, final)
+    except OSError:
+        if not (final / "python" / STUB_NAME).exists():  # not another process that got there first
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # gone already where the rename succeeded
+    return final
 
 
 def server_environment() -> dict[str, str]:
@@ -181,9 +197,6 @@ class TritonServer:
             "--strict-readiness=true",
             f"--log-verbose={self.log_verbose}",
             "--exit-timeout-secs=10",
-            # the python backend gives a model process 30 s to start and connect, then kills it, which
-            # can abort the whole server; a loaded machine needs longer to import torch in each of them
-            f"--backend-config=python,stub-timeout-seconds={STUB_START_TIMEOUT_S}",
             "--model-control-mode=explicit",
             "--load-model=*",
             f"--grpc-restricted-protocol=model-repository:{CONTROL_HEADER}={token}",

@@ -28,9 +28,8 @@ from datetime import datetime
 from pathlib import Path
 
 from nada_core.errors import NadaError
-from nada_serve.server import ServerCrashed, TritonServer, not_ready
+from nada_serve.server import STUB_NAME, ServerCrashed, TritonServer, not_ready
 
-STUB = "triton_python_backend_stub"
 # a repository-index or config request to a live tritonserver answers in milliseconds; one that does
 # not answer in this long is a server that has stopped answering
 CALL_TIMEOUT_S = 30.0
@@ -56,7 +55,12 @@ def stub_processes(server_pid: int) -> dict[str, Stub]:
             state, ppid = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[:2]
         except OSError:  # exited while we looked
             continue
-        if not argv[0].endswith(STUB.encode()) or int(ppid) != server_pid or state == "Z" or len(argv) < 9:
+        if (
+            not argv[0].endswith(STUB_NAME.encode())
+            or int(ppid) != server_pid
+            or state == "Z"
+            or len(argv) < 9
+        ):
             continue
         instance = argv[8].decode()
         found[instance] = Stub(int(entry), Path(argv[1].decode()).parents[1].name, instance)

@@ -402,3 +402,49 @@ def test_what_a_dead_server_left_running_is_ended_with_it(tmp_path):
     finally:
         if not gone(left):
             os.kill(left, signal.SIGKILL)
+
+
+def _backend_folder_after(barrier, answers) -> None:
+    """One of several processes asking for the python backend's folder at the same moment."""
+    from nada_serve.server import backend_directory
+
+    barrier.wait()
+    folder = backend_directory()
+    library = folder / "python" / "libtriton_python.so"
+    answers.put((str(folder), library.stat().st_ino, library.stat().st_ctime_ns))
+
+
+def test_servers_started_at_once_never_write_a_library_another_has_loaded(tmp_path, monkeypatch):
+    """Four processes make the python backend's folder at the same moment (as test workers, or two
+    nada-serves, start their first servers): one folder, whole, each file as pytriton ships it, and
+    never written again once a process has it (a copy over a loaded libtriton_python.so crashed
+    tritonserver while loading)."""
+    import hashlib
+    import multiprocessing
+
+    from nada_serve.server import STUB_NAME, pytriton_root
+
+    monkeypatch.setenv("NADA_CACHE", str(tmp_path))
+    context = multiprocessing.get_context("spawn")
+    barrier, answers = context.Barrier(4), context.Queue()
+    workers = [context.Process(target=_backend_folder_after, args=(barrier, answers)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    seen = [answers.get(timeout=60) for _ in workers]
+    for w in workers:
+        w.join(10)
+    (folder,) = {s[0] for s in seen}
+    library = Path(folder) / "python" / "libtriton_python.so"
+    assert {(s[1], s[2]) for s in seen} == {(library.stat().st_ino, library.stat().st_ctime_ns)}
+    assert [p.name for p in tmp_path.iterdir()] == [Path(folder).name]  # no half-made folder left
+    version = Path(folder).name.split("-")[2]
+    sources = {
+        "libtriton_python.so": pytriton_root() / "backends" / "python" / "libtriton_python.so",
+        "triton_python_backend_utils.py": pytriton_root()
+        / "backends"
+        / "python"
+        / "triton_python_backend_utils.py",
+        STUB_NAME: pytriton_root() / "python_backend_stubs" / version.removeprefix("py") / STUB_NAME,
+    }
+    made = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (Path(folder) / "python").iterdir()}
+    assert made == {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in sources.items()}
