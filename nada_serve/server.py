@@ -165,6 +165,7 @@ class TritonServer:
             ) from None
         self.log_verbose = log_verbose
         self.process: subprocess.Popen | None = None
+        self._ended: int | None = None  # the exited server whose session was ended
         self.log_lines: deque[str] = deque(maxlen=400)
         self.control_token = secrets.token_hex(16)
 
@@ -291,11 +292,13 @@ class TritonServer:
     def _end_leftovers(self) -> None:
         """Kill what is left of an exited server's session: a model process whose tritonserver died
         (kill -9, a crash) is left to init and may never exit (seen here: still running after minutes)."""
-        if self.process is not None and self.process.poll() is not None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):  # nothing left: the usual case
-                pass
+        if self.process is None or self.process.poll() is None or self._ended == self.process.pid:
+            return
+        self._ended = self.process.pid  # once, at once: later its number may name another session
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):  # nothing left: the usual case
+            pass
 
     def __enter__(self) -> TritonServer:
         return self.start()

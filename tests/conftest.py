@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -222,3 +223,18 @@ def encoder_runs(encoder_file, tmp_path_factory) -> list[Path]:
 
     base, folder = narrow_decoder(), tmp_path_factory.mktemp("runs")  # the file's decoder
     return [make_run(folder / n, encoder_file, adapted_copy(base, i + 1)) for i, n in enumerate("ab")]
+
+
+@contextmanager
+def served(repository, **options):
+    """tritonserver on `repository` started as nada-serve starts it (one that crashes while loading is
+    started again: Supervisor.start), stopped afterwards."""
+    from nada_serve.server import TritonServer
+    from nada_serve.supervisor import Supervisor
+
+    server = TritonServer(repository, **options)
+    try:
+        Supervisor(server, log=lambda line: print(line, file=sys.stderr)).start()
+        yield server
+    finally:
+        server.stop()

@@ -13,13 +13,12 @@ from nada_core.errors import NadaError
 from nada_export.pipeline import export
 from nada_export.triton_repo import ServeOptions
 from nada_serve.client import GeneratorClient
-from nada_serve.server import TritonServer
 from nada_train.checkpoints import load_generator, save_safetensors
 from nada_train.edit import edit
 from nada_train.encoders.loading import load_encoder
 from nada_train.generator import Generator, GeneratorConfig
 from nada_train.generator.inference import render
-from tests.conftest import refused
+from tests.conftest import refused, served
 from tests.encoder_fixtures import photos
 from tests.test_export import parse_config
 
@@ -60,7 +59,7 @@ def aoti_repo(tmp_path_factory, encoder_file, encoder_runs):
 
 @pytest.fixture(scope="module")
 def aoti_server(aoti_repo):
-    with TritonServer(aoti_repo[0]) as server:
+    with served(aoti_repo[0]) as server:
         yield server
 
 

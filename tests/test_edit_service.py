@@ -10,9 +10,9 @@ from PIL import Image
 from nada_core.errors import NadaError
 from nada_export.pipeline import export
 from nada_serve.client import GeneratorClient
-from nada_serve.server import TritonServer
 from nada_train.edit import edit
 from nada_train.encoders.loading import load_encoder
+from tests.conftest import served
 from tests.encoder_fixtures import photos
 
 MAX_BATCH = 2
@@ -36,7 +36,7 @@ def repo(tmp_path_factory, encoder_file, encoder_runs):
 
 @pytest.fixture(scope="module")
 def server(repo):
-    with TritonServer(repo[0]) as s:
+    with served(repo[0]) as s:
         yield s
 
 

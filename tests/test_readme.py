@@ -131,14 +131,14 @@ def test_the_python_block_runs_and_equals_the_commands(tmp_path, monkeypatch, ca
     """The README's Python, as written but for weights: its images are the PNGs nada-generate writes
     of its run, and the served images are its images. (That nada.adapt's run is nada-train's bit for
     bit: test_cli.py, on a tiny CLIP.)"""
-    from nada_serve.server import TritonServer
+    from tests.conftest import served
     from tests.test_cli import run_in_process
 
     block = the_python_block()
     for real, here in WITHOUT_DOWNLOADS.items():
         assert real in block, real
         block = block.replace(real, here)
-    local, served = block.split("with nada.Client(", 1)
+    local, remote = block.split("with nada.Client(", 1)
     monkeypatch.chdir(tmp_path)
     space: dict = {}
     exec(local, space)
@@ -159,6 +159,6 @@ def test_the_python_block_runs_and_equals_the_commands(tmp_path, monkeypatch, ca
     assert code == 0, err
     pngs = np.stack([np.asarray(Image.open(tmp_path / "pngs" / f"seed{i:04d}.png")) for i in range(8)])
     assert np.array_equal(pngs, images)
-    with TritonServer(tmp_path / "triton_models") as server:
-        exec("with nada.Client(" + served.replace("127.0.0.1:8001", server.endpoints.grpc), space)
+    with served(tmp_path / "triton_models") as server:
+        exec("with nada.Client(" + remote.replace("127.0.0.1:8001", server.endpoints.grpc), space)
     assert np.abs(space["served"].astype(int) - images.astype(int)).max() <= 1

@@ -19,7 +19,7 @@ from nada_serve.client import GeneratorClient
 from nada_serve.server import TritonServer
 from nada_train.checkpoints import load_generator
 from nada_train.generator.inference import render
-from tests.conftest import wait_for
+from tests.conftest import served, wait_for
 
 MAX_BATCH = 4
 SG3 = Path(__file__).parent / "data" / "nvidia" / "sg3t16.pkl"  # a StyleGAN3 (config T) base beside them
@@ -34,7 +34,7 @@ def repo(tmp_path_factory, three_generators):
 
 @pytest.fixture(scope="module")
 def server(repo):
-    with TritonServer(repo) as s:
+    with served(repo) as s:
         yield s
 
 
@@ -371,7 +371,7 @@ def patient_server(tmp_path_factory, three_generators):
         serve=ServeOptions(queue_delay_us=20_000_000),
         progress=False,
     )
-    with TritonServer(path) as s:
+    with served(path) as s:
         yield s
 
 
@@ -486,7 +486,6 @@ def test_nada_client_works_where_torch_cannot_be_imported(server, three_generato
 
 
 def test_nada_serve_listens_on_loopback_unless_told_and_warns_when_told(tmp_path):
-    from nada_serve.server import TritonServer
 
     def addresses(server):
         return [

@@ -23,6 +23,7 @@ import builtins
 import dis
 import functools
 import importlib
+import inspect
 import os
 import sys
 import time
@@ -84,14 +85,23 @@ def slow_uses() -> dict[int, tuple[Any, str]]:
 
 
 def ours(obj: Any) -> bool:
-    """A function or class written in the tests folder: its code is followed too."""
-    obj = getattr(obj, "__func__", obj)
+    """A function or class written in the tests folder (a decorated one too, such as a
+    contextmanager): its code is followed too."""
+    obj = _unwrapped(getattr(obj, "__func__", obj))
     code = getattr(obj, "__code__", None)
     if code is not None:
         return Path(code.co_filename).resolve().is_relative_to(TESTS)
     module = sys.modules.get(getattr(obj, "__module__", "") or "")
     path = getattr(module, "__file__", None)
     return isinstance(obj, type) and path is not None and Path(path).resolve().is_relative_to(TESTS)
+
+
+def _unwrapped(obj: Any) -> Any:
+    """The function a functools.wraps decorator wrapped (contextmanager's helper is contextlib's)."""
+    try:
+        return inspect.unwrap(obj) if callable(obj) else obj
+    except ValueError:  # a wrapping cycle
+        return obj
 
 
 def _import(name: str) -> Any:
@@ -114,7 +124,7 @@ def reached(func: Any, registry: dict[int, tuple[Any, str]], seen: set[int] | No
     """What slow thing `func` reaches, as 'WHAT via NAME', following the test helpers it names, the
     classes of the tests folder it names (their methods) and its inner functions; None if nothing."""
     seen = set() if seen is None else seen
-    func = getattr(func, "__func__", func)
+    func = _unwrapped(getattr(func, "__func__", func))
     code = getattr(func, "__code__", None)
     if code is None or id(code) in seen:
         return None
