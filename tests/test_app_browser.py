@@ -68,7 +68,8 @@ def pixels_of_data_uri(src: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"))
 
 
-def test_train_watch_and_compare_in_chromium(chromium, app, tmp_path):
+def test_train_watch_and_compare_in_chromium(app, chromium, tmp_path):
+    # app first: torn down after the browser has closed its pages, so the page stops at once
     url, runs = app
     t0 = time.monotonic()
     page = chromium.new_page(viewport={"width": 1200, "height": 1400}, device_scale_factor=1)
@@ -111,7 +112,7 @@ def test_train_watch_and_compare_in_chromium(chromium, app, tmp_path):
     print(f"browser test: trained, watched and compared in {time.monotonic() - t0:.1f} s")
 
 
-def test_a_second_page_neither_sees_nor_stops_the_first_and_errors_are_one_line(chromium, app):
+def test_a_second_page_neither_sees_nor_stops_the_first_and_errors_are_one_line(app, chromium):
     url, _ = app
     first = chromium.new_context().new_page()
     first.goto(url)
