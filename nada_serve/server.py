@@ -62,8 +62,8 @@ def backend_directory() -> Path:
     """A backends folder whose python/ holds the python backend and the stub for this Python: made
     once per pytriton build (its files' sizes and times name the folder) and reused. It is made in a
     folder of its own and renamed into place whole, so that two servers started at once never write a
-    library the other has already loaded (a copy over a loaded libtriton_python.so crashed
-    tritonserver while loading: two test workers starting their first servers together)."""
+    library the other has already loaded (two test workers starting their first servers together did:
+    a suspect in tritonserver aborting while loading, which went on less often, not never)."""
     root = pytriton_root()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / version / STUB_NAME
