@@ -170,9 +170,10 @@ class Serving:
         report = nada.export(runs, repository, engine=engine, max_batch=8, progress=False)
         exported_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self.server = TritonServer(repository, 0, 0, 0, host="127.0.0.1")
-        supervisor = Supervisor(self.server, log=lambda line: print(line, file=sys.stderr, flush=True))
+        server = TritonServer(repository, 0, 0, 0, host="127.0.0.1")
+        supervisor = Supervisor(server, log=lambda line: print(line, file=sys.stderr, flush=True))
         supervisor.start()
+        self.server = server  # only once it serves: a start that failed leaves "export first"
         self.models = list(report.models)
         self._stop = threading.Event()
         self.stopped_because = ""

@@ -298,7 +298,7 @@ def source_of(item) -> str:
 
 
 def _domains_source(
-    model: str, loaded: list[LoadedGenerator], names: list[str], serve: ServeOptions
+    model: str, loaded: list[LoadedGenerator | DomainRun], names: list[str], serve: ServeOptions
 ) -> DomainsSource:
     """The multi-domain model's parts: the lightweight runs among `loaded` and their base (where it is
     one of them, as domain 'its name' with nothing changed), refused in one line where they do not fit."""
@@ -382,7 +382,7 @@ def _domains_models(
 
 
 def _encoder_source(
-    encoder, steps: int | None, loaded: list[LoadedGenerator], names: list[str]
+    encoder, steps: int | None, loaded: list[LoadedGenerator | DomainRun], names: list[str]
 ) -> EncoderSource | None:
     """The encoder to serve, loaded and checked: it must be the encoder of every generator's base."""
     if encoder is None:
