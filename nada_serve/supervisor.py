@@ -230,7 +230,8 @@ class Supervisor:
 
     def _load(self, client, model: str, deadline: float) -> None:
         """load_model, retried each second until `deadline`; the first failure is logged, so a
-        reload that takes long says why."""
+        reload that takes long says why. Not retried once the server has died: `check` starts it
+        again (retrying a dead server's port would wait out the deadline and then give up)."""
         logged = False
         while True:
             try:
@@ -239,6 +240,8 @@ class Supervisor:
                 )
                 return
             except Exception as e:
+                if self.server.process.poll() is not None:
+                    raise  # the server died (it may while a model reloads): the look restarts it
                 if time.monotonic() > deadline:
                     raise NadaError(
                         f"{model}: could not be reloaded in {self.start_timeout:.0f} s: {e}"

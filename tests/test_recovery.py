@@ -169,7 +169,33 @@ def test_a_killed_model_process_and_a_killed_server_come_back(repo):
             t_kill,
             60,
         )
-        assert request(grpcclient.InferenceServerClient(serving.url), "neon", 3).shape == (1, 32, 32, 3)
+        client = grpcclient.InferenceServerClient(serving.url)
+        assert request(client, "neon", 3).shape == (1, 32, 32, 3)
+
+        # a model process paused past Triton's 1 s health check (SIGSTOP here; a process starved or
+        # swapped out that long in production): Triton calls it not healthy, drops it, and tritonserver
+        # aborts on the reload that follows; nada-serve serves again, the same images as before
+        before = request(client, "neon", 7)
+        (paused,) = [
+            s for s in stub_processes(serving.tritonserver_pid()).values() if s.model == "neon_synthesis"
+        ]
+        os.kill(paused.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(Exception, match="not healthy"):
+                request(client, "neon", 7)
+        finally:
+            os.kill(paused.pid, signal.SIGCONT)
+
+        def serves_again() -> bool:
+            try:
+                return np.array_equal(
+                    request(grpcclient.InferenceServerClient(serving.url), "neon", 7), before
+                )
+            except Exception:
+                return False
+
+        wait_for(serves_again, 90, "neon answering again after its process was paused")
+        assert serving.proc.poll() is None, "nada-serve gave up"
 
         server_pids = processes_mentioning(str(repo)) - {serving.proc.pid}
         assert server_pids

@@ -186,6 +186,41 @@ def test_a_model_that_cannot_be_reloaded_gives_up_in_one_line(monkeypatch, tmp_p
     assert str(info.value) == "one: could not be reloaded in 0 s: failed to load 'one': boom"
 
 
+class DiesOnUnload(Client):
+    """A tritonserver that crashes while a model reloads (as one did on the request after Triton
+    called a paused model process "not healthy"): from the unload on, the process has exited and every
+    call fails as gRPC fails on a closed port."""
+
+    def __init__(self, states, process: Process):
+        super().__init__(states)
+        self.process = process
+
+    def unload_model(self, model, headers=None, client_timeout=None):
+        super().unload_model(model)
+        self.process.returncode = -11
+
+    def load_model(self, model, headers=None, client_timeout=None):
+        if self.process.returncode is not None:
+            self.calls.append(("load", model, "refused"))
+            raise ConnectionError("failed to connect to all addresses: Connection refused")
+        super().load_model(model)
+
+
+def test_a_server_that_dies_while_a_model_reloads_is_restarted(monkeypatch, tmp_path):
+    """The reload's load is not retried against a dead server until its deadline (then given up, the
+    server never started again): the look restarts the server."""
+    process = Process()
+    client = DiesOnUnload({"two": "READY"}, process)
+    s = watched(monkeypatch, tmp_path, client, live=[], process=process, start_timeout=3.0)
+    logged.clear()
+    s.check()
+    assert [c for c in client.calls if c[0] == "load"] == [("load", "two", "refused")]
+    assert (
+        len(logged) == 1 and "tritonserver: exited with status -11; restarted on the same ports" in logged[0]
+    )
+    assert len(s.restarts) == 1
+
+
 def test_a_server_that_keeps_dying_is_restarted_then_given_up(monkeypatch, tmp_path):
     """Each death is a restart on the same ports, logged; the (max_restarts + 1)-th within the window
     ends nada-serve with the server's own last words."""
