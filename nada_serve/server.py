@@ -31,6 +31,7 @@ from nada_core.cache import cache_dir
 from nada_core.errors import FieldError, NadaError
 
 STUB_NAME = "triton_python_backend_stub"
+SHM_FOLDER = "/dev/shm"  # where POSIX shared memory lives on Linux
 
 
 class ServerCrashed(NadaError):
@@ -168,6 +169,9 @@ class TritonServer:
         self._ended: int | None = None  # the exited server whose session was ended
         self.log_lines: deque[str] = deque(maxlen=400)
         self.control_token = secrets.token_hex(16)
+        # this server's python-backend shared memory (/dev/shm) by name: what a killed server leaves
+        # there (a megabyte or more per model process, in RAM) is removed with its processes
+        self.shm_prefix = f"nada_{secrets.token_hex(6)}_"
 
     @property
     def endpoints(self) -> Endpoints:
@@ -198,6 +202,7 @@ class TritonServer:
             "--strict-readiness=true",
             f"--log-verbose={self.log_verbose}",
             "--exit-timeout-secs=10",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--model-control-mode=explicit",
             "--load-model=*",
             f"--grpc-restricted-protocol=model-repository:{CONTROL_HEADER}={token}",
@@ -291,7 +296,8 @@ class TritonServer:
 
     def _end_leftovers(self) -> None:
         """Kill what is left of an exited server's session: a model process whose tritonserver died
-        (kill -9, a crash) is left to init and may never exit (seen here: still running after minutes)."""
+        (kill -9, a crash) is left to init and may never exit (seen here: still running after minutes).
+        Then remove its shared memory: a killed server's stays in /dev/shm (RAM) until reboot."""
         if self.process is None or self.process.poll() is None or self._ended == self.process.pid:
             return
         self._ended = self.process.pid  # once, at once: later its number may name another session
@@ -299,6 +305,8 @@ class TritonServer:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):  # nothing left: the usual case
             pass
+        for region in Path(SHM_FOLDER).glob(f"{self.shm_prefix}*"):
+            region.unlink(missing_ok=True)  # still mapped by a dying process: freed when it exits
 
     def __enter__(self) -> TritonServer:
         return self.start()

@@ -137,6 +137,9 @@ def test_a_killed_model_process_and_a_killed_server_come_back(repo):
             s for s in stub_processes(serving.tritonserver_pid()).values() if s.model == "neon_synthesis"
         ]
         assert len(victim) == 1
+        # the server's shared memory regions are named <its prefix><uuid> (the stub's third argument)
+        region = Path(f"/proc/{victim[0].pid}/cmdline").read_bytes().split(b"\0")[2].decode()
+        shm_prefix = region[: -len("00000000-0000-0000-0000-000000000000")]
         t_kill = time.monotonic()
         os.kill(victim[0].pid, signal.SIGKILL)
         # seconds on a quiet machine; the bound is for a loaded CI machine (benchmarks/ measure the time)
@@ -208,6 +211,8 @@ def test_a_killed_model_process_and_a_killed_server_come_back(repo):
         except AssertionError:
             left = sorted(processes_mentioning(str(repo)) & server_pids)
             raise AssertionError(f"15 s after nada-serve exited, still running: {described(left)}") from None
+        # nor shared memory: a killed model process's region stays in /dev/shm (RAM) otherwise
+        assert shm_prefix.startswith("nada_") and not list(Path("/dev/shm").glob(f"{shm_prefix}*"))
     finally:
         stop.set()
         if serving.proc.poll() is None:
