@@ -43,6 +43,7 @@ TARGET_SETTINGS = {
     "pixel": {"global_weight": 0.4, "iterations": 700},
 }
 EVAL_SEEDS = 1024  # seeds 0-1023: the rates within about +-0.012 (one standard error)
+EVAL_CHUNK = 32  # images drawn at a time for the judge
 
 
 def world() -> BuiltinBase:
@@ -82,11 +83,12 @@ def check_style(name: str, field: str) -> int:
 
 def images_of_seeds(generator: torch.nn.Module, n: int) -> torch.Tensor:
     """The generator's images [n, 3, H, W] in [-1, 1] of seeds 0..n-1, truncation 1: what the judge sees."""
-    # channels_last: a quarter faster on the CPU too; fp32 throughout
+    # channels_last: a quarter faster on the CPU too; fp32 throughout; chunks of 32, whose activations
+    # stay in the CPU's caches: about 30% less time than 64 here, the same images to the bit
     g = inference_copy(generator, "fp32", channels_last=True)
     z = torch.from_numpy(z_batch(list(range(n)), g.config.z_dim)).to(next(g.parameters()).device)
     with torch.no_grad():
-        return torch.cat([g(x) for x in z.split(64)])
+        return torch.cat([g(x) for x in z.split(EVAL_CHUNK)])
 
 
 _FROZEN: dict[tuple[str, int, str], torch.Tensor] = {}  # the last key's images only
@@ -129,7 +131,7 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
     guide = ClipGuide([load_clip(s, device) for s in opts.clip])
     guide.set_text_target(manifest["source"], manifest["target"], opts.templates)
     embeddings = [
-        tuple(torch.cat([m.encode_images(x) for x in images.split(256)]) for images in (frozen, adapted))
+        tuple(torch.cat([m.encode_images(x) for x in images.split(64)]) for images in (frozen, adapted))
         for m in guide.models
     ]  # each image encoded once per model, for both measures below
     metrics["directional_clip_similarity"] = guide.similarity_of_embeddings(embeddings)

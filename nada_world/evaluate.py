@@ -27,7 +27,7 @@ def zero_shot_predict(
     encode_images, encode_texts, images: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(style, shape, colour) of the caption with the highest similarity to each image."""
-    return zero_shot_of_embeddings(torch.cat([encode_images(x) for x in images.split(256)]), encode_texts)
+    return zero_shot_of_embeddings(torch.cat([encode_images(x) for x in images.split(64)]), encode_texts)
 
 
 @torch.no_grad()
