@@ -24,6 +24,7 @@ from nada_world.models import (
     ENCODER_WEIGHTS,
     GENERATOR_WEIGHTS,
     JUDGE_WEIGHTS,
+    SCORING_BATCH,
     clip_model_name,
     direction_templates,
     load_judge,
@@ -43,7 +44,7 @@ TARGET_SETTINGS = {
     "pixel": {"global_weight": 0.4, "iterations": 700},
 }
 EVAL_SEEDS = 1024  # seeds 0-1023: the rates within about +-0.012 (one standard error)
-EVAL_CHUNK = 32  # images drawn at a time for the judge
+EVAL_CHUNK = 32  # latents drawn at a time into the images the judge sees
 
 
 def world() -> BuiltinBase:
@@ -131,7 +132,10 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
     guide = ClipGuide([load_clip(s, device) for s in opts.clip])
     guide.set_text_target(manifest["source"], manifest["target"], opts.templates)
     embeddings = [
-        tuple(torch.cat([m.encode_images(x) for x in images.split(64)]) for images in (frozen, adapted))
+        tuple(
+            torch.cat([m.encode_images(x) for x in images.split(SCORING_BATCH)])
+            for images in (frozen, adapted)
+        )
         for m in guide.models
     ]  # each image encoded once per model, for both measures below
     metrics["directional_clip_similarity"] = guide.similarity_of_embeddings(embeddings)

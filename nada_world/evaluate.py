@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nada_world.models import CAPTION_TEMPLATES, Judge, caption
+from nada_world.models import CAPTION_TEMPLATES, SCORING_BATCH, Judge, caption
 from nada_world.render import COLOURS, SHAPES, STYLES, Scene, backdrop_kind
 
 
@@ -27,7 +27,9 @@ def zero_shot_predict(
     encode_images, encode_texts, images: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(style, shape, colour) of the caption with the highest similarity to each image."""
-    return zero_shot_of_embeddings(torch.cat([encode_images(x) for x in images.split(64)]), encode_texts)
+    return zero_shot_of_embeddings(
+        torch.cat([encode_images(x) for x in images.split(SCORING_BATCH)]), encode_texts
+    )
 
 
 @torch.no_grad()

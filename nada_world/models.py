@@ -59,6 +59,11 @@ def direction_templates() -> list[str]:
 
 
 # ---- judge -----------------------------------------------------------------------------------
+# images the judge and the world's CLIP score at a time: 64 take about 35% less time than 256 on the
+# CPU (their activations stay in cache), with the same logits and embeddings to the bit
+SCORING_BATCH = 64
+
+
 class Judge(nn.Module):
     """CNN classifier of style, shape and colour; decides metrics, never used as a loss."""
 
@@ -93,9 +98,7 @@ class Judge(nn.Module):
         return {k: head(h) for k, head in self.heads.items()}
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, batch: int = 64) -> dict[str, np.ndarray]:
-        # batches of 64: about 35% less time than 256 on the CPU (their activations stay in cache), the same
-        # logits to the bit
+    def predict(self, images: torch.Tensor, batch: int = SCORING_BATCH) -> dict[str, np.ndarray]:
         self.eval()
         outs = [self(x) for x in images.split(batch)]
         return {k: torch.cat([o[k] for o in outs]).argmax(1).cpu().numpy() for k in self.heads}

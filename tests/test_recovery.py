@@ -133,9 +133,13 @@ def test_a_killed_model_process_and_a_killed_server_come_back(repo):
             return sum(ok for m, t0, ok in list(results) if m == model and t0 > after)
 
         wait_for(lambda: answered("neon") >= 4 and answered("sketch") >= 2, 60, "the clients' first answers")
-        victim = [
-            s for s in stub_processes(serving.tritonserver_pid()).values() if s.model == "neon_synthesis"
-        ]
+
+        def neon_synthesis_processes() -> list:
+            return [
+                s for s in stub_processes(serving.tritonserver_pid()).values() if s.model == "neon_synthesis"
+            ]
+
+        victim = neon_synthesis_processes()
         assert len(victim) == 1
         # the server's shared memory regions are named <its prefix><uuid> (the stub's third argument)
         region = Path(f"/proc/{victim[0].pid}/cmdline").read_bytes().split(b"\0")[2].decode()
@@ -179,9 +183,7 @@ def test_a_killed_model_process_and_a_killed_server_come_back(repo):
         # swapped out that long in production): Triton calls it not healthy, drops it, and tritonserver
         # aborts on the reload that follows; nada-serve serves again, the same images as before
         before = request(client, "neon", 7)
-        (paused,) = [
-            s for s in stub_processes(serving.tritonserver_pid()).values() if s.model == "neon_synthesis"
-        ]
+        (paused,) = neon_synthesis_processes()
         os.kill(paused.pid, signal.SIGSTOP)
         try:
             with pytest.raises(Exception, match="not healthy"):
