@@ -50,7 +50,7 @@ if "PYTEST_XDIST_WORKER" not in os.environ:
     os.environ["NADA_CACHE"] = tempfile.mkdtemp(prefix="nada-test-cache-")
     atexit.register(shutil.rmtree, os.environ["NADA_CACHE"], ignore_errors=True)
 
-from nada_train.checkpoints import save_rosinality  # noqa: E402
+from nada_train.checkpoints import load_generator, save_rosinality  # noqa: E402
 from nada_train.clip.compat import import_open_clip  # noqa: E402
 
 import_open_clip()  # seconds of imports, paid at collection rather than by whichever test loads a CLIP first
@@ -215,13 +215,48 @@ def encoder_file(tmp_path_factory) -> Path:
     return path
 
 
+LIGHT_STAGES = ((8, 8, 1), (8, 16, 1), (16, 32, 1), (32, 32, 1))  # one unit a stage, codes 32 wide
+
+
+def light_encoder_file(folder: Path) -> Path:
+    """A ReStyle-e4e checkpoint in the authors' layout with a backbone of four units (the authors' has
+    24) and 32-wide codes for an 8-px decoder: every kind of layer of the real encoder, so the export
+    and serving tests that override encoder_file with it check the same graph code, compiled and run
+    in seconds rather than a minute (the IR-50 layout itself: tests/test_encoders.py)."""
+    from nada_train.encoders.heads import StyleEncoder
+    from nada_train.encoders.loading import STAGES_OPT
+    from tests.encoder_fixtures import named_weights
+    from tests.test_encoders import KIND_TYPE
+
+    decoder = Generator(GeneratorConfig(size=8, style_dim=32, n_mlp=2, channels=(16, 16)))
+    network = StyleEncoder(decoder.n_latent, 6, pyramid=False, progressive=True, stages=LIGHT_STAGES)
+    named_weights(decoder, seed=5)
+    named_weights(network, seed=5)
+    with torch.no_grad():  # heads 10x steeper: the photo moves the 8-px images by up to 17 levels, not 3
+        for head in network.styles:
+            head.linear.weight.mul_(10)
+    state = {f"encoder.{k}": v for k, v in network.state_dict().items()}
+    state.update({f"decoder.{k}": v for k, v in decoder.state_dict().items()})
+    opts = {
+        "encoder_type": KIND_TYPE["restyle_e4e"],
+        "start_from_latent_avg": True,
+        "output_size": 8,
+        STAGES_OPT: [list(stage) for stage in LIGHT_STAGES],
+    }
+    latent_avg = (0.3 * torch.randn(32, generator=torch.Generator().manual_seed(7))).repeat(
+        decoder.n_latent, 1
+    )
+    path = folder / "restyle_e4e_light.pt"
+    torch.save({"state_dict": state, "opts": opts, "latent_avg": latent_avg}, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def encoder_runs(encoder_file, tmp_path_factory) -> list[Path]:
     """Two runs (a, b) adapted from encoder_file's decoder, as nada-train --generator E.pt leaves them."""
     from tests.test_edit import make_run
-    from tests.test_encoders import narrow_decoder
 
-    base, folder = narrow_decoder(), tmp_path_factory.mktemp("runs")  # the file's decoder
+    base, folder = load_generator(encoder_file).generator, tmp_path_factory.mktemp("runs")
     return [make_run(folder / n, encoder_file, adapted_copy(base, i + 1)) for i, n in enumerate("ab")]
 
 

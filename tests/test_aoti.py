@@ -18,7 +18,7 @@ from nada_train.edit import edit
 from nada_train.encoders.loading import load_encoder
 from nada_train.generator import Generator, GeneratorConfig
 from nada_train.generator.inference import render
-from tests.conftest import refused, served
+from tests.conftest import light_encoder_file, refused, served
 from tests.encoder_fixtures import photos
 from tests.test_export import parse_config
 
@@ -36,6 +36,12 @@ def small(tmp_path_factory):
     torch.manual_seed(11)
     save_safetensors(small_generator(), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def encoder_file(tmp_path_factory):
+    """The four-unit encoder: this module checks the export and the served graph, not the IR-50."""
+    return light_encoder_file(tmp_path_factory.mktemp("encoder"))
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,17 @@ from nada_export.pipeline import export
 from nada_serve.client import GeneratorClient
 from nada_train.edit import edit
 from nada_train.encoders.loading import load_encoder
-from tests.conftest import served
+from tests.conftest import light_encoder_file, served
 from tests.encoder_fixtures import photos
 
 MAX_BATCH = 2
 STEPS = 2  # ReStyle refinements built into the served encoder (the default is 5)
+
+
+@pytest.fixture(scope="module")
+def encoder_file(tmp_path_factory):
+    """The four-unit encoder: this module checks the export and the served graph, not the IR-50."""
+    return light_encoder_file(tmp_path_factory.mktemp("encoder"))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +64,7 @@ def test_the_repository_lists_the_encoder_and_each_domains_edit_model(repo, enco
     assert [manifest["models"][n]["edit"] for n in ("base", "a", "b")] == ["base_edit", "a_edit", "b_edit"]
     readme = (path / "README.md").read_text()
     assert "| `a_edit` | `photo` UINT8 [256, 256, 3] | `image` UINT8 [8, 8, 3] |" in readme
-    assert f"| `encoder_{sha[:12]}` | `photo` UINT8 [256, 256, 3] | `ws` FP32 [4, 512] |" in readme
+    assert f"| `encoder_{sha[:12]}` | `photo` UINT8 [256, 256, 3] | `ws` FP32 [4, 32] |" in readme
     assert f"restyle_e4e encoder ({STEPS} refinement steps)" in readme
     (encoded,) = [f for f in report.files if f.model == f"encoder_{sha[:12]}"]
     assert encoded.parity.passed and encoded.parity.max_abs_error < 1e-4 and encoded.parity.batches == [1, 2]
