@@ -486,7 +486,6 @@ def test_nada_client_works_where_torch_cannot_be_imported(server, three_generato
 
 
 def test_nada_serve_listens_on_loopback_unless_told_and_warns_when_told(tmp_path):
-
     def addresses(server):
         return [
             a
