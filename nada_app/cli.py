@@ -39,6 +39,10 @@ def main(
     from nada_app.jobs import TrainingQueue
     from nada_app.page import CSS, build_page
     from nada_serve.server import is_loopback
+    from nada_train.alignment import check_face_detection
+
+    if shape_predictor is not None:  # the photo tab's checkbox would fail at the first photo
+        check_face_detection(shape_predictor)
 
     if not is_loopback(host):
         print(

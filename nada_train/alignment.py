@@ -94,16 +94,28 @@ def _bounds(quad: np.ndarray) -> tuple[int, int, int, int]:
     )
 
 
-def detect_landmarks(image: np.ndarray, shape_predictor: str, name: str = "image") -> np.ndarray:
-    """68 landmarks of the largest face dlib's HOG detector finds, by the shape-predictor file given
-    (dlib's shape_predictor_68_face_landmarks.dat). dlib is optional: pip install dlib."""
+def check_face_detection(shape_predictor: str | Path) -> None:
+    """Before any photo is read: dlib is installed and its model file is there, so that a batch or a
+    page started with one learns it at once, not at its first photo."""
     try:
-        import dlib
+        import dlib  # noqa: F401
     except ImportError:
         raise FieldError(
-            f"{{align}} {name}: face detection needs dlib (pip install dlib) and its 68-landmark shape "
-            "predictor file; or give the landmarks yourself with {landmarks} FILE.npy (68 x 2)"
+            f"{{shape_predictor}} '{shape_predictor}': face detection needs dlib (pip install dlib)"
         ) from None
+    if not Path(shape_predictor).is_file():
+        raise FieldError(
+            f"{{shape_predictor}} '{shape_predictor}': no such file; give dlib's "
+            "shape_predictor_68_face_landmarks.dat"
+        )
+
+
+def detect_landmarks(image: np.ndarray, shape_predictor: str, name: str = "image") -> np.ndarray:
+    """68 landmarks of the largest face dlib's HOG detector finds, by the shape-predictor file given
+    (dlib's shape_predictor_68_face_landmarks.dat; check_face_detection first). dlib is optional: pip
+    install dlib."""
+    import dlib
+
     faces = dlib.get_frontal_face_detector()(np.asarray(image), 1)
     if len(faces) == 0:
         raise FieldError(f"{{align}} {name}: no face found; give its landmarks with {{landmarks}} FILE.npy")
@@ -140,7 +152,9 @@ def read_photos(
     if not (align or landmarks):
         return [read_image(p, size) for p in images]
     if not landmarks and shape_predictor is None:
-        raise FieldError("{align}: give dlib's 68-landmark model with --shape-predictor FILE, or --landmarks")
+        raise FieldError("{align}: give dlib's 68-landmark model with {shape_predictor} FILE, or {landmarks}")
+    if not landmarks:
+        check_face_detection(shape_predictor)
     out = []
     for i, path in enumerate(images):
         photo = read_rgb(path)

@@ -82,3 +82,24 @@ def test_no_face_is_one_line_naming_the_image_and_the_largest_face_is_taken(monk
     found[:] = [Rect(10, 10), Rect(20, 30), Rect(25, 5)]
     points = detect_landmarks(photo, "sp.dat", "me.png")
     assert asked == [found[1]] and points.shape == (68, 2) and (points[:, 1] == 20).all()
+
+
+def test_align_checks_dlib_and_its_model_before_reading_any_photo(monkeypatch, tmp_path):
+    """read_photos(align=True) refuses a shape predictor it cannot use before the first photo is read
+    (the photo named does not exist: its own error would come first otherwise)."""
+    import sys
+    import types
+
+    from nada_train.alignment import read_photos
+    from tests.conftest import refused
+
+    flags = {"shape_predictor": "--shape-predictor"}
+    missing_photo, predictor = tmp_path / "me.png", tmp_path / "sp.dat"
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    with refused(
+        rf"^--shape-predictor '{predictor}': face detection needs dlib \(pip install dlib\)$", flags
+    ):
+        read_photos([missing_photo], 64, True, predictor)
+    monkeypatch.setitem(sys.modules, "dlib", types.SimpleNamespace())
+    with refused(rf"^--shape-predictor '{predictor}': no such file; give dlib's shape_predictor_68", flags):
+        read_photos([missing_photo], 64, True, predictor)

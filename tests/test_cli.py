@@ -299,7 +299,37 @@ CLI_MODULES = {
     "nada-export": "nada_export.cli.export",
     "nada-serve": "nada_serve.cli.serve",
     "nada-client": "nada_serve.cli.client",
+    "nada-app": "nada_app.cli",
 }
+
+
+def test_nada_app_refuses_a_shape_predictor_it_cannot_use_before_it_starts(monkeypatch, capsys, tmp_path):
+    """--shape-predictor is checked before the page starts (the photo tab's align checkbox would
+    otherwise fail at the first photo): without dlib, then with dlib (a stand-in module) and no file."""
+    import types
+
+    predictor = tmp_path / "sp.dat"
+    args = ["--shape-predictor", str(predictor), "--runs", str(tmp_path / "runs"), "--port", "0"]
+    monkeypatch.setattr(  # reached, the page would serve until stopped
+        "nada_app.page.build_page",
+        lambda *a, **k: pytest.fail("the page started: --shape-predictor unchecked"),
+    )
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib raises ImportError
+    code, lines = in_process(monkeypatch, capsys, "nada-app", *args)
+    assert (code, lines) == (
+        2,
+        [f"nada-app: error: --shape-predictor '{predictor}': face detection needs dlib (pip install dlib)"],
+    )
+    monkeypatch.setitem(sys.modules, "dlib", types.SimpleNamespace())
+    code, lines = in_process(monkeypatch, capsys, "nada-app", *args)
+    assert (code, lines) == (
+        2,
+        [
+            f"nada-app: error: --shape-predictor '{predictor}': no such file; give dlib's "
+            "shape_predictor_68_face_landmarks.dat"
+        ],
+    )
+    assert list(tmp_path.iterdir()) == []  # no page, no runs folder
 
 
 @pytest.mark.parametrize(

@@ -264,11 +264,13 @@ def test_alignment_asked_without_what_it_needs_is_refused_in_one_line(tmp_path):
     np.save(tmp_path / "few.npy", np.zeros((5, 2)))
     with refused(r"^--landmarks '.*few\.npy': expected 68 x 2 points, got shape \[5, 2\]$", FLAGS):
         read_photos(images, 64, False, None, [tmp_path / "few.npy"])
-    # without dlib (as here) --align says how to get it, or to give the landmarks
+    # without dlib (as here) --shape-predictor says how to get it
     try:
         import dlib  # noqa: F401
     except ImportError:
-        with refused(r"^--align .*me\.png: face detection needs dlib \(pip install dlib\)", FLAGS):
+        with refused(
+            r"^--shape-predictor .*predictor\.dat': face detection needs dlib \(pip install dlib\)$", FLAGS
+        ):
             read_photos(images, 64, True, tmp_path / "predictor.dat", None)
 
 
