@@ -55,6 +55,11 @@ class TritonPythonModel:
 
             self.run = EngineRunner(path)
         elif params.get("runtime") == "aoti":
+            # Loading a package compiles nothing: Inductor's probe of the CPU's vector instructions
+            # (a test library built and loaded in ten subprocesses, 1.3 s of each model instance's
+            # load here) only feeds a warning when the package was built for another CPU, and the
+            # CPU's own flags give the same answer. Set before torch._inductor reads its config.
+            os.environ.setdefault("TORCHINDUCTOR_VEC_ISA_OK", "1")
             import torch
 
             from nada_export.aoti_engine import AotiRunner
