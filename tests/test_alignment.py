@@ -87,6 +87,7 @@ def test_no_face_is_one_line_naming_the_image_and_the_largest_face_is_taken(monk
 def test_align_checks_dlib_and_its_model_before_reading_any_photo(monkeypatch, tmp_path):
     """read_photos(align=True) refuses a shape predictor it cannot use before the first photo is read
     (the photo named does not exist: its own error would come first otherwise)."""
+    import re
     import sys
     import types
 
@@ -95,11 +96,10 @@ def test_align_checks_dlib_and_its_model_before_reading_any_photo(monkeypatch, t
 
     flags = {"shape_predictor": "--shape-predictor"}
     missing_photo, predictor = tmp_path / "me.png", tmp_path / "sp.dat"
+    named = re.escape(str(predictor))
     monkeypatch.setitem(sys.modules, "dlib", None)
-    with refused(
-        rf"^--shape-predictor '{predictor}': face detection needs dlib \(pip install dlib\)$", flags
-    ):
+    with refused(rf"^--shape-predictor '{named}': face detection needs dlib \(pip install dlib\)$", flags):
         read_photos([missing_photo], 64, True, predictor)
     monkeypatch.setitem(sys.modules, "dlib", types.SimpleNamespace())
-    with refused(rf"^--shape-predictor '{predictor}': no such file; give dlib's shape_predictor_68", flags):
+    with refused(rf"^--shape-predictor '{named}': no such file; give dlib's shape_predictor_68", flags):
         read_photos([missing_photo], 64, True, predictor)
