@@ -132,9 +132,9 @@ def tiny_clip_spec(clip_config_dir) -> str:
     return f"{TINY_CLIP_NAME}:random"
 
 
-def write_base_checkpoint(folder: Path) -> Path:
+def write_base_checkpoint(folder: Path, size: int = 32) -> Path:
     """The tests' base: the tiny generator, its latent_avg drawn right after it, as rosinality's .pt."""
-    g = tiny_generator()
+    g = tiny_generator(size=size)
     g.set_w_avg(torch.randn(g.config.style_dim) * 0.1)
     path = folder / "base.pt"
     save_rosinality(g, path)
