@@ -94,15 +94,21 @@ def _bounds(quad: np.ndarray) -> tuple[int, int, int, int]:
     )
 
 
-def check_face_detection(shape_predictor: str | Path) -> None:
-    """Before any photo is read: dlib is installed and its model file is there, so that a batch or a
-    page started with one learns it at once, not at its first photo."""
+def _dlib(shape_predictor: str | Path):
+    """The dlib module, or a one-line refusal naming the shape predictor that needs it."""
     try:
-        import dlib  # noqa: F401
+        import dlib
     except ImportError:
         raise FieldError(
             f"{{shape_predictor}} '{shape_predictor}': face detection needs dlib (pip install dlib)"
         ) from None
+    return dlib
+
+
+def check_face_detection(shape_predictor: str | Path) -> None:
+    """Before any photo is read: dlib is installed and its model file is there, so that a batch or a
+    page started with one learns it at once, not at its first photo."""
+    _dlib(shape_predictor)
     if not Path(shape_predictor).is_file():
         raise FieldError(
             f"{{shape_predictor}} '{shape_predictor}': no such file; give dlib's "
@@ -112,10 +118,8 @@ def check_face_detection(shape_predictor: str | Path) -> None:
 
 def detect_landmarks(image: np.ndarray, shape_predictor: str, name: str = "image") -> np.ndarray:
     """68 landmarks of the largest face dlib's HOG detector finds, by the shape-predictor file given
-    (dlib's shape_predictor_68_face_landmarks.dat; check_face_detection first). dlib is optional: pip
-    install dlib."""
-    import dlib
-
+    (dlib's shape_predictor_68_face_landmarks.dat). dlib is optional: pip install dlib."""
+    dlib = _dlib(shape_predictor)
     faces = dlib.get_frontal_face_detector()(np.asarray(image), 1)
     if len(faces) == 0:
         raise FieldError(f"{{align}} {name}: no face found; give its landmarks with {{landmarks}} FILE.npy")

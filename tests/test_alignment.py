@@ -86,12 +86,13 @@ def test_no_face_is_one_line_naming_the_image_and_the_largest_face_is_taken(monk
 
 def test_align_checks_dlib_and_its_model_before_reading_any_photo(monkeypatch, tmp_path):
     """read_photos(align=True) refuses a shape predictor it cannot use before the first photo is read
-    (the photo named does not exist: its own error would come first otherwise)."""
+    (the photo named does not exist: its own error would come first otherwise); detect_landmarks
+    called directly without dlib says the same."""
     import re
     import sys
     import types
 
-    from nada_train.alignment import read_photos
+    from nada_train.alignment import detect_landmarks, read_photos
     from tests.conftest import refused
 
     flags = {"shape_predictor": "--shape-predictor"}
@@ -100,6 +101,8 @@ def test_align_checks_dlib_and_its_model_before_reading_any_photo(monkeypatch, t
     monkeypatch.setitem(sys.modules, "dlib", None)
     with refused(rf"^--shape-predictor '{named}': face detection needs dlib \(pip install dlib\)$", flags):
         read_photos([missing_photo], 64, True, predictor)
+    with refused(rf"^--shape-predictor '{named}': face detection needs dlib", flags):  # called directly
+        detect_landmarks(np.zeros((8, 8, 3), np.uint8), str(predictor))
     monkeypatch.setitem(sys.modules, "dlib", types.SimpleNamespace())
     with refused(rf"^--shape-predictor '{named}': no such file; give dlib's shape_predictor_68", flags):
         read_photos([missing_photo], 64, True, predictor)
