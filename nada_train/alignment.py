@@ -155,9 +155,11 @@ def read_photos(
         )
     if not (align or landmarks):
         return [read_image(p, size) for p in images]
-    if not landmarks and shape_predictor is None:
-        raise FieldError("{align}: give dlib's 68-landmark model with {shape_predictor} FILE, or {landmarks}")
     if not landmarks:
+        if shape_predictor is None:
+            raise FieldError(
+                "{align}: give dlib's 68-landmark model with {shape_predictor} FILE, or {landmarks}"
+            )
         check_face_detection(shape_predictor)
     out = []
     for i, path in enumerate(images):
