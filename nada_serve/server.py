@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -40,10 +41,41 @@ class ServerCrashed(NadaError):
     not a model that failed to load (that exits with a status of its own). Worth starting again."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PICKED_PORT = 10000  # below this lie many services' well-known ports
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel hands out for outgoing connections and bind(0) (Linux's default when unknown)."""
+    try:
+        low, high = map(int, EPHEMERAL_RANGE_FILE.read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bound_port(host: str, port: int) -> int:
+    """Bind `port` (0: any ephemeral one) on `host` and let it go; the port it got."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
+        s.bind((host, port))
         return s.getsockname()[1]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now, below the kernel's ephemeral range where one exists: a port from
+    bind(0) is an ephemeral one, which any process's next outgoing connection (a gRPC client's, say) may
+    take before our server binds it; below the range only another server picking at random can."""
+    low, _ = ephemeral_ports()
+    rng = secrets.SystemRandom()
+    any_port = _bound_port(host, 0)  # raises if nothing can listen on host at all
+    if low - LOWEST_PICKED_PORT < 1000:
+        return any_port
+    for _ in range(64):
+        try:
+            return _bound_port(host, rng.randrange(LOWEST_PICKED_PORT, low))
+        except OSError:  # taken: try another
+            pass
+    return any_port
 
 
 def pytriton_root() -> Path:
@@ -152,22 +184,22 @@ class TritonServer:
             raise NadaError(f"model repository '{repository}' is not a directory; write one with nada-export")
         self.host = host
         bind = "127.0.0.1" if is_loopback(host) else host
+        self._bind = bind
+        self._asked_ports = (grpc_port, http_port, metrics_port)  # 0: ours to pick
         try:
             free_port(bind)  # can we listen there at all?
-            self.ports = (
-                grpc_port or free_port(bind),
-                http_port or free_port(bind),
-                metrics_port or free_port(bind),
-            )
+            self.ports = self._pick_ports()
         except OSError as e:
             raise FieldError(
                 f"{{host}} {host}: cannot listen there ({e.strerror or e}); use 127.0.0.1, 0.0.0.0 or an "
                 "address of this machine"
             ) from None
+        self._ready_once = False  # until then nobody knows the ports: a taken one may be picked again
         self.log_verbose = log_verbose
         self.process: subprocess.Popen | None = None
         self._ended: int | None = None  # the exited server whose session was ended
         self.log_lines: deque[str] = deque(maxlen=400)
+        self.endpoints_started: set[str] = set()  # those the running server said it listens on
         self.control_token = secrets.token_hex(16)
         # this server's python-backend shared memory (/dev/shm) by name: what a killed server leaves
         # there (a megabyte or more per model process, in RAM) is removed with its processes
@@ -209,7 +241,35 @@ class TritonServer:
             f"--http-restricted-api=model-repository:{CONTROL_HEADER}={token}",
         ]
 
+    def _pick_ports(self) -> tuple[int, int, int]:
+        return tuple(asked or free_port(self._bind) for asked in self._asked_ports)
+
+    def _picked_port_taken(self) -> bool:
+        """Did the server exit because a port we picked (not one the caller asked for) was taken?"""
+        taken = {int(port) for port in re.findall(r":(\d+)' already in use", "\n".join(self.log_lines))}
+        return any(port in taken for port, asked in zip(self.ports, self._asked_ports) if not asked)
+
+    PORT_TRIES = 3
+
     def start(self, timeout: float = 120.0, echo: bool = False) -> TritonServer:
+        """Start and wait until every model is ready. A port we picked may be taken by another process
+        between the pick and the server's bind: before the first ready (nobody knows the ports yet) the
+        server is started again on newly picked ports; ports the caller asked for are never changed."""
+        tries = 1
+        while True:
+            try:
+                self._start_once(timeout, echo)
+            except NadaError:
+                if self._ready_once or tries == self.PORT_TRIES or not self._picked_port_taken():
+                    raise
+                tries += 1
+                self.ports = self._pick_ports()
+                self.log_lines.clear()
+                continue
+            self._ready_once = True
+            return self
+
+    def _start_once(self, timeout: float, echo: bool) -> None:
         self._end_leftovers()
         self.process = subprocess.Popen(
             self.command(),
@@ -220,14 +280,24 @@ class TritonServer:
             cwd=tempfile.gettempdir(),
             start_new_session=True,
         )
-        Thread(target=self._pump, args=(echo,), daemon=True).start()
+        self.endpoints_started = set()  # this process's own: a pump of an earlier one never adds to it
+        Thread(target=self._pump, args=(self.process, self.endpoints_started, echo), daemon=True).start()
         self.wait_ready(timeout)
-        return self
 
-    def _pump(self, echo: bool) -> None:
-        assert self.process and self.process.stdout
-        for line in self.process.stdout:
+    # What tritonserver logs once it listens on each endpoint; it starts them after loading the models,
+    # one after another, and exits if one cannot bind: models ready over gRPC while the HTTP port turns
+    # out taken is a server about to exit, not a ready one.
+    STARTED = {
+        "grpc": '"Started GRPCInferenceService at ',
+        "http": '"Started HTTPService at ',
+        "metrics": '"Started Metrics Service at ',
+    }
+
+    def _pump(self, process: subprocess.Popen, started: set[str], echo: bool) -> None:
+        assert process.stdout
+        for line in process.stdout:
             self.log_lines.append(line.rstrip())
+            started.update(name for name, said in self.STARTED.items() if said in line)
             if echo:
                 print(line, end="", flush=True)
 
@@ -257,17 +327,25 @@ class TritonServer:
                     f"{self.repository}:\n{self.errors()}"
                 )
             try:
-                if client.is_server_ready():
-                    index = client.get_model_repository_index(headers=self.control_headers, as_json=True).get(
-                        "models", []
-                    )
-                    if index and all(m.get("state") == "READY" for m in index):
+                # a deadline on each call: a port held by another process may accept and never answer,
+                # and without one gRPC waits 20 s to connect while our server has already exited
+                if client.is_server_ready(client_timeout=2.0):
+                    index = client.get_model_repository_index(
+                        headers=self.control_headers, as_json=True, client_timeout=2.0
+                    ).get("models", [])
+                    every_model = index and all(m.get("state") == "READY" for m in index)
+                    if every_model and self.endpoints_started == set(self.STARTED):
                         return
             except Exception:  # not listening yet
                 pass
             time.sleep(0.25)
         self.stop()
-        waiting = not_ready(index) or "the server itself"
+        silent = [name for name in self.STARTED if name not in self.endpoints_started]
+        waiting = (
+            not_ready(index)
+            or (index and silent and f"its {' and '.join(silent)} endpoints")
+            or "the server itself"
+        )
         raise NadaError(
             f"tritonserver was not ready after {timeout:.0f} s (not ready: {waiting}):\n{self.errors()}"
         )

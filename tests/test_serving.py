@@ -527,3 +527,62 @@ def test_nada_serve_listens_on_loopback_unless_told_and_warns_when_told(tmp_path
         and len(lines) == 1
         and "nada-serve: error: --host no-such-host.invalid: cannot listen there" in lines[0]
     )
+
+
+ECHO_CONFIG = """backend: "python"
+max_batch_size: 0
+input [{ name: "X" data_type: TYPE_FP32 dims: [1] }]
+output [{ name: "Y" data_type: TYPE_FP32 dims: [1] }]
+instance_group [{ kind: KIND_CPU count: 1 }]
+"""
+ECHO_MODEL = """import triton_python_backend_utils as pb
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        take = pb.get_input_tensor_by_name
+        return [pb.InferenceResponse([pb.Tensor("Y", take(r, "X").as_numpy())]) for r in requests]
+"""
+
+
+def test_a_picked_port_taken_before_the_server_binds_it_is_picked_anew(tmp_path, monkeypatch):
+    """Another process may take a port between our pick and the server's bind (CI saw an HTTP port
+    taken so, and nada-serve refused to start): before the first ready the server starts again on new
+    ports. A port the caller asked for is never changed: taken, it is refused at the first try."""
+    import socket
+
+    (tmp_path / "echo" / "1").mkdir(parents=True)
+    (tmp_path / "echo" / "config.pbtxt").write_text(ECHO_CONFIG)
+    (tmp_path / "echo" / "1" / "model.py").write_text(ECHO_MODEL)
+    tries = []
+    start_once = TritonServer._start_once
+    monkeypatch.setattr(TritonServer, "_start_once", lambda s, *a: tries.append(s.ports) or start_once(s, *a))
+
+    server = TritonServer(tmp_path)
+    picked = server.ports
+    with socket.socket() as grpc, socket.socket() as http:
+        grpc.bind(("127.0.0.1", picked[0]))
+        grpc.listen()
+        with server:
+            assert [m["state"] for m in server.models()] == ["READY"]
+        assert tries[0] == picked and len(tries) == 2 and picked[0] not in tries[1]
+
+        tries.clear()
+        http.bind(("127.0.0.1", picked[1]))
+        http.listen()
+        with pytest.raises(NadaError, match=rf"(?s)exited with status 1 .*:{picked[1]}' already in use"):
+            TritonServer(tmp_path, 0, picked[1]).start(timeout=60)
+        assert len(tries) == 1
+
+
+def test_picked_ports_lie_below_the_range_the_kernel_hands_to_connections(tmp_path, monkeypatch):
+    """A port from bind(0) is an ephemeral one, which any process's next outgoing connection may take
+    before the server binds it: ours come from below that range, unless the range leaves no room."""
+    from nada_serve import server as module
+
+    low, high = module.ephemeral_ports()
+    picked = [module.free_port() for _ in range(20)]
+    assert all(module.LOWEST_PICKED_PORT <= port < low for port in picked) and len(set(picked)) > 10
+    (tmp_path / "range").write_text("1024\t65000\n")
+    monkeypatch.setattr(module, "EPHEMERAL_RANGE_FILE", tmp_path / "range")
+    assert module.ephemeral_ports() == (1024, 65000) and low <= module.free_port() <= high

@@ -407,6 +407,44 @@ def test_wait_ready_calls_a_server_killed_by_a_signal_a_crash(tmp_path):
     assert not isinstance(info.value, ServerCrashed)
 
 
+def test_a_server_is_ready_only_once_it_listens_on_every_endpoint(tmp_path, monkeypatch):
+    """tritonserver loads its models, then starts gRPC, HTTP and metrics one after another and exits if
+    one cannot bind: models READY over gRPC while the HTTP port turns out taken (seen in the suite) is a
+    server about to exit. Ready waits for its word on all three; a server that never gives it is not
+    ready, and the error names the endpoints it is silent on."""
+    import tritonclient.grpc as grpcclient
+
+    from nada_serve.server import TritonServer
+
+    class Answers:  # Triton over gRPC: up, every model READY
+        def __init__(self, url):
+            pass
+
+        def is_server_ready(self, **kw):
+            return True
+
+        def get_model_repository_index(self, **kw):
+            return {"models": [{"name": "m", "state": "READY"}]}
+
+    monkeypatch.setattr(grpcclient, "InferenceServerClient", Answers)
+    log = tmp_path / "log"
+    server = TritonServer(tmp_path)
+    monkeypatch.setattr(server, "command", lambda: ["sh", "-c", f"cat {log}; exec sleep 60"])
+    log.write_text('I1207 grpc_server.cc] "Started GRPCInferenceService at 127.0.0.1:1"\n')
+    with pytest.raises(
+        NadaError, match=r"^tritonserver was not ready after 2 s \(not ready: its http and metrics "
+    ):
+        server.start(timeout=2)
+    assert server.process.poll() is not None  # stopped with its refusal
+    with log.open("a") as f:
+        f.write('I1207 http_server.cc] "Started HTTPService at 127.0.0.1:2"\n')
+        f.write('I1207 http_server.cc] "Started Metrics Service at 127.0.0.1:3"\n')
+    try:
+        assert server.start(timeout=20) is server and server.endpoints_started == {"grpc", "http", "metrics"}
+    finally:
+        server.stop()
+
+
 def test_what_a_dead_server_left_running_is_ended_with_it(tmp_path):
     """A model process whose tritonserver was killed is left to init and may never exit (seen under
     load: still running after nada-serve had stopped); stopping the server, or starting it again, ends
