@@ -17,6 +17,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nada_app.words import in_page_words
 from nada_core.cli import one_line
 from nada_core.errors import FieldError, NadaError, TrainingInterrupted
 from nada_train.many import folder_names
@@ -166,7 +167,7 @@ class TrainingQueue:
             except TrainingInterrupted:
                 job.status = "stopped"
             except NadaError as exc:  # bad input: its own one-line message names the field
-                job.status, job.error = "failed", one_line(str(exc))
+                job.status, job.error = "failed", in_page_words(exc)
             except Exception as exc:  # noqa: BLE001 - the page gets one line, the operator the trace
                 traceback.print_exc(file=sys.stderr)
                 job.status, job.error = "failed", one_line(f"{type(exc).__name__}: {exc}")

@@ -16,6 +16,7 @@ import gradio as gr
 
 from nada_app.jobs import TrainingQueue
 from nada_app.views import Generators, Serving, chosen, finished_runs, photo_in_domains, side_by_side
+from nada_app.words import in_page_words
 from nada_core.cli import one_line
 from nada_core.errors import NadaError
 
@@ -38,7 +39,7 @@ def shown(fn):
         except gr.Error:
             raise
         except NadaError as exc:
-            raise gr.Error(one_line(str(exc)), print_exception=False) from None
+            raise gr.Error(in_page_words(exc), print_exception=False) from None
         except Exception as exc:  # noqa: BLE001 - one line for the page
             traceback.print_exc(file=sys.stderr)
             raise gr.Error(one_line(f"{type(exc).__name__}: {exc}"), print_exception=False) from None

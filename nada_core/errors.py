@@ -18,6 +18,10 @@ class NadaError(Exception):
         names another (nada-export: names -> --name)."""
         return str(self)
 
+    def in_words(self, names: Mapping[str, str]) -> str:
+        """The message with each field named as `names` says (a page's labels), else by its own name."""
+        return str(self)
+
 
 class FieldError(NadaError):
     """A NadaError whose message names inputs as {field}: str() gives the field's name (what a Python
@@ -29,6 +33,9 @@ class FieldError(NadaError):
 
     def for_command_line(self, flags: Mapping[str, str] | None = None) -> str:
         return FIELD.sub(lambda m: (flags or {}).get(m.group(1)) or option_of(m.group(1)), self.template)
+
+    def in_words(self, names: Mapping[str, str]) -> str:
+        return FIELD.sub(lambda m: names.get(m.group(1), m.group(1)), self.template)
 
 
 def option_of(field: str) -> str:

@@ -147,12 +147,39 @@ def test_bad_input_fails_its_job_in_one_line_and_the_next_one_runs(tmp_path, bas
     bad = queue.submit(
         "page-a", "sketch", 2, base=str(tmp_path / "no-such.pt"), clip=[tiny_clip_spec], **SETTINGS
     )
+    same = queue.submit(
+        "page-a", "Photo", 2, base=str(base), clip=[tiny_clip_spec], source="photo", **SETTINGS
+    )
     good = queue.submit("page-a", "sketch", 2, base=str(base), clip=[tiny_clip_spec], **SETTINGS)
-    wait_for(lambda: bad.done and good.done, 60, "both jobs")
+    wait_for(lambda: bad.done and same.done and good.done, 60, "the jobs")
     queue.close()
     assert bad.status == "failed" and "no-such.pt" in bad.error and "\n" not in bad.error
     assert bad.line().startswith("sketch: failed: generator")
+    # the page's controls named, not the library's fields
+    assert same.error.startswith("'Source text' and 'Target text' are both 'photo'")
     assert good.status == "finished"
+
+
+def test_the_page_names_its_own_controls_in_errors():
+    """The library names fields (a notebook's arguments), the commands their flags; the page names the
+    control to change, or the command that has the input where the page has none."""
+    from nada_app.words import in_page_words
+    from nada_core.errors import NadaError
+
+    no_face = FieldError("{align} me.png: no face found; give its landmarks with {landmarks} FILE.npy")
+    assert str(no_face) == "align me.png: no face found; give its landmarks with landmarks FILE.npy"
+    assert in_page_words(no_face) == (
+        "'Align the face first' me.png: no face found; give its landmarks with nada-edit --landmarks FILE.npy"
+    )
+    assert (
+        in_page_words(FieldError("{iterations} 0: must be\n at least 1"))
+        == "'Iterations' 0: must be at least 1"
+    )
+    assert in_page_words(FieldError("{mixing} 2: a probability")) == "mixing 2: a probability"
+    assert (
+        in_page_words(NadaError("tritonserver exited:\nE the last words"))
+        == "tritonserver exited: E the last words"
+    )
 
 
 def test_style_images_train_an_image_guided_run(tmp_path, base, tiny_clip_spec):

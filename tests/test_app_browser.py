@@ -134,7 +134,7 @@ def test_a_second_page_neither_sees_nor_stops_the_first_and_errors_are_one_line(
 
     second.locator("#target textarea").fill("   ")
     second.locator("#start").click()
-    second.get_by_text("target: type the new domain's text").wait_for(timeout=30_000)
+    second.get_by_text("'Target text': type the new domain's text").wait_for(timeout=30_000)
     assert "Traceback" not in second.content()
 
     first.locator("#stop").click()
