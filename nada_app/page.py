@@ -296,7 +296,7 @@ def build_page(
         @shown
         def on_export(runs_, engine_):
             words = serving.start(chosen(runs_, root), engine_)
-            return words, gr.update(choices=serving.models, value=serving.models[0])
+            return words, gr.update(choices=serving.models, value=serving.exported[0])
 
         @shown
         def on_fetch(model_, seeds_, truncation_):

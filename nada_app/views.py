@@ -145,15 +145,25 @@ def photo_in_domains(
 class Serving:
     """The chosen runs exported to a Triton repository and served as nada-serve serves it (tritonserver
     on 127.0.0.1, free ports, its supervisor reloading a model whose process dies), for the page to fetch
-    images over gRPC; one at a time: a new export replaces the last."""
+    images over gRPC. Every export adds to the one repository: while its server runs, the models an
+    export adds or changes are loaded into it, and those of earlier exports (another page's) stay
+    served; no restart."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.server = None
-        self.models: list[str] = []
+        self.supervisor = None
+        self.models: list[str] = []  # every model served, whichever export wrote it
+        self.exported: list[str] = []  # the last export's
         self.stopped_because = ""  # what the supervisor could not mend, for the next fetch to say
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # one export and server swap at a time, whichever page asks
+        self._watcher: threading.Thread | None = None
+        self._lock = threading.Lock()  # one export at a time, whichever page asks
+        self._swap = threading.Lock()  # the server's replacement, against a watch that gives up
+
+    @property
+    def repository(self) -> Path:
+        return self.folder / "triton_models"
 
     def start(self, runs: list[Path], engine: str = "onnx") -> str:
         with self._lock:
@@ -161,28 +171,55 @@ class Serving:
 
     def _start(self, runs: list[Path], engine: str) -> str:
         import nada
+
+        self._pause_watch()  # no look while the export swaps the repository: the loads below are ours
+        try:
+            t0 = time.perf_counter()
+            report = nada.export(runs, self.repository, engine=engine, max_batch=8, progress=False)
+            exported_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if self.server is not None and self.server.process.poll() is None:
+                self.supervisor.load_changed()
+                where = f"loaded into the running tritonserver in {time.perf_counter() - t0:.1f} s"
+            else:
+                self._serve()
+                where = (
+                    f"tritonserver ready on {self.server.endpoints.grpc} in {time.perf_counter() - t0:.1f} s"
+                )
+        finally:
+            self._watch_in_background()
+        self.exported = list(report.models)
+        self.models = served_models(self.repository)
+        return f"exported {len(self.exported)} model(s) ({engine}) in {exported_s:.1f} s; {where}"
+
+    def _serve(self) -> None:
+        """A new tritonserver on the repository, every model ready, in place of any earlier one."""
         from nada_serve.server import TritonServer
         from nada_serve.supervisor import Supervisor
 
         self._stop_server()
-        repository = self.folder / "triton_models"
-        t0 = time.perf_counter()
-        report = nada.export(runs, repository, engine=engine, max_batch=8, progress=False)
-        exported_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        server = TritonServer(repository, 0, 0, 0, host="127.0.0.1")
+        server = TritonServer(self.repository, 0, 0, 0, host="127.0.0.1")
         supervisor = Supervisor(server, log=lambda line: print(line, file=sys.stderr, flush=True))
         supervisor.start()
-        self.server = server  # only once it serves: a start that failed leaves "export first"
-        self.models = list(report.models)
+        supervisor.check()  # also records the repository's files: the next export's changes are loaded
+        with self._swap:
+            self.server, self.supervisor = server, supervisor  # only once it serves
+            self.stopped_because = ""
+
+    def _pause_watch(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join()  # the watch takes only _swap, never _lock: no wait on us
+            self._watcher = None
+
+    def _watch_in_background(self) -> None:
+        if self.server is None:
+            return
         self._stop = threading.Event()
-        self.stopped_because = ""
-        supervisor.check()
-        threading.Thread(target=self._supervise, args=(supervisor, self._stop), daemon=True).start()
-        return (
-            f"exported {len(self.models)} model(s) ({engine}) in {exported_s:.1f} s; tritonserver ready on "
-            f"{self.server.endpoints.grpc} in {time.perf_counter() - t0:.1f} s"
+        self._watcher = threading.Thread(
+            target=self._supervise, args=(self.supervisor, self._stop), daemon=True
         )
+        self._watcher.start()
 
     def fetch(self, model: str, seeds: str, truncation: float, repeats: int = 5) -> tuple[np.ndarray, str]:
         """The seeds' images as the server draws them, and the latency of that request (median of
@@ -217,17 +254,27 @@ class Serving:
             supervisor.watch(stop)
         except Exception as e:  # noqa: BLE001 - the page says it; the trace goes to the terminal
             traceback.print_exc(file=sys.stderr)
-            with self._lock:
+            with self._swap:
                 if self.server is supervisor.server:
                     self.stopped_because = one_line(str(e))
                     self._stop_server()
 
     def stop(self) -> None:
         with self._lock:
+            self._pause_watch()
             self._stop_server()
 
     def _stop_server(self) -> None:
         self._stop.set()
         if self.server is not None:
             self.server.stop()
-            self.server = None
+            self.server = self.supervisor = None
+
+
+def served_models(repository: Path) -> list[str]:
+    """The models a person asks for by name (generators, domain models), of every export into the
+    repository: its manifest's, in order."""
+    import json
+
+    manifest = repository / "manifest.json"
+    return list(json.loads(manifest.read_text()).get("models", {})) if manifest.exists() else []

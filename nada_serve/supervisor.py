@@ -178,8 +178,10 @@ class Supervisor:
                 raise
             self.restart_server()
 
-    def load_changed(self, client) -> None:
-        """Load the models whose folders a new export changed or added since the last look."""
+    def load_changed(self, client=None) -> None:
+        """Load the models whose folders a new export changed or added since the last look (a look
+        does; an exporter that holds the watch calls it at once)."""
+        client = client or self._client()
         try:
             found = repository_files(self.server.repository)
         except OSError:  # a folder gone between listing and reading: an export's swap; the next look sees it

@@ -261,23 +261,47 @@ def test_a_photo_is_drawn_by_the_base_and_every_run(finished_run, tmp_path):
 
 
 def test_the_serve_tab_fetches_over_grpc_what_nada_generate_draws(finished_run, tmp_path):
+    """One page's export is served; another's is loaded into the same server beside it (no restart:
+    the first page's model stays served); an export that fails leaves both served."""
+    import shutil
+
     from nada_app.views import Serving
+    from nada_core.errors import NadaError
+    from nada_core.pngs import grid
 
     serving = Serving(tmp_path / "serving")
     with pytest.raises(FieldError, match="export and serve the runs first"):
         serving.fetch("sketch", "0-3", 0.7)
+    other = shutil.copytree(finished_run.path, tmp_path / "runs" / "neon")
     try:
         words = serving.start([finished_run.path])
-        assert serving.models == ["sketch"] and "tritonserver ready on 127.0.0.1:" in words
+        assert (
+            serving.models == serving.exported == ["sketch"] and "tritonserver ready on 127.0.0.1:" in words
+        )
+        server, pid = serving.server, serving.server.process.pid
         images, latency = serving.fetch("sketch", "0-3", 0.7)
         with pytest.raises(FieldError, match="not served"):
-            serving.fetch("other", "0-3", 0.7)
+            serving.fetch("neon", "0-3", 0.7)
+
+        words = serving.start([other])
+        assert re.fullmatch(
+            r"exported 1 model\(s\) \(onnx\) in [\d.]+ s; loaded into the running tritonserver in [\d.]+ s",
+            words,
+        )
+        assert serving.server is server and server.process.pid == pid and server.process.poll() is None
+        assert serving.models == ["sketch", "neon"] and serving.exported == ["neon"]
+        neon, _ = serving.fetch("neon", "0-3", 0.7)
+        again, _ = serving.fetch("sketch", "0-3", 0.7)
+
+        with pytest.raises(NadaError, match="no-such-run': no such file"):
+            serving.start([tmp_path / "no-such-run"])
+        assert serving.server is server and serving.fetch("neon", "0-3", 0.7)[0].shape == neon.shape
+        assert serving._watcher is not None and serving._watcher.is_alive()  # still watched
     finally:
         serving.stop()
-    want = finished_run.generator.generate([0, 1, 2, 3], 0.7)
-    from nada_core.pngs import grid
-
-    assert np.abs(images.astype(int) - grid(want, rows=1).astype(int)).max() <= 1
+    assert server.process.poll() is not None and serving._watcher is None
+    want = grid(finished_run.generator.generate([0, 1, 2, 3], 0.7), rows=1).astype(int)
+    assert all(np.abs(got.astype(int) - want).max() <= 1 for got in (images, neon, again))
     assert re.fullmatch(r"4 image\(s\) over gRPC from 'sketch': [\d.]+ ms \(p50 of 5\)", latency)
 
 
