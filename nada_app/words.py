@@ -9,6 +9,7 @@ from nada_core.errors import NadaError
 
 LABELS = {
     "generator": "'Base generator'",
+    "base": "'Base generator'",
     "source": "'Source text'",
     "target": "'Target text'",
     "target_images": "'style images'",

@@ -176,6 +176,7 @@ def test_the_page_names_its_own_controls_in_errors():
         == "'Iterations' 0: must be at least 1"
     )
     assert in_page_words(FieldError("{mixing} 2: a probability")) == "mixing 2: a probability"
+    assert in_page_words(FieldError("{base} 'r' is a run")) == "'Base generator' 'r' is a run"  # nada.adapt's
     assert (
         in_page_words(NadaError("tritonserver exited:\nE the last words"))
         == "tritonserver exited: E the last words"
