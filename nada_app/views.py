@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nada_core.cli import one_line
-from nada_core.errors import FieldError
+from nada_core.errors import FieldError, NadaError
 from nada_core.pngs import grid
 from nada_core.seeds import parse_seeds
 
@@ -188,9 +188,18 @@ class Serving:
                 )
         finally:
             self._watch_in_background()
-        self.exported = list(report.models)
-        self.models = served_models(self.repository)
-        return f"exported {len(self.exported)} model(s) ({engine}) in {exported_s:.1f} s; {where}"
+        ready = {m["name"] for m in self.server.models() if m.get("state") == "READY"}
+        self.exported = [m for m in report.models if m in ready]
+        self.models = [m for m in served_models(self.repository) if m in ready]
+        refused = [m for m in report.models if m not in ready]
+        if not self.exported:
+            raise NadaError(
+                f"tritonserver refused to load {', '.join(refused)}; its words are on the terminal"
+            )
+        said = f"; not served: {', '.join(refused)} (tritonserver refused it; its words are on the terminal)"
+        return f"exported {len(report.models)} model(s) ({engine}) in {exported_s:.1f} s; {where}" + (
+            said if refused else ""
+        )
 
     def _serve(self) -> None:
         """A new tritonserver on the repository, every model ready, in place of any earlier one."""

@@ -12,7 +12,9 @@ look, so a process that dies at any time, in the first second of serving too, is
 It also loads what a later nada-export changed in the repository (a domain added to a multi-domain
 model, a new generator): each look compares every model folder's files (names, sizes, times) with the
 last look's, and loads the models whose files changed, composing models before ensembles, while the
-others keep serving.
+others keep serving. A load Triton refuses (a broken model, one too large for the GPU) is logged once
+and not tried again until its files change: Triton keeps serving the version it had loaded, and the
+watch goes on with the rest rather than give up on the whole server.
 """
 
 from __future__ import annotations
@@ -27,12 +29,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from nada_core.cli import one_line
 from nada_core.errors import NadaError
 from nada_serve.server import STUB_NAME, ServerCrashed, TritonServer, not_ready
 
 # a repository-index or config request to a live tritonserver answers in milliseconds; one that does
 # not answer in this long is a server that has stopped answering
 CALL_TIMEOUT_S = 30.0
+# A model a later export changed is loaded (one call, however long the load takes), its refusals
+# retried this long: a load Triton refuses is refused again (a broken or too large model); Triton keeps
+# the version it had loaded serving, and the watch goes on with the rest.
+CHANGED_LOAD_RETRY_S = 10.0
 
 
 @dataclass
@@ -123,6 +130,8 @@ class Supervisor:
         ] = {}  # model -> stub processes its config asks for (configs do not change while served)
         self.restarts: list[float] = []
         self.files: dict[str, tuple] = {}  # model -> its folder's files at the last look (none: first look)
+        # model -> the files Triton refused to load (a later export's): not tried again until they change
+        self.refused: dict[str, tuple] = {}
         self.echo = False  # the server's log echoed (nada-serve --verbose), after a restart too
 
     def _client(self):
@@ -166,8 +175,14 @@ class Supervisor:
             index = self._index(client)
             for model in self.short_of_processes(client, index):
                 self.reload(model)
-            self.load_changed(client)
-            for model in sorted(m["name"] for m in index if m.get("state") == "UNAVAILABLE"):
+            loaded = self.load_changed(client)
+            for model in sorted(
+                m["name"]
+                for m in index
+                if m.get("state") == "UNAVAILABLE"
+                and m["name"] not in loaded
+                and not self._refused_as_it_is(m["name"])
+            ):
                 t0 = time.monotonic()
                 self._load(client, model, t0 + self.start_timeout)
                 self._event(model, "it was unavailable", "loaded again", time.monotonic() - t0)
@@ -178,22 +193,41 @@ class Supervisor:
                 raise
             self.restart_server()
 
-    def load_changed(self, client=None) -> None:
+    def _refused_as_it_is(self, model: str) -> bool:
+        """Triton refused to load the model's files as they are now (a later export's)."""
+        return model in self.refused and self.refused[model] == self.files.get(model)
+
+    def load_changed(self, client=None) -> list[str]:
         """Load the models whose folders a new export changed or added since the last look (a look
-        does; an exporter that holds the watch calls it at once)."""
+        does; an exporter that holds the watch calls it at once); those loaded."""
         client = client or self._client()
         try:
             found = repository_files(self.server.repository)
         except OSError:  # a folder gone between listing and reading: an export's swap; the next look sees it
-            return
+            return []
         changed = sorted(n for n, f in found.items() if self.files and self.files.get(n) != f)
         self.files = found
+        if not changed:
+            return []
+        loaded = []
+        ready_before = {m["name"] for m in self._index(client) if m.get("state") == "READY"}
         # composing models first: an ensemble is checked against its members when it loads
         for model in sorted(changed, key=lambda n: is_ensemble(self.server.repository / n)):
             t0 = time.monotonic()
             self.instances.pop(model, None)  # its config may ask for other instances now
-            self._load(client, model, t0 + self.start_timeout)
+            try:
+                self._load(
+                    client, model, t0 + CHANGED_LOAD_RETRY_S, f"loaded in {CHANGED_LOAD_RETRY_S:.0f} s"
+                )
+            except NadaError as e:  # the rest of the repository keeps serving: nothing to give up
+                self.refused[model] = found[model]
+                kept = "the version loaded before keeps serving" if model in ready_before else "not served"
+                self.log(f"nada-serve: {now()} {one_line(str(e))}; {kept} until an export changes it again")
+                continue
+            self.refused.pop(model, None)
+            loaded.append(model)
             self._event(model, "a new export changed it in the repository", "loaded", time.monotonic() - t0)
+        return loaded
 
     def _server_gone(self, within: float) -> bool:
         try:
@@ -230,7 +264,7 @@ class Supervisor:
         listed = "".join(f" (and {name})" for name in sorted(also - {model}))
         self._event(model, "its python-backend process died", f"reloaded{listed}", time.monotonic() - t0)
 
-    def _load(self, client, model: str, deadline: float) -> None:
+    def _load(self, client, model: str, deadline: float, within: str = "") -> None:
         """load_model, retried each second until `deadline`; the first failure is logged, so a
         reload that takes long says why. Not retried once the server has died: `check` starts it
         again (retrying a dead server's port would wait out the deadline and then give up)."""
@@ -245,9 +279,8 @@ class Supervisor:
                 if self.server.process.poll() is not None:
                     raise  # the server died (it may while a model reloads): the look restarts it
                 if time.monotonic() > deadline:
-                    raise NadaError(
-                        f"{model}: could not be reloaded in {self.start_timeout:.0f} s: {e}"
-                    ) from None
+                    within = within or f"reloaded in {self.start_timeout:.0f} s"
+                    raise NadaError(f"{model}: could not be {within}: {e}") from None
                 if not logged:
                     self.log(f"nada-serve: {now()} {model}: loading failed ({e}); retrying each second")
                     logged = True

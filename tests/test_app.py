@@ -306,6 +306,44 @@ def test_the_serve_tab_fetches_over_grpc_what_nada_generate_draws(finished_run, 
     assert re.fullmatch(r"4 image\(s\) over gRPC from 'sketch': [\d.]+ ms \(p50 of 5\)", latency)
 
 
+def test_an_export_tritonserver_refuses_is_not_listed_and_the_page_says_so(tmp_path, monkeypatch):
+    """A later export whose model Triton refuses to load (the supervisor logs it and serves the rest):
+    the page lists only what is served and names the refused one; nothing served of it is an error."""
+    import json
+    import threading
+    from types import SimpleNamespace
+
+    import nada
+    from nada_app.views import Serving
+    from nada_core.errors import NadaError
+
+    serving = Serving(tmp_path)
+    serving.repository.mkdir(parents=True)
+    (serving.repository / "manifest.json").write_text(
+        json.dumps({"models": {"sketch": {}, "neon": {}, "pixel": {}}})
+    )
+    states = {"sketch": "READY", "neon": "UNAVAILABLE", "pixel": "READY"}
+    serving.server = SimpleNamespace(
+        process=SimpleNamespace(poll=lambda: None),
+        models=lambda: [{"name": n, "state": s} for n, s in states.items()],
+        stop=lambda: None,
+    )
+    serving.supervisor = SimpleNamespace(load_changed=lambda: [], watch=threading.Event.wait)
+    monkeypatch.setattr(nada, "export", lambda runs, repo, **kw: SimpleNamespace(models=["neon", "pixel"]))
+    try:
+        words = serving.start([tmp_path / "neon", tmp_path / "pixel"])
+        assert serving.models == ["sketch", "pixel"] and serving.exported == ["pixel"]
+        assert words.endswith("; not served: neon (tritonserver refused it; its words are on the terminal)")
+        monkeypatch.setattr(nada, "export", lambda runs, repo, **kw: SimpleNamespace(models=["neon"]))
+        with pytest.raises(
+            NadaError, match="^tritonserver refused to load neon; its words are on the terminal$"
+        ):
+            serving.start([tmp_path / "neon"])
+        assert serving._watcher.is_alive()  # the rest still served and watched
+    finally:
+        serving.stop()
+
+
 def test_what_the_supervisor_cannot_mend_stops_that_server_and_the_next_fetch_says_why(tmp_path):
     """The Serve tab's watch gives up (a model that cannot be reloaded): its server is stopped, not left
     serving unwatched, and a fetch says why in one line; a newer export's server is never stopped by an

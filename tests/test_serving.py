@@ -586,3 +586,59 @@ def test_picked_ports_lie_below_the_range_the_kernel_hands_to_connections(tmp_pa
     (tmp_path / "range").write_text("1024\t65000\n")
     monkeypatch.setattr(module, "EPHEMERAL_RANGE_FILE", tmp_path / "range")
     assert module.ephemeral_ports() == (1024, 65000) and low <= module.free_port() <= high
+
+
+def echo_repository(folder: Path, models: dict[str, str]) -> Path:
+    """A repository of one-input python models, each model.py as given."""
+    for name, code in models.items():
+        (folder / name / "1").mkdir(parents=True, exist_ok=True)
+        (folder / name / "config.pbtxt").write_text(ECHO_CONFIG)
+        (folder / name / "1" / "model.py").write_text(code)
+    return folder
+
+
+def test_a_later_export_that_triton_refuses_leaves_the_rest_serving(tmp_path, monkeypatch):
+    """A model a later export changed or added that Triton refuses to load (broken, or too large for the
+    GPU) is said once in the log and not tried again until its files change: the version loaded before
+    keeps serving (Triton keeps it), a new one is not served, and the watch goes on, where it used to
+    retry for five minutes and then give up, stopping every model."""
+    from nada_serve import supervisor as module
+    from nada_serve.supervisor import Supervisor
+
+    monkeypatch.setattr(module, "CHANGED_LOAD_RETRY_S", 0.0)  # one try each
+    refused = (
+        ECHO_MODEL + "\n    def initialize(self, args):\n        raise RuntimeError('no memory for it')\n"
+    )
+    repo = echo_repository(tmp_path / "repo", {"echo": ECHO_MODEL})
+    logged = []
+    server = TritonServer(repo).start()
+    try:
+        watch = Supervisor(server, log=logged.append, start_timeout=60)
+        watch.check()  # the first look: what is served
+        echo_repository(repo, {"echo": refused, "added": refused})
+        watch.check()
+        client = grpcclient.InferenceServerClient(server.endpoints.grpc)
+        x = grpcclient.InferInput("X", [1], "FP32")
+        x.set_data_from_numpy(np.array([7.0], np.float32))
+        assert client.infer("echo", [x]).as_numpy("Y").tolist() == [7.0]  # the version loaded before
+        states = {m["name"]: m.get("state") for m in server.models()}
+        assert states == {"echo": "READY", "added": "UNAVAILABLE"}
+        assert len(logged) == 2 and all(
+            "could not be loaded in 0 s" in line and "no memory for it" in line for line in logged
+        )
+        assert "added: could not" in logged[0] and logged[0].endswith(
+            "; not served until an export changes it again"
+        )
+        assert (
+            "echo: could not" in logged[1] and "; the version loaded before keeps serving until" in logged[1]
+        )
+
+        watch.check()
+        assert len(logged) == 2  # not tried again
+        echo_repository(repo, {"added": ECHO_MODEL + "# mended\n"})
+        watch.check()
+        assert len(logged) == 3 and "added: a new export changed it in the repository; loaded in" in logged[2]
+        assert client.infer("added", [x]).as_numpy("Y").tolist() == [7.0]
+    finally:  # killed: Triton waits its 10 s exit timeout for the refused version, which never unloads
+        server.process.kill()
+        server.stop()
