@@ -186,9 +186,10 @@ class Serving:
                 where = (
                     f"tritonserver ready on {self.server.endpoints.grpc} in {time.perf_counter() - t0:.1f} s"
                 )
+            server = self.server  # the watch may stop it from here on: then asking it fails in one line
         finally:
             self._watch_in_background()
-        ready = {m["name"] for m in self.server.models() if m.get("state") == "READY"}
+        ready = {m["name"] for m in server.models() if m.get("state") == "READY"}
         self.exported = [m for m in report.models if m in ready]
         self.models = [m for m in served_models(self.repository) if m in ready]
         refused = [m for m in report.models if m not in ready]
