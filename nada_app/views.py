@@ -197,10 +197,12 @@ class Serving:
             raise NadaError(
                 f"tritonserver refused to load {', '.join(refused)}; its words are on the terminal"
             )
-        said = f"; not served: {', '.join(refused)} (tritonserver refused it; its words are on the terminal)"
-        return f"exported {len(report.models)} model(s) ({engine}) in {exported_s:.1f} s; {where}" + (
-            said if refused else ""
-        )
+        words = f"exported {len(report.models)} model(s) ({engine}) in {exported_s:.1f} s; {where}"
+        if refused:
+            words += (
+                f"; not served: {', '.join(refused)} (tritonserver refused it; its words are on the terminal)"
+            )
+        return words
 
     def _serve(self) -> None:
         """A new tritonserver on the repository, every model ready, in place of any earlier one."""

@@ -67,15 +67,12 @@ def free_port(host: str = "127.0.0.1") -> int:
     take before our server binds it; below the range only another server picking at random can."""
     low, _ = ephemeral_ports()
     rng = secrets.SystemRandom()
-    any_port = _bound_port(host, 0)  # raises if nothing can listen on host at all
-    if low - LOWEST_PICKED_PORT < 1000:
-        return any_port
-    for _ in range(64):
+    for _ in range(64 if low - LOWEST_PICKED_PORT >= 1000 else 0):
         try:
             return _bound_port(host, rng.randrange(LOWEST_PICKED_PORT, low))
-        except OSError:  # taken: try another
+        except OSError:  # taken (or nothing can listen on host: the kernel's pick below says so)
             pass
-    return any_port
+    return _bound_port(host, 0)
 
 
 def pytriton_root() -> Path:
@@ -187,7 +184,7 @@ class TritonServer:
         self._bind = bind
         self._asked_ports = (grpc_port, http_port, metrics_port)  # 0: ours to pick
         try:
-            free_port(bind)  # can we listen there at all?
+            _bound_port(bind, 0)  # can we listen there at all?
             self.ports = self._pick_ports()
         except OSError as e:
             raise FieldError(

@@ -551,9 +551,7 @@ def test_a_picked_port_taken_before_the_server_binds_it_is_picked_anew(tmp_path,
     ports. A port the caller asked for is never changed: taken, it is refused at the first try."""
     import socket
 
-    (tmp_path / "echo" / "1").mkdir(parents=True)
-    (tmp_path / "echo" / "config.pbtxt").write_text(ECHO_CONFIG)
-    (tmp_path / "echo" / "1" / "model.py").write_text(ECHO_MODEL)
+    echo_repository(tmp_path, {"echo": ECHO_MODEL})
     tries = []
     start_once = TritonServer._start_once
     monkeypatch.setattr(TritonServer, "_start_once", lambda s, *a: tries.append(s.ports) or start_once(s, *a))
