@@ -142,6 +142,21 @@ def not_ready(index: list[dict]) -> str:
     )
 
 
+def ensemble_steps(config: str) -> set[str]:
+    """The models an ensemble's config.pbtxt calls in its steps (none for other models)."""
+    return set(re.findall(r'model_name:\s*"([^"]+)"', config))
+
+
+def loadable(repository: Path, left_out: set[str]) -> tuple[list[str], set[str]]:
+    """The repository's models but those left out and the ensembles that step on them (loading an
+    ensemble loads its steps' models), and every model that is not loaded."""
+    configs = {p.parent.name: p.read_text() for p in repository.glob("*/config.pbtxt")}
+    out = set(left_out) & set(configs)
+    while more := {n for n, c in configs.items() if n not in out and ensemble_steps(c) & out}:
+        out |= more
+    return sorted(set(configs) - out), out
+
+
 @dataclass
 class Endpoints:
     grpc: str
@@ -198,6 +213,10 @@ class TritonServer:
         self.log_lines: deque[str] = deque(maxlen=400)
         self.endpoints_started: set[str] = set()  # those the running server said it listens on
         self.control_token = secrets.token_hex(16)
+        # models not to load at the next start (those whose files Triton refused, with the ensembles
+        # that use them): the rest serve rather than none (the server exits on a model it cannot load)
+        self.left_out: set[str] = set()
+        self.not_loaded: set[str] = set()  # what the running server was started without
         # this server's python-backend shared memory (/dev/shm) by name: what a killed server leaves
         # there (a megabyte or more per model process, in RAM) is removed with its processes
         self.shm_prefix = f"nada_{secrets.token_hex(6)}_"
@@ -217,6 +236,7 @@ class TritonServer:
     def command(self) -> list[str]:
         g, h, m = self.ports
         token = self.control_token
+        loaded, self.not_loaded = loadable(self.repository, self.left_out) if self.left_out else ([], set())
         return [
             str(pytriton_root() / "bin" / "tritonserver"),
             f"--model-repository={self.repository.resolve()}",
@@ -233,7 +253,7 @@ class TritonServer:
             "--exit-timeout-secs=10",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--model-control-mode=explicit",
-            "--load-model=*",
+            *([f"--load-model={name}" for name in loaded] if self.left_out else ["--load-model=*"]),
             f"--grpc-restricted-protocol=model-repository:{CONTROL_HEADER}={token}",
             f"--http-restricted-api=model-repository:{CONTROL_HEADER}={token}",
         ]
@@ -330,7 +350,8 @@ class TritonServer:
                     index = client.get_model_repository_index(
                         headers=self.control_headers, as_json=True, client_timeout=2.0
                     ).get("models", [])
-                    every_model = index and all(m.get("state") == "READY" for m in index)
+                    index = [m for m in index if m["name"] not in self.not_loaded]
+                    every_model = (index or self.not_loaded) and all(m.get("state") == "READY" for m in index)
                     if every_model and self.endpoints_started == set(self.STARTED):
                         return
             except Exception:  # not listening yet

@@ -14,7 +14,9 @@ model, a new generator): each look compares every model folder's files (names, s
 last look's, and loads the models whose files changed, composing models before ensembles, while the
 others keep serving. A load Triton refuses (a broken model, one too large for the GPU) is logged once
 and not tried again until its files change: Triton keeps serving the version it had loaded, and the
-watch goes on with the rest rather than give up on the whole server.
+watch goes on with the rest rather than give up on the whole server. A server that dies after such a
+refusal is started again without the refused models (and the ensembles that use them), which the next
+export that changes the repository brings back.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from nada_core.cli import one_line
 from nada_core.errors import NadaError
-from nada_serve.server import STUB_NAME, ServerCrashed, TritonServer, not_ready
+from nada_serve.server import STUB_NAME, ServerCrashed, TritonServer, loadable, not_ready
 
 # a repository-index or config request to a live tritonserver answers in milliseconds; one that does
 # not answer in this long is a server that has stopped answering
@@ -197,6 +199,9 @@ class Supervisor:
         """Triton refused to load the model's files as they are now (a later export's)."""
         return model in self.refused and self.refused[model] == self.files.get(model)
 
+    def _refused_now(self) -> set[str]:
+        return {model for model in self.refused if self._refused_as_it_is(model)}
+
     def load_changed(self, client=None) -> list[str]:
         """Load the models whose folders a new export changed or added since the last look (a look
         does; an exporter that holds the watch calls it at once); those loaded."""
@@ -209,10 +214,14 @@ class Supervisor:
         self.files = found
         if not changed:
             return []
+        # what a restart left out is tried again once the refused models it waits for have changed
+        left_out = self.server.not_loaded - loadable(self.server.repository, self._refused_now())[1]
         loaded = []
         ready_before = {m["name"] for m in self._index(client) if m.get("state") == "READY"}
         # composing models first: an ensemble is checked against its members when it loads
-        for model in sorted(changed, key=lambda n: is_ensemble(self.server.repository / n)):
+        for model in sorted(
+            set(changed) | left_out, key=lambda n: (is_ensemble(self.server.repository / n), n)
+        ):
             t0 = time.monotonic()
             self.instances.pop(model, None)  # its config may ask for other instances now
             try:
@@ -220,13 +229,18 @@ class Supervisor:
                     client, model, t0 + CHANGED_LOAD_RETRY_S, f"loaded in {CHANGED_LOAD_RETRY_S:.0f} s"
                 )
             except NadaError as e:  # the rest of the repository keeps serving: nothing to give up
-                self.refused[model] = found[model]
+                if model in changed:  # its own files refused (a model left out may wait on another's)
+                    self.refused[model] = found[model]
                 kept = "the version loaded before keeps serving" if model in ready_before else "not served"
                 self.log(f"nada-serve: {now()} {one_line(str(e))}; {kept} until an export changes it again")
                 continue
             self.refused.pop(model, None)
+            self.server.not_loaded.discard(model)
             loaded.append(model)
-            self._event(model, "a new export changed it in the repository", "loaded", time.monotonic() - t0)
+            cause = (
+                "a new export changed it in the repository" if model in changed else "left out at a restart"
+            )
+            self._event(model, cause, "loaded", time.monotonic() - t0)
         return loaded
 
     def _server_gone(self, within: float) -> bool:
@@ -307,11 +321,20 @@ class Supervisor:
         t0 = time.monotonic()
         status = self.server.process.returncode
         self._count_death(status, t0)
+        # the models Triton refused are not on disk as it served them: started with them the server
+        # would exit (it does on a model it cannot load), so it starts without them
+        self.server.left_out = self._refused_now()
         self.start(self.echo)
+        without = sorted(self.server.not_loaded)
         self._event(
             "tritonserver",
             f"exited with status {status}",
-            "restarted on the same ports",
+            "restarted on the same ports"
+            + (
+                f" without {', '.join(without)} (files Triton refused, or models that use them)"
+                if without
+                else ""
+            ),
             time.monotonic() - t0,
         )
 

@@ -1,6 +1,7 @@
 """A real tritonserver (bundled in nvidia-pytriton) on free 127.0.0.1 ports, serving a base and two
 adapted generators; gRPC answers compared with nada-generate."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -595,11 +596,22 @@ def echo_repository(folder: Path, models: dict[str, str]) -> Path:
     return folder
 
 
+ECHO_ENSEMBLE = """platform: "ensemble"
+max_batch_size: 0
+input [{ name: "X" data_type: TYPE_FP32 dims: [1] }]
+output [{ name: "Y" data_type: TYPE_FP32 dims: [1] }]
+ensemble_scheduling { step [{ model_name: "echo" model_version: -1
+  input_map { key: "X" value: "X" } output_map { key: "Y" value: "Y" } }] }
+"""
+
+
 def test_a_later_export_that_triton_refuses_leaves_the_rest_serving(tmp_path, monkeypatch):
     """A model a later export changed or added that Triton refuses to load (broken, or too large for the
     GPU) is said once in the log and not tried again until its files change: the version loaded before
     keeps serving (Triton keeps it), a new one is not served, and the watch goes on, where it used to
-    retry for five minutes and then give up, stopping every model."""
+    retry for five minutes and then give up, stopping every model. A server that dies then is started
+    again without the refused model and the ensemble that uses it (with them it would exit: the old
+    version is no longer on disk), and the export that mends the model brings both back."""
     from nada_serve import supervisor as module
     from nada_serve.supervisor import Supervisor
 
@@ -608,6 +620,8 @@ def test_a_later_export_that_triton_refuses_leaves_the_rest_serving(tmp_path, mo
         ECHO_MODEL + "\n    def initialize(self, args):\n        raise RuntimeError('no memory for it')\n"
     )
     repo = echo_repository(tmp_path / "repo", {"echo": ECHO_MODEL})
+    (repo / "pipe" / "1").mkdir(parents=True)
+    (repo / "pipe" / "config.pbtxt").write_text(ECHO_ENSEMBLE)
     logged = []
     server = TritonServer(repo).start()
     try:
@@ -620,7 +634,7 @@ def test_a_later_export_that_triton_refuses_leaves_the_rest_serving(tmp_path, mo
         x.set_data_from_numpy(np.array([7.0], np.float32))
         assert client.infer("echo", [x]).as_numpy("Y").tolist() == [7.0]  # the version loaded before
         states = {m["name"]: m.get("state") for m in server.models()}
-        assert states == {"echo": "READY", "added": "UNAVAILABLE"}
+        assert states == {"echo": "READY", "pipe": "READY", "added": "UNAVAILABLE"}
         assert len(logged) == 2 and all(
             "could not be loaded in 0 s" in line and "no memory for it" in line for line in logged
         )
@@ -637,6 +651,25 @@ def test_a_later_export_that_triton_refuses_leaves_the_rest_serving(tmp_path, mo
         watch.check()
         assert len(logged) == 3 and "added: a new export changed it in the repository; loaded in" in logged[2]
         assert client.infer("added", [x]).as_numpy("Y").tolist() == [7.0]
+
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+        watch.check()
+        assert (
+            "tritonserver: exited with status -9; restarted on the same ports without echo, pipe" in logged[3]
+        )
+        states = {m["name"]: m.get("state") for m in server.models()}
+        assert states == {"added": "READY", "echo": None, "pipe": None}
+        client = grpcclient.InferenceServerClient(server.endpoints.grpc)
+        assert client.infer("added", [x]).as_numpy("Y").tolist() == [7.0]
+        watch.check()
+        assert len(logged) == 4  # nothing tried while nothing changed
+        echo_repository(repo, {"echo": ECHO_MODEL + "# mended\n"})
+        watch.check()
+        assert "echo: a new export changed it in the repository; loaded in" in logged[4]
+        assert "pipe: left out at a restart; loaded in" in logged[5]
+        assert client.infer("pipe", [x]).as_numpy("Y").tolist() == [7.0]
+        assert {m["name"]: m.get("state") for m in server.models()} == dict.fromkeys(states, "READY")
     finally:  # killed: Triton waits its 10 s exit timeout for the refused version, which never unloads
         server.process.kill()
         server.stop()

@@ -113,6 +113,7 @@ def watched(
         start=lambda timeout, echo=False: None,
         errors=lambda: "E server log line",
         repository=repository,
+        not_loaded=set(),
     )
     monkeypatch.setattr(
         module,
@@ -340,6 +341,7 @@ class Starts:
 
     def __init__(self, outcomes: list):
         self.outcomes, self.process, self.log_lines = list(outcomes), Process(), ["E the last words"]
+        self.not_loaded: set[str] = set()
 
     def start(self, timeout, echo=False):
         from nada_serve.server import ServerCrashed
