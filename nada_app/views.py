@@ -187,20 +187,25 @@ class Serving:
                     f"tritonserver ready on {self.server.endpoints.grpc} in {time.perf_counter() - t0:.1f} s"
                 )
             server = self.server  # the watch may stop it from here on: then asking it fails in one line
+            # a refused new version of a model served before: Triton serves the earlier one still
+            earlier = self.supervisor.refused_now()
         finally:
             self._watch_in_background()
         ready = {m["name"] for m in server.models() if m.get("state") == "READY"}
-        self.exported = [m for m in report.models if m in ready]
+        self.exported = [m for m in report.models if m in ready and m not in earlier]
         self.models = [m for m in served_models(self.repository) if m in ready]
-        refused = [m for m in report.models if m not in ready]
+        refused = [m for m in report.models if m not in self.exported]
         if not self.exported:
             raise NadaError(
                 f"tritonserver refused to load {', '.join(refused)}; its words are on the terminal"
             )
         words = f"exported {len(report.models)} model(s) ({engine}) in {exported_s:.1f} s; {where}"
-        if refused:
+        if not_served := [m for m in refused if m not in ready]:
+            words += f"; not served: {', '.join(not_served)} (tritonserver refused it; its words are on the terminal)"
+        if kept := [m for m in refused if m in ready]:
             words += (
-                f"; not served: {', '.join(refused)} (tritonserver refused it; its words are on the terminal)"
+                f"; {', '.join(kept)}: tritonserver refused the new export and serves the earlier one "
+                "(its words are on the terminal)"
             )
         return words
 

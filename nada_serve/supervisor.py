@@ -199,7 +199,8 @@ class Supervisor:
         """Triton refused to load the model's files as they are now (a later export's)."""
         return model in self.refused and self.refused[model] == self.files.get(model)
 
-    def _refused_now(self) -> set[str]:
+    def refused_now(self) -> set[str]:
+        """The models whose files in the repository are ones Triton refused to load."""
         return {model for model in self.refused if self._refused_as_it_is(model)}
 
     def load_changed(self, client=None) -> list[str]:
@@ -215,7 +216,7 @@ class Supervisor:
         if not changed:
             return []
         # what a restart left out is tried again once the refused models it waits for have changed
-        left_out = self.server.not_loaded - loadable(self.server.repository, self._refused_now())[1]
+        left_out = self.server.not_loaded - loadable(self.server.repository, self.refused_now())[1]
         loaded = []
         ready_before = {m["name"] for m in self._index(client) if m.get("state") == "READY"}
         # composing models first: an ensemble is checked against its members when it loads
@@ -323,7 +324,7 @@ class Supervisor:
         self._count_death(status, t0)
         # the models Triton refused are not on disk as it served them: started with them the server
         # would exit (it does on a model it cannot load), so it starts without them
-        self.server.left_out = self._refused_now()
+        self.server.left_out = self.refused_now()
         self.start(self.echo)
         without = sorted(self.server.not_loaded)
         self._event(

@@ -308,7 +308,9 @@ def test_the_serve_tab_fetches_over_grpc_what_nada_generate_draws(finished_run, 
 
 def test_an_export_tritonserver_refuses_is_not_listed_and_the_page_says_so(tmp_path, monkeypatch):
     """A later export whose model Triton refuses to load (the supervisor logs it and serves the rest):
-    the page lists only what is served and names the refused one; nothing served of it is an error."""
+    the page lists only what is served and names the refused one; nothing served of it is an error. A
+    refused new version of a model served before is not offered as the export's: Triton serves the
+    earlier one, and the page says so."""
     import json
     import threading
     from types import SimpleNamespace
@@ -328,7 +330,10 @@ def test_an_export_tritonserver_refuses_is_not_listed_and_the_page_says_so(tmp_p
         models=lambda: [{"name": n, "state": s} for n, s in states.items()],
         stop=lambda: None,
     )
-    serving.supervisor = SimpleNamespace(load_changed=lambda: [], watch=threading.Event.wait)
+    refused_now = set()
+    serving.supervisor = SimpleNamespace(
+        load_changed=lambda: [], watch=threading.Event.wait, refused_now=lambda: refused_now
+    )
     monkeypatch.setattr(nada, "export", lambda runs, repo, **kw: SimpleNamespace(models=["neon", "pixel"]))
     try:
         words = serving.start([tmp_path / "neon", tmp_path / "pixel"])
@@ -340,6 +345,16 @@ def test_an_export_tritonserver_refuses_is_not_listed_and_the_page_says_so(tmp_p
         ):
             serving.start([tmp_path / "neon"])
         assert serving._watcher.is_alive()  # the rest still served and watched
+
+        refused_now.add("sketch")  # its new version refused; the earlier one READY
+        monkeypatch.setattr(
+            nada, "export", lambda runs, repo, **kw: SimpleNamespace(models=["sketch", "pixel"])
+        )
+        words = serving.start([tmp_path / "sketch", tmp_path / "pixel"])
+        assert serving.exported == ["pixel"] and serving.models == ["sketch", "pixel"]
+        assert words.endswith(
+            "; sketch: tritonserver refused the new export and serves the earlier one (its words are on the terminal)"
+        )
     finally:
         serving.stop()
 
