@@ -60,6 +60,21 @@ def global_loss(emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
     return (1 - emb @ F.normalize(text_emb, dim=-1)).mean()
 
 
+# the anchor compares images at this size: where things are and their colours, not how they are drawn
+ANCHOR_SIZE = 16
+
+
+def anchor_loss(frozen_images: torch.Tensor, train_images: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the frozen and trained images averaged down to ANCHOR_SIZE px.
+
+    Not in the paper: the directional loss constrains only the CLIP step, so a run may move what is
+    drawn along with how it is drawn. Averaged over blocks (64 px: 4x4, 1024 px: 64x64) the images keep
+    their layout and colours while strokes, edges and textures inside a block stay free to change."""
+    assert frozen_images.shape == train_images.shape, (frozen_images.shape, train_images.shape)
+    size = min(ANCHOR_SIZE, train_images.shape[-1], train_images.shape[-2])
+    return F.mse_loss(F.adaptive_avg_pool2d(train_images, size), F.adaptive_avg_pool2d(frozen_images, size))
+
+
 STYLE_IMAGE_SIZE = 256
 
 

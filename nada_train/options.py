@@ -41,6 +41,8 @@ class TrainOptions:
     train_torgb: bool = False
     mixing: float = 0.0
     global_weight: float = 0.0
+    # weight of the layout anchor (nada_train.losses.anchor_loss); 0 in the paper
+    anchor_weight: float = 0.0
     seed: int = 2
     device: str = "auto"
     precision: str = "fp32"
@@ -106,6 +108,8 @@ class TrainOptions:
             )
         if not (self.global_weight >= 0 and math.isfinite(self.global_weight)):
             raise FieldError(f"{{global_weight}} {self.global_weight}: must be 0 (off) or a positive number")
+        if not (self.anchor_weight >= 0 and math.isfinite(self.anchor_weight)):
+            raise FieldError(f"{{anchor_weight}} {self.anchor_weight}: must be 0 (off) or a positive number")
         if self.crop is not None and (len(self.crop) != 4 or not all(isinstance(v, int) for v in self.crop)):
             raise FieldError(
                 f"{{crop}} {self.crop}: give the box as LEFT,TOP,RIGHT,BOTTOM in pixels, e.g. {{crop}} "

@@ -29,7 +29,7 @@ from nada_train.layer_selection import (
     select_codes,
     set_trainable,
 )
-from nada_train.losses import ClipGuide
+from nada_train.losses import ClipGuide, anchor_loss
 from nada_train.options import TrainOptions
 from nada_train.run_dir import RunDir
 
@@ -191,6 +191,9 @@ class Trainer:
                 trained = self.synthesize(ws)
                 t_gen = self._clock()
                 loss, parts = self.guide.directional(frozen, trained, self.opts.global_weight)
+                if self.opts.anchor_weight:
+                    anchor = anchor_loss(frozen, trained)
+                    loss = loss + self.opts.anchor_weight * anchor
             t_clip = self._clock()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {float(loss)} at iteration {self.iteration + 1}")
@@ -216,6 +219,7 @@ class Trainer:
                 "step": self.iteration,
                 "loss": float(loss.detach()),
                 "clip_losses": parts,
+                **({"anchor_loss": float(anchor.detach())} if self.opts.anchor_weight else {}),
                 "layers": layers,
                 "seconds": t_end - t0,
                 "phases": {

@@ -8,7 +8,7 @@ import torch
 from nada_core.errors import NadaError
 from nada_train.clip import load_clip, parse_clip_spec
 from nada_train.clip.templates import imagenet_templates
-from nada_train.losses import directional_loss, global_loss, image_direction, text_direction
+from nada_train.losses import anchor_loss, directional_loss, global_loss, image_direction, text_direction
 from tests.conftest import refused
 
 
@@ -42,6 +42,26 @@ def test_global_loss():
     t = torch.randn(8)
     want = np.mean(1 - e.numpy() @ (t.numpy() / np.linalg.norm(t.numpy())))
     assert float(global_loss(e, t)) == pytest.approx(want, rel=1e-5)
+
+
+def test_anchor_loss_compares_block_means_and_leaves_what_is_inside_a_block_free():
+    """At 64 px the anchor is the mean squared difference of the 4x4-block means (16x16 of them); a
+    change that keeps every block's mean (a stroke pattern inside the blocks) costs nothing, one that
+    moves colour between blocks does."""
+    gen = torch.Generator().manual_seed(0)
+    frozen, train = (torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1 for _ in range(2))
+    blocks = lambda x: x.numpy().reshape(2, 3, 16, 4, 16, 4).mean(axis=(3, 5))  # noqa: E731
+    want = np.mean((blocks(train) - blocks(frozen)) ** 2)
+    assert float(anchor_loss(frozen, train)) == pytest.approx(want, rel=1e-5)
+    inside = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(32, 32) * 0.5  # mean 0 in each 4x4 block
+    assert float(anchor_loss(frozen, frozen + inside)) < 1e-12
+    moved = torch.zeros(64, 64)
+    moved[:, :32] = 0.5  # left half brighter: a change of layout and colour, not of texture
+    assert float(anchor_loss(frozen, frozen + moved)) == pytest.approx(0.125, rel=1e-5)
+    small = torch.rand(1, 3, 8, 8, generator=gen)  # smaller than 16 px: compared as it is
+    assert float(anchor_loss(small, small + 0.1)) == pytest.approx(0.01, rel=1e-4)
+    with pytest.raises(AssertionError):
+        anchor_loss(frozen, train[:1])
 
 
 def test_guide_adds_the_weighted_global_loss(tiny_clip_spec):

@@ -845,6 +845,40 @@ def test_the_step_passes_the_global_weight(tmp_path, rosinality_ckpt, tiny_clip_
     assert seen == [(0.3,)]
 
 
+def test_the_anchor_weight_adds_the_anchor_to_the_loss_and_its_gradient_to_the_step(
+    tmp_path, rosinality_ckpt, tiny_clip_spec
+):
+    """Each step's loss is the CLIP loss plus anchor_weight x the anchor between that step's frozen and
+    trained images (0 at the first step: the two generators are equal), and the anchor's gradient moves
+    the weights: the same run without it ends elsewhere."""
+    from nada_train.checkpoints import load_generator
+
+    runs = {}
+    for weight in (0.0, 50.0):
+        runs[weight] = train(
+            options(
+                rosinality_ckpt,
+                tmp_path / f"a{weight}",
+                tiny_clip_spec,
+                iterations=3,
+                layers="all",
+                anchor_weight=weight,
+                save_every=3,
+            ),
+            progress=False,
+        )
+    log = [json.loads(line) for line in (runs[50.0] / "log.jsonl").read_text().splitlines()]
+    assert log[0]["anchor_loss"] == 0.0 and all(r["anchor_loss"] > 0 for r in log[1:])
+    for r in log:
+        clip = sum(r["clip_losses"].values())
+        assert r["loss"] == pytest.approx(clip + 50.0 * r["anchor_loss"], rel=1e-5)
+    assert "anchor_loss" not in json.loads((runs[0.0] / "log.jsonl").read_text().splitlines()[-1])
+    plain, anchored = (load_generator(runs[w]).generator.state_dict() for w in (0.0, 50.0))
+    assert any(not torch.equal(plain[k], anchored[k]) for k in plain)
+    first = [json.loads(line) for line in (runs[0.0] / "log.jsonl").read_text().splitlines()]
+    assert first[0]["loss"] == pytest.approx(log[0]["loss"], rel=1e-6)  # the same run until the anchor acts
+
+
 def test_each_log_line_holds_the_step_its_losses_layers_and_phase_times(
     tmp_path, rosinality_ckpt, tiny_clip_spec
 ):

@@ -115,6 +115,13 @@ def main(
         f"the reference's lambda_global (default {D['global_weight']}, as the paper; a built-in base may set "
         "its own per target).",
     ),
+    anchor_weight: float | None = typer.Option(
+        None,
+        help="Weight of the layout anchor added to the loss: the squared difference of the frozen and adapted "
+        "images averaged down to 16x16 px, which keeps where things are and their colours while CLIP "
+        f"changes how they are drawn (default {D['anchor_weight']}: off, as the paper; a built-in base may "
+        "set its own per target).",
+    ),
     seed: int | None = typer.Option(None, help=f"Random seed of the run (default {D['seed']})."),
     device: str | None = typer.Option(
         None, help=f"auto (CUDA when available), cpu, cuda, cuda:N (default {D['device']})."
@@ -190,6 +197,7 @@ def main(
         train_torgb=train_torgb,
         mixing=mixing,
         global_weight=global_weight,
+        anchor_weight=anchor_weight,
         seed=seed,
         device=device,
         precision=precision,
