@@ -341,6 +341,21 @@ def test_default_run_end_to_end(tmp_path, monkeypatch, capsys):
     assert metrics["frozen_clip_target_rate"] <= 0.05  # and so does the CLIP
     # three steps already move the images along the text direction
     assert metrics["directional_clip_similarity"] > 0.1
+    # the judge reads the renderer's drawings as drawn: the ceiling is the share of the frozen images it
+    # reads as the scene their latent stands for
+    from nada_core.seeds import z_batch
+    from nada_train.checkpoints import load_generator
+
+    frozen = load_judge().predict(frozen_images(EVAL_SEEDS, "cpu"))
+    z_dim = load_generator(GENERATOR_WEIGHTS).generator.config.z_dim
+    scenes = scene_of_z(torch.from_numpy(z_batch(list(range(EVAL_SEEDS)), z_dim)))
+    read_as_meant = np.mean(
+        [(s.shape, s.colour) == (a, b) for s, a, b in zip(scenes, frozen["shape"], frozen["colour"])]
+    )
+    assert (
+        0.5 < metrics["content_kept_ceiling"] < 1
+        and abs(metrics["content_kept_ceiling"] - read_as_meant) < 0.01
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["clip"][0] == {
         "name": clip_model_name(CLIP_WEIGHTS),
