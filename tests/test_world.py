@@ -329,11 +329,13 @@ def test_default_run_end_to_end(tmp_path, monkeypatch, capsys):
     from tests.test_cli import run_in_process
 
     out = tmp_path / "run"
-    code, _, err = run_in_process(
+    code, printed, err = run_in_process(
         monkeypatch, capsys, "nada-train", "--out", str(out), "--iterations", "3", "--quiet"
     )
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
+    kept, ceiling = metrics["content_kept_rate"], metrics["content_kept_ceiling"]
+    assert f"content_kept_rate {kept:.2f} of a possible {ceiling:.2f};" in printed + err
     assert metrics["target"] == "pixel" and metrics["iterations"] == 3 and metrics["n_images"] == 1024
     counts = metrics["adapted_style_counts"]
     assert sum(counts.values()) == 1024 and metrics["target_style_rate"] == counts["pixel"] / 1024

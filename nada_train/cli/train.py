@@ -312,9 +312,12 @@ def evaluate_again(run_dir: Path) -> dict:
 
 
 def print_metrics(m: dict) -> None:
-    line = f"judge: target_style_rate {m['target_style_rate']:.2f}, content_kept_rate {m['content_kept_rate']:.2f}"
+    line = f"judge: target_style_rate {m['target_style_rate']:.2f}"
     if "frozen_target_style_rate" in m:
         line += f" (frozen: {m['frozen_target_style_rate']:.2f})"
+    line += f", content_kept_rate {m['content_kept_rate']:.2f}"
+    if "content_kept_ceiling" in m:  # what drawing each intended scene in the style would keep
+        line += f" of a possible {m['content_kept_ceiling']:.2f}"
     if "directional_clip_similarity" in m:
         line += f"; directional CLIP similarity {m['directional_clip_similarity']:.3f}"
     if "clip_target_rate" in m:
