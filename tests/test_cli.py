@@ -124,6 +124,10 @@ def test_train_then_generate_end_to_end(tmp_path, rosinality_ckpt, tiny_clip_spe
             "--global-weight -1.0",
         ),
         (
+            ["--generator", "{ckpt}", "--target", "x", "--out", "{tmp}/r", "--anchor-weight", "nan"],
+            "--anchor-weight nan: must be 0 (off) or a positive number",
+        ),
+        (
             ["--generator", "{ckpt}", "--target", "x", "--target", "y"],
             "--out is required: a new folder for the runs, one per target",
         ),
