@@ -329,6 +329,14 @@ class TritonServer:
             picked = [line for line in lines if line[:1] == "E" or "error" in line.lower()][-8:] or lines[-8:]
         return "\n".join(line if len(line) < 400 else line[:400] + " ..." for line in picked)
 
+    def _refused_models(self) -> str:
+        """The models the server's log says it failed to load, and what to do, for the first line."""
+        failed = sorted(set(re.findall(r"failed to load '([^']+)'", "\n".join(self.log_lines))))
+        if not failed:
+            return ""
+        it, its = ("it", "its folder") if len(failed) == 1 else ("them", "their folders")
+        return f"; it could not load {', '.join(failed)}: export {it} again, or remove {its}"
+
     def wait_ready(self, timeout: float) -> None:
         import tritonclient.grpc as grpcclient
 
@@ -341,7 +349,7 @@ class TritonServer:
                 died = ServerCrashed if self.process.returncode < 0 else NadaError
                 raise died(
                     f"tritonserver exited with status {self.process.returncode} while loading "
-                    f"{self.repository}:\n{self.errors()}"
+                    f"{self.repository}{self._refused_models()}:\n{self.errors()}"
                 )
             try:
                 # a deadline on each call: a port held by another process may accept and never answer,
