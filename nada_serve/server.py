@@ -329,9 +329,13 @@ class TritonServer:
             picked = [line for line in lines if line[:1] == "E" or "error" in line.lower()][-8:] or lines[-8:]
         return "\n".join(line if len(line) < 400 else line[:400] + " ..." for line in picked)
 
+    def failed_to_load(self) -> set[str]:
+        """The models the server's log says it failed to load."""
+        return set(re.findall(r"failed to load '([^']+)'", "\n".join(self.log_lines)))
+
     def _refused_models(self) -> str:
         """The models the server's log says it failed to load, and what to do, for the first line."""
-        failed = sorted(set(re.findall(r"failed to load '([^']+)'", "\n".join(self.log_lines))))
+        failed = sorted(self.failed_to_load())
         if not failed:
             return ""
         it, its = ("it", "its folder") if len(failed) == 1 else ("them", "their folders")

@@ -22,6 +22,7 @@ export that changes the repository brings back.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -120,7 +121,10 @@ class Supervisor:
         start_timeout: float = 300.0,
         max_restarts: int = 5,
         restart_window_s: float = 300.0,
+        skip_unloadable: bool = False,
     ):
+        """skip_unloadable: a start that fails because tritonserver cannot load some models starts again
+        without them (and the ensembles that use them), naming them, rather than refusing to serve."""
         self.server, self.interval, self.log = server, interval, log
         self.start_timeout, self.max_restarts, self.restart_window_s = (
             start_timeout,
@@ -135,6 +139,7 @@ class Supervisor:
         # model -> the files Triton refused to load (a later export's): not tried again until they change
         self.refused: dict[str, tuple] = {}
         self.echo = False  # the server's log echoed (nada-serve --verbose), after a restart too
+        self.skip_unloadable = skip_unloadable
 
     def _client(self):
         import tritonclient.grpc as grpcclient
@@ -215,7 +220,7 @@ class Supervisor:
         self.files = found
         if not changed:
             return []
-        # what a restart left out is tried again once the refused models it waits for have changed
+        # what a start left out is tried again once the refused models it waits for have changed
         left_out = self.server.not_loaded - loadable(self.server.repository, self.refused_now())[1]
         loaded = []
         ready_before = {m["name"] for m in self._index(client) if m.get("state") == "READY"}
@@ -239,7 +244,9 @@ class Supervisor:
             self.server.not_loaded.discard(model)
             loaded.append(model)
             cause = (
-                "a new export changed it in the repository" if model in changed else "left out at a restart"
+                "a new export changed it in the repository"
+                if model in changed
+                else "left out when the server started"
             )
             self._event(model, cause, "loaded", time.monotonic() - t0)
         return loaded
@@ -317,6 +324,33 @@ class Supervisor:
                 self.log(
                     f"nada-serve: {now()} tritonserver: exited with status {status} while loading; starting it again"
                 )
+            except NadaError:
+                if not self.skip_unloadable:
+                    raise
+                failed = self.server.failed_to_load() - self.server.left_out
+                if not failed:  # not a model it could not load: nothing to leave out
+                    raise
+                self._leave_out(failed)
+
+    def _leave_out(self, models: set[str]) -> None:
+        """Start without `models`, which tritonserver could not load (the export that changes them
+        brings them back: they are among the server's not_loaded). Their files count as refused, so a
+        restart leaves them out at once rather than after another failed start."""
+        found = repository_files(self.server.repository)
+        self.files = self.files or found  # the first look then sees no change
+        self.refused.update({model: found.get(model) for model in models})
+        self.server.left_out |= models
+        for model in sorted(models):
+            self.log(
+                f"nada-serve: {now()} {model}: tritonserver could not load it ({self._why_not(model)}); "
+                "starting without it and the ensembles that use it, until an export changes it"
+            )
+
+    def _why_not(self, model: str) -> str:
+        """Triton's reason for a model it failed to load, the first line of it."""
+        said = re.compile(rf"failed to load '{re.escape(model)}' version \d+: (.*?)(?:\\n|\"$)")
+        found = [m.group(1) for line in self.server.log_lines if (m := said.search(line))]
+        return found[-1] if found else "its log says why"
 
     def restart_server(self) -> None:
         t0 = time.monotonic()

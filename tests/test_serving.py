@@ -669,9 +669,68 @@ def test_a_later_export_that_triton_refuses_leaves_the_rest_serving(tmp_path, mo
         echo_repository(repo, {"echo": ECHO_MODEL + "# mended\n"})
         watch.check()
         assert "echo: a new export changed it in the repository; loaded in" in logged[4]
-        assert "pipe: left out at a restart; loaded in" in logged[5]
+        assert "pipe: left out when the server started; loaded in" in logged[5]
         assert client.infer("pipe", [x]).as_numpy("Y").tolist() == [7.0]
         assert {m["name"]: m.get("state") for m in server.models()} == dict.fromkeys(states, "READY")
     finally:  # killed: Triton waits its 10 s exit timeout for the refused version, which never unloads
         server.process.kill()
         server.stop()
+
+
+def test_nada_serve_skip_unloadable_serves_the_rest_names_what_it_left_out_and_loads_it_mended(tmp_path):
+    """nada-serve --skip-unloadable on a repository holding a model tritonserver cannot load and an
+    ensemble over it: it serves the rest, names both and Triton's reason (without the flag it refuses
+    to start, as above), and the export that mends the model brings both back."""
+    refused = (
+        ECHO_MODEL + "\n    def initialize(self, args):\n        raise RuntimeError('no memory for it')\n"
+    )
+    repo = echo_repository(tmp_path / "repo", {"echo": ECHO_MODEL, "bad": refused})
+    (repo / "pipe" / "1").mkdir(parents=True)
+    (repo / "pipe" / "config.pbtxt").write_text(ECHO_ENSEMBLE.replace('"echo"', '"bad"'))
+    code = "import sys; from nada_serve.cli.serve import main_entry; sys.argv[0]='nada-serve'; main_entry()"
+    ports = ["--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(repo), *ports, "--skip-unloadable"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready = proc.stdout.readline()
+        assert ready.startswith("ready: grpc 127.0.0.1:"), ready + proc.stderr.read()
+        assert proc.stdout.readline() == "models: echo\n"
+        assert proc.stdout.readline() == "not served: bad, pipe\n"
+        client = grpcclient.InferenceServerClient(ready.split()[2])
+        x = grpcclient.InferInput("X", [1], "FP32")
+        x.set_data_from_numpy(np.array([7.0], np.float32))
+        assert client.infer("echo", [x]).as_numpy("Y").tolist() == [7.0]
+
+        def answers(model: str) -> bool:
+            try:
+                return client.infer(model, [x]).as_numpy("Y").tolist() == [7.0]
+            except Exception:  # restarting, or not loaded yet
+                return False
+
+        # a crash: started again without them (with them tritonserver would exit again)
+        (server_pid,) = processes_mentioning(f"--model-repository={repo.resolve()}")
+        os.kill(server_pid, signal.SIGKILL)
+        wait_for(lambda: server_pid not in processes_mentioning(str(repo.resolve())), 10, "the server gone")
+        wait_for(lambda: answers("echo"), 120, "the server started again, serving echo")
+
+        echo_repository(repo, {"bad": ECHO_MODEL + "# mended\n"})
+        wait_for(lambda: client.is_model_ready("pipe"), 60, "the mended model and its ensemble loaded")
+        assert client.infer("pipe", [x]).as_numpy("Y").tolist() == [7.0]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        said = proc.stderr.read()
+        assert (
+            "bad: tritonserver could not load it (Internal: RuntimeError: no memory for it); starting without "
+            "it and the ensembles that use it, until an export changes it" in said
+        )
+        assert "tritonserver: exited with status -9; restarted on the same ports without bad, pipe" in said
+        assert said.count("bad: tritonserver could not load it") == 1  # the restart left it out at once
+        assert "bad: a new export changed it in the repository; loaded in" in said
+        assert "pipe: left out when the server started; loaded in" in said
+    finally:
+        if proc.poll() is None:
+            proc.kill()

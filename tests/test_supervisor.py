@@ -305,13 +305,14 @@ def test_nada_serve_that_gives_up_stops_its_tritonserver_and_says_why(monkeypatc
         def __init__(self, repository, *ports, host):
             self.repository, self.process = repository, Process()
             self.endpoints = SimpleNamespace(grpc="127.0.0.1:1", http="127.0.0.1:2", metrics="127.0.0.1:3")
+            self.not_loaded: set[str] = set()
 
         def start(self, timeout, echo=False):
             events.append("start")
             return self
 
         def models(self):
-            return [{"name": "one"}]
+            return [{"name": "one", "state": "READY"}]
 
         def stop(self):
             events.append("stop")

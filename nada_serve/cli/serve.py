@@ -19,7 +19,7 @@ app = typer_app(
     "Waits until every model is ready, prints the endpoints, then keeps them serving: a model whose "
     "process dies is reloaded (not ready meanwhile), a tritonserver that dies is restarted; each event is "
     "logged with the time it took. Stops cleanly on Ctrl-C or SIGTERM. Exits non-zero with the server's "
-    "own error when a model fails to load."
+    "own error when a model fails to load (or, with --skip-unloadable, serves the rest and names it)."
 )
 
 
@@ -36,6 +36,12 @@ def main(
         "control stays restricted to nada-serve itself).",
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Echo the server's log."),
+    skip_unloadable: bool = typer.Option(
+        False,
+        "--skip-unloadable",
+        help="Serve the rest when tritonserver cannot load some models (and the ensembles that use them), "
+        "naming them, instead of refusing to start; the export that changes them brings them back.",
+    ),
 ) -> None:
     server = TritonServer(repository, grpc_port, http_port, metrics_port, host=host)
     if not is_loopback(host):
@@ -57,13 +63,15 @@ def main(
     signal.signal(signal.SIGINT, on_signal)
     try:
         log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-        supervisor = Supervisor(server, log=log, start_timeout=timeout)
+        supervisor = Supervisor(server, log=log, start_timeout=timeout, skip_unloadable=skip_unloadable)
         supervisor.start(echo=verbose)
         supervisor.check()  # a model process that died while the server came up is found before anything is printed
         ep = server.endpoints
-        models = ", ".join(m["name"] for m in server.models())
+        models = ", ".join(m["name"] for m in server.models() if m.get("state") == "READY")
         print(f"ready: grpc {ep.grpc}  http {ep.http}  metrics http://{ep.metrics}/metrics", flush=True)
         print(f"models: {models}", flush=True)
+        if server.not_loaded:
+            print(f"not served: {', '.join(sorted(server.not_loaded))}", flush=True)
         supervisor.watch(threading.Event())  # until Ctrl-C or SIGTERM, or what it cannot mend
     except KeyboardInterrupt:
         code = server.stop()
