@@ -210,13 +210,16 @@ class Serving:
         return words
 
     def _serve(self) -> None:
-        """A new tritonserver on the repository, every model ready, in place of any earlier one."""
+        """A new tritonserver on the repository in place of any earlier one, every model ready that it
+        can load: one it cannot (a broken export) is left out and named, as a later export's would be."""
         from nada_serve.server import TritonServer
         from nada_serve.supervisor import Supervisor
 
         self._stop_server()
         server = TritonServer(self.repository, 0, 0, 0, host="127.0.0.1")
-        supervisor = Supervisor(server, log=lambda line: print(line, file=sys.stderr, flush=True))
+        supervisor = Supervisor(
+            server, log=lambda line: print(line, file=sys.stderr, flush=True), skip_unloadable=True
+        )
         supervisor.start()
         supervisor.check()  # also records the repository's files: the next export's changes are loaded
         with self._swap:

@@ -359,6 +359,37 @@ def test_an_export_tritonserver_refuses_is_not_listed_and_the_page_says_so(tmp_p
         serving.stop()
 
 
+def test_a_first_export_with_a_model_tritonserver_cannot_load_serves_the_rest(tmp_path, monkeypatch):
+    """The page's first export starts its tritonserver: a model it cannot load is left out and named,
+    the rest served, as with a later export (it used to serve nothing and say only that the server
+    exited)."""
+    import json
+    from types import SimpleNamespace
+
+    import nada
+    from nada_app.views import Serving
+    from tests.test_serving import ECHO_MODEL, echo_repository
+
+    refused = (
+        ECHO_MODEL + "\n    def initialize(self, args):\n        raise RuntimeError('no memory for it')\n"
+    )
+
+    def export(runs, repository, **kw):
+        echo_repository(repository, {"good": ECHO_MODEL, "bad": refused})
+        (repository / "manifest.json").write_text(json.dumps({"models": {"good": {}, "bad": {}}}))
+        return SimpleNamespace(models=["good", "bad"])
+
+    monkeypatch.setattr(nada, "export", export)
+    serving = Serving(tmp_path)
+    try:
+        words = serving.start([tmp_path / "good", tmp_path / "bad"])
+        assert serving.exported == ["good"] and serving.models == ["good"]
+        assert words.endswith("; not served: bad (tritonserver refused it; its words are on the terminal)")
+        assert serving.server.not_loaded == {"bad"} and serving._watcher.is_alive()
+    finally:
+        serving.stop()
+
+
 def test_what_the_supervisor_cannot_mend_stops_that_server_and_the_next_fetch_says_why(tmp_path):
     """The Serve tab's watch gives up (a model that cannot be reloaded): its server is stopped, not left
     serving unwatched, and a fetch says why in one line; a newer export's server is never stopped by an
