@@ -329,9 +329,17 @@ class TritonServer:
             picked = [line for line in lines if line[:1] == "E" or "error" in line.lower()][-8:] or lines[-8:]
         return "\n".join(line if len(line) < 400 else line[:400] + " ..." for line in picked)
 
-    def failed_to_load(self) -> set[str]:
-        """The models the server's log says it failed to load."""
-        return set(re.findall(r"failed to load '([^']+)'", "\n".join(self.log_lines)))
+    # tritonserver's line for a model it could not load: "failed to load 'NAME' version N: REASON\n..."
+    # (its newlines written as \n), then "failed to load 'NAME'" without a reason
+    FAILED_TO_LOAD = re.compile(r"failed to load '([^']+)'(?: version \d+: (.*?)(?:\\n|\"$))?")
+
+    def failed_to_load(self) -> dict[str, str]:
+        """The models the server's log says it failed to load, each with the first line of its reason."""
+        failed: dict[str, str] = {}
+        for line in self.log_lines:
+            for name, reason in self.FAILED_TO_LOAD.findall(line):
+                failed[name] = reason or failed.get(name, "")
+        return failed
 
     def _refused_models(self) -> str:
         """The models the server's log says it failed to load, and what to do, for the first line."""

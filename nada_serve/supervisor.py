@@ -22,7 +22,6 @@ export that changes the repository brings back.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import threading
 import time
@@ -327,30 +326,28 @@ class Supervisor:
             except NadaError:
                 if not self.skip_unloadable:
                     raise
-                failed = self.server.failed_to_load() - self.server.left_out
+                failed = {
+                    name: why
+                    for name, why in self.server.failed_to_load().items()
+                    if name not in self.server.left_out
+                }
                 if not failed:  # not a model it could not load: nothing to leave out
                     raise
                 self._leave_out(failed)
 
-    def _leave_out(self, models: set[str]) -> None:
+    def _leave_out(self, models: dict[str, str]) -> None:
         """Start without `models`, which tritonserver could not load (the export that changes them
         brings them back: they are among the server's not_loaded). Their files count as refused, so a
         restart leaves them out at once rather than after another failed start."""
         found = repository_files(self.server.repository)
         self.files = self.files or found  # the first look then sees no change
         self.refused.update({model: found.get(model) for model in models})
-        self.server.left_out |= models
-        for model in sorted(models):
+        self.server.left_out |= set(models)
+        for model, why in sorted(models.items()):
             self.log(
-                f"nada-serve: {now()} {model}: tritonserver could not load it ({self._why_not(model)}); "
+                f"nada-serve: {now()} {model}: tritonserver could not load it ({why or 'its log says why'}); "
                 "starting without it and the ensembles that use it, until an export changes it"
             )
-
-    def _why_not(self, model: str) -> str:
-        """Triton's reason for a model it failed to load, the first line of it."""
-        said = re.compile(rf"failed to load '{re.escape(model)}' version \d+: (.*?)(?:\\n|\"$)")
-        found = [m.group(1) for line in self.server.log_lines if (m := said.search(line))]
-        return found[-1] if found else "its log says why"
 
     def restart_server(self) -> None:
         t0 = time.monotonic()
