@@ -115,6 +115,23 @@ def intended_renders(n: int, style: int, z_dim: int) -> torch.Tensor:
     return torch.from_numpy(render_batch([replace(scene, style=style) for scene in scene_of_z(z)]))
 
 
+_CEILING: dict[tuple, float] = {}
+
+
+def content_kept_ceiling(judge: torch.nn.Module, frozen: torch.Tensor, target: int, z_dim: int) -> float:
+    """Content kept is judged against the frozen generator's images, which the judge does not always
+    read as the scene their latent stands for: even the renderer's own drawing of each intended scene
+    in the target style keeps only this share (about 0.85), the most an adaptation that draws the
+    intended shapes can score. The same for every run of a target: rendered and judged (about 3 s for
+    1,024 seeds) once per process, again when the generator's or the judge's file changes."""
+    n, device = len(frozen), frozen.device
+    key = (sha256_file(GENERATOR_WEIGHTS), sha256_file(JUDGE_WEIGHTS), n, target, str(device))
+    if key not in _CEILING:
+        intended = intended_renders(n, target, z_dim).to(device)
+        _CEILING[key] = adaptation_metrics(judge, frozen, intended, target)["content_kept_rate"]
+    return _CEILING[key]
+
+
 @torch.no_grad()
 def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") -> dict:
     """metrics.json for a run on the world generator: the judge on frozen and adapted images of
@@ -138,12 +155,7 @@ def evaluate_run(run_dir: str | Path, n: int = EVAL_SEEDS, device: str = "cpu") 
     adapted = images_of_seeds(generator, n)
     judge = load_judge().to(device)
     metrics = adaptation_metrics(judge, frozen, adapted, target)
-    # content kept is judged against the frozen generator's images, which the judge does not always
-    # read as the scene their latent stands for: even the renderer's own drawing of each intended scene
-    # in the target style keeps only this share (about 0.85), the most an adaptation that draws the
-    # intended shapes can score
-    intended = intended_renders(n, target, generator.config.z_dim).to(device)
-    metrics["content_kept_ceiling"] = adaptation_metrics(judge, frozen, intended, target)["content_kept_rate"]
+    metrics["content_kept_ceiling"] = content_kept_ceiling(judge, frozen, target, generator.config.z_dim)
     # the directional similarity under the CLIP and templates the run was guided by
     opts = TrainOptions.from_json(manifest["arguments"])
     guide = ClipGuide([load_clip(s, device) for s in opts.clip])
