@@ -368,14 +368,10 @@ def test_a_first_export_with_a_model_tritonserver_cannot_load_serves_the_rest(tm
 
     import nada
     from nada_app.views import Serving
-    from tests.test_serving import ECHO_MODEL, echo_repository
-
-    refused = (
-        ECHO_MODEL + "\n    def initialize(self, args):\n        raise RuntimeError('no memory for it')\n"
-    )
+    from tests.test_serving import ECHO_MODEL, UNLOADABLE_MODEL, echo_repository
 
     def export(runs, repository, **kw):
-        echo_repository(repository, {"good": ECHO_MODEL, "bad": refused})
+        echo_repository(repository, {"good": ECHO_MODEL, "bad": UNLOADABLE_MODEL})
         (repository / "manifest.json").write_text(json.dumps({"models": {"good": {}, "bad": {}}}))
         return SimpleNamespace(models=["good", "bad"])
 

@@ -293,25 +293,21 @@ def processes_mentioning(text: str) -> set[int]:
     return found
 
 
-def test_nada_serve_cli_ready_then_sigterm(repo):
-    already = processes_mentioning(str(repo))  # the module's own server serves this repository too
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from nada_serve.cli.serve import main_entry; sys.argv[0]='nada-serve'; main_entry()",
-            str(repo),
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ],
+def nada_serve_process(repo: Path, *flags: str) -> subprocess.Popen:
+    """nada-serve on `repo` (any free ports) as its console script runs it, its output piped."""
+    code = "import sys; from nada_serve.cli.serve import main_entry; sys.argv[0]='nada-serve'; main_entry()"
+    ports = ["--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"]
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(repo), *ports, *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_nada_serve_cli_ready_then_sigterm(repo):
+    already = processes_mentioning(str(repo))  # the module's own server serves this repository too
+    proc = nada_serve_process(repo)
     try:
         ready = proc.stdout.readline()
         assert ready.startswith("ready: grpc 127.0.0.1:"), ready + proc.stderr.read()
@@ -546,6 +542,16 @@ class TritonPythonModel:
         take = pb.get_input_tensor_by_name
         return [pb.InferenceResponse([pb.Tensor("Y", take(r, "X").as_numpy())]) for r in requests]
 """
+# what Triton refuses to load (a broken export, one too large for the GPU): its initialize raises
+UNLOADABLE_MODEL = (
+    ECHO_MODEL + "\n    def initialize(self, args):\n        raise RuntimeError('no memory for it')\n"
+)
+
+
+def echo_input(value: float = 7.0) -> grpcclient.InferInput:
+    x = grpcclient.InferInput("X", [1], "FP32")
+    x.set_data_from_numpy(np.array([value], np.float32))
+    return x
 
 
 def test_a_picked_port_taken_before_the_server_binds_it_is_picked_anew(tmp_path, monkeypatch):
@@ -618,9 +624,6 @@ def test_a_later_export_that_triton_refuses_leaves_the_rest_serving(tmp_path, mo
     from nada_serve.supervisor import Supervisor
 
     monkeypatch.setattr(module, "CHANGED_LOAD_RETRY_S", 0.0)  # one try each
-    refused = (
-        ECHO_MODEL + "\n    def initialize(self, args):\n        raise RuntimeError('no memory for it')\n"
-    )
     repo = echo_repository(tmp_path / "repo", {"echo": ECHO_MODEL})
     (repo / "pipe" / "1").mkdir(parents=True)
     (repo / "pipe" / "config.pbtxt").write_text(ECHO_ENSEMBLE)
@@ -629,11 +632,10 @@ def test_a_later_export_that_triton_refuses_leaves_the_rest_serving(tmp_path, mo
     try:
         watch = Supervisor(server, log=logged.append, start_timeout=60)
         watch.check()  # the first look: what is served
-        echo_repository(repo, {"echo": refused, "added": refused})
+        echo_repository(repo, {"echo": UNLOADABLE_MODEL, "added": UNLOADABLE_MODEL})
         watch.check()
         client = grpcclient.InferenceServerClient(server.endpoints.grpc)
-        x = grpcclient.InferInput("X", [1], "FP32")
-        x.set_data_from_numpy(np.array([7.0], np.float32))
+        x = echo_input()
         assert client.infer("echo", [x]).as_numpy("Y").tolist() == [7.0]  # the version loaded before
         states = {m["name"]: m.get("state") for m in server.models()}
         assert states == {"echo": "READY", "pipe": "READY", "added": "UNAVAILABLE"}
@@ -681,28 +683,17 @@ def test_nada_serve_skip_unloadable_serves_the_rest_names_what_it_left_out_and_l
     """nada-serve --skip-unloadable on a repository holding a model tritonserver cannot load and an
     ensemble over it: it serves the rest, names both and Triton's reason (without the flag it refuses
     to start, as above), and the export that mends the model brings both back."""
-    refused = (
-        ECHO_MODEL + "\n    def initialize(self, args):\n        raise RuntimeError('no memory for it')\n"
-    )
-    repo = echo_repository(tmp_path / "repo", {"echo": ECHO_MODEL, "bad": refused})
+    repo = echo_repository(tmp_path / "repo", {"echo": ECHO_MODEL, "bad": UNLOADABLE_MODEL})
     (repo / "pipe" / "1").mkdir(parents=True)
     (repo / "pipe" / "config.pbtxt").write_text(ECHO_ENSEMBLE.replace('"echo"', '"bad"'))
-    code = "import sys; from nada_serve.cli.serve import main_entry; sys.argv[0]='nada-serve'; main_entry()"
-    ports = ["--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(repo), *ports, "--skip-unloadable"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = nada_serve_process(repo, "--skip-unloadable")
     try:
         ready = proc.stdout.readline()
         assert ready.startswith("ready: grpc 127.0.0.1:"), ready + proc.stderr.read()
         assert proc.stdout.readline() == "models: echo\n"
         assert proc.stdout.readline() == "not served: bad, pipe\n"
         client = grpcclient.InferenceServerClient(ready.split()[2])
-        x = grpcclient.InferInput("X", [1], "FP32")
-        x.set_data_from_numpy(np.array([7.0], np.float32))
+        x = echo_input()
         assert client.infer("echo", [x]).as_numpy("Y").tolist() == [7.0]
 
         def answers(model: str) -> bool:
